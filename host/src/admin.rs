@@ -1,0 +1,93 @@
+//! The admin routes under `/-/`, answered by intake itself without entering the queue, so they
+//! answer while the lane is busy: `/-/health`, `/-/ready`, `/-/plugins`.
+
+use std::fmt::Write;
+use std::time::UNIX_EPOCH;
+
+use plugin_api::Response;
+
+use crate::lane::text;
+use crate::registry::RouteInfo;
+
+/// What the admin routes may read of intake's state.
+pub struct AdminView<'a> {
+    /// The routes last published by a lane.
+    pub routes: &'a [RouteInfo],
+    /// Whether the queue refuses new requests right now.
+    pub queue_full: bool,
+}
+
+/// Answers `GET /-/<rest>`.
+pub fn answer(rest: &str, view: &AdminView<'_>) -> Response {
+    match rest {
+        "/health" => text(200, "ok\n"),
+        "/ready" if view.queue_full => text(503, "busy: the queue is full\n"),
+        "/ready" => text(200, "ready\n"),
+        "/plugins" => Response::json(plugins_json(view.routes)),
+        _ => text(404, "admin routes: /-/health /-/ready /-/plugins\n"),
+    }
+}
+
+/// `[{"route":..,"crate":..,"version":..,"description":..,"generation":..,"loaded_at":..}]`
+fn plugins_json(routes: &[RouteInfo]) -> String {
+    let mut json = String::from("[");
+    for (i, route) in routes.iter().enumerate() {
+        let loaded_at = route
+            .loaded_at
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let _ = write!(
+            json,
+            "{}{{\"route\":{},\"crate\":{},\"version\":{},\"description\":{},\"generation\":{},\"loaded_at\":{loaded_at}}}",
+            if i == 0 { "" } else { "," },
+            json_string(route.name.as_str()),
+            json_string(&route.crate_name),
+            json_string(&route.version),
+            json_string(&route.description),
+            route.generation.0,
+        );
+    }
+    json.push_str("]\n");
+    json
+}
+
+/// A JSON string literal for `text`.
+fn json_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_strings_are_escaped() {
+        assert_eq!(json_string("a\"b\\c\n"), r#""a\"b\\c\u000a""#);
+    }
+
+    #[test]
+    fn ready_follows_the_queue() {
+        let view = AdminView {
+            routes: &[],
+            queue_full: true,
+        };
+        assert_eq!(answer("/ready", &view).status, 503);
+        assert_eq!(answer("/health", &view).status, 200);
+        assert_eq!(answer("/plugins", &view).body_str(), Some("[]\n"));
+        assert_eq!(answer("/nope", &view).status, 404);
+    }
+}

@@ -1,0 +1,366 @@
+//! Command-line flags, their environment-variable twins, defaults and validation.
+//!
+//! Every setting is a flag (`--queue 256` or `--queue=256`) with a `FIDDLER_*` twin
+//! (`FIDDLER_QUEUE=256`); a flag wins over its variable, which wins over the default. Invalid
+//! values are refused here, before anything starts.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What the server runs with. Built by [`parse`]; tests may also build one directly.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where the plain-HTTP listener binds (port 0 picks a free port).
+    pub http: SocketAddr,
+    /// The folder read for `*.so` plugins.
+    pub plugins: PathBuf,
+    /// The most requests waiting in the queue (not counting the ones running).
+    pub queue: usize,
+    /// The most request-body bytes held at once, queued or being read.
+    pub queue_bytes: usize,
+    /// The largest request body accepted.
+    pub max_body: usize,
+    /// How many lanes run requests (each one at a time).
+    pub lanes: usize,
+    /// A pause on each lane between two requests.
+    pub pace: Duration,
+    /// How long a plugin call may run unless the plugin sets its own deadline.
+    pub deadline: Duration,
+    /// How long a request may wait in the queue before it is dropped unrun.
+    pub queue_wait: Duration,
+    /// From accept (or the end of the previous response) to a complete request head.
+    pub header_timeout: Duration,
+    /// The longest pause while reading a body or writing a response.
+    pub idle_timeout: Duration,
+    /// The most open client connections.
+    pub max_conns: usize,
+    /// The kernel's accept backlog for each listener: what waits beyond `max_conns`.
+    pub backlog: u32,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            http: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            plugins: PathBuf::from("plugins"),
+            queue: 256,
+            queue_bytes: 64 << 20,
+            max_body: 16 << 20,
+            lanes: 1,
+            pace: Duration::ZERO,
+            deadline: Duration::from_secs(30),
+            queue_wait: Duration::from_secs(60),
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(10),
+            max_conns: 512,
+            backlog: 64,
+        }
+    }
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Command {
+    /// Run the server with this configuration.
+    Serve(Config),
+    /// Print the help text and exit.
+    Help,
+}
+
+/// Why the command line was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ConfigError {
+    /// A flag that does not exist.
+    UnknownFlag(String),
+    /// A flag given last, with no value after it.
+    MissingValue(String),
+    /// A value that does not parse or is out of range; `source` is the flag or variable name.
+    Invalid {
+        /// `--flag` or `FIDDLER_VARIABLE`.
+        source: String,
+        /// The value given.
+        value: String,
+        /// What was expected.
+        expected: &'static str,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::UnknownFlag(flag) => write!(f, "unknown flag {flag} (see --help)"),
+            ConfigError::MissingValue(flag) => write!(f, "{flag} needs a value"),
+            ConfigError::Invalid {
+                source,
+                value,
+                expected,
+            } => write!(f, "{source}={value:?} is invalid: expected {expected}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// One setting: its flag, its variable, the help line, and how to store a value.
+struct Setting {
+    flag: &'static str,
+    env: &'static str,
+    value_name: &'static str,
+    help: &'static str,
+    set: fn(&mut Config, &str) -> Result<(), &'static str>,
+    show_default: fn(&Config) -> String,
+}
+
+const SETTINGS: &[Setting] = &[
+    Setting {
+        flag: "--http",
+        env: "FIDDLER_HTTP",
+        value_name: "ADDR",
+        help: "plain-HTTP listen address (port 0 picks a free port)",
+        set: |c, v| Ok(c.http = v.parse().map_err(|_| "an address like 127.0.0.1:8080")?),
+        show_default: |c| c.http.to_string(),
+    },
+    Setting {
+        flag: "--plugins",
+        env: "FIDDLER_PLUGINS",
+        value_name: "DIR",
+        help: "folder read for *.so plugins",
+        set: |c, v| Ok(c.plugins = PathBuf::from(v)),
+        show_default: |c| c.plugins.display().to_string(),
+    },
+    Setting {
+        flag: "--queue",
+        env: "FIDDLER_QUEUE",
+        value_name: "N",
+        help: "most requests waiting to run",
+        set: |c, v| Ok(c.queue = count(v, 1, 1 << 20)?),
+        show_default: |c| c.queue.to_string(),
+    },
+    Setting {
+        flag: "--queue-bytes",
+        env: "FIDDLER_QUEUE_BYTES",
+        value_name: "BYTES",
+        help: "most request-body bytes held at once (queued or being read)",
+        set: |c, v| Ok(c.queue_bytes = count(v, 1, 1 << 40)?),
+        show_default: |c| c.queue_bytes.to_string(),
+    },
+    Setting {
+        flag: "--max-body",
+        env: "FIDDLER_MAX_BODY",
+        value_name: "BYTES",
+        help: "largest request body (413 beyond it)",
+        set: |c, v| Ok(c.max_body = count(v, 0, 1 << 40)?),
+        show_default: |c| c.max_body.to_string(),
+    },
+    Setting {
+        flag: "--lanes",
+        env: "FIDDLER_LANES",
+        value_name: "N",
+        help: "lanes running requests, each one at a time",
+        set: |c, v| Ok(c.lanes = count(v, 1, 64)?),
+        show_default: |c| c.lanes.to_string(),
+    },
+    Setting {
+        flag: "--pace",
+        env: "FIDDLER_PACE",
+        value_name: "MS",
+        help: "pause on a lane between two requests",
+        set: |c, v| Ok(c.pace = millis(v, 0)?),
+        show_default: |c| c.pace.as_millis().to_string(),
+    },
+    Setting {
+        flag: "--deadline",
+        env: "FIDDLER_DEADLINE",
+        value_name: "MS",
+        help: "plugin call deadline unless the plugin sets one (504 beyond it)",
+        set: |c, v| Ok(c.deadline = millis(v, 1)?),
+        show_default: |c| c.deadline.as_millis().to_string(),
+    },
+    Setting {
+        flag: "--queue-wait",
+        env: "FIDDLER_QUEUE_WAIT",
+        value_name: "MS",
+        help: "longest wait in the queue; older requests are dropped unrun",
+        set: |c, v| Ok(c.queue_wait = millis(v, 1)?),
+        show_default: |c| c.queue_wait.as_millis().to_string(),
+    },
+    Setting {
+        flag: "--header-timeout",
+        env: "FIDDLER_HEADER_TIMEOUT",
+        value_name: "MS",
+        help: "from accept (or the previous response) to a whole request head",
+        set: |c, v| Ok(c.header_timeout = millis(v, 1)?),
+        show_default: |c| c.header_timeout.as_millis().to_string(),
+    },
+    Setting {
+        flag: "--idle-timeout",
+        env: "FIDDLER_IDLE_TIMEOUT",
+        value_name: "MS",
+        help: "longest pause while reading a body or sending a response",
+        set: |c, v| Ok(c.idle_timeout = millis(v, 1)?),
+        show_default: |c| c.idle_timeout.as_millis().to_string(),
+    },
+    Setting {
+        flag: "--max-conns",
+        env: "FIDDLER_MAX_CONNS",
+        value_name: "N",
+        help: "most open client connections; beyond it nothing is accepted",
+        set: |c, v| Ok(c.max_conns = count(v, 1, 1 << 20)?),
+        show_default: |c| c.max_conns.to_string(),
+    },
+    Setting {
+        flag: "--backlog",
+        env: "FIDDLER_BACKLOG",
+        value_name: "N",
+        help: "kernel accept backlog of each listener",
+        set: |c, v| Ok(c.backlog = count(v, 1, 65535)? as u32),
+        show_default: |c| c.backlog.to_string(),
+    },
+];
+
+fn count(value: &str, min: usize, max: usize) -> Result<usize, &'static str> {
+    match value.parse::<usize>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err("a whole number in range"),
+    }
+}
+
+fn millis(value: &str, min: u64) -> Result<Duration, &'static str> {
+    match value.parse::<u64>() {
+        Ok(ms) if ms >= min => Ok(Duration::from_millis(ms)),
+        _ => Err("a whole number of milliseconds"),
+    }
+}
+
+/// Parses the arguments (without the program name), reading variables through `env`.
+pub fn parse<I, E>(args: I, env: E) -> Result<Command, ConfigError>
+where
+    I: IntoIterator<Item = String>,
+    E: Fn(&str) -> Option<String>,
+{
+    let mut config = Config::default();
+    for setting in SETTINGS {
+        if let Some(value) = env(setting.env) {
+            apply(&mut config, setting, setting.env, &value)?;
+        }
+    }
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        if arg == "--help" || arg == "-h" {
+            return Ok(Command::Help);
+        }
+        let (flag, inline) = match arg.split_once('=') {
+            Some((flag, value)) => (flag.to_owned(), Some(value.to_owned())),
+            None => (arg.clone(), None),
+        };
+        let setting = SETTINGS
+            .iter()
+            .find(|s| s.flag == flag)
+            .ok_or_else(|| ConfigError::UnknownFlag(arg.clone()))?;
+        let value = match inline {
+            Some(value) => value,
+            None => args
+                .next()
+                .ok_or_else(|| ConfigError::MissingValue(flag.clone()))?,
+        };
+        apply(&mut config, setting, &flag, &value)?;
+    }
+    Ok(Command::Serve(config))
+}
+
+fn apply(
+    config: &mut Config,
+    setting: &Setting,
+    source: &str,
+    value: &str,
+) -> Result<(), ConfigError> {
+    (setting.set)(config, value).map_err(|expected| ConfigError::Invalid {
+        source: source.to_owned(),
+        value: value.to_owned(),
+        expected,
+    })
+}
+
+/// The `--help` text: every flag with its variable and default.
+pub fn help() -> String {
+    let defaults = Config::default();
+    let mut text = String::from(
+        "fiddler-crab: a slim, load-impervious HTTP server for handler plugins.\n\n\
+         Usage: fiddler-crab [FLAGS]\n\n\
+         Each .so in the plugins folder serves POST /<name> (libecho.so and echo.so serve /echo).\n\
+         Every flag has an environment variable twin; the flag wins.\n\nFlags:\n",
+    );
+    for s in SETTINGS {
+        let left = format!("  {} {}", s.flag, s.value_name);
+        text.push_str(&format!(
+            "{left:<28} {} [{}; default {}]\n",
+            s.help,
+            s.env,
+            (s.show_default)(&defaults)
+        ));
+    }
+    text.push_str("  -h, --help                   print this help\n");
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_with(args: &[&str], env: &[(&str, &str)]) -> Result<Command, ConfigError> {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        parse(args.iter().map(|a| a.to_string()), move |name| {
+            env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        })
+    }
+
+    fn serve(args: &[&str], env: &[(&str, &str)]) -> Config {
+        match parse_with(args, env) {
+            Ok(Command::Serve(config)) => config,
+            other => panic!("expected a config, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn flags_win_over_variables_which_win_over_defaults() {
+        let config = serve(&["--queue", "7", "--pace=20"], &[("FIDDLER_QUEUE", "9"), ("FIDDLER_LANES", "2")]);
+        assert_eq!(config.queue, 7);
+        assert_eq!(config.lanes, 2);
+        assert_eq!(config.pace, Duration::from_millis(20));
+        assert_eq!(config.max_body, 16 << 20);
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_their_source() {
+        let table: &[(&[&str], &[(&str, &str)], &str)] = &[
+            (&["--lanes", "0"], &[], "--lanes"),
+            (&["--http", "nowhere"], &[], "--http"),
+            (&[], &[("FIDDLER_MAX_BODY", "-1")], "FIDDLER_MAX_BODY"),
+        ];
+        for (args, env, source) in table {
+            match parse_with(args, env) {
+                Err(ConfigError::Invalid { source: got, .. }) => assert_eq!(&got, source),
+                other => panic!("{args:?}: expected Invalid, got {other:?}"),
+            }
+        }
+        assert_eq!(
+            parse_with(&["--queue"], &[]).err(),
+            Some(ConfigError::MissingValue("--queue".into()))
+        );
+        assert!(matches!(parse_with(&["--nope"], &[]), Err(ConfigError::UnknownFlag(_))));
+    }
+
+    #[test]
+    fn help_lists_every_flag_and_variable() {
+        let text = help();
+        for s in SETTINGS {
+            assert!(text.contains(s.flag) && text.contains(s.env), "{}", s.flag);
+        }
+        assert!(matches!(parse_with(&["--help"], &[]), Ok(Command::Help)));
+    }
+}

@@ -1,0 +1,293 @@
+//! One client connection: its socket, its buffers, and the phase of the exchange it is in.
+//!
+//! The connection reads and writes its own socket without blocking; what to do with a
+//! complete head or request is intake's call. Each phase names what the connection waits for,
+//! and each has its deadline (set by intake on entry).
+
+use std::io::{self, IoSlice, Read, Write};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use mio::net::TcpStream;
+use plugin_api::RVec;
+
+use crate::http::body::BodyReader;
+use crate::http::error::HttpError;
+use crate::http::parse::{parse_head, Head, HeadLimits};
+use crate::queue::ByteBudget;
+
+/// How much one read takes at most.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Names a connection across threads: its slot and a serial number, so an answer for a closed
+/// connection never reaches a newer one in the same slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConnId {
+    /// Index in intake's connection table (and the mio token).
+    pub slot: usize,
+    /// Unique per accepted connection.
+    pub serial: u64,
+}
+
+/// How to answer the request a connection waits on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplyShape {
+    /// `HEAD`: send the headers of the response, not its body.
+    pub head_only: bool,
+    /// The client allows another request on this connection.
+    pub keep_alive: bool,
+    /// The request was HTTP/1.0.
+    pub http10: bool,
+}
+
+impl ReplyShape {
+    /// The shape for a parsed head.
+    pub fn of(head: &Head) -> ReplyShape {
+        ReplyShape {
+            head_only: head.method == "HEAD",
+            keep_alive: head.keep_alive,
+            http10: !head.http11,
+        }
+    }
+}
+
+/// A request whose head is complete and whose body is being read.
+pub struct PendingBody {
+    /// The head.
+    pub head: Head,
+    reader: BodyReader,
+    /// The body so far. Invariant: its length is charged to the byte budget.
+    pub body: Vec<u8>,
+}
+
+/// A response being written.
+pub struct Outgoing {
+    head: Vec<u8>,
+    body: RVec<u8>,
+    /// Bytes of `head` then `body` already written.
+    sent: usize,
+    /// Close the connection once it is written.
+    pub close_after: bool,
+}
+
+impl Outgoing {
+    /// A response to write: `body` is left out when empty (HEAD, 204).
+    pub fn new(head: Vec<u8>, body: RVec<u8>, close_after: bool) -> Outgoing {
+        Outgoing {
+            head,
+            body,
+            sent: 0,
+            close_after,
+        }
+    }
+}
+
+/// What a connection waits for.
+pub enum Phase {
+    /// A complete request head (deadline: the header deadline).
+    ExpectHead,
+    /// The rest of a body (deadline: idle, renewed by each read).
+    ExpectBody(PendingBody),
+    /// Its request to be run: queued or on a lane. Nothing is read meanwhile (no deadline).
+    AwaitLane(ReplyShape),
+    /// The socket to take the rest of a response (deadline: idle, renewed by each write).
+    Sending(Outgoing),
+}
+
+/// What reading or writing led to.
+pub enum Step {
+    /// Nothing more until the next readiness event.
+    Blocked,
+    /// A complete head arrived (the connection is left in `ExpectHead`; intake decides).
+    Head(Head),
+    /// A complete request arrived; the body's bytes are still charged to the budget.
+    Request(Head, Vec<u8>),
+    /// The bytes received break HTTP; answer with the error, then close.
+    Refused(HttpError),
+    /// A body would exceed the byte budget: shed the connection silently.
+    OverBudget,
+    /// A response was written completely.
+    Sent {
+        /// Close now rather than read the next request.
+        close: bool,
+    },
+    /// The peer closed or the socket failed: close.
+    Gone,
+}
+
+/// One client connection.
+pub struct Conn {
+    /// Its identity.
+    pub id: ConnId,
+    /// The socket.
+    pub stream: TcpStream,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// What it waits for.
+    pub phase: Phase,
+    /// When the current phase's deadline passes.
+    pub deadline: Instant,
+    /// Received bytes not yet parsed: a partial head, or a pipelined next request.
+    inbuf: Vec<u8>,
+}
+
+impl Conn {
+    /// A new connection waiting for its first request head.
+    pub fn new(id: ConnId, stream: TcpStream, peer: SocketAddr, deadline: Instant) -> Conn {
+        Conn {
+            id,
+            stream,
+            peer,
+            phase: Phase::ExpectHead,
+            deadline,
+            inbuf: Vec::new(),
+        }
+    }
+
+    /// Whether part of a request has arrived (so a deadline earns a 408, not a silent close).
+    pub fn has_partial_request(&self) -> bool {
+        matches!(self.phase, Phase::ExpectBody(_))
+            || (matches!(self.phase, Phase::ExpectHead) && !self.inbuf.is_empty())
+    }
+
+    /// The body bytes this connection holds against the budget.
+    pub fn charged_bytes(&self) -> usize {
+        match &self.phase {
+            Phase::ExpectBody(pending) => pending.body.len(),
+            _ => 0,
+        }
+    }
+
+    /// Starts reading a body for `head`.
+    pub fn expect_body(&mut self, head: Head, reader: BodyReader) {
+        self.phase = Phase::ExpectBody(PendingBody {
+            head,
+            reader,
+            body: Vec::new(),
+        });
+    }
+
+    /// Reads and parses until a step worth reporting (reading phases) or writes what is
+    /// pending (sending phase).
+    pub fn advance(&mut self, limits: &HeadLimits, budget: &mut ByteBudget) -> Step {
+        match self.phase {
+            Phase::ExpectHead => self.advance_head(limits),
+            Phase::ExpectBody(_) => self.advance_body(budget),
+            Phase::AwaitLane(_) => Step::Blocked,
+            Phase::Sending(_) => self.advance_send(),
+        }
+    }
+
+    fn advance_head(&mut self, limits: &HeadLimits) -> Step {
+        loop {
+            match parse_head(&self.inbuf, limits) {
+                Err(e) => return Step::Refused(e),
+                Ok(Some((head, used))) => {
+                    self.inbuf.drain(..used);
+                    return Step::Head(head);
+                }
+                Ok(None) => {}
+            }
+            match self.fill(limits.max_head() + 1 - self.inbuf.len().min(limits.max_head())) {
+                Ok(0) => return Step::Gone,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Blocked,
+                Err(_) => return Step::Gone,
+            }
+        }
+    }
+
+    fn advance_body(&mut self, budget: &mut ByteBudget) -> Step {
+        loop {
+            let Phase::ExpectBody(pending) = &mut self.phase else {
+                return Step::Blocked;
+            };
+            if !self.inbuf.is_empty() {
+                let before = pending.body.len();
+                let used = match pending.reader.feed(&self.inbuf, &mut pending.body) {
+                    Ok(used) => used,
+                    Err(e) => return Step::Refused(e),
+                };
+                self.inbuf.drain(..used);
+                let grown = pending.body.len() - before;
+                if !budget.try_take(grown) {
+                    pending.body.truncate(before);
+                    return Step::OverBudget;
+                }
+                if pending.reader.is_done() {
+                    let Phase::ExpectBody(pending) =
+                        std::mem::replace(&mut self.phase, Phase::ExpectHead)
+                    else {
+                        unreachable!("the phase was matched as ExpectBody above");
+                    };
+                    return Step::Request(pending.head, pending.body);
+                }
+            }
+            match self.fill(READ_CHUNK) {
+                Ok(0) => return Step::Gone,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Blocked,
+                Err(_) => return Step::Gone,
+            }
+        }
+    }
+
+    fn advance_send(&mut self) -> Step {
+        let Phase::Sending(out) = &mut self.phase else {
+            return Step::Blocked;
+        };
+        loop {
+            let total = out.head.len() + out.body.len();
+            if out.sent >= total {
+                return Step::Sent {
+                    close: out.close_after,
+                };
+            }
+            let (head_rest, body_rest) = if out.sent < out.head.len() {
+                (&out.head[out.sent..], &out.body[..])
+            } else {
+                (&[][..], &out.body[out.sent - out.head.len()..])
+            };
+            let slices = [IoSlice::new(head_rest), IoSlice::new(body_rest)];
+            match self.stream.write_vectored(&slices) {
+                Ok(0) => return Step::Gone,
+                Ok(n) => out.sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Blocked,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Step::Gone,
+            }
+        }
+    }
+
+    /// Reads up to `max` more bytes into `inbuf`. `Ok(0)` is end of stream.
+    fn fill(&mut self, max: usize) -> io::Result<usize> {
+        let start = self.inbuf.len();
+        self.inbuf.resize(start + max.max(1), 0);
+        let result = loop {
+            match self.stream.read(&mut self.inbuf[start..]) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other,
+            }
+        };
+        self.inbuf.truncate(start + *result.as_ref().unwrap_or(&0));
+        result
+    }
+
+    /// Whether the peer has closed its end while the connection waits for a lane (a zero-byte
+    /// peek); pipelined bytes or nothing to read mean it is still there.
+    pub fn peer_has_closed(&self) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(self.stream.peek(&mut byte), Ok(0))
+    }
+
+    /// Best-effort immediate write of a tiny message (`100 Continue`, a 408 before closing).
+    /// Whatever does not fit the socket buffer now is dropped.
+    pub fn write_now(&mut self, bytes: &[u8]) {
+        let _ = self.stream.write(bytes);
+    }
+
+    /// Whether bytes of a next request are already buffered.
+    pub fn has_buffered_input(&self) -> bool {
+        !self.inbuf.is_empty()
+    }
+}

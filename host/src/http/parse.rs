@@ -1,0 +1,356 @@
+//! Parses a request head (request line and header fields) out of a byte buffer, sans IO.
+//!
+//! `parse_head` is called with everything received so far; it answers "need more", a complete
+//! [`Head`] with the number of bytes it used, or the [`HttpError`] that refuses the request.
+//! It enforces the head's size limits and the framing rules of RFC 9112 (section 6): a request
+//! with both `Content-Length` and `Transfer-Encoding`, conflicting lengths, or `chunked` not
+//! last is refused, because a proxy in front of us could read its body differently.
+
+use super::error::HttpError;
+
+/// The most header fields in one request (431 beyond it).
+pub const MAX_HEADERS: usize = 100;
+
+/// The methods passed on to plugins; any other is answered 501.
+const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
+
+/// Size limits of a request head.
+#[derive(Clone, Copy, Debug)]
+pub struct HeadLimits {
+    /// The request line, without its line ending (414 beyond it).
+    pub request_line: usize,
+    /// The header fields after the request line, line endings included (431 beyond it).
+    pub header_block: usize,
+}
+
+impl Default for HeadLimits {
+    fn default() -> HeadLimits {
+        HeadLimits {
+            request_line: 8 * 1024,
+            header_block: 16 * 1024,
+        }
+    }
+}
+
+impl HeadLimits {
+    /// The most bytes a complete head can take; more buffered without one is an error.
+    pub fn max_head(&self) -> usize {
+        self.request_line + self.header_block + 4
+    }
+}
+
+/// How the body that follows the head is framed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// No body.
+    Empty,
+    /// Exactly this many bytes (`Content-Length`).
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+/// A parsed, validated request head.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Head {
+    /// One of the supported methods, e.g. `POST`.
+    pub method: String,
+    /// The path of the request target (origin form; an absolute-form target is reduced to it).
+    pub path: String,
+    /// The query without its `?`, empty when absent.
+    pub query: String,
+    /// Header fields in the order received.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// `HTTP/1.1` (else `HTTP/1.0`).
+    pub http11: bool,
+    /// Whether the client asked to keep the connection open after the response.
+    pub keep_alive: bool,
+    /// How the body is framed.
+    pub framing: Framing,
+    /// `Expect: 100-continue` on an HTTP/1.1 request with a body.
+    pub expect_continue: bool,
+}
+
+/// Parses `buf` (everything received so far on the connection, starting at a request).
+/// `Ok(None)` means the head is not complete yet; `Ok(Some((head, used)))` gives the head and
+/// how many bytes of `buf` it took.
+pub fn parse_head(buf: &[u8], limits: &HeadLimits) -> Result<Option<(Head, usize)>, HttpError> {
+    // RFC 9112 section 2.2: a server should ignore empty lines before the request line.
+    let start = buf
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(buf.len());
+    let line = match buf[start..].iter().position(|&b| b == b'\n') {
+        Some(end) => &buf[start..start + end],
+        None if buf.len() - start > limits.request_line => return Err(HttpError::UriTooLong),
+        None => return Ok(None),
+    };
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let line_len = line.len();
+    if line_len > limits.request_line {
+        return Err(HttpError::UriTooLong);
+    }
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut fields);
+    let used = match request.parse(buf) {
+        Ok(httparse::Status::Complete(used)) => used,
+        Ok(httparse::Status::Partial) if buf.len() > limits.max_head() => {
+            return Err(HttpError::HeadersTooLarge)
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(HttpError::HeadersTooLarge),
+        Err(httparse::Error::Version) => return Err(version_error(line)),
+        Err(error) => return Err(HttpError::BadRequest(describe(error))),
+    };
+    if used - start - line_len > limits.header_block + 4 {
+        return Err(HttpError::HeadersTooLarge);
+    }
+    let head = validate(&request)?;
+    Ok(Some((head, used)))
+}
+
+/// 505 for a well-formed `HTTP/x.y` we do not speak, 400 for anything else.
+fn version_error(line: &[u8]) -> HttpError {
+    let version = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
+    match version {
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+        {
+            HttpError::VersionNotSupported
+        }
+        [b'H', b'T', b'T', b'P', b'/', major] if major.is_ascii_digit() => {
+            HttpError::VersionNotSupported
+        }
+        _ => HttpError::BadRequest("malformed HTTP version"),
+    }
+}
+
+fn describe(error: httparse::Error) -> &'static str {
+    match error {
+        httparse::Error::HeaderName => "invalid header name (or space before the colon)",
+        httparse::Error::HeaderValue => "invalid header value (control character or obs-fold)",
+        httparse::Error::NewLine => "invalid line ending (bare CR)",
+        httparse::Error::Status => "invalid status",
+        httparse::Error::Token => "invalid method",
+        httparse::Error::TooManyHeaders => "too many headers",
+        httparse::Error::Version => "invalid version",
+    }
+}
+
+fn validate(request: &httparse::Request<'_, '_>) -> Result<Head, HttpError> {
+    let method = request.method.unwrap_or_default();
+    if !METHODS.contains(&method) {
+        return Err(HttpError::NotImplemented("method"));
+    }
+    let http11 = request.version == Some(1);
+    let (path, query) = split_target(request.path.unwrap_or_default())?;
+
+    let mut hosts = 0;
+    let mut length: Option<u64> = None;
+    let mut codings: Vec<String> = Vec::new();
+    let mut keep_alive = http11;
+    let mut expect_continue = false;
+    let mut headers = Vec::with_capacity(request.headers.len());
+    for field in request.headers.iter() {
+        let name = field.name;
+        let value = field.value;
+        if name.eq_ignore_ascii_case("host") {
+            hosts += 1;
+        } else if name.eq_ignore_ascii_case("content-length") {
+            let parsed = parse_length(value)?;
+            if length.is_some_and(|known| known != parsed) {
+                return Err(HttpError::BadRequest("conflicting Content-Length values"));
+            }
+            length = Some(parsed);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            for token in tokens(value) {
+                codings.push(token.to_ascii_lowercase());
+            }
+        } else if name.eq_ignore_ascii_case("connection") {
+            for token in tokens(value) {
+                if token.eq_ignore_ascii_case("close") {
+                    keep_alive = false;
+                } else if token.eq_ignore_ascii_case("keep-alive") && !http11 {
+                    keep_alive = true;
+                }
+            }
+        } else if name.eq_ignore_ascii_case("expect") {
+            if !value.eq_ignore_ascii_case(b"100-continue") {
+                return Err(HttpError::ExpectationFailed);
+            }
+            expect_continue = http11;
+        }
+        headers.push((name.to_owned(), value.to_vec()));
+    }
+    if hosts > 1 || (http11 && hosts == 0) {
+        return Err(HttpError::BadRequest("an HTTP/1.1 request needs exactly one Host"));
+    }
+    let framing = match (length, codings.is_empty()) {
+        (Some(_), false) => {
+            return Err(HttpError::BadRequest(
+                "Content-Length together with Transfer-Encoding",
+            ))
+        }
+        (Some(0), true) | (None, true) => Framing::Empty,
+        (Some(n), true) => Framing::Length(n),
+        (None, false) => chunked_framing(&codings, http11)?,
+    };
+    if framing == Framing::Empty {
+        expect_continue = false;
+    }
+    Ok(Head {
+        method: method.to_owned(),
+        path,
+        query,
+        headers,
+        http11,
+        keep_alive,
+        framing,
+        expect_continue,
+    })
+}
+
+fn chunked_framing(codings: &[String], http11: bool) -> Result<Framing, HttpError> {
+    if !http11 {
+        return Err(HttpError::BadRequest("Transfer-Encoding in an HTTP/1.0 request"));
+    }
+    if codings.last().map(String::as_str) != Some("chunked") {
+        return Err(HttpError::BadRequest("chunked must be the final transfer coding"));
+    }
+    if codings.len() > 1 {
+        return Err(HttpError::NotImplemented("transfer codings other than chunked"));
+    }
+    Ok(Framing::Chunked)
+}
+
+/// `Content-Length = 1*DIGIT`, small enough for a u64.
+fn parse_length(value: &[u8]) -> Result<u64, HttpError> {
+    const BAD: HttpError = HttpError::BadRequest("invalid Content-Length");
+    if value.is_empty() || value.len() > 18 || !value.iter().all(u8::is_ascii_digit) {
+        return Err(BAD);
+    }
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .ok_or(BAD)
+}
+
+/// The comma-separated tokens of a list-valued field, trimmed, empty ones skipped.
+fn tokens(value: &[u8]) -> impl Iterator<Item = &str> {
+    value
+        .split(|&b| b == b',')
+        .filter_map(|token| std::str::from_utf8(token).ok())
+        .map(|token| token.trim_matches([' ', '\t']))
+        .filter(|token| !token.is_empty())
+}
+
+/// Splits a request target into path and query; an absolute-form target
+/// (`http://host/path?q`) is reduced to its path.
+fn split_target(target: &str) -> Result<(String, String), HttpError> {
+    let origin = if target.starts_with('/') {
+        target
+    } else {
+        let lower = target.get(..8).unwrap_or(target).to_ascii_lowercase();
+        let rest = if lower.starts_with("http://") {
+            &target[7..]
+        } else if lower.starts_with("https://") {
+            &target[8..]
+        } else {
+            return Err(HttpError::BadRequest("request target must start with /"));
+        };
+        match rest.find(['/', '?']) {
+            Some(at) if rest.as_bytes()[at] == b'/' => &rest[at..],
+            Some(at) => return Ok(("/".to_owned(), rest[at + 1..].to_owned())),
+            None => "/",
+        }
+    };
+    Ok(match origin.split_once('?') {
+        Some((path, query)) => (path.to_owned(), query.to_owned()),
+        None => (origin.to_owned(), String::new()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(raw: &str) -> Result<Option<(Head, usize)>, HttpError> {
+        parse_head(raw.as_bytes(), &HeadLimits::default())
+    }
+
+    /// Raw head in, the refusal out: one row per rule.
+    #[test]
+    fn refusals() {
+        let long_line = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(9000));
+        let long_header = format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n", "a".repeat(17000));
+        let many: String = (0..101).map(|i| format!("X-{i}: 1\r\n")).collect();
+        let many = format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n");
+        let table: &[(&str, HttpError)] = &[
+            (&long_line, HttpError::UriTooLong),
+            (&long_header, HttpError::HeadersTooLarge),
+            (&many, HttpError::HeadersTooLarge),
+            ("GET / HTTP/1.1\r\n\r\n", HttpError::BadRequest("an HTTP/1.1 request needs exactly one Host")),
+            ("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", HttpError::BadRequest("an HTTP/1.1 request needs exactly one Host")),
+            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", HttpError::BadRequest("Content-Length together with Transfer-Encoding")),
+            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n", HttpError::BadRequest("conflicting Content-Length values")),
+            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\n", HttpError::BadRequest("invalid Content-Length")),
+            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\n\r\n", HttpError::BadRequest("invalid Content-Length")),
+            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", HttpError::BadRequest("chunked must be the final transfer coding")),
+            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", HttpError::NotImplemented("transfer codings other than chunked")),
+            ("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", HttpError::BadRequest("Transfer-Encoding in an HTTP/1.0 request")),
+            ("GET / HTTP/1.1\r\nHost : a\r\n\r\n", HttpError::BadRequest("invalid header name (or space before the colon)")),
+            ("GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n  folded\r\n\r\n", HttpError::BadRequest("invalid header name (or space before the colon)")),
+            ("GET / HTTP/1.1\r\nHost: a\rX: 1\r\n\r\n", HttpError::BadRequest("invalid header value (control character or obs-fold)")),
+            ("GET / HTTP/1.1\r\nHost: a\0b\r\n\r\n", HttpError::BadRequest("invalid header value (control character or obs-fold)")),
+            ("BREW / HTTP/1.1\r\nHost: a\r\n\r\n", HttpError::NotImplemented("method")),
+            ("GET / HTTP/2.0\r\nHost: a\r\n\r\n", HttpError::VersionNotSupported),
+            ("GET / FTP/1.1\r\nHost: a\r\n\r\n", HttpError::BadRequest("malformed HTTP version")),
+            ("GET nope HTTP/1.1\r\nHost: a\r\n\r\n", HttpError::BadRequest("request target must start with /")),
+            ("POST / HTTP/1.1\r\nHost: a\r\nExpect: tea\r\n\r\n", HttpError::ExpectationFailed),
+        ];
+        for (raw, expected) in table {
+            assert_eq!(parse(raw).err(), Some(*expected), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn partial_heads_ask_for_more() {
+        for raw in ["", "\r\n", "GET", "GET / HTTP/1.1\r\n", "GET / HTTP/1.1\r\nHost: a\r\n"] {
+            assert_eq!(parse(raw), Ok(None), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn a_complete_head_is_split_into_its_parts() {
+        let raw = "\r\nPOST http://example.com/echo/x?a=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\nhello";
+        let (head, used) = parse(raw).expect("valid").expect("complete");
+        assert_eq!(&raw[used..], "hello");
+        assert_eq!(head.method, "POST");
+        assert_eq!(head.path, "/echo/x");
+        assert_eq!(head.query, "a=1");
+        assert_eq!(head.framing, Framing::Length(5));
+        assert!(head.keep_alive && head.http11 && head.expect_continue);
+    }
+
+    #[test]
+    fn keep_alive_follows_version_and_connection() {
+        let table: &[(&str, bool)] = &[
+            ("GET / HTTP/1.1\r\nHost: a\r\n\r\n", true),
+            ("GET / HTTP/1.1\r\nHost: a\r\nConnection: Close\r\n\r\n", false),
+            ("GET / HTTP/1.0\r\n\r\n", false),
+            ("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", true),
+        ];
+        for (raw, keep_alive) in table {
+            let (head, _) = parse(raw).expect("valid").expect("complete");
+            assert_eq!(head.keep_alive, *keep_alive, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn chunked_framing_is_recognised() {
+        let (head, _) = parse("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n")
+            .expect("valid")
+            .expect("complete");
+        assert_eq!(head.framing, Framing::Chunked);
+    }
+}

@@ -1,0 +1,147 @@
+//! Writes response heads. The host owns framing: it sets `Content-Length` and `Connection`
+//! itself and drops any framing header, or any malformed header, a plugin returns.
+
+use plugin_api::Header;
+
+/// Whether the connection stays open after this response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Persistence {
+    /// Keep it open; `http10` adds the `Connection: keep-alive` an HTTP/1.0 client needs.
+    KeepAlive {
+        /// The request was HTTP/1.0.
+        http10: bool,
+    },
+    /// Close it after the response (`Connection: close`).
+    Close,
+}
+
+/// The reason phrase for a status code (empty for unknown codes, which HTTP allows).
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        204 => "No Content",
+        206 => "Partial Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        304 => "Not Modified",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        415 => "Unsupported Media Type",
+        417 => "Expectation Failed",
+        422 => "Unprocessable Content",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        _ => "",
+    }
+}
+
+/// Whether a response with this status carries no body and no `Content-Length` (RFC 9110).
+pub fn is_bodiless(status: u16) -> bool {
+    status == 204 || status == 304
+}
+
+/// Fields the host sets itself; a plugin's are dropped.
+fn is_framing(name: &str) -> bool {
+    ["content-length", "transfer-encoding", "connection", "keep-alive", "upgrade"]
+        .iter()
+        .any(|f| name.eq_ignore_ascii_case(f))
+}
+
+fn is_token(name: &str) -> bool {
+    !name.is_empty()
+        && name.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+        })
+}
+
+fn is_field_value(value: &[u8]) -> bool {
+    value.iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+}
+
+/// Writes the status line and fields of a response whose body is `body_len` bytes. Returns the
+/// head and how many of the plugin's headers were dropped as malformed (the caller logs it).
+pub fn write_head(
+    status: u16,
+    headers: &[Header],
+    body_len: usize,
+    persistence: Persistence,
+) -> (Vec<u8>, usize) {
+    let mut head = Vec::with_capacity(128 + headers.len() * 48);
+    head.extend_from_slice(format!("HTTP/1.1 {status} {}\r\n", reason(status)).as_bytes());
+    let mut dropped = 0;
+    for header in headers {
+        if is_framing(&header.name) {
+            continue;
+        }
+        if !is_token(&header.name) || !is_field_value(&header.value) {
+            dropped += 1;
+            continue;
+        }
+        head.extend_from_slice(header.name.as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(&header.value);
+        head.extend_from_slice(b"\r\n");
+    }
+    if !is_bodiless(status) {
+        head.extend_from_slice(format!("Content-Length: {body_len}\r\n").as_bytes());
+    }
+    match persistence {
+        Persistence::KeepAlive { http10: true } => {
+            head.extend_from_slice(b"Connection: keep-alive\r\n")
+        }
+        Persistence::KeepAlive { http10: false } => {}
+        Persistence::Close => head.extend_from_slice(b"Connection: close\r\n"),
+    }
+    head.extend_from_slice(b"\r\n");
+    (head, dropped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn framing_and_malformed_headers_are_dropped() {
+        let headers = [
+            Header::new("Content-Type", "text/plain"),
+            Header::new("Content-Length", "999"),
+            Header::new("Connection", "upgrade"),
+            Header::new("Bad Name", "x"),
+            Header::new("X-Split", "a\r\nInjected: 1"),
+        ];
+        let (head, dropped) = write_head(200, &headers, 5, Persistence::Close);
+        assert_eq!(
+            String::from_utf8_lossy(&head),
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nConnection: close\r\n\r\n"
+        );
+        assert_eq!(dropped, 2);
+    }
+
+    #[test]
+    fn no_content_has_no_length_and_http10_keeps_alive_explicitly() {
+        let (head, _) = write_head(204, &[], 0, Persistence::KeepAlive { http10: true });
+        assert_eq!(
+            String::from_utf8_lossy(&head),
+            "HTTP/1.1 204 No Content\r\nConnection: keep-alive\r\n\r\n"
+        );
+    }
+}

@@ -1,0 +1,502 @@
+//! Intake: the one `mio` event loop that accepts, reads whole requests under their limits and
+//! deadlines, queues them, hands them to idle lanes, and writes the answers back.
+//!
+//! Admission is decided at accept time: while the connection table, the queue or the body
+//! budget is full, intake does not accept, and the kernel's (small) backlog absorbs and then
+//! drops the excess. Nothing is allocated, logged or written for what is not accepted.
+//! Intake owns the connections, the queue and the budget; lanes own everything past the queue.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::mpsc::{Receiver, Sender};
+use std::time::{Duration, Instant};
+
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token};
+use plugin_api::{Header, RVec, Request, Response};
+
+use crate::admin::{self, AdminView};
+use crate::conn::{Conn, ConnId, Outgoing, Phase, ReplyShape, Step};
+use crate::http::body::BodyReader;
+use crate::http::error::HttpError;
+use crate::http::parse::{Framing, Head, HeadLimits};
+use crate::http::response::{is_bodiless, reason, write_head, Persistence};
+use crate::lane::{text, LaneEvent, LaneMsg};
+use crate::queue::{ByteBudget, Job, Queue};
+use crate::registry::RouteTable;
+use crate::warn;
+
+/// The listener's token; connection tokens are their slot numbers.
+pub const LISTENER: Token = Token(usize::MAX - 1);
+/// The token of the waker lanes use.
+pub const WAKER: Token = Token(usize::MAX - 2);
+
+/// How often deadlines are checked (their precision).
+const SWEEP_EVERY: Duration = Duration::from_millis(100);
+/// How long accepting pauses after the process ran out of file descriptors or memory.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The limits and deadlines intake enforces.
+#[derive(Clone, Copy, Debug)]
+pub struct IntakeSettings {
+    /// Request line and header block limits.
+    pub head_limits: HeadLimits,
+    /// The server-wide body limit.
+    pub max_body: usize,
+    /// From accept (or the previous response) to a complete head.
+    pub header_timeout: Duration,
+    /// The longest pause while reading a body or writing a response.
+    pub idle_timeout: Duration,
+    /// The longest wait in the queue.
+    pub queue_wait: Duration,
+    /// The most open connections.
+    pub max_conns: usize,
+}
+
+/// A lane as intake sees it.
+pub struct LaneSlot {
+    /// Where its work goes.
+    pub inbox: Sender<LaneMsg>,
+    /// Whether it runs a request now.
+    busy: bool,
+    /// Whether its thread is gone (its inbox refused a job).
+    dead: bool,
+}
+
+impl LaneSlot {
+    /// An idle lane reached through `inbox`.
+    pub fn new(inbox: Sender<LaneMsg>) -> LaneSlot {
+        LaneSlot {
+            inbox,
+            busy: false,
+            dead: false,
+        }
+    }
+}
+
+/// The event loop's state.
+pub struct Intake {
+    poll: Poll,
+    listener: TcpListener,
+    /// Connection table; the index is the mio token. Invariant: `free` lists the `None` slots.
+    conns: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    open: usize,
+    next_serial: u64,
+    queue: Queue,
+    budget: ByteBudget,
+    lanes: Vec<LaneSlot>,
+    lane_events: Receiver<LaneEvent>,
+    routes: RouteTable,
+    settings: IntakeSettings,
+    /// The listener has connections we have not accepted yet (edge-triggered: set on its
+    /// event, cleared only when `accept` says `WouldBlock`).
+    accept_pending: bool,
+    /// No accepting before this (after EMFILE and the like).
+    accept_paused_until: Instant,
+}
+
+impl Intake {
+    /// Intake over a bound listener, with its lanes and the channel they answer on.
+    pub fn new(
+        poll: Poll,
+        listener: std::net::TcpListener,
+        lanes: Vec<LaneSlot>,
+        lane_events: Receiver<LaneEvent>,
+        queue: usize,
+        queue_bytes: usize,
+        settings: IntakeSettings,
+    ) -> io::Result<Intake> {
+        let mut listener = TcpListener::from_std(listener);
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        Ok(Intake {
+            poll,
+            listener,
+            conns: Vec::new(),
+            free: Vec::new(),
+            open: 0,
+            next_serial: 0,
+            queue: Queue::new(queue),
+            budget: ByteBudget::new(queue_bytes),
+            lanes,
+            lane_events,
+            routes: RouteTable::default(),
+            settings,
+            accept_pending: true,
+            accept_paused_until: Instant::now(),
+        })
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Runs the loop until polling itself fails.
+    pub fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        let mut next_sweep = Instant::now() + SWEEP_EVERY;
+        self.accept();
+        loop {
+            let timeout = next_sweep.saturating_duration_since(Instant::now());
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => {
+                        self.accept_pending = true;
+                        self.accept();
+                    }
+                    WAKER => {}
+                    Token(slot) => self.on_socket_event(slot, event.is_readable()),
+                }
+            }
+            self.take_lane_events();
+            let now = Instant::now();
+            if now >= next_sweep {
+                self.sweep(now);
+                next_sweep = now + SWEEP_EVERY;
+            }
+        }
+    }
+
+    fn can_admit(&self) -> bool {
+        self.open < self.settings.max_conns
+            && !self.queue.is_full()
+            && !self.budget.is_spent()
+            && Instant::now() >= self.accept_paused_until
+    }
+
+    /// Accepts while there is room and connections wait.
+    fn accept(&mut self) {
+        while self.accept_pending && self.can_admit() {
+            match self.listener.accept() {
+                Ok((stream, peer)) => self.admit(stream, peer),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.accept_pending = false,
+                Err(e) if is_resource_exhaustion(&e) => {
+                    // The connection stays in the backlog; try again after a pause, not in a
+                    // spin. Logged at most once per pause.
+                    warn!("accept paused for {} ms: {e}", ACCEPT_BACKOFF.as_millis());
+                    self.accept_paused_until = Instant::now() + ACCEPT_BACKOFF;
+                }
+                Err(_) => {} // the client gave up in the backlog (ECONNABORTED and the like)
+            }
+        }
+    }
+
+    fn admit(&mut self, mut stream: mio::net::TcpStream, peer: SocketAddr) {
+        let _ = stream.set_nodelay(true);
+        let slot = self.free.pop().unwrap_or(self.conns.len());
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            Token(slot),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            warn!("cannot watch a new connection: {e}");
+            if slot < self.conns.len() {
+                self.free.push(slot);
+            }
+            return;
+        }
+        if slot == self.conns.len() {
+            self.conns.push(None);
+        }
+        self.next_serial += 1;
+        let id = ConnId {
+            slot,
+            serial: self.next_serial,
+        };
+        let deadline = Instant::now() + self.settings.header_timeout;
+        self.conns[slot] = Some(Conn::new(id, stream, peer, deadline));
+        self.open += 1;
+    }
+
+    fn close(&mut self, slot: usize) {
+        let Some(mut conn) = self.conns.get_mut(slot).and_then(Option::take) else {
+            return;
+        };
+        self.budget.release(conn.charged_bytes());
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        drop(conn);
+        self.free.push(slot);
+        self.open -= 1;
+        self.accept();
+    }
+
+    fn conn_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
+        self.conns
+            .get_mut(id.slot)
+            .and_then(Option::as_mut)
+            .filter(|conn| conn.id == id)
+    }
+
+    fn on_socket_event(&mut self, slot: usize, readable: bool) {
+        let Some(conn) = self.conns.get(slot).and_then(Option::as_ref) else {
+            return;
+        };
+        if matches!(conn.phase, Phase::AwaitLane(_)) {
+            // No work for the gone: a client that closed while queued is dropped now, and its
+            // job skipped when it reaches the front.
+            if readable && conn.peer_has_closed() {
+                self.close(slot);
+            }
+            return;
+        }
+        self.drive(slot);
+    }
+
+    /// Moves a connection along until it blocks or closes.
+    fn drive(&mut self, slot: usize) {
+        loop {
+            let limits = self.settings.head_limits;
+            let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+                return;
+            };
+            match conn.advance(&limits, &mut self.budget) {
+                Step::Blocked => return,
+                Step::Head(head) => self.on_head(slot, head),
+                Step::Request(head, body) => self.on_request(slot, head, body),
+                Step::Refused(error) => self.refuse(slot, error),
+                Step::OverBudget | Step::Gone => return self.close(slot),
+                Step::Sent { close: true } => return self.close(slot),
+                Step::Sent { close: false } => {
+                    conn.phase = Phase::ExpectHead;
+                    conn.deadline = Instant::now() + self.settings.header_timeout;
+                }
+            }
+        }
+    }
+
+    fn body_limit(&self, route: &str) -> usize {
+        let own = self
+            .routes
+            .iter()
+            .find(|r| r.name.as_str() == route)
+            .and_then(|r| r.max_body)
+            .and_then(|limit| usize::try_from(limit).ok());
+        own.map_or(self.settings.max_body, |own| own.min(self.settings.max_body))
+    }
+
+    fn on_head(&mut self, slot: usize, head: Head) {
+        let (route, _) = split_route(&head.path);
+        let limit = self.body_limit(route);
+        let reader = match head.framing {
+            Framing::Empty => return self.on_request(slot, head, Vec::new()),
+            Framing::Length(n) if n > limit as u64 => {
+                return self.refuse(slot, HttpError::BodyTooLarge)
+            }
+            Framing::Length(n) => BodyReader::length(n, limit),
+            Framing::Chunked => BodyReader::chunked(limit),
+        };
+        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        if head.expect_continue && !conn.has_buffered_input() {
+            conn.write_now(b"HTTP/1.1 100 Continue\r\n\r\n");
+        }
+        conn.expect_body(head, reader);
+        conn.deadline = Instant::now() + self.settings.idle_timeout;
+    }
+
+    fn on_request(&mut self, slot: usize, head: Head, body: Vec<u8>) {
+        let shape = ReplyShape::of(&head);
+        let (route, rest) = split_route(&head.path);
+        if route == "-" {
+            self.budget.release(body.len());
+            let view = AdminView {
+                routes: &self.routes,
+                queue_full: self.queue.is_full(),
+            };
+            let response = admin::answer(rest, &view);
+            return self.respond(slot, response, shape);
+        }
+        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+            self.budget.release(body.len());
+            return;
+        };
+        let request = Request {
+            method: head.method.as_str().into(),
+            path: rest.into(),
+            query: head.query.as_str().into(),
+            headers: head
+                .headers
+                .into_iter()
+                .map(|(name, value)| Header {
+                    name: name.into(),
+                    value: value.into(),
+                })
+                .collect(),
+            body: body.into(),
+            client: conn.peer.to_string().into(),
+            tls: false,
+        };
+        let job = Job {
+            conn: conn.id,
+            route: route.to_owned(),
+            request,
+            enqueued_at: Instant::now(),
+        };
+        if let Err(job) = self.queue.push(job) {
+            // Full: shed silently, as at accept time.
+            self.budget.release(job.body_bytes());
+            return self.close(slot);
+        }
+        conn.phase = Phase::AwaitLane(shape);
+        self.dispatch();
+    }
+
+    /// Answers a refused request and closes the connection afterwards.
+    fn refuse(&mut self, slot: usize, error: HttpError) {
+        let status = error.status();
+        let response = text(status, &format!("{status} {}: {error}\n", reason(status)));
+        let shape = ReplyShape {
+            head_only: false,
+            keep_alive: false,
+            http10: false,
+        };
+        if let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) {
+            self.budget.release(conn.charged_bytes());
+            // The body's bytes are released; the phase below forgets them.
+            conn.phase = Phase::ExpectHead;
+        }
+        self.respond(slot, response, shape);
+    }
+
+    /// Starts writing `response` on the connection in `slot`.
+    fn respond(&mut self, slot: usize, response: Response, shape: ReplyShape) {
+        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        let persistence = if shape.keep_alive {
+            Persistence::KeepAlive {
+                http10: shape.http10,
+            }
+        } else {
+            Persistence::Close
+        };
+        let (head, dropped) =
+            write_head(response.status, &response.headers, response.body.len(), persistence);
+        if dropped > 0 {
+            warn!("dropped {dropped} malformed response header(s) for {}", conn.peer);
+        }
+        let body = if shape.head_only || is_bodiless(response.status) {
+            RVec::new()
+        } else {
+            response.body
+        };
+        conn.phase = Phase::Sending(Outgoing::new(head, body, !shape.keep_alive));
+        conn.deadline = Instant::now() + self.settings.idle_timeout;
+    }
+
+    /// Hands queued jobs to idle lanes, skipping the ones whose client is gone.
+    fn dispatch(&mut self) {
+        while let Some(lane) = self.lanes.iter().position(|l| !l.busy && !l.dead) {
+            let Some(job) = self.queue.pop() else {
+                break;
+            };
+            self.budget.release(job.body_bytes());
+            let waiting = self
+                .conn_mut(job.conn)
+                .is_some_and(|conn| matches!(conn.phase, Phase::AwaitLane(_)));
+            if !waiting {
+                continue;
+            }
+            let conn = job.conn;
+            match self.lanes[lane].inbox.send(LaneMsg::Run(job)) {
+                Ok(()) => self.lanes[lane].busy = true,
+                Err(_) => {
+                    warn!("lane {lane} is gone; its work goes to the other lanes");
+                    self.lanes[lane].dead = true;
+                    self.close(conn.slot);
+                }
+            }
+        }
+        if self.accept_pending {
+            self.accept();
+        }
+    }
+
+    fn take_lane_events(&mut self) {
+        while let Ok(event) = self.lane_events.try_recv() {
+            match event {
+                LaneEvent::Done {
+                    lane,
+                    conn,
+                    response,
+                } => {
+                    if let Some(slot) = self.lanes.get_mut(lane.0) {
+                        slot.busy = false;
+                    }
+                    let shape = match self.conn_mut(conn).map(|c| &c.phase) {
+                        Some(Phase::AwaitLane(shape)) => *shape,
+                        _ => continue, // the client left; drop the answer
+                    };
+                    self.respond(conn.slot, response, shape);
+                    self.drive(conn.slot);
+                }
+                LaneEvent::Routes(routes) => self.routes = routes,
+            }
+        }
+        self.dispatch();
+    }
+
+    /// Closes connections past their deadline and drops jobs that waited too long.
+    fn sweep(&mut self, now: Instant) {
+        while let Some(job) = self.queue.pop_expired(now, self.settings.queue_wait) {
+            self.budget.release(job.body_bytes());
+            if self.conn_mut(job.conn).is_some() {
+                self.close(job.conn.slot);
+            }
+        }
+        for slot in 0..self.conns.len() {
+            let Some(conn) = self.conns[slot].as_mut() else {
+                continue;
+            };
+            if matches!(conn.phase, Phase::AwaitLane(_)) || now < conn.deadline {
+                continue;
+            }
+            if conn.has_partial_request() {
+                conn.write_now(b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            }
+            self.close(slot);
+        }
+        if self.accept_pending {
+            self.accept();
+        }
+    }
+}
+
+/// `/echo/a/b` -> (`echo`, `/a/b`); `/echo` -> (`echo`, `/`).
+fn split_route(path: &str) -> (&str, &str) {
+    let rest = path.strip_prefix('/').unwrap_or(path);
+    match rest.find('/') {
+        Some(at) => (&rest[..at], &rest[at..]),
+        None => (rest, "/"),
+    }
+}
+
+fn is_resource_exhaustion(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_split_at_the_first_segment() {
+        assert_eq!(split_route("/echo"), ("echo", "/"));
+        assert_eq!(split_route("/echo/"), ("echo", "/"));
+        assert_eq!(split_route("/echo/a/b"), ("echo", "/a/b"));
+        assert_eq!(split_route("/"), ("", "/"));
+        assert_eq!(split_route("/-/health"), ("-", "/health"));
+    }
+}

@@ -1,0 +1,190 @@
+//! A lane: takes one request at a time from intake, routes it, runs it on the executor with the
+//! plugin's deadline, and hands the response back to intake (channel + `mio::Waker`).
+//!
+//! The lane owns its registry and the set of quarantined plugin versions; nothing else touches
+//! them. It publishes a snapshot of its routes to intake whenever they change.
+
+use std::collections::HashSet;
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use plugin_api::{Request, Response};
+
+use crate::conn::ConnId;
+use crate::executor::{Executor, Outcome};
+use crate::loader::Generation;
+use crate::queue::Job;
+use crate::registry::{Registry, RouteTable};
+use crate::warn;
+
+/// Identifies a lane (its index).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LaneId(pub usize);
+
+/// What a lane is told.
+pub enum LaneMsg {
+    /// Run this request.
+    Run(Job),
+    /// An abandoned call into this plugin version has returned: lift its quarantine.
+    Released(Generation),
+    /// Stop after the current request.
+    Quit,
+}
+
+/// What a lane tells intake.
+pub enum LaneEvent {
+    /// The answer for `conn`; the lane is free again.
+    Done {
+        /// Which lane is free.
+        lane: LaneId,
+        /// Who asked.
+        conn: ConnId,
+        /// The answer.
+        response: Response,
+    },
+    /// The routes changed (sent once at start, then after every change).
+    Routes(RouteTable),
+}
+
+/// How intake is reached: the event channel and the waker of its poll loop.
+#[derive(Clone)]
+pub struct IntakeLink {
+    /// Where events go.
+    pub events: Sender<LaneEvent>,
+    /// Wakes intake's poll after each event.
+    pub waker: Arc<mio::Waker>,
+}
+
+impl IntakeLink {
+    /// Sends an event and wakes intake. `false` when intake is gone.
+    pub fn send(&self, event: LaneEvent) -> bool {
+        self.events.send(event).is_ok() && self.waker.wake().is_ok()
+    }
+}
+
+/// Settings a lane needs.
+#[derive(Clone, Copy, Debug)]
+pub struct LaneSettings {
+    /// Call deadline for plugins that set none.
+    pub deadline: Duration,
+    /// Pause after each request.
+    pub pace: Duration,
+}
+
+/// A lane's state; runs on its own thread.
+pub struct Lane {
+    id: LaneId,
+    registry: Registry,
+    executor: Executor,
+    /// Plugin versions with an abandoned call still running: answered 503 at once.
+    quarantined: HashSet<Generation>,
+    intake: IntakeLink,
+    settings: LaneSettings,
+}
+
+impl Lane {
+    /// Starts a lane thread. `inbox` receives its work; `outbox` is a sender into that same
+    /// inbox, for its executor's reports.
+    pub fn spawn(
+        id: LaneId,
+        registry: Registry,
+        intake: IntakeLink,
+        settings: LaneSettings,
+        inbox: Receiver<LaneMsg>,
+        outbox: Sender<LaneMsg>,
+    ) -> std::io::Result<thread::JoinHandle<()>> {
+        let lane = Lane {
+            id,
+            registry,
+            executor: Executor::new(outbox),
+            quarantined: HashSet::new(),
+            intake,
+            settings,
+        };
+        thread::Builder::new()
+            .name(format!("lane-{}", id.0))
+            .spawn(move || lane.run(inbox))
+    }
+
+    fn run(mut self, inbox: Receiver<LaneMsg>) {
+        if !self.intake.send(LaneEvent::Routes(self.registry.routes())) {
+            return;
+        }
+        for msg in inbox {
+            match msg {
+                LaneMsg::Run(job) => {
+                    let done = LaneEvent::Done {
+                        lane: self.id,
+                        conn: job.conn,
+                        response: self.serve(&job.route, job.request),
+                    };
+                    if !self.intake.send(done) {
+                        return;
+                    }
+                    if !self.settings.pace.is_zero() {
+                        thread::sleep(self.settings.pace);
+                    }
+                }
+                LaneMsg::Released(generation) => {
+                    self.executor.abandoned = self.executor.abandoned.saturating_sub(1);
+                    if self.quarantined.remove(&generation) {
+                        crate::info!(
+                            "generation {} returned from its late call; quarantine lifted",
+                            generation.0
+                        );
+                    }
+                }
+                LaneMsg::Quit => return,
+            }
+        }
+    }
+
+    fn serve(&mut self, route: &str, request: Request) -> Response {
+        let Some(plugin) = self.registry.get(route).cloned() else {
+            return text(404, &format!("no plugin serves /{route}\n"));
+        };
+        if self.quarantined.contains(&plugin.generation) {
+            return text(
+                503,
+                &format!("plugin {route} is quarantined: a call past its deadline still runs\n"),
+            );
+        }
+        let deadline = plugin.meta.deadline.unwrap_or(self.settings.deadline);
+        match self.executor.call(&plugin, request, deadline) {
+            Outcome::Answered(response) if (200..=999).contains(&response.status) => response,
+            Outcome::Answered(response) => {
+                warn!(
+                    "plugin {route} answered with status {}, which it may not send; sent 500",
+                    response.status
+                );
+                text(500, &format!("plugin {route} answered with an invalid status\n"))
+            }
+            Outcome::Panicked(why) => {
+                warn!("plugin {route} (generation {}) panicked: {why}", plugin.generation.0);
+                text(500, &format!("plugin {route} panicked\n"))
+            }
+            Outcome::TimedOut => {
+                self.quarantined.insert(plugin.generation);
+                warn!(
+                    "plugin {route} (generation {}) passed its {} ms deadline; the call is \
+                     abandoned ({} abandoned so far) and the plugin quarantined until it returns",
+                    plugin.generation.0,
+                    deadline.as_millis(),
+                    self.executor.abandoned
+                );
+                text(504, &format!("plugin {route} did not answer within its deadline\n"))
+            }
+            Outcome::Unavailable(e) => {
+                warn!("cannot start an executor thread: {e}");
+                text(503, "no thread available to run the request\n")
+            }
+        }
+    }
+}
+
+/// A plain-text response made by the host.
+pub fn text(status: u16, body: &str) -> Response {
+    Response::text(body).with_status(status)
+}

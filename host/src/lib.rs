@@ -1,0 +1,133 @@
+//! `fiddler-crab`: a slim, load-impervious HTTP server that hosts handler plugins.
+//!
+//! [`run`] wires the pieces of DESIGN.md together: the listener, the plugin registry, the lanes
+//! (each with its executor) and the intake event loop. `main.rs` only parses flags and calls it.
+//!
+//! A request's way: socket -> intake (parse, limits) -> queue -> lane -> registry -> executor ->
+//! plugin -> response -> intake -> socket.
+
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+pub mod admin;
+pub mod config;
+pub mod conn;
+pub mod executor;
+pub mod http;
+pub mod intake;
+pub mod lane;
+pub mod listener;
+pub mod loader;
+pub mod log;
+pub mod queue;
+pub mod registry;
+
+use std::fmt;
+use std::io;
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use config::Config;
+use intake::{Intake, IntakeSettings, LaneSlot, WAKER};
+use lane::{IntakeLink, Lane, LaneId, LaneSettings};
+use loader::Loader;
+use registry::Registry;
+
+/// Why the server could not start or stopped.
+#[derive(Debug)]
+pub enum RunError {
+    /// The listener could not be bound.
+    Bind(std::net::SocketAddr, io::Error),
+    /// The private directory for plugin copies could not be made.
+    PrivateDir(io::Error),
+    /// The event loop or a thread could not be set up, or polling failed.
+    EventLoop(io::Error),
+}
+
+impl fmt::Display for RunError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunError::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
+            RunError::PrivateDir(e) => write!(f, "cannot make the private plugin directory: {e}"),
+            RunError::EventLoop(e) => write!(f, "event loop failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for RunError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RunError::Bind(_, e) | RunError::PrivateDir(e) | RunError::EventLoop(e) => Some(e),
+        }
+    }
+}
+
+/// Runs the server until it fails. Logs `listening on http://ADDR` once it accepts.
+pub fn run(config: Config) -> Result<(), RunError> {
+    let listener =
+        listener::bind(config.http, config.backlog).map_err(|e| RunError::Bind(config.http, e))?;
+    let mut loader = Loader::new().map_err(RunError::PrivateDir)?;
+    let registry = Registry::scan(&config.plugins, &mut loader);
+    info!(
+        "serving {} plugin(s) from {}",
+        registry.len(),
+        config.plugins.display()
+    );
+
+    let poll = mio::Poll::new().map_err(RunError::EventLoop)?;
+    let waker = Arc::new(mio::Waker::new(poll.registry(), WAKER).map_err(RunError::EventLoop)?);
+    let (events, lane_events) = mpsc::channel();
+    let link = IntakeLink { events, waker };
+    let settings = LaneSettings {
+        deadline: config.deadline,
+        pace: config.pace,
+    };
+    let mut lanes = Vec::with_capacity(config.lanes);
+    for id in 0..config.lanes {
+        let (outbox, inbox) = mpsc::channel();
+        Lane::spawn(
+            LaneId(id),
+            registry.clone(),
+            link.clone(),
+            settings,
+            inbox,
+            outbox.clone(),
+        )
+        .map_err(RunError::EventLoop)?;
+        lanes.push(LaneSlot::new(outbox));
+    }
+    drop(registry);
+
+    let intake = Intake::new(
+        poll,
+        listener,
+        lanes,
+        lane_events,
+        config.queue,
+        config.queue_bytes,
+        IntakeSettings {
+            head_limits: http::parse::HeadLimits::default(),
+            max_body: config.max_body,
+            header_timeout: config.header_timeout,
+            idle_timeout: config.idle_timeout,
+            queue_wait: config.queue_wait,
+            max_conns: config.max_conns,
+        },
+    )
+    .map_err(RunError::EventLoop)?;
+    let addr = intake.local_addr().map_err(RunError::EventLoop)?;
+    info!(
+        "limits: queue {} requests / {} bytes, body {} bytes, {} connections, {} lane(s), \
+         deadline {} ms",
+        config.queue,
+        config.queue_bytes,
+        config.max_body,
+        config.max_conns,
+        config.lanes,
+        config.deadline.as_millis()
+    );
+    info!("listening on http://{addr}");
+    let result = intake.run().map_err(RunError::EventLoop);
+    // The loader's private directory goes when it is dropped; the libraries stay mapped.
+    drop(loader);
+    result
+}

@@ -1,0 +1,171 @@
+//! The bounded FIFO of complete requests waiting for a lane, and the byte budget for bodies.
+//!
+//! Intake owns both (no lock): it admits a request only when the queue has room, and reads a
+//! body only while the budget allows. A request whose client has gone, or that waited too long,
+//! is dropped here before any lane runs it.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use plugin_api::Request;
+
+use crate::conn::ConnId;
+
+/// One complete request, ready to run.
+pub struct Job {
+    /// The connection waiting for the answer.
+    pub conn: ConnId,
+    /// The route (first path segment), not yet checked against the registry.
+    pub route: String,
+    /// The request as the plugin will see it.
+    pub request: Request,
+    /// When it entered the queue.
+    pub enqueued_at: Instant,
+}
+
+impl Job {
+    /// The body bytes this job holds against the budget.
+    pub fn body_bytes(&self) -> usize {
+        self.request.body.len()
+    }
+}
+
+/// Requests waiting for a lane, oldest first.
+pub struct Queue {
+    jobs: VecDeque<Job>,
+    /// Invariant: `jobs.len() <= capacity`.
+    capacity: usize,
+}
+
+impl Queue {
+    /// An empty queue holding at most `capacity` jobs.
+    pub fn new(capacity: usize) -> Queue {
+        Queue {
+            jobs: VecDeque::with_capacity(capacity.min(1024)),
+            capacity,
+        }
+    }
+
+    /// Whether another job would be refused.
+    pub fn is_full(&self) -> bool {
+        self.jobs.len() >= self.capacity
+    }
+
+    /// How many jobs wait.
+    pub fn len(&self) -> usize {
+        self.jobs.len()
+    }
+
+    /// Whether no job waits.
+    pub fn is_empty(&self) -> bool {
+        self.jobs.is_empty()
+    }
+
+    /// Appends a job; gives it back when the queue is full.
+    pub fn push(&mut self, job: Job) -> Result<(), Job> {
+        if self.is_full() {
+            return Err(job);
+        }
+        self.jobs.push_back(job);
+        Ok(())
+    }
+
+    /// Takes the oldest job.
+    pub fn pop(&mut self) -> Option<Job> {
+        self.jobs.pop_front()
+    }
+
+    /// Takes the oldest job if it has waited longer than `max_wait` (jobs behind it are newer).
+    pub fn pop_expired(&mut self, now: Instant, max_wait: Duration) -> Option<Job> {
+        let oldest = self.jobs.front()?;
+        if now.duration_since(oldest.enqueued_at) > max_wait {
+            self.jobs.pop_front()
+        } else {
+            None
+        }
+    }
+}
+
+/// The request-body bytes held at once: bodies being read plus bodies queued.
+#[derive(Debug)]
+pub struct ByteBudget {
+    /// Invariant: `held <= limit`.
+    held: usize,
+    limit: usize,
+}
+
+impl ByteBudget {
+    /// A budget of `limit` bytes, none held.
+    pub fn new(limit: usize) -> ByteBudget {
+        ByteBudget { held: 0, limit }
+    }
+
+    /// Takes `n` bytes if they fit.
+    pub fn try_take(&mut self, n: usize) -> bool {
+        match self.held.checked_add(n) {
+            Some(total) if total <= self.limit => {
+                self.held = total;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Gives back `n` bytes taken earlier.
+    pub fn release(&mut self, n: usize) {
+        debug_assert!(n <= self.held, "released more than was taken");
+        self.held = self.held.saturating_sub(n);
+    }
+
+    /// Whether nothing more fits.
+    pub fn is_spent(&self) -> bool {
+        self.held >= self.limit
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(slot: usize, at: Instant) -> Job {
+        Job {
+            conn: ConnId { slot, serial: slot as u64 },
+            route: "echo".into(),
+            request: Request::new("POST", "/"),
+            enqueued_at: at,
+        }
+    }
+
+    #[test]
+    fn the_queue_is_fifo_and_bounded() {
+        let now = Instant::now();
+        let mut queue = Queue::new(2);
+        assert!(queue.push(job(1, now)).is_ok());
+        assert!(queue.push(job(2, now)).is_ok());
+        assert!(queue.push(job(3, now)).is_err());
+        assert_eq!(queue.pop().map(|j| j.conn.slot), Some(1));
+        assert_eq!(queue.pop().map(|j| j.conn.slot), Some(2));
+        assert!(queue.pop().is_none());
+    }
+
+    #[test]
+    fn only_the_expired_front_is_taken() {
+        let start = Instant::now();
+        let mut queue = Queue::new(4);
+        let _ = queue.push(job(1, start));
+        let later = start + Duration::from_secs(10);
+        assert!(queue.pop_expired(later, Duration::from_secs(60)).is_none());
+        assert_eq!(queue.pop_expired(later, Duration::from_secs(5)).map(|j| j.conn.slot), Some(1));
+    }
+
+    #[test]
+    fn the_budget_refuses_what_does_not_fit() {
+        let mut budget = ByteBudget::new(10);
+        assert!(budget.try_take(6));
+        assert!(!budget.try_take(5));
+        budget.release(6);
+        assert!(budget.try_take(10));
+        assert!(budget.is_spent());
+        assert!(!budget.try_take(usize::MAX));
+    }
+}

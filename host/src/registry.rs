@@ -1,0 +1,200 @@
+//! The route table: which loaded plugin serves which `/<name>`, and the snapshot intake reads.
+//!
+//! A lane owns its registry (no shared map, no lock). Plugins themselves are shared as
+//! `Arc<LoadedPlugin>`: immutable once loaded, so several lanes may hold the same one.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::loader::{Generation, LoadedPlugin, Loader};
+use crate::{info, warn};
+
+/// A route name: `[a-z0-9_-]{1,64}`. The only way a name from a file or a URL becomes one.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PluginName(String);
+
+impl PluginName {
+    /// The name if it is valid.
+    pub fn parse(text: &str) -> Option<PluginName> {
+        let valid = (1..=64).contains(&text.len())
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        valid.then(|| PluginName(text.to_owned()))
+    }
+
+    /// The route a library file serves: its stem without a leading `lib`
+    /// (`libecho.so` and `echo.so` both give `echo`). `None` when the file is not a `.so`.
+    pub fn for_library(path: &Path) -> Option<Result<PluginName, String>> {
+        if path.extension()? != "so" {
+            return None;
+        }
+        let stem = path.file_stem()?.to_string_lossy();
+        let stem = stem.strip_prefix("lib").filter(|s| !s.is_empty()).unwrap_or(&stem);
+        Some(PluginName::parse(stem).ok_or_else(|| stem.to_owned()))
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for PluginName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What intake may know of a route without touching the plugin: for `/-/plugins` and for
+/// refusing an oversized body before reading it.
+#[derive(Clone, Debug)]
+pub struct RouteInfo {
+    /// The route.
+    pub name: PluginName,
+    /// The plugin crate's name and version.
+    pub crate_name: String,
+    /// The plugin crate's version.
+    pub version: String,
+    /// One line on what it does.
+    pub description: String,
+    /// Which load this is.
+    pub generation: Generation,
+    /// When it was loaded.
+    pub loaded_at: SystemTime,
+    /// The plugin's own body limit, if any.
+    pub max_body: Option<u64>,
+    /// The plugin's own deadline, if any.
+    pub deadline: Option<Duration>,
+}
+
+/// The routes of one registry, sorted by name; published to intake whenever it changes.
+pub type RouteTable = Arc<Vec<RouteInfo>>;
+
+/// The plugins a lane can call, by route.
+#[derive(Clone, Default)]
+pub struct Registry {
+    plugins: HashMap<PluginName, Arc<LoadedPlugin>>,
+}
+
+impl Registry {
+    /// Loads every `*.so` in `dir`, in name order. A file that fails gets one log line and is
+    /// skipped; the others serve. A missing folder is an empty registry, with a log line.
+    pub fn scan(dir: &Path, loader: &mut Loader) -> Registry {
+        let mut registry = Registry::default();
+        let mut paths: Vec<_> = match fs::read_dir(dir) {
+            Ok(entries) => entries.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+            Err(e) => {
+                warn!("cannot read plugins folder {}: {e}", dir.display());
+                return registry;
+            }
+        };
+        paths.sort();
+        for path in paths {
+            let Some(name) = PluginName::for_library(&path) else {
+                continue;
+            };
+            if !path.is_file() {
+                continue;
+            }
+            let name = match name {
+                Ok(name) => name,
+                Err(stem) => {
+                    warn!(
+                        "ignored {}: route name {stem:?} is not [a-z0-9_-]{{1,64}}",
+                        path.display()
+                    );
+                    continue;
+                }
+            };
+            if let Some(existing) = registry.plugins.get(&name) {
+                warn!(
+                    "ignored {}: /{name} is already served by generation {}",
+                    path.display(),
+                    existing.generation.0
+                );
+                continue;
+            }
+            match loader.load(name.clone(), &path) {
+                Ok(plugin) => {
+                    info!(
+                        "loaded {} as /{name}: {} {} ({})",
+                        path.display(),
+                        plugin.meta.crate_name,
+                        plugin.meta.version,
+                        plugin.meta.description
+                    );
+                    registry.plugins.insert(name, Arc::new(plugin));
+                }
+                Err(e) => warn!("refused {}: {e}", path.display()),
+            }
+        }
+        registry
+    }
+
+    /// The plugin serving `name`, if any.
+    pub fn get(&self, name: &str) -> Option<&Arc<LoadedPlugin>> {
+        PluginName::parse(name).and_then(|name| self.plugins.get(&name))
+    }
+
+    /// How many routes are served.
+    pub fn len(&self) -> usize {
+        self.plugins.len()
+    }
+
+    /// Whether no route is served.
+    pub fn is_empty(&self) -> bool {
+        self.plugins.is_empty()
+    }
+
+    /// A snapshot of the routes for intake.
+    pub fn routes(&self) -> RouteTable {
+        let mut routes: Vec<RouteInfo> = self
+            .plugins
+            .values()
+            .map(|p| RouteInfo {
+                name: p.name.clone(),
+                crate_name: p.meta.crate_name.clone(),
+                version: p.meta.version.clone(),
+                description: p.meta.description.clone(),
+                generation: p.generation,
+                loaded_at: p.loaded_at,
+                max_body: p.meta.max_body,
+                deadline: p.meta.deadline,
+            })
+            .collect();
+        routes.sort_by(|a, b| a.name.cmp(&b.name));
+        Arc::new(routes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_routing_rule() {
+        let table: &[(&str, Option<Result<&str, &str>>)] = &[
+            ("plugins/libecho.so", Some(Ok("echo"))),
+            ("plugins/echo.so", Some(Ok("echo"))),
+            ("plugins/lib.so", Some(Ok("lib"))),
+            ("plugins/my_plugin-2.so", Some(Ok("my_plugin-2"))),
+            ("plugins/Echo.so", Some(Err("Echo"))),
+            ("plugins/a.b.so", Some(Err("a.b"))),
+            ("plugins/echo.py", None),
+            ("plugins/echo", None),
+        ];
+        for (path, expected) in table {
+            let got = PluginName::for_library(Path::new(path));
+            let got = got.as_ref().map(|r| r.as_ref().map(PluginName::as_str).map_err(String::as_str));
+            assert_eq!(got, *expected, "{path}");
+        }
+        assert!(PluginName::parse(&"a".repeat(65)).is_none());
+        assert!(PluginName::parse("").is_none());
+        assert!(PluginName::parse("../x").is_none());
+    }
+}

@@ -1,0 +1,112 @@
+//! The contract between the `fiddler-crab` server and its handler plugins.
+//!
+//! A plugin is a `cdylib` crate that implements [`Plugin`] for its state type and calls
+//! [`export_plugin!`] once. Build it, drop the `.so` into the server's `plugins/` folder, and
+//! `POST /<file-stem>` reaches it (`libecho.so` and `echo.so` both serve `/echo`).
+//!
+//! # A complete plugin
+//!
+//! `Cargo.toml`:
+//!
+//! ```toml
+//! [package]
+//! name = "shout"
+//! version = "0.1.0"
+//! edition = "2021"
+//!
+//! [lib]
+//! crate-type = ["cdylib", "rlib"]
+//!
+//! [dependencies]
+//! plugin-api = { path = "../fiddler_crab/plugin-api" }
+//!
+//! [profile.release]
+//! panic = "unwind"   # required: panics are caught inside the plugin
+//! ```
+//!
+//! `src/lib.rs`:
+//!
+//! ```
+//! use plugin_api::{export_plugin, Plugin, Request, Response};
+//!
+//! /// The state, built once per loaded version by `init`.
+//! pub struct Shout {
+//!     calls: std::sync::atomic::AtomicU64,
+//! }
+//!
+//! impl Plugin for Shout {
+//!     const DESCRIPTION: &'static str = "returns the body in upper case";
+//!     const DEADLINE_MS: Option<u64> = Some(2_000);
+//!
+//!     fn init() -> Result<Self, String> {
+//!         Ok(Shout { calls: 0.into() })
+//!     }
+//!
+//!     fn handle(&self, request: Request) -> Response {
+//!         self.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+//!         match request.body_str() {
+//!             Some(text) => Response::text(text.to_uppercase()),
+//!             None => Response::bad_request("send UTF-8 text\n"),
+//!         }
+//!     }
+//! }
+//!
+//! export_plugin!(Shout);
+//!
+//! // A plugin's own tests call the handler directly: no server, no .so.
+//! let shout = Shout::init().unwrap();
+//! let response = shout.handle(Request::new("POST", "/").with_body("hi"));
+//! assert_eq!(response.body_str(), Some("HI"));
+//! ```
+//!
+//! Then `cargo build --release`, copy `target/release/libshout.so` into `plugins/`, and
+//! `curl --data 'hi' http://127.0.0.1:8080/shout`.
+//!
+//! # The rules of the boundary
+//!
+//! - Only `StableAbi` types cross: [`Request`], [`Response`], [`PluginInfo`] and the
+//!   `abi_stable` `R*` types they are made of. Use the accessors and builders
+//!   ([`Request::header`], [`Response::text`], ...) rather than the fields' `R*` types.
+//! - Panics never cross. Every exported function runs your code under `catch_unwind`; a panic in
+//!   `handle` becomes a 500 that names the plugin, a panic in `init` refuses that version. Build
+//!   with `panic = "unwind"` (with `abort`, a panic kills the whole server process).
+//! - A loaded library is never unloaded: a replaced version stays mapped, and its state is
+//!   dropped only once no call uses it. Do not rely on being unloaded.
+//! - A call that passes its deadline is answered 504 by the server, but its thread cannot be
+//!   stopped: your code keeps running to its end. Check the time in long loops if that matters.
+//! - Do not link a global allocator that uses initial-exec TLS (jemalloc, mimalloc): after a few
+//!   dozen loads the process runs out of static TLS.
+//!
+//! # Versioning: which changes to this crate are compatible
+//!
+//! The server refuses a plugin whose `plugin-api` is incompatible with its own: abi_stable
+//! compares the root module's type layout and this crate's version (for `0.x`, a minor bump is
+//! breaking; for `1.x` and later, only a major bump).
+//!
+//! - Compatible: adding a field to [`PluginModule`] *after* the field marked
+//!   `#[sabi(last_prefix_field)]` (`drop_state`). An older plugin lacks it; the host must check
+//!   for it (its accessor returns `Option` for such fields) before calling it.
+//!   Move the marker to the new last field only in a breaking release.
+//! - Compatible: new builder or accessor methods (they do not cross the boundary).
+//! - Breaking: any change to [`Request`], [`Response`], [`Header`] or [`PluginInfo`] (they are
+//!   passed by value), or to a prefix field's type. Bump the version accordingly.
+
+#![deny(missing_docs)]
+
+mod guard;
+mod message;
+mod module;
+
+pub use guard::Plugin;
+pub use message::{Header, IntoBody, Request, Response};
+pub use module::{PluginInfo, PluginModule, PluginModuleRef, PluginState};
+
+/// The abi_stable types that appear in [`Request`] and [`Response`].
+pub use abi_stable::std_types::{ROption, RResult, RString, RVec};
+
+/// What [`export_plugin!`] expands to; not part of the interface.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::guard::{root_module_loader, Exported};
+    pub use abi_stable::library::{CheckTypeLayout, LibHeader};
+}

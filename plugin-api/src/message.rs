@@ -1,0 +1,270 @@
+//! The request a plugin receives and the response it returns.
+//!
+//! Both cross the ABI boundary by value, so they are made only of `StableAbi` types (`RString`,
+//! `RVec`, ...). The ergonomic accessors and builders here are ordinary Rust, compiled into each
+//! side separately; they never cross the boundary themselves.
+
+use abi_stable::std_types::{RString, RVec};
+use abi_stable::StableAbi;
+
+/// One header field. Names are stored as received (HTTP names are case-insensitive: compare with
+/// [`str::eq_ignore_ascii_case`]); values are raw bytes because HTTP allows non-UTF-8 octets.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// The field name, e.g. `Content-Type`.
+    pub name: RString,
+    /// The field value, without surrounding whitespace.
+    pub value: RVec<u8>,
+}
+
+impl Header {
+    /// A header from a name and a text value.
+    pub fn new(name: &str, value: &str) -> Header {
+        Header {
+            name: name.into(),
+            value: value.as_bytes().to_vec().into(),
+        }
+    }
+
+    /// The value as text, if it is UTF-8.
+    pub fn value_str(&self) -> Option<&str> {
+        std::str::from_utf8(&self.value).ok()
+    }
+}
+
+/// Anything that can be a body: `Vec<u8>`, `String`, `&str`, `&[u8]`, or an `RVec<u8>` (such as
+/// a request's body, which is moved without a copy).
+pub trait IntoBody {
+    /// The bytes as an `RVec`, without copying when they already are one or a `Vec`.
+    fn into_body(self) -> RVec<u8>;
+}
+
+impl IntoBody for RVec<u8> {
+    fn into_body(self) -> RVec<u8> {
+        self
+    }
+}
+
+impl IntoBody for Vec<u8> {
+    fn into_body(self) -> RVec<u8> {
+        self.into()
+    }
+}
+
+impl IntoBody for String {
+    fn into_body(self) -> RVec<u8> {
+        self.into_bytes().into()
+    }
+}
+
+impl IntoBody for &str {
+    fn into_body(self) -> RVec<u8> {
+        self.as_bytes().to_vec().into()
+    }
+}
+
+impl IntoBody for &[u8] {
+    fn into_body(self) -> RVec<u8> {
+        self.to_vec().into()
+    }
+}
+
+/// A whole HTTP request, as routed to one plugin.
+///
+/// The host has already read the complete body (decoding `chunked`), checked every limit, and
+/// stripped the route: `POST /echo/a/b?x=1` reaches plugin `echo` with `path` `/a/b` and `query`
+/// `x=1`.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    /// The method, e.g. `POST`.
+    pub method: RString,
+    /// The path after `/<plugin-name>`, always starting with `/` (`/` when nothing follows).
+    /// Not percent-decoded.
+    pub path: RString,
+    /// The query string without the `?`, empty when absent. Not percent-decoded.
+    pub query: RString,
+    /// The header fields in the order received.
+    pub headers: RVec<Header>,
+    /// The whole body (empty when there is none).
+    pub body: RVec<u8>,
+    /// The client's address, e.g. `127.0.0.1:51234`.
+    pub client: RString,
+    /// Whether the request arrived over TLS.
+    pub tls: bool,
+}
+
+impl Request {
+    /// A request with the given method and path and nothing else; handy in a plugin's own tests.
+    pub fn new(method: &str, path: &str) -> Request {
+        let (path, query) = match path.split_once('?') {
+            Some((path, query)) => (path, query),
+            None => (path, ""),
+        };
+        Request {
+            method: method.into(),
+            path: if path.is_empty() { "/" } else { path }.into(),
+            query: query.into(),
+            headers: RVec::new(),
+            body: RVec::new(),
+            client: RString::new(),
+            tls: false,
+        }
+    }
+
+    /// This request with one more header (builder style).
+    pub fn with_header(mut self, name: &str, value: &str) -> Request {
+        self.headers.push(Header::new(name, value));
+        self
+    }
+
+    /// This request with the given body (builder style).
+    pub fn with_body(mut self, body: impl IntoBody) -> Request {
+        self.body = body.into_body();
+        self
+    }
+
+    /// The first header with this name (case-insensitive), as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|h| h.name.as_str().eq_ignore_ascii_case(name))
+            .and_then(Header::value_str)
+    }
+
+    /// The body as text, if it is UTF-8.
+    pub fn body_str(&self) -> Option<&str> {
+        std::str::from_utf8(&self.body).ok()
+    }
+
+    /// The first query parameter with this name, not percent-decoded (`?a=1&b` gives `a` ->
+    /// `1`, `b` -> ``).
+    pub fn query_param(&self, name: &str) -> Option<&str> {
+        self.query_pairs().find(|(k, _)| *k == name).map(|(_, v)| v)
+    }
+
+    /// Every `key=value` pair of the query string, in order, not percent-decoded.
+    pub fn query_pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.query
+            .as_str()
+            .split('&')
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+    }
+}
+
+/// The response a plugin returns. The host adds the framing headers (`Content-Length`,
+/// `Connection`) itself and ignores any the plugin sets.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq, Eq)]
+pub struct Response {
+    /// The status code, 100..=999 (anything else is answered as 500 by the host).
+    pub status: u16,
+    /// Header fields to send. Names and values with CR, LF or NUL are dropped by the host.
+    pub headers: RVec<Header>,
+    /// The body (the host omits it for `HEAD` requests, keeping its length).
+    pub body: RVec<u8>,
+}
+
+impl Response {
+    /// A response with this status and no headers or body.
+    pub fn status(status: u16) -> Response {
+        Response {
+            status,
+            headers: RVec::new(),
+            body: RVec::new(),
+        }
+    }
+
+    /// `200 OK` with these bytes as `application/octet-stream`.
+    pub fn ok(body: impl IntoBody) -> Response {
+        Response::status(200)
+            .with_header("Content-Type", "application/octet-stream")
+            .with_body(body)
+    }
+
+    /// `200 OK` with this text as `text/plain; charset=utf-8`.
+    pub fn text(body: impl Into<String>) -> Response {
+        Response::status(200)
+            .with_header("Content-Type", "text/plain; charset=utf-8")
+            .with_body(body.into())
+    }
+
+    /// `200 OK` with this already-serialised JSON text as `application/json`.
+    pub fn json(body: impl Into<String>) -> Response {
+        Response::status(200)
+            .with_header("Content-Type", "application/json")
+            .with_body(body.into())
+    }
+
+    /// `400 Bad Request` with a plain-text explanation.
+    pub fn bad_request(why: impl Into<String>) -> Response {
+        Response::text(why).with_status(400)
+    }
+
+    /// `404 Not Found` with a plain-text explanation.
+    pub fn not_found(why: impl Into<String>) -> Response {
+        Response::text(why).with_status(404)
+    }
+
+    /// `500 Internal Server Error` with a plain-text explanation.
+    pub fn internal_error(why: impl Into<String>) -> Response {
+        Response::text(why).with_status(500)
+    }
+
+    /// This response with another status (builder style).
+    pub fn with_status(mut self, status: u16) -> Response {
+        self.status = status;
+        self
+    }
+
+    /// This response with one more header (builder style).
+    pub fn with_header(mut self, name: &str, value: &str) -> Response {
+        self.headers.push(Header::new(name, value));
+        self
+    }
+
+    /// This response with the given body (builder style).
+    pub fn with_body(mut self, body: impl IntoBody) -> Response {
+        self.body = body.into_body();
+        self
+    }
+
+    /// The first header with this name (case-insensitive), as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|h| h.name.as_str().eq_ignore_ascii_case(name))
+            .and_then(Header::value_str)
+    }
+
+    /// The body as text, if it is UTF-8.
+    pub fn body_str(&self) -> Option<&str> {
+        std::str::from_utf8(&self.body).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_new_splits_query_and_defaults_path() {
+        let req = Request::new("GET", "?a=1&b&&c=x=y");
+        assert_eq!(req.path.as_str(), "/");
+        assert_eq!(req.query_param("a"), Some("1"));
+        assert_eq!(req.query_param("b"), Some(""));
+        assert_eq!(req.query_param("c"), Some("x=y"));
+        assert_eq!(req.query_param("d"), None);
+    }
+
+    #[test]
+    fn header_lookup_ignores_case() {
+        let req = Request::new("POST", "/").with_header("Content-Type", "text/plain");
+        assert_eq!(req.header("content-type"), Some("text/plain"));
+        let resp = Response::text("hi");
+        assert_eq!(resp.header("CONTENT-TYPE"), Some("text/plain; charset=utf-8"));
+        assert_eq!(resp.body_str(), Some("hi"));
+    }
+}
