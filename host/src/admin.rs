@@ -13,16 +13,24 @@ use crate::registry::RouteInfo;
 pub struct AdminView<'a> {
     /// The routes last published by a lane.
     pub routes: &'a [RouteInfo],
-    /// Whether the queue refuses new requests right now.
-    pub queue_full: bool,
+    /// Requests waiting in the queue.
+    pub queued: usize,
+    /// The queue's capacity.
+    pub queue_capacity: usize,
 }
 
 /// Answers `GET /-/<rest>`.
 pub fn answer(rest: &str, view: &AdminView<'_>) -> Response {
     match rest {
         "/health" => text(200, "ok\n"),
-        "/ready" if view.queue_full => text(503, "busy: the queue is full\n"),
-        "/ready" => text(200, "ready\n"),
+        "/ready" if view.queued >= view.queue_capacity => text(
+            503,
+            &format!("busy: {} of {} queued\n", view.queued, view.queue_capacity),
+        ),
+        "/ready" => text(
+            200,
+            &format!("ready: {} of {} queued\n", view.queued, view.queue_capacity),
+        ),
         "/plugins" => Response::json(plugins_json(view.routes)),
         _ => text(404, "admin routes: /-/health /-/ready /-/plugins\n"),
     }
@@ -83,9 +91,15 @@ mod tests {
     fn ready_follows_the_queue() {
         let view = AdminView {
             routes: &[],
-            queue_full: true,
+            queued: 4,
+            queue_capacity: 4,
         };
         assert_eq!(answer("/ready", &view).status, 503);
+        let view = AdminView { queued: 3, ..view };
+        assert_eq!(
+            answer("/ready", &view).body_str(),
+            Some("ready: 3 of 4 queued\n")
+        );
         assert_eq!(answer("/health", &view).status, 200);
         assert_eq!(answer("/plugins", &view).body_str(), Some("[]\n"));
         assert_eq!(answer("/nope", &view).status, 404);

@@ -119,7 +119,10 @@ const SETTINGS: &[Setting] = &[
         env: "FIDDLER_HTTP",
         value_name: "ADDR",
         help: "plain-HTTP listen address (port 0 picks a free port)",
-        set: |c, v| Ok(c.http = v.parse().map_err(|_| "an address like 127.0.0.1:8080")?),
+        set: |c, v| {
+            c.http = v.parse().map_err(|_| "an address like 127.0.0.1:8080")?;
+            Ok(())
+        },
         show_default: |c| c.http.to_string(),
     },
     Setting {
@@ -127,7 +130,10 @@ const SETTINGS: &[Setting] = &[
         env: "FIDDLER_PLUGINS",
         value_name: "DIR",
         help: "folder read for *.so plugins",
-        set: |c, v| Ok(c.plugins = PathBuf::from(v)),
+        set: |c, v| {
+            c.plugins = PathBuf::from(v);
+            Ok(())
+        },
         show_default: |c| c.plugins.display().to_string(),
     },
     Setting {
@@ -135,7 +141,10 @@ const SETTINGS: &[Setting] = &[
         env: "FIDDLER_QUEUE",
         value_name: "N",
         help: "most requests waiting to run",
-        set: |c, v| Ok(c.queue = count(v, 1, 1 << 20)?),
+        set: |c, v| {
+            c.queue = count(v, 1, 1 << 20)?;
+            Ok(())
+        },
         show_default: |c| c.queue.to_string(),
     },
     Setting {
@@ -143,7 +152,10 @@ const SETTINGS: &[Setting] = &[
         env: "FIDDLER_QUEUE_BYTES",
         value_name: "BYTES",
         help: "most request-body bytes held at once (queued or being read)",
-        set: |c, v| Ok(c.queue_bytes = count(v, 1, 1 << 40)?),
+        set: |c, v| {
+            c.queue_bytes = count(v, 1, 1 << 40)?;
+            Ok(())
+        },
         show_default: |c| c.queue_bytes.to_string(),
     },
     Setting {
@@ -151,7 +163,10 @@ const SETTINGS: &[Setting] = &[
         env: "FIDDLER_MAX_BODY",
         value_name: "BYTES",
         help: "largest request body (413 beyond it)",
-        set: |c, v| Ok(c.max_body = count(v, 0, 1 << 40)?),
+        set: |c, v| {
+            c.max_body = count(v, 0, 1 << 40)?;
+            Ok(())
+        },
         show_default: |c| c.max_body.to_string(),
     },
     Setting {
@@ -159,7 +174,10 @@ const SETTINGS: &[Setting] = &[
         env: "FIDDLER_LANES",
         value_name: "N",
         help: "lanes running requests, each one at a time",
-        set: |c, v| Ok(c.lanes = count(v, 1, 64)?),
+        set: |c, v| {
+            c.lanes = count(v, 1, 64)?;
+            Ok(())
+        },
         show_default: |c| c.lanes.to_string(),
     },
     Setting {
@@ -167,7 +185,10 @@ const SETTINGS: &[Setting] = &[
         env: "FIDDLER_PACE",
         value_name: "MS",
         help: "pause on a lane between two requests",
-        set: |c, v| Ok(c.pace = millis(v, 0)?),
+        set: |c, v| {
+            c.pace = millis(v, 0)?;
+            Ok(())
+        },
         show_default: |c| c.pace.as_millis().to_string(),
     },
     Setting {
@@ -175,7 +196,10 @@ const SETTINGS: &[Setting] = &[
         env: "FIDDLER_DEADLINE",
         value_name: "MS",
         help: "plugin call deadline unless the plugin sets one (504 beyond it)",
-        set: |c, v| Ok(c.deadline = millis(v, 1)?),
+        set: |c, v| {
+            c.deadline = millis(v, 1)?;
+            Ok(())
+        },
         show_default: |c| c.deadline.as_millis().to_string(),
     },
     Setting {
@@ -183,7 +207,10 @@ const SETTINGS: &[Setting] = &[
         env: "FIDDLER_QUEUE_WAIT",
         value_name: "MS",
         help: "longest wait in the queue; older requests are dropped unrun",
-        set: |c, v| Ok(c.queue_wait = millis(v, 1)?),
+        set: |c, v| {
+            c.queue_wait = millis(v, 1)?;
+            Ok(())
+        },
         show_default: |c| c.queue_wait.as_millis().to_string(),
     },
     Setting {
@@ -191,7 +218,10 @@ const SETTINGS: &[Setting] = &[
         env: "FIDDLER_HEADER_TIMEOUT",
         value_name: "MS",
         help: "from accept (or the previous response) to a whole request head",
-        set: |c, v| Ok(c.header_timeout = millis(v, 1)?),
+        set: |c, v| {
+            c.header_timeout = millis(v, 1)?;
+            Ok(())
+        },
         show_default: |c| c.header_timeout.as_millis().to_string(),
     },
     Setting {
@@ -199,7 +229,10 @@ const SETTINGS: &[Setting] = &[
         env: "FIDDLER_IDLE_TIMEOUT",
         value_name: "MS",
         help: "longest pause while reading a body or sending a response",
-        set: |c, v| Ok(c.idle_timeout = millis(v, 1)?),
+        set: |c, v| {
+            c.idle_timeout = millis(v, 1)?;
+            Ok(())
+        },
         show_default: |c| c.idle_timeout.as_millis().to_string(),
     },
     Setting {
@@ -207,7 +240,10 @@ const SETTINGS: &[Setting] = &[
         env: "FIDDLER_MAX_CONNS",
         value_name: "N",
         help: "most open client connections; beyond it nothing is accepted",
-        set: |c, v| Ok(c.max_conns = count(v, 1, 1 << 20)?),
+        set: |c, v| {
+            c.max_conns = count(v, 1, 1 << 20)?;
+            Ok(())
+        },
         show_default: |c| c.max_conns.to_string(),
     },
     Setting {
@@ -215,7 +251,10 @@ const SETTINGS: &[Setting] = &[
         env: "FIDDLER_BACKLOG",
         value_name: "N",
         help: "kernel accept backlog of each listener",
-        set: |c, v| Ok(c.backlog = count(v, 1, 65535)? as u32),
+        set: |c, v| {
+            c.backlog = count(v, 1, 65535)? as u32;
+            Ok(())
+        },
         show_default: |c| c.backlog.to_string(),
     },
 ];
@@ -328,7 +367,10 @@ mod tests {
 
     #[test]
     fn flags_win_over_variables_which_win_over_defaults() {
-        let config = serve(&["--queue", "7", "--pace=20"], &[("FIDDLER_QUEUE", "9"), ("FIDDLER_LANES", "2")]);
+        let config = serve(
+            &["--queue", "7", "--pace=20"],
+            &[("FIDDLER_QUEUE", "9"), ("FIDDLER_LANES", "2")],
+        );
         assert_eq!(config.queue, 7);
         assert_eq!(config.lanes, 2);
         assert_eq!(config.pace, Duration::from_millis(20));
@@ -337,7 +379,8 @@ mod tests {
 
     #[test]
     fn bad_values_are_refused_with_their_source() {
-        let table: &[(&[&str], &[(&str, &str)], &str)] = &[
+        type Row<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+        let table: &[Row] = &[
             (&["--lanes", "0"], &[], "--lanes"),
             (&["--http", "nowhere"], &[], "--http"),
             (&[], &[("FIDDLER_MAX_BODY", "-1")], "FIDDLER_MAX_BODY"),
@@ -352,7 +395,10 @@ mod tests {
             parse_with(&["--queue"], &[]).err(),
             Some(ConfigError::MissingValue("--queue".into()))
         );
-        assert!(matches!(parse_with(&["--nope"], &[]), Err(ConfigError::UnknownFlag(_))));
+        assert!(matches!(
+            parse_with(&["--nope"], &[]),
+            Err(ConfigError::UnknownFlag(_))
+        ));
     }
 
     #[test]

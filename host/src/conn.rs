@@ -18,6 +18,8 @@ use crate::queue::ByteBudget;
 
 /// How much one read takes at most.
 const READ_CHUNK: usize = 64 * 1024;
+/// The most bytes discarded while lingering before the connection is closed anyway.
+const LINGER_DISCARD: usize = 1 << 20;
 
 /// Names a connection across threads: its slot and a serial number, so an answer for a closed
 /// connection never reaches a newer one in the same slot.
@@ -92,6 +94,14 @@ pub enum Phase {
     AwaitLane(ReplyShape),
     /// The socket to take the rest of a response (deadline: idle, renewed by each write).
     Sending(Outgoing),
+    /// The peer to close its end after our last response (our end is shut for writing).
+    /// Closing at once while request bytes are still arriving would reset the connection and
+    /// could destroy the response before the client reads it (RFC 9112 section 9.6).
+    /// Deadline: the linger time.
+    Lingering {
+        /// Bytes read and thrown away so far.
+        discarded: usize,
+    },
 }
 
 /// What reading or writing led to.
@@ -175,6 +185,35 @@ impl Conn {
             Phase::ExpectBody(_) => self.advance_body(budget),
             Phase::AwaitLane(_) => Step::Blocked,
             Phase::Sending(_) => self.advance_send(),
+            Phase::Lingering { .. } => self.advance_linger(),
+        }
+    }
+
+    /// Shuts our end for writing and waits for the peer to close its end.
+    pub fn start_lingering(&mut self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Write);
+        self.inbuf = Vec::new();
+        self.phase = Phase::Lingering { discarded: 0 };
+    }
+
+    fn advance_linger(&mut self) -> Step {
+        let mut scratch = [0u8; 16 * 1024];
+        loop {
+            let Phase::Lingering { discarded } = &mut self.phase else {
+                return Step::Blocked;
+            };
+            match self.stream.read(&mut scratch) {
+                Ok(0) => return Step::Gone,
+                Ok(n) => {
+                    *discarded += n;
+                    if *discarded > LINGER_DISCARD {
+                        return Step::Gone;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Blocked,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Step::Gone,
+            }
         }
     }
 
@@ -206,7 +245,11 @@ impl Conn {
                 let before = pending.body.len();
                 let used = match pending.reader.feed(&self.inbuf, &mut pending.body) {
                     Ok(used) => used,
-                    Err(e) => return Step::Refused(e),
+                    Err(e) => {
+                        // Keep the invariant: only charged bytes stay in the body.
+                        pending.body.truncate(before);
+                        return Step::Refused(e);
+                    }
                 };
                 self.inbuf.drain(..used);
                 let grown = pending.body.len() - before;

@@ -33,6 +33,8 @@ pub const WAKER: Token = Token(usize::MAX - 2);
 
 /// How often deadlines are checked (their precision).
 const SWEEP_EVERY: Duration = Duration::from_millis(100);
+/// How long a connection may linger after its last response for the peer to close.
+const LINGER: Duration = Duration::from_secs(2);
 /// How long accepting pauses after the process ran out of file descriptors or memory.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -263,7 +265,10 @@ impl Intake {
                 Step::Request(head, body) => self.on_request(slot, head, body),
                 Step::Refused(error) => self.refuse(slot, error),
                 Step::OverBudget | Step::Gone => return self.close(slot),
-                Step::Sent { close: true } => return self.close(slot),
+                Step::Sent { close: true } => {
+                    conn.start_lingering();
+                    conn.deadline = Instant::now() + LINGER;
+                }
                 Step::Sent { close: false } => {
                     conn.phase = Phase::ExpectHead;
                     conn.deadline = Instant::now() + self.settings.header_timeout;
@@ -279,7 +284,9 @@ impl Intake {
             .find(|r| r.name.as_str() == route)
             .and_then(|r| r.max_body)
             .and_then(|limit| usize::try_from(limit).ok());
-        own.map_or(self.settings.max_body, |own| own.min(self.settings.max_body))
+        own.map_or(self.settings.max_body, |own| {
+            own.min(self.settings.max_body)
+        })
     }
 
     fn on_head(&mut self, slot: usize, head: Head) {
@@ -310,7 +317,8 @@ impl Intake {
             self.budget.release(body.len());
             let view = AdminView {
                 routes: &self.routes,
-                queue_full: self.queue.is_full(),
+                queued: self.queue.len(),
+                queue_capacity: self.queue.capacity(),
             };
             let response = admin::answer(rest, &view);
             return self.respond(slot, response, shape);
@@ -341,9 +349,10 @@ impl Intake {
             request,
             enqueued_at: Instant::now(),
         };
-        if let Err(job) = self.queue.push(job) {
+        let body_bytes = job.body_bytes();
+        if self.queue.push(job).is_err() {
             // Full: shed silently, as at accept time.
-            self.budget.release(job.body_bytes());
+            self.budget.release(body_bytes);
             return self.close(slot);
         }
         conn.phase = Phase::AwaitLane(shape);
@@ -379,10 +388,17 @@ impl Intake {
         } else {
             Persistence::Close
         };
-        let (head, dropped) =
-            write_head(response.status, &response.headers, response.body.len(), persistence);
+        let (head, dropped) = write_head(
+            response.status,
+            &response.headers,
+            response.body.len(),
+            persistence,
+        );
         if dropped > 0 {
-            warn!("dropped {dropped} malformed response header(s) for {}", conn.peer);
+            warn!(
+                "dropped {dropped} malformed response header(s) for {}",
+                conn.peer
+            );
         }
         let body = if shape.head_only || is_bodiless(response.status) {
             RVec::new()

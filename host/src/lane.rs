@@ -24,6 +24,8 @@ use crate::warn;
 pub struct LaneId(pub usize);
 
 /// What a lane is told.
+// `Run` is large, but it is moved once per request; boxing it would add an allocation instead.
+#[allow(clippy::large_enum_variant)]
 pub enum LaneMsg {
     /// Run this request.
     Run(Job),
@@ -159,10 +161,16 @@ impl Lane {
                     "plugin {route} answered with status {}, which it may not send; sent 500",
                     response.status
                 );
-                text(500, &format!("plugin {route} answered with an invalid status\n"))
+                text(
+                    500,
+                    &format!("plugin {route} answered with an invalid status\n"),
+                )
             }
             Outcome::Panicked(why) => {
-                warn!("plugin {route} (generation {}) panicked: {why}", plugin.generation.0);
+                warn!(
+                    "plugin {route} (generation {}) panicked: {why}",
+                    plugin.generation.0
+                );
                 text(500, &format!("plugin {route} panicked\n"))
             }
             Outcome::TimedOut => {
@@ -174,7 +182,10 @@ impl Lane {
                     deadline.as_millis(),
                     self.executor.abandoned
                 );
-                text(504, &format!("plugin {route} did not answer within its deadline\n"))
+                text(
+                    504,
+                    &format!("plugin {route} did not answer within its deadline\n"),
+                )
             }
             Outcome::Unavailable(e) => {
                 warn!("cannot start an executor thread: {e}");

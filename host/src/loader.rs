@@ -136,10 +136,8 @@ impl Loader {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .subsec_nanos();
-        let private_dir = std::env::temp_dir().join(format!(
-            "fiddler-crab-{}-{nanos:08x}",
-            std::process::id()
-        ));
+        let private_dir =
+            std::env::temp_dir().join(format!("fiddler-crab-{}-{nanos:08x}", std::process::id()));
         fs::DirBuilder::new().mode(0o700).create(&private_dir)?;
         Ok(Loader {
             private_dir,
@@ -251,10 +249,6 @@ fn explain(error: &LibraryError) -> String {
         LibraryError::InvalidCAbi { .. } => {
             "built by a compiler with another C ABI layout".to_owned()
         }
-        LibraryError::Many(errors) => errors
-            .iter()
-            .map(explain)
-            .collect::<Vec<_>>()
-            .join("; "),
+        LibraryError::Many(errors) => errors.iter().map(explain).collect::<Vec<_>>().join("; "),
     }
 }

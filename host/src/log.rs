@@ -17,7 +17,9 @@ pub enum Level {
 
 /// Writes one line. A failed write to stderr is ignored: there is nowhere else to report it.
 pub fn write(level: Level, message: Arguments<'_>) {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     let level = match level {
         Level::Warn => "WARN",
         Level::Info => "INFO",

@@ -30,6 +30,10 @@ impl Job {
     }
 }
 
+/// The queue refused a job: it holds its capacity already.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Full;
+
 /// Requests waiting for a lane, oldest first.
 pub struct Queue {
     jobs: VecDeque<Job>,
@@ -56,15 +60,20 @@ impl Queue {
         self.jobs.len()
     }
 
+    /// The most jobs it holds.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// Whether no job waits.
     pub fn is_empty(&self) -> bool {
         self.jobs.is_empty()
     }
 
-    /// Appends a job; gives it back when the queue is full.
-    pub fn push(&mut self, job: Job) -> Result<(), Job> {
+    /// Appends a job, or drops it and says `Full`.
+    pub fn push(&mut self, job: Job) -> Result<(), Full> {
         if self.is_full() {
-            return Err(job);
+            return Err(Full);
         }
         self.jobs.push_back(job);
         Ok(())
@@ -129,7 +138,10 @@ mod tests {
 
     fn job(slot: usize, at: Instant) -> Job {
         Job {
-            conn: ConnId { slot, serial: slot as u64 },
+            conn: ConnId {
+                slot,
+                serial: slot as u64,
+            },
             route: "echo".into(),
             request: Request::new("POST", "/"),
             enqueued_at: at,
@@ -142,7 +154,7 @@ mod tests {
         let mut queue = Queue::new(2);
         assert!(queue.push(job(1, now)).is_ok());
         assert!(queue.push(job(2, now)).is_ok());
-        assert!(queue.push(job(3, now)).is_err());
+        assert_eq!(queue.push(job(3, now)), Err(Full));
         assert_eq!(queue.pop().map(|j| j.conn.slot), Some(1));
         assert_eq!(queue.pop().map(|j| j.conn.slot), Some(2));
         assert!(queue.pop().is_none());
@@ -155,7 +167,12 @@ mod tests {
         let _ = queue.push(job(1, start));
         let later = start + Duration::from_secs(10);
         assert!(queue.pop_expired(later, Duration::from_secs(60)).is_none());
-        assert_eq!(queue.pop_expired(later, Duration::from_secs(5)).map(|j| j.conn.slot), Some(1));
+        assert_eq!(
+            queue
+                .pop_expired(later, Duration::from_secs(5))
+                .map(|j| j.conn.slot),
+            Some(1)
+        );
     }
 
     #[test]

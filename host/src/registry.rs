@@ -34,7 +34,10 @@ impl PluginName {
             return None;
         }
         let stem = path.file_stem()?.to_string_lossy();
-        let stem = stem.strip_prefix("lib").filter(|s| !s.is_empty()).unwrap_or(&stem);
+        let stem = stem
+            .strip_prefix("lib")
+            .filter(|s| !s.is_empty())
+            .unwrap_or(&stem);
         Some(PluginName::parse(stem).ok_or_else(|| stem.to_owned()))
     }
 
@@ -190,7 +193,9 @@ mod tests {
         ];
         for (path, expected) in table {
             let got = PluginName::for_library(Path::new(path));
-            let got = got.as_ref().map(|r| r.as_ref().map(PluginName::as_str).map_err(String::as_str));
+            let got = got
+                .as_ref()
+                .map(|r| r.as_ref().map(PluginName::as_str).map_err(String::as_str));
             assert_eq!(got, *expected, "{path}");
         }
         assert!(PluginName::parse(&"a".repeat(65)).is_none());

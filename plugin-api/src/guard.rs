@@ -183,7 +183,10 @@ mod tests {
             RErr(why) => panic!("init failed: {why}"),
         };
         let result = module.handle()(state, Request::new("GET", "/"));
-        assert_eq!(result.into_result().err().map(|e| e.into_string()), Some("boom 42".to_owned()));
+        assert_eq!(
+            result.into_result().err().map(|e| e.into_string()),
+            Some("boom 42".to_owned())
+        );
         module.drop_state()(state);
     }
 }

@@ -264,7 +264,10 @@ mod tests {
         let req = Request::new("POST", "/").with_header("Content-Type", "text/plain");
         assert_eq!(req.header("content-type"), Some("text/plain"));
         let resp = Response::text("hi");
-        assert_eq!(resp.header("CONTENT-TYPE"), Some("text/plain; charset=utf-8"));
+        assert_eq!(
+            resp.header("CONTENT-TYPE"),
+            Some("text/plain; charset=utf-8")
+        );
         assert_eq!(resp.body_str(), Some("hi"));
     }
 }

@@ -86,7 +86,9 @@ impl BodyReader {
     pub fn feed(&mut self, input: &[u8], body: &mut Vec<u8>) -> Result<usize, HttpError> {
         match &mut self.state {
             Framing::Length { remaining } => {
-                let take = input.len().min(usize::try_from(*remaining).unwrap_or(usize::MAX));
+                let take = input
+                    .len()
+                    .min(usize::try_from(*remaining).unwrap_or(usize::MAX));
                 body.extend_from_slice(&input[..take]);
                 *remaining -= take as u64;
                 Ok(take)
@@ -106,11 +108,16 @@ impl BodyReader {
             *state = match *state {
                 Chunked::Done => return Ok(at),
                 Chunked::Data { remaining } => {
-                    let take = (input.len() - at).min(usize::try_from(remaining).unwrap_or(usize::MAX));
+                    let take =
+                        (input.len() - at).min(usize::try_from(remaining).unwrap_or(usize::MAX));
                     body.extend_from_slice(&input[at..at + take]);
                     at += take;
                     let remaining = remaining - take as u64;
-                    *state = if remaining == 0 { Chunked::DataCr } else { Chunked::Data { remaining } };
+                    *state = if remaining == 0 {
+                        Chunked::DataCr
+                    } else {
+                        Chunked::Data { remaining }
+                    };
                     continue;
                 }
                 Chunked::Size { size, digits } => match (byte as char).to_digit(16) {
@@ -156,7 +163,10 @@ impl BodyReader {
             };
             at += 1;
             self.line_bytes += 1;
-            let cap = if matches!(state, Chunked::Trailer | Chunked::TrailerLf | Chunked::TrailerStart) {
+            let cap = if matches!(
+                state,
+                Chunked::Trailer | Chunked::TrailerLf | Chunked::TrailerStart
+            ) {
                 MAX_TRAILERS
             } else {
                 MAX_CHUNK_LINE
@@ -193,14 +203,26 @@ mod tests {
         let table: &[(&str, &str, &str)] = &[
             ("0\r\n\r\n", "", ""),
             ("5\r\nhello\r\n0\r\n\r\nNEXT", "hello", "NEXT"),
-            ("3;ext=1\r\nabc\r\nA \r\n0123456789\r\n0\r\n\r\n", "abc0123456789", ""),
-            ("2\r\nhi\r\n0\r\nX-Trailer: 1\r\nY: 2\r\n\r\nGET", "hi", "GET"),
+            (
+                "3;ext=1\r\nabc\r\nA \r\n0123456789\r\n0\r\n\r\n",
+                "abc0123456789",
+                "",
+            ),
+            (
+                "2\r\nhi\r\n0\r\nX-Trailer: 1\r\nY: 2\r\n\r\nGET",
+                "hi",
+                "GET",
+            ),
             ("000002\r\nhi\r\n0\r\n\r\n", "hi", ""),
         ];
         for (raw, body, rest) in table {
             for step in [1, 2, 3, 7, 1000] {
                 let (got, left) = decode(raw.as_bytes(), step, 1024).expect(raw);
-                assert_eq!((got.as_slice(), left.as_slice()), (body.as_bytes(), rest.as_bytes()), "{raw:?} step {step}");
+                assert_eq!(
+                    (got.as_slice(), left.as_slice()),
+                    (body.as_bytes(), rest.as_bytes()),
+                    "{raw:?} step {step}"
+                );
             }
         }
     }
@@ -219,7 +241,11 @@ mod tests {
             ("400\r\n", HttpError::BadRequest("incomplete")),
         ];
         for (raw, expected) in table {
-            assert_eq!(decode(raw.as_bytes(), 1, 1024).err(), Some(*expected), "{raw:?}");
+            assert_eq!(
+                decode(raw.as_bytes(), 1, 1024).err(),
+                Some(*expected),
+                "{raw:?}"
+            );
         }
         let long_ext = format!("1;{}\r\n", "e".repeat(5000));
         assert_eq!(

@@ -183,7 +183,9 @@ fn validate(request: &httparse::Request<'_, '_>) -> Result<Head, HttpError> {
         headers.push((name.to_owned(), value.to_vec()));
     }
     if hosts > 1 || (http11 && hosts == 0) {
-        return Err(HttpError::BadRequest("an HTTP/1.1 request needs exactly one Host"));
+        return Err(HttpError::BadRequest(
+            "an HTTP/1.1 request needs exactly one Host",
+        ));
     }
     let framing = match (length, codings.is_empty()) {
         (Some(_), false) => {
@@ -212,13 +214,19 @@ fn validate(request: &httparse::Request<'_, '_>) -> Result<Head, HttpError> {
 
 fn chunked_framing(codings: &[String], http11: bool) -> Result<Framing, HttpError> {
     if !http11 {
-        return Err(HttpError::BadRequest("Transfer-Encoding in an HTTP/1.0 request"));
+        return Err(HttpError::BadRequest(
+            "Transfer-Encoding in an HTTP/1.0 request",
+        ));
     }
     if codings.last().map(String::as_str) != Some("chunked") {
-        return Err(HttpError::BadRequest("chunked must be the final transfer coding"));
+        return Err(HttpError::BadRequest(
+            "chunked must be the final transfer coding",
+        ));
     }
     if codings.len() > 1 {
-        return Err(HttpError::NotImplemented("transfer codings other than chunked"));
+        return Err(HttpError::NotImplemented(
+            "transfer codings other than chunked",
+        ));
     }
     Ok(Framing::Chunked)
 }
@@ -282,7 +290,10 @@ mod tests {
     #[test]
     fn refusals() {
         let long_line = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(9000));
-        let long_header = format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n", "a".repeat(17000));
+        let long_header = format!(
+            "GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n",
+            "a".repeat(17000)
+        );
         let many: String = (0..101).map(|i| format!("X-{i}: 1\r\n")).collect();
         let many = format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n");
         let table: &[(&str, HttpError)] = &[
@@ -315,7 +326,13 @@ mod tests {
 
     #[test]
     fn partial_heads_ask_for_more() {
-        for raw in ["", "\r\n", "GET", "GET / HTTP/1.1\r\n", "GET / HTTP/1.1\r\nHost: a\r\n"] {
+        for raw in [
+            "",
+            "\r\n",
+            "GET",
+            "GET / HTTP/1.1\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\n",
+        ] {
             assert_eq!(parse(raw), Ok(None), "{raw:?}");
         }
     }
@@ -336,7 +353,10 @@ mod tests {
     fn keep_alive_follows_version_and_connection() {
         let table: &[(&str, bool)] = &[
             ("GET / HTTP/1.1\r\nHost: a\r\n\r\n", true),
-            ("GET / HTTP/1.1\r\nHost: a\r\nConnection: Close\r\n\r\n", false),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nConnection: Close\r\n\r\n",
+                false,
+            ),
             ("GET / HTTP/1.0\r\n\r\n", false),
             ("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", true),
         ];

@@ -61,20 +61,28 @@ pub fn is_bodiless(status: u16) -> bool {
 
 /// Fields the host sets itself; a plugin's are dropped.
 fn is_framing(name: &str) -> bool {
-    ["content-length", "transfer-encoding", "connection", "keep-alive", "upgrade"]
-        .iter()
-        .any(|f| name.eq_ignore_ascii_case(f))
+    [
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "upgrade",
+    ]
+    .iter()
+    .any(|f| name.eq_ignore_ascii_case(f))
 }
 
 fn is_token(name: &str) -> bool {
     !name.is_empty()
-        && name.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-        })
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 fn is_field_value(value: &[u8]) -> bool {
-    value.iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+    value
+        .iter()
+        .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
 }
 
 /// Writes the status line and fields of a response whose body is `body_len` bytes. Returns the

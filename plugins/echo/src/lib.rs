@@ -36,6 +36,9 @@ mod tests {
         let response = Echo.handle(Request::new("POST", "/").with_body(body.clone()));
         assert_eq!(response.status, 200);
         assert_eq!(response.body.as_slice(), body.as_slice());
-        assert_eq!(response.header("content-type"), Some("application/octet-stream"));
+        assert_eq!(
+            response.header("content-type"),
+            Some("application/octet-stream")
+        );
     }
 }

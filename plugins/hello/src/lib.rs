@@ -55,6 +55,9 @@ mod tests {
     #[test]
     fn greets_the_world_by_default() {
         let response = Hello.handle(Request::new("POST", "/"));
-        assert!(response.body_str().unwrap_or_default().starts_with("Hello, world!"));
+        assert!(response
+            .body_str()
+            .unwrap_or_default()
+            .starts_with("Hello, world!"));
     }
 }

@@ -14,7 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use plugin_api::{export_plugin, Plugin, Request, Response};
 
-const STOP_WORDS: &str = "a an and are as at be but by for from has have he her his i in is it its \
+const STOP_WORDS: &str =
+    "a an and are as at be but by for from has have he her his i in is it its \
     of on or she that the their they this to was we were will with you your";
 
 /// What `init` builds once per loaded version.
@@ -60,7 +61,10 @@ impl Plugin for WordCount {
             .filter(|(word, _)| !self.stop_words.contains(word.as_str()))
             .collect();
         ranked.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-        let mut json = format!("{{\"words\":{words},\"distinct\":{},\"top\":[", counts.len());
+        let mut json = format!(
+            "{{\"words\":{words},\"distinct\":{},\"top\":[",
+            counts.len()
+        );
         for (i, (word, count)) in ranked.iter().take(top).enumerate() {
             let comma = if i == 0 { "" } else { "," };
             // Words hold only alphanumerics and `'`, so they need no JSON escaping.
@@ -84,10 +88,15 @@ mod tests {
         let response = plugin.handle(request);
         assert_eq!(
             response.body_str(),
-            Some(r#"{"words":7,"distinct":5,"top":[["crab",2],["fiddler",1]],"seen_by_this_version":7}"#)
+            Some(
+                r#"{"words":7,"distinct":5,"top":[["crab",2],["fiddler",1]],"seen_by_this_version":7}"#
+            )
         );
         let again = plugin.handle(Request::new("POST", "/?top=0").with_body("one two"));
-        assert!(again.body_str().unwrap_or_default().ends_with("\"seen_by_this_version\":9}"));
+        assert!(again
+            .body_str()
+            .unwrap_or_default()
+            .ends_with("\"seen_by_this_version\":9}"));
     }
 
     #[test]

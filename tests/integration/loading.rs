@@ -1,0 +1,58 @@
+//! Loading at start-up: what is refused, with which log line, and that the rest still serve.
+
+use std::fs;
+
+use crate::support::{plugin_library, Server, IO_DEADLINE};
+
+#[test]
+fn broken_and_incompatible_files_are_refused_while_the_rest_serve() {
+    let mut server = Server::start_with(&["echo"], &[], |dir| {
+        fs::write(dir.join("garbage.so"), b"this is not an ELF file").expect("write garbage");
+        fs::copy(
+            plugin_library("incompatible"),
+            dir.join("libincompatible.so"),
+        )
+        .expect("copy the incompatible fixture");
+        fs::write(dir.join("notes.txt"), b"not a plugin, not a .so").expect("write notes");
+        fs::copy(plugin_library("echo"), dir.join("Bad.Name.so")).expect("copy under a bad name");
+    });
+    let garbage = server.wait_for_log("garbage.so", IO_DEADLINE);
+    assert!(
+        garbage.contains("refused") && garbage.contains("not a loadable library"),
+        "{garbage}"
+    );
+    let incompatible = server.wait_for_log("libincompatible.so", IO_DEADLINE);
+    assert!(
+        incompatible.contains("refused") && incompatible.contains("incompatible plugin-api"),
+        "{incompatible}"
+    );
+    let bad_name = server.wait_for_log("Bad.Name.so", IO_DEADLINE);
+    assert!(bad_name.contains("ignored"), "{bad_name}");
+    assert!(
+        server.log.iter().all(|l| l.len() < 400),
+        "a refusal is one readable line, not a layout dump"
+    );
+    assert!(!server.log.iter().any(|l| l.contains("notes.txt")));
+    assert_eq!(server.post("/echo", b"served").text(), "served");
+    assert_eq!(server.post("/incompatible", b"").status, 404);
+    assert_eq!(server.post("/garbage", b"").status, 404);
+}
+
+#[test]
+fn lib_prefix_and_bare_names_route_alike() {
+    let server = Server::start_with(&[], &[], |dir| {
+        fs::copy(plugin_library("echo"), dir.join("echo.so")).expect("copy echo");
+        fs::copy(plugin_library("hello"), dir.join("libgreet.so")).expect("copy hello");
+    });
+    assert_eq!(server.post("/echo", b"bare").text(), "bare");
+    assert!(server.get("/greet").text().starts_with("Hello, world!"));
+}
+
+#[test]
+fn a_missing_plugins_folder_serves_admin_routes() {
+    let server = Server::start_with(&[], &[], |dir| {
+        fs::remove_dir(dir).expect("remove the plugins folder");
+    });
+    assert_eq!(server.get("/-/health").text(), "ok\n");
+    assert_eq!(server.post("/echo", b"").status, 404);
+}

@@ -1,0 +1,263 @@
+//! Requests that reach plugins: what each example answers, and that failures cost one request.
+
+use crate::support::{read_head_response, read_response, wait_until, Server, IO_DEADLINE};
+use std::io::Write;
+
+#[test]
+fn echo_returns_bodies_byte_for_byte() {
+    let server = Server::start(&["echo"], &[]);
+    let binary: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+    let ten_mib: Vec<u8> = (0..10 << 20)
+        .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    for body in [&b""[..], &binary, &ten_mib] {
+        let response = server.post("/echo", body);
+        assert_eq!(response.status, 200);
+        assert_eq!(response.body.len(), body.len());
+        assert!(response.body == body, "the echoed body differs");
+    }
+}
+
+#[test]
+fn echo_decodes_chunked_bodies() {
+    let server = Server::start(&["echo"], &[]);
+    let response = server.send(
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;x=y\r\n world\r\n0\r\n\r\n",
+    );
+    assert_eq!(response.status, 200);
+    assert_eq!(response.text(), "hello world");
+}
+
+#[test]
+fn hello_shows_query_headers_and_path() {
+    let server = Server::start(&["hello"], &[]);
+    let response = server
+        .send(b"GET /hello/some/where?name=crab&x=1 HTTP/1.1\r\nHost: t\r\nX-Probe: yes\r\n\r\n");
+    assert_eq!(response.status, 200);
+    let text = response.text();
+    assert!(text.starts_with("Hello, crab!\n"), "{text}");
+    assert!(text.contains("path: /some/where\n"), "{text}");
+    assert!(text.contains("query x: 1\n"), "{text}");
+    assert!(text.contains("header X-Probe: yes\n"), "{text}");
+    assert!(text.contains("client: 127.0.0.1:"), "{text}");
+}
+
+#[test]
+fn wordcount_keeps_state_between_calls() {
+    let server = Server::start(&["wordcount"], &[]);
+    let first = server.post("/wordcount?top=1", b"crab crab fiddler");
+    assert_eq!(
+        first.text(),
+        r#"{"words":3,"distinct":2,"top":[["crab",2]],"seen_by_this_version":3}"#
+    );
+    let second = server.post("/wordcount?top=0", b"one more");
+    assert!(
+        second.text().ends_with(r#""seen_by_this_version":5}"#),
+        "{}",
+        second.text()
+    );
+}
+
+#[test]
+fn unknown_routes_are_404() {
+    let server = Server::start(&["echo"], &[]);
+    for path in ["/nope", "/", "/Echo", "/-/nope"] {
+        assert_eq!(server.post(path, b"x").status, 404, "{path}");
+    }
+}
+
+#[test]
+fn a_panic_costs_only_its_request() {
+    let mut server = Server::start(&["panic", "echo"], &[]);
+    let response = server.post("/panic", b"");
+    assert_eq!(response.status, 500);
+    assert!(response.text().contains("panic"), "{}", response.text());
+    server.wait_for_log("plugin panic (generation", IO_DEADLINE);
+    assert_eq!(server.post("/echo", b"still here").text(), "still here");
+    assert_eq!(server.post("/panic", b"").status, 500);
+    assert_eq!(server.post("/echo", b"and again").text(), "and again");
+}
+
+#[test]
+fn a_call_past_its_deadline_is_504_and_the_server_keeps_serving() {
+    // The sleep fixture's own deadline is 1000 ms.
+    let mut server = Server::start(&["sleep", "echo"], &[]);
+    assert_eq!(server.get("/sleep?ms=1").status, 200);
+    let response = server.get("/sleep?ms=3000");
+    assert_eq!(response.status, 504);
+    server.wait_for_log("passed its 1000 ms deadline", IO_DEADLINE);
+    assert_eq!(server.post("/echo", b"alive").text(), "alive");
+    // Quarantined until the late call returns, then served again.
+    let quarantined = server.get("/sleep?ms=1");
+    assert_eq!(quarantined.status, 503, "{}", quarantined.text());
+    server.wait_for_log("quarantine lifted", IO_DEADLINE);
+    assert_eq!(server.get("/sleep?ms=1").status, 200);
+}
+
+#[test]
+fn the_server_wide_deadline_applies_to_plugins_without_their_own() {
+    let server = Server::start(&["echo", "sleep"], &["--deadline", "200"]);
+    // echo sets no deadline, so 200 ms applies; the check is that the flag is honoured at all
+    // without a slow plugin: echo answers well within it.
+    assert_eq!(server.post("/echo", b"quick").status, 200);
+}
+
+#[test]
+fn requests_run_one_at_a_time_in_arrival_order() {
+    let server = Server::start(&["sleep", "wordcount"], &[]);
+    // Occupy the lane, then queue five requests one after another, each seen queued before the
+    // next is sent, so their arrival order is known.
+    let mut blocker = server.connect();
+    blocker
+        .write_all(b"GET /sleep?ms=800 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .expect("send the blocker");
+    let mut waiting = Vec::new();
+    for i in 1..=5 {
+        let mut stream = server.connect();
+        stream
+            .write_all(b"POST /wordcount HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nword")
+            .expect("send a queued request");
+        waiting.push(stream);
+        let expected = format!("ready: {i} of 256 queued");
+        wait_until(&expected, IO_DEADLINE, || {
+            server
+                .get("/-/ready")
+                .text()
+                .starts_with(&expected)
+                .then_some(())
+        });
+    }
+    assert_eq!(read_response(&mut blocker).map(|r| r.status), Some(200));
+    // wordcount's running total tells the order the lane ran them in.
+    for (i, stream) in waiting.iter_mut().enumerate() {
+        let response = read_response(stream).expect("a queued request is answered");
+        let expected = format!("\"seen_by_this_version\":{}}}", i + 1);
+        assert!(
+            response.text().ends_with(&expected),
+            "request {}: {}",
+            i + 1,
+            response.text()
+        );
+    }
+}
+
+#[test]
+fn keep_alive_and_pipelined_requests_are_answered_in_order() {
+    let server = Server::start(&["echo"], &[]);
+    let mut stream = server.connect();
+    let mut raw = Vec::new();
+    for word in ["one", "two", "three"] {
+        raw.extend_from_slice(
+            format!(
+                "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{word}",
+                word.len()
+            )
+            .as_bytes(),
+        );
+    }
+    stream
+        .write_all(&raw)
+        .expect("send three pipelined requests");
+    for word in ["one", "two", "three"] {
+        let response = read_response(&mut stream).expect("a pipelined response");
+        assert_eq!(response.text(), word);
+        assert_eq!(response.header("connection"), None);
+    }
+    // The same connection serves one more, then honours Connection: close.
+    stream
+        .write_all(
+            b"POST /echo HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 4\r\n\r\nlast",
+        )
+        .expect("send the last request");
+    let last = read_response(&mut stream).expect("the last response");
+    assert_eq!(
+        (last.text().as_str(), last.header("connection")),
+        ("last", Some("close"))
+    );
+    assert!(
+        read_response(&mut stream).is_none(),
+        "the connection is closed"
+    );
+}
+
+#[test]
+fn head_gets_the_headers_of_get_without_a_body() {
+    let server = Server::start(&["sleep"], &[]);
+    let get = server.get("/sleep?ms=0");
+    assert_eq!(get.text(), "slept 0\n");
+    let mut stream = server.connect();
+    stream
+        .write_all(b"HEAD /sleep?ms=0 HTTP/1.1\r\nHost: test\r\n\r\n")
+        .expect("send HEAD");
+    let head = read_head_response(&mut stream).expect("a HEAD response");
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-length"), get.header("content-length"));
+    // The next response on the connection starts right after the head: no body was sent.
+    stream
+        .write_all(b"GET /-/health HTTP/1.1\r\nHost: t\r\n\r\n")
+        .expect("send a second request");
+    assert_eq!(
+        read_response(&mut stream).map(|r| r.text()),
+        Some("ok\n".to_owned())
+    );
+}
+
+#[test]
+fn http10_closes_unless_asked_to_keep_alive() {
+    let server = Server::start(&["echo"], &[]);
+    let mut stream = server.connect();
+    stream
+        .write_all(b"POST /echo HTTP/1.0\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nhi")
+        .expect("send");
+    let response = read_response(&mut stream).expect("a response");
+    assert_eq!(response.header("connection"), Some("keep-alive"));
+    stream
+        .write_all(b"POST /echo HTTP/1.0\r\nContent-Length: 2\r\n\r\nho")
+        .expect("send");
+    let response = read_response(&mut stream).expect("a response");
+    assert_eq!(
+        (response.text().as_str(), response.header("connection")),
+        ("ho", Some("close"))
+    );
+    assert!(read_response(&mut stream).is_none());
+}
+
+#[test]
+fn expect_continue_gets_100_before_the_body() {
+    let server = Server::start(&["echo"], &[]);
+    let mut stream = server.connect();
+    stream
+        .write_all(
+            b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n",
+        )
+        .expect("send the head");
+    let mut interim = [0u8; 25];
+    std::io::Read::read_exact(&mut stream, &mut interim).expect("read 100 Continue");
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    stream.write_all(b"body").expect("send the body");
+    assert_eq!(
+        read_response(&mut stream).map(|r| r.text()),
+        Some("body".to_owned())
+    );
+}
+
+#[test]
+fn admin_routes_answer_while_the_lane_is_busy() {
+    let server = Server::start(&["sleep"], &[]);
+    let mut busy = server.connect();
+    busy.write_all(b"GET /sleep?ms=900 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .expect("send");
+    assert_eq!(server.get("/-/health").text(), "ok\n");
+    let plugins = server.get("/-/plugins").text();
+    assert!(plugins.contains("\"route\":\"sleep\""), "{plugins}");
+    // Answered before the lane finished: the busy request has no answer yet.
+    busy.set_nonblocking(true).expect("non-blocking");
+    let mut byte = [0u8; 1];
+    let pending = busy.peek(&mut byte);
+    assert!(
+        matches!(&pending, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the admin answers waited for the lane: {pending:?}"
+    );
+    busy.set_nonblocking(false).expect("blocking");
+    assert_eq!(read_response(&mut busy).map(|r| r.status), Some(200));
+}

@@ -1,0 +1,300 @@
+//! What every integration test needs: a real `fiddler-crab` process on port 0 with a temporary
+//! plugins folder, its log, and a small HTTP client over real sockets. Waits are on conditions
+//! with deadlines, never bare sleeps.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long a server may take to start, and a response to arrive, on a busy 2-core machine.
+pub const START_DEADLINE: Duration = Duration::from_secs(30);
+pub const IO_DEADLINE: Duration = Duration::from_secs(20);
+
+/// A temporary folder, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> TempDir {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("fiddler-test-{label}-{}-{n}", std::process::id()));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).expect("create a temporary folder");
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The folder cargo builds into (where the binary and the plugin libraries are).
+fn build_dir() -> PathBuf {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_fiddler-crab"));
+    bin.parent().expect("the binary has a folder").to_path_buf()
+}
+
+/// The built library of a workspace plugin crate (`echo` -> `.../libecho.so`).
+pub fn plugin_library(crate_name: &str) -> PathBuf {
+    let dir = build_dir();
+    let candidates = [
+        dir.join(format!("lib{crate_name}.so")),
+        dir.join("deps").join(format!("lib{crate_name}.so")),
+    ];
+    candidates
+        .iter()
+        .filter_map(|p| fs::metadata(p).and_then(|m| m.modified()).ok().map(|t| (t, p)))
+        .max()
+        .map(|(_, p)| p.clone())
+        .unwrap_or_else(|| {
+            panic!("lib{crate_name}.so is not built: run `cargo test --workspace` (or `cargo build --workspace`)")
+        })
+}
+
+/// A running server process; killed on drop.
+pub struct Server {
+    pub addr: SocketAddr,
+    /// The plugins folder, removed when the server is dropped.
+    _plugins: TempDir,
+    child: Child,
+    log_lines: Receiver<String>,
+    pub log: Vec<String>,
+}
+
+impl Server {
+    /// Starts a server with these workspace plugins copied into a fresh plugins folder.
+    pub fn start(plugins: &[&str], args: &[&str]) -> Server {
+        Server::start_with(plugins, args, |_| {})
+    }
+
+    /// Like `start`, letting `prepare` add files to the plugins folder first.
+    pub fn start_with(plugins: &[&str], args: &[&str], prepare: impl FnOnce(&Path)) -> Server {
+        let dir = TempDir::new("plugins");
+        for name in plugins {
+            fs::copy(plugin_library(name), dir.0.join(format!("lib{name}.so")))
+                .expect("copy a plugin library");
+        }
+        prepare(&dir.0);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fiddler-crab"))
+            .args(["--http", "127.0.0.1:0", "--plugins"])
+            .arg(&dir.0)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start fiddler-crab");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (tx, log_lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut server = Server {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            _plugins: dir,
+            child,
+            log_lines,
+            log: Vec::new(),
+        };
+        let line = server.wait_for_log("listening on http://", START_DEADLINE);
+        let addr = line
+            .rsplit("http://")
+            .next()
+            .and_then(|a| a.trim().parse().ok())
+            .unwrap_or_else(|| panic!("unparsable listening line: {line}"));
+        server.addr = addr;
+        server
+    }
+
+    /// Waits until a log line contains `needle`; returns it. Panics with the log at the deadline.
+    pub fn wait_for_log(&mut self, needle: &str, deadline: Duration) -> String {
+        if let Some(line) = self.log.iter().find(|l| l.contains(needle)) {
+            return line.clone();
+        }
+        let until = Instant::now() + deadline;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.log_lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.log.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no log line with {needle:?} within {deadline:?}; log so far:\n{}",
+                    self.log.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Opens a client connection.
+    pub fn connect(&self) -> TcpStream {
+        let stream = TcpStream::connect(self.addr).expect("connect to the server");
+        stream
+            .set_read_timeout(Some(IO_DEADLINE))
+            .expect("set a read timeout");
+        stream
+            .set_write_timeout(Some(IO_DEADLINE))
+            .expect("set a write timeout");
+        stream
+    }
+
+    /// Sends one request on a new connection and reads its response.
+    pub fn send(&self, raw: &[u8]) -> Response {
+        let mut stream = self.connect();
+        stream.write_all(raw).expect("write the request");
+        read_response(&mut stream).expect("a response")
+    }
+
+    /// `POST /path` with this body.
+    pub fn post(&self, path: &str, body: &[u8]) -> Response {
+        let mut raw = format!(
+            "POST {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        raw.extend_from_slice(body);
+        self.send(&raw)
+    }
+
+    /// `GET /path`.
+    pub fn get(&self, path: &str) -> Response {
+        self.send(format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A parsed response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Reads one response framed by Content-Length (what this server always sends). `None` when
+/// the connection closed before a status line.
+pub fn read_response(stream: &mut TcpStream) -> Option<Response> {
+    read_response_to(stream, false)
+}
+
+/// Reads the response to a HEAD request: the headers only.
+pub fn read_head_response(stream: &mut TcpStream) -> Option<Response> {
+    read_response_to(stream, true)
+}
+
+fn read_response_to(stream: &mut TcpStream, head_only: bool) -> Option<Response> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            Ok(_) if head.is_empty() => return None,
+            Ok(_) => panic!("connection closed inside a response head: {head:?}"),
+            Err(e) if head.is_empty() && e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return None
+            }
+            Err(e) => panic!("reading a response head: {e}"),
+        }
+    }
+    let text = String::from_utf8(head).expect("a UTF-8 response head");
+    let mut lines = text.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let headers: Vec<(String, String)> = lines
+        .filter(|l| !l.is_empty())
+        .filter_map(|l| l.split_once(": "))
+        .map(|(n, v)| (n.to_owned(), v.to_owned()))
+        .collect();
+    let mut response = Response {
+        status,
+        headers,
+        body: Vec::new(),
+    };
+    if status == 100 {
+        return read_response_to(stream, head_only);
+    }
+    let length: usize = response
+        .header("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if !head_only {
+        response.body.resize(length, 0);
+        stream
+            .read_exact(&mut response.body)
+            .expect("read the response body");
+    }
+    Some(response)
+}
+
+/// Reads until the server closes the connection; returns what arrived (an error counts as
+/// closed). Panics if it stays open past the deadline.
+pub fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
+    let mut all = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => return all,
+            Ok(n) => all.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                panic!("the server kept the connection open past {IO_DEADLINE:?}")
+            }
+            Err(_) => return all,
+        }
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics at the deadline.
+pub fn wait_until<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let until = Instant::now() + deadline;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
