@@ -12,8 +12,14 @@ use std::time::Duration;
 /// What the server runs with. Built by [`parse`]; tests may also build one directly.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Where the plain-HTTP listener binds (port 0 picks a free port).
-    pub http: SocketAddr,
+    /// Where the plain-HTTP listener binds (port 0 picks a free port); `None` is off.
+    pub http: Option<SocketAddr>,
+    /// Where the HTTPS listener binds; `None` is off.
+    pub https: Option<SocketAddr>,
+    /// The PEM certificate chain for HTTPS.
+    pub cert: PathBuf,
+    /// The PEM private key for HTTPS.
+    pub key: PathBuf,
     /// The folder read for `*.so` plugins.
     pub plugins: PathBuf,
     /// The most requests waiting in the queue (not counting the ones running).
@@ -43,7 +49,10 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Config {
         Config {
-            http: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            http: Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            https: Some(SocketAddr::from(([127, 0, 0, 1], 8443))),
+            cert: PathBuf::from("certs/cert.pem"),
+            key: PathBuf::from("certs/key.pem"),
             plugins: PathBuf::from("plugins"),
             queue: 256,
             queue_bytes: 64 << 20,
@@ -64,7 +73,7 @@ impl Default for Config {
 #[derive(Debug)]
 pub enum Command {
     /// Run the server with this configuration.
-    Serve(Config),
+    Serve(Box<Config>),
     /// Print the help text and exit.
     Help,
 }
@@ -118,12 +127,45 @@ const SETTINGS: &[Setting] = &[
         flag: "--http",
         env: "FIDDLER_HTTP",
         value_name: "ADDR",
-        help: "plain-HTTP listen address (port 0 picks a free port)",
+        help: "plain-HTTP listen address (port 0 picks a free port), or off",
         set: |c, v| {
-            c.http = v.parse().map_err(|_| "an address like 127.0.0.1:8080")?;
+            c.http = listen_addr(v)?;
             Ok(())
         },
-        show_default: |c| c.http.to_string(),
+        show_default: |c| show_addr(c.http),
+    },
+    Setting {
+        flag: "--https",
+        env: "FIDDLER_HTTPS",
+        value_name: "ADDR",
+        help: "HTTPS listen address (port 0 picks a free port), or off",
+        set: |c, v| {
+            c.https = listen_addr(v)?;
+            Ok(())
+        },
+        show_default: |c| show_addr(c.https),
+    },
+    Setting {
+        flag: "--cert",
+        env: "FIDDLER_CERT",
+        value_name: "FILE",
+        help: "PEM certificate chain for HTTPS (re-read when it changes)",
+        set: |c, v| {
+            c.cert = PathBuf::from(v);
+            Ok(())
+        },
+        show_default: |c| c.cert.display().to_string(),
+    },
+    Setting {
+        flag: "--key",
+        env: "FIDDLER_KEY",
+        value_name: "FILE",
+        help: "PEM private key for HTTPS (re-read when it changes)",
+        set: |c, v| {
+            c.key = PathBuf::from(v);
+            Ok(())
+        },
+        show_default: |c| c.key.display().to_string(),
     },
     Setting {
         flag: "--plugins",
@@ -259,6 +301,20 @@ const SETTINGS: &[Setting] = &[
     },
 ];
 
+fn listen_addr(value: &str) -> Result<Option<SocketAddr>, &'static str> {
+    if value == "off" {
+        return Ok(None);
+    }
+    value
+        .parse()
+        .map(Some)
+        .map_err(|_| "an address like 127.0.0.1:8080, or off")
+}
+
+fn show_addr(addr: Option<SocketAddr>) -> String {
+    addr.map_or_else(|| "off".to_owned(), |a| a.to_string())
+}
+
 fn count(value: &str, min: usize, max: usize) -> Result<usize, &'static str> {
     match value.parse::<usize>() {
         Ok(n) if (min..=max).contains(&n) => Ok(n),
@@ -306,7 +362,14 @@ where
         };
         apply(&mut config, setting, &flag, &value)?;
     }
-    Ok(Command::Serve(config))
+    if config.http.is_none() && config.https.is_none() {
+        return Err(ConfigError::Invalid {
+            source: "--http and --https".to_owned(),
+            value: "off".to_owned(),
+            expected: "at least one listener",
+        });
+    }
+    Ok(Command::Serve(Box::new(config)))
 }
 
 fn apply(
@@ -360,7 +423,7 @@ mod tests {
 
     fn serve(args: &[&str], env: &[(&str, &str)]) -> Config {
         match parse_with(args, env) {
-            Ok(Command::Serve(config)) => config,
+            Ok(Command::Serve(config)) => *config,
             other => panic!("expected a config, got {other:?}"),
         }
     }
@@ -375,6 +438,11 @@ mod tests {
         assert_eq!(config.lanes, 2);
         assert_eq!(config.pace, Duration::from_millis(20));
         assert_eq!(config.max_body, 16 << 20);
+        let config = serve(&["--https", "off"], &[("FIDDLER_HTTP", "127.0.0.1:0")]);
+        assert_eq!(
+            (config.http.map(|a| a.port()), config.https),
+            (Some(0), None)
+        );
     }
 
     #[test]
@@ -383,6 +451,7 @@ mod tests {
         let table: &[Row] = &[
             (&["--lanes", "0"], &[], "--lanes"),
             (&["--http", "nowhere"], &[], "--http"),
+            (&["--http", "off", "--https=off"], &[], "--http and --https"),
             (&[], &[("FIDDLER_MAX_BODY", "-1")], "FIDDLER_MAX_BODY"),
         ];
         for (args, env, source) in table {

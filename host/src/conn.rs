@@ -4,17 +4,17 @@
 //! complete head or request is intake's call. Each phase names what the connection waits for,
 //! and each has its deadline (set by intake on entry).
 
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, IoSlice, Read};
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use mio::net::TcpStream;
 use plugin_api::RVec;
 
 use crate::http::body::BodyReader;
 use crate::http::error::HttpError;
 use crate::http::parse::{parse_head, Head, HeadLimits};
 use crate::queue::ByteBudget;
+use crate::transport::Transport;
 
 /// How much one read takes at most.
 const READ_CHUNK: usize = 64 * 1024;
@@ -129,8 +129,8 @@ pub enum Step {
 pub struct Conn {
     /// Its identity.
     pub id: ConnId,
-    /// The socket.
-    pub stream: TcpStream,
+    /// The socket, plain or TLS.
+    pub transport: Transport,
     /// The client's address.
     pub peer: SocketAddr,
     /// What it waits for.
@@ -143,10 +143,10 @@ pub struct Conn {
 
 impl Conn {
     /// A new connection waiting for its first request head.
-    pub fn new(id: ConnId, stream: TcpStream, peer: SocketAddr, deadline: Instant) -> Conn {
+    pub fn new(id: ConnId, transport: Transport, peer: SocketAddr, deadline: Instant) -> Conn {
         Conn {
             id,
-            stream,
+            transport,
             peer,
             phase: Phase::ExpectHead,
             deadline,
@@ -180,6 +180,10 @@ impl Conn {
     /// Reads and parses until a step worth reporting (reading phases) or writes what is
     /// pending (sending phase).
     pub fn advance(&mut self, limits: &HeadLimits, budget: &mut ByteBudget) -> Step {
+        if !matches!(self.phase, Phase::Sending(_)) {
+            // TLS records still owed to the peer (handshake messages) go out first.
+            let _ = self.transport.flush();
+        }
         match self.phase {
             Phase::ExpectHead => self.advance_head(limits),
             Phase::ExpectBody(_) => self.advance_body(budget),
@@ -191,7 +195,7 @@ impl Conn {
 
     /// Shuts our end for writing and waits for the peer to close its end.
     pub fn start_lingering(&mut self) {
-        let _ = self.stream.shutdown(std::net::Shutdown::Write);
+        self.transport.close_write();
         self.inbuf = Vec::new();
         self.phase = Phase::Lingering { discarded: 0 };
     }
@@ -202,7 +206,8 @@ impl Conn {
             let Phase::Lingering { discarded } = &mut self.phase else {
                 return Step::Blocked;
             };
-            match self.stream.read(&mut scratch) {
+            // Raw socket bytes: for TLS these are records nobody will decrypt.
+            match self.transport.socket_mut().read(&mut scratch) {
                 Ok(0) => return Step::Gone,
                 Ok(n) => {
                     *discarded += n;
@@ -282,8 +287,12 @@ impl Conn {
         loop {
             let total = out.head.len() + out.body.len();
             if out.sent >= total {
-                return Step::Sent {
-                    close: out.close_after,
+                return match self.transport.flush() {
+                    Ok(()) => Step::Sent {
+                        close: out.close_after,
+                    },
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Step::Blocked,
+                    Err(_) => Step::Gone,
                 };
             }
             let (head_rest, body_rest) = if out.sent < out.head.len() {
@@ -292,7 +301,7 @@ impl Conn {
                 (&[][..], &out.body[out.sent - out.head.len()..])
             };
             let slices = [IoSlice::new(head_rest), IoSlice::new(body_rest)];
-            match self.stream.write_vectored(&slices) {
+            match self.transport.write_vectored(&slices) {
                 Ok(0) => return Step::Gone,
                 Ok(n) => out.sent += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Blocked,
@@ -307,7 +316,7 @@ impl Conn {
         let start = self.inbuf.len();
         self.inbuf.resize(start + max.max(1), 0);
         let result = loop {
-            match self.stream.read(&mut self.inbuf[start..]) {
+            match self.transport.read(&mut self.inbuf[start..]) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 other => break other,
             }
@@ -320,13 +329,14 @@ impl Conn {
     /// peek); pipelined bytes or nothing to read mean it is still there.
     pub fn peer_has_closed(&self) -> bool {
         let mut byte = [0u8; 1];
-        matches!(self.stream.peek(&mut byte), Ok(0))
+        matches!(self.transport.socket().peek(&mut byte), Ok(0))
     }
 
     /// Best-effort immediate write of a tiny message (`100 Continue`, a 408 before closing).
     /// Whatever does not fit the socket buffer now is dropped.
     pub fn write_now(&mut self, bytes: &[u8]) {
-        let _ = self.stream.write(bytes);
+        let _ = self.transport.write_vectored(&[IoSlice::new(bytes)]);
+        let _ = self.transport.flush();
     }
 
     /// Whether bytes of a next request are already buffered.

@@ -9,6 +9,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::mpsc::{Receiver, Sender};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpListener;
@@ -24,17 +25,20 @@ use crate::http::response::{is_bodiless, reason, write_head, Persistence};
 use crate::lane::{text, LaneEvent, LaneMsg};
 use crate::queue::{ByteBudget, Job, Queue};
 use crate::registry::RouteTable;
+use crate::tls::CertStore;
+use crate::transport::Transport;
 use crate::warn;
 
-/// The listener's token; connection tokens are their slot numbers.
-pub const LISTENER: Token = Token(usize::MAX - 1);
-/// The token of the waker lanes use.
-pub const WAKER: Token = Token(usize::MAX - 2);
+/// The token of the waker lanes use. Listener `i` has `Token(usize::MAX - 1 - i)`; connection
+/// tokens are their slot numbers.
+pub const WAKER: Token = Token(usize::MAX);
 
 /// How often deadlines are checked (their precision).
 const SWEEP_EVERY: Duration = Duration::from_millis(100);
 /// How long a connection may linger after its last response for the peer to close.
 const LINGER: Duration = Duration::from_secs(2);
+/// How many sweeps between two looks at the certificate files (about a second).
+const CERT_CHECK_EVERY: u32 = 10;
 /// How long accepting pauses after the process ran out of file descriptors or memory.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -53,6 +57,34 @@ pub struct IntakeSettings {
     pub queue_wait: Duration,
     /// The most open connections.
     pub max_conns: usize,
+}
+
+/// The protocol a listener speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    /// Plain HTTP/1.1.
+    Http,
+    /// HTTP/1.1 over TLS.
+    Https,
+}
+
+impl Scheme {
+    /// `http` or `https`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
+/// A listening socket and whether connections wait on it.
+struct Listener {
+    socket: TcpListener,
+    scheme: Scheme,
+    /// Connections may wait that we have not accepted (edge-triggered: set by its event,
+    /// cleared only when `accept` says `WouldBlock`).
+    pending: bool,
 }
 
 /// A lane as intake sees it.
@@ -79,7 +111,9 @@ impl LaneSlot {
 /// The event loop's state.
 pub struct Intake {
     poll: Poll,
-    listener: TcpListener,
+    listeners: Vec<Listener>,
+    /// The TLS configuration; present when a listener is HTTPS.
+    certs: Option<CertStore>,
     /// Connection table; the index is the mio token. Invariant: `free` lists the `None` slots.
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
@@ -91,30 +125,41 @@ pub struct Intake {
     lane_events: Receiver<LaneEvent>,
     routes: RouteTable,
     settings: IntakeSettings,
-    /// The listener has connections we have not accepted yet (edge-triggered: set on its
-    /// event, cleared only when `accept` says `WouldBlock`).
-    accept_pending: bool,
     /// No accepting before this (after EMFILE and the like).
     accept_paused_until: Instant,
+    sweeps: u32,
 }
 
 impl Intake {
-    /// Intake over a bound listener, with its lanes and the channel they answer on.
+    /// Intake over bound listeners, with its lanes, the channel they answer on, and the routes
+    /// they start with. `certs` is required when a listener is HTTPS.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         poll: Poll,
-        listener: std::net::TcpListener,
+        listeners: Vec<(std::net::TcpListener, Scheme)>,
+        certs: Option<CertStore>,
         lanes: Vec<LaneSlot>,
         lane_events: Receiver<LaneEvent>,
+        routes: RouteTable,
         queue: usize,
         queue_bytes: usize,
         settings: IntakeSettings,
     ) -> io::Result<Intake> {
-        let mut listener = TcpListener::from_std(listener);
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let mut bound = Vec::with_capacity(listeners.len());
+        for (i, (socket, scheme)) in listeners.into_iter().enumerate() {
+            let mut socket = TcpListener::from_std(socket);
+            poll.registry()
+                .register(&mut socket, listener_token(i), Interest::READABLE)?;
+            bound.push(Listener {
+                socket,
+                scheme,
+                pending: true,
+            });
+        }
         Ok(Intake {
             poll,
-            listener,
+            listeners: bound,
+            certs,
             conns: Vec::new(),
             free: Vec::new(),
             open: 0,
@@ -123,16 +168,19 @@ impl Intake {
             budget: ByteBudget::new(queue_bytes),
             lanes,
             lane_events,
-            routes: RouteTable::default(),
+            routes,
             settings,
-            accept_pending: true,
             accept_paused_until: Instant::now(),
+            sweeps: 0,
         })
     }
 
-    /// The address the listener is bound to.
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
+    /// The scheme and address of each listener.
+    pub fn local_addrs(&self) -> io::Result<Vec<(Scheme, SocketAddr)>> {
+        self.listeners
+            .iter()
+            .map(|l| Ok((l.scheme, l.socket.local_addr()?)))
+            .collect()
     }
 
     /// Runs the loop until polling itself fails.
@@ -149,13 +197,16 @@ impl Intake {
                 return Err(e);
             }
             for event in events.iter() {
-                match event.token() {
-                    LISTENER => {
-                        self.accept_pending = true;
+                let token = event.token();
+                if token == WAKER {
+                    continue;
+                }
+                match self.listener_index(token) {
+                    Some(i) => {
+                        self.listeners[i].pending = true;
                         self.accept();
                     }
-                    WAKER => {}
-                    Token(slot) => self.on_socket_event(slot, event.is_readable()),
+                    None => self.on_socket_event(token.0, event.is_readable()),
                 }
             }
             self.take_lane_events();
@@ -174,12 +225,28 @@ impl Intake {
             && Instant::now() >= self.accept_paused_until
     }
 
-    /// Accepts while there is room and connections wait.
+    fn listener_index(&self, token: Token) -> Option<usize> {
+        let i = (usize::MAX - 1).checked_sub(token.0)?;
+        (i < self.listeners.len()).then_some(i)
+    }
+
+    fn accept_pending(&self) -> bool {
+        self.listeners.iter().any(|l| l.pending)
+    }
+
+    /// Accepts while there is room and connections wait, taking the listeners in turn.
     fn accept(&mut self) {
-        while self.accept_pending && self.can_admit() {
-            match self.listener.accept() {
-                Ok((stream, peer)) => self.admit(stream, peer),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.accept_pending = false,
+        let mut i = 0;
+        while self.accept_pending() && self.can_admit() {
+            i = (i + 1) % self.listeners.len();
+            if !self.listeners[i].pending {
+                continue;
+            }
+            match self.listeners[i].socket.accept() {
+                Ok((stream, peer)) => self.admit(stream, peer, self.listeners[i].scheme),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.listeners[i].pending = false
+                }
                 Err(e) if is_resource_exhaustion(&e) => {
                     // The connection stays in the backlog; try again after a pause, not in a
                     // spin. Logged at most once per pause.
@@ -191,11 +258,21 @@ impl Intake {
         }
     }
 
-    fn admit(&mut self, mut stream: mio::net::TcpStream, peer: SocketAddr) {
+    fn admit(&mut self, stream: mio::net::TcpStream, peer: SocketAddr, scheme: Scheme) {
         let _ = stream.set_nodelay(true);
+        let mut transport = match (scheme, &self.certs) {
+            (Scheme::Http, _) => Transport::Plain(stream),
+            (Scheme::Https, Some(certs)) => {
+                match rustls::ServerConnection::new(Arc::clone(certs.config())) {
+                    Ok(tls) => Transport::tls(stream, tls),
+                    Err(e) => return warn!("cannot start TLS for {peer}: {e}"),
+                }
+            }
+            (Scheme::Https, None) => return,
+        };
         let slot = self.free.pop().unwrap_or(self.conns.len());
         if let Err(e) = self.poll.registry().register(
-            &mut stream,
+            transport.socket_mut(),
             Token(slot),
             Interest::READABLE | Interest::WRITABLE,
         ) {
@@ -214,7 +291,7 @@ impl Intake {
             serial: self.next_serial,
         };
         let deadline = Instant::now() + self.settings.header_timeout;
-        self.conns[slot] = Some(Conn::new(id, stream, peer, deadline));
+        self.conns[slot] = Some(Conn::new(id, transport, peer, deadline));
         self.open += 1;
     }
 
@@ -223,7 +300,7 @@ impl Intake {
             return;
         };
         self.budget.release(conn.charged_bytes());
-        let _ = self.poll.registry().deregister(&mut conn.stream);
+        let _ = self.poll.registry().deregister(conn.transport.socket_mut());
         drop(conn);
         self.free.push(slot);
         self.open -= 1;
@@ -341,7 +418,7 @@ impl Intake {
                 .collect(),
             body: body.into(),
             client: conn.peer.to_string().into(),
-            tls: false,
+            tls: conn.transport.is_tls(),
         };
         let job = Job {
             conn: conn.id,
@@ -432,9 +509,7 @@ impl Intake {
                 }
             }
         }
-        if self.accept_pending {
-            self.accept();
-        }
+        self.accept();
     }
 
     fn take_lane_events(&mut self) {
@@ -481,10 +556,18 @@ impl Intake {
             }
             self.close(slot);
         }
-        if self.accept_pending {
-            self.accept();
+        self.accept();
+        self.sweeps = self.sweeps.wrapping_add(1);
+        if self.sweeps % CERT_CHECK_EVERY == 0 {
+            if let Some(certs) = self.certs.as_mut() {
+                certs.refresh();
+            }
         }
     }
+}
+
+fn listener_token(i: usize) -> Token {
+    Token(usize::MAX - 1 - i)
 }
 
 /// `/echo/a/b` -> (`echo`, `/a/b`); `/echo` -> (`echo`, `/`).

@@ -46,7 +46,7 @@ pub enum LaneEvent {
         /// The answer.
         response: Response,
     },
-    /// The routes changed (sent once at start, then after every change).
+    /// The routes changed (intake starts with the registry's; lanes send every change).
     Routes(RouteTable),
 }
 
@@ -111,9 +111,6 @@ impl Lane {
     }
 
     fn run(mut self, inbox: Receiver<LaneMsg>) {
-        if !self.intake.send(LaneEvent::Routes(self.registry.routes())) {
-            return;
-        }
         for msg in inbox {
             match msg {
                 LaneMsg::Run(job) => {

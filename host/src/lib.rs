@@ -20,6 +20,8 @@ pub mod loader;
 pub mod log;
 pub mod queue;
 pub mod registry;
+pub mod tls;
+pub mod transport;
 
 use std::fmt;
 use std::io;
@@ -27,7 +29,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 
 use config::Config;
-use intake::{Intake, IntakeSettings, LaneSlot, WAKER};
+use intake::{Intake, IntakeSettings, LaneSlot, Scheme, WAKER};
 use lane::{IntakeLink, Lane, LaneId, LaneSettings};
 use loader::Loader;
 use registry::Registry;
@@ -39,6 +41,8 @@ pub enum RunError {
     Bind(std::net::SocketAddr, io::Error),
     /// The private directory for plugin copies could not be made.
     PrivateDir(io::Error),
+    /// The HTTPS certificate or key could not be used.
+    Tls(tls::TlsError),
     /// The event loop or a thread could not be set up, or polling failed.
     EventLoop(io::Error),
 }
@@ -48,6 +52,11 @@ impl fmt::Display for RunError {
         match self {
             RunError::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
             RunError::PrivateDir(e) => write!(f, "cannot make the private plugin directory: {e}"),
+            RunError::Tls(e) => write!(
+                f,
+                "HTTPS: {e} (make a development certificate with certs/make-dev-cert, or pass \
+                 --https off)"
+            ),
             RunError::EventLoop(e) => write!(f, "event loop failed: {e}"),
         }
     }
@@ -57,14 +66,26 @@ impl std::error::Error for RunError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             RunError::Bind(_, e) | RunError::PrivateDir(e) | RunError::EventLoop(e) => Some(e),
+            RunError::Tls(e) => Some(e),
         }
     }
 }
 
-/// Runs the server until it fails. Logs `listening on http://ADDR` once it accepts.
+/// Runs the server until it fails. Logs `listening on http://ADDR` (and `https://`) once it
+/// accepts.
 pub fn run(config: Config) -> Result<(), RunError> {
-    let listener =
-        listener::bind(config.http, config.backlog).map_err(|e| RunError::Bind(config.http, e))?;
+    let certs = match config.https {
+        Some(_) => Some(tls::CertStore::load(&config.cert, &config.key).map_err(RunError::Tls)?),
+        None => None,
+    };
+    let mut listeners = Vec::new();
+    for (addr, scheme) in [(config.http, Scheme::Http), (config.https, Scheme::Https)] {
+        if let Some(addr) = addr {
+            let socket =
+                listener::bind(addr, config.backlog).map_err(|e| RunError::Bind(addr, e))?;
+            listeners.push((socket, scheme));
+        }
+    }
     let mut loader = Loader::new().map_err(RunError::PrivateDir)?;
     let registry = Registry::scan(&config.plugins, &mut loader);
     info!(
@@ -95,13 +116,16 @@ pub fn run(config: Config) -> Result<(), RunError> {
         .map_err(RunError::EventLoop)?;
         lanes.push(LaneSlot::new(outbox));
     }
+    let routes = registry.routes();
     drop(registry);
 
     let intake = Intake::new(
         poll,
-        listener,
+        listeners,
+        certs,
         lanes,
         lane_events,
+        routes,
         config.queue,
         config.queue_bytes,
         IntakeSettings {
@@ -114,7 +138,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         },
     )
     .map_err(RunError::EventLoop)?;
-    let addr = intake.local_addr().map_err(RunError::EventLoop)?;
+    let addrs = intake.local_addrs().map_err(RunError::EventLoop)?;
     info!(
         "limits: queue {} requests / {} bytes, body {} bytes, {} connections, {} lane(s), \
          deadline {} ms",
@@ -125,7 +149,9 @@ pub fn run(config: Config) -> Result<(), RunError> {
         config.lanes,
         config.deadline.as_millis()
     );
-    info!("listening on http://{addr}");
+    for (scheme, addr) in addrs {
+        info!("listening on {}://{addr}", scheme.as_str());
+    }
     let result = intake.run().map_err(RunError::EventLoop);
     // The loader's private directory goes when it is dropped; the libraries stay mapped.
     drop(loader);

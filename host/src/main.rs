@@ -11,7 +11,7 @@ fn main() -> ExitCode {
             print!("{}", config::help());
             ExitCode::SUCCESS
         }
-        Ok(Command::Serve(config)) => match fiddler_crab::run(config) {
+        Ok(Command::Serve(config)) => match fiddler_crab::run(*config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("fiddler-crab: {e}");

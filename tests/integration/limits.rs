@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use crate::support::{read_response, read_until_closed, Server};
+use crate::support::{read_response, read_until_closed, Scheme, Server};
 
 /// Sends `raw` and expects `status`, then the connection closed.
 fn refused(server: &Server, raw: &[u8], status: u16) {
@@ -20,9 +20,8 @@ fn refused(server: &Server, raw: &[u8], status: u16) {
     read_until_closed(&mut stream);
 }
 
-#[test]
-fn each_malformed_or_oversized_request_gets_its_status() {
-    let server = Server::start(&["echo"], &["--max-body", "1000"]);
+fn each_malformed_or_oversized_request_gets_its_status(scheme: Scheme) {
+    let server = Server::start_over(scheme, &["echo"], &["--max-body", "1000"]);
     let long_line = format!("GET /echo?{} HTTP/1.1\r\nHost: t\r\n\r\n", "a".repeat(9000));
     let big_header = format!(
         "GET /echo HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
@@ -57,10 +56,9 @@ fn each_malformed_or_oversized_request_gets_its_status() {
     assert_eq!(server.post("/echo", b"fine").text(), "fine");
 }
 
-#[test]
-fn a_plugin_can_lower_the_body_limit() {
+fn a_plugin_can_lower_the_body_limit(scheme: Scheme) {
     // wordcount accepts at most 4 MiB; the server allows 16 MiB.
-    let server = Server::start(&["wordcount"], &[]);
+    let server = Server::start_over(scheme, &["wordcount"], &[]);
     let raw = format!(
         "POST /wordcount HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
         5 << 20
@@ -69,22 +67,19 @@ fn a_plugin_can_lower_the_body_limit() {
     assert_eq!(server.post("/wordcount", b"small enough").status, 200);
 }
 
-#[test]
-fn an_incomplete_head_gets_408_at_the_header_deadline() {
-    let server = Server::start(&["echo"], &["--header-timeout", "300"]);
+fn an_incomplete_head_gets_408_at_the_header_deadline(scheme: Scheme) {
+    let server = Server::start_over(scheme, &["echo"], &["--header-timeout", "300"]);
     refused(&server, b"POST /echo HTTP/1.1\r\nHost: t\r\n", 408);
 }
 
-#[test]
-fn a_silent_connection_is_closed_at_the_header_deadline_without_a_byte() {
-    let server = Server::start(&["echo"], &["--header-timeout", "300"]);
+fn a_silent_connection_is_closed_at_the_header_deadline_without_a_byte(scheme: Scheme) {
+    let server = Server::start_over(scheme, &["echo"], &["--header-timeout", "300"]);
     let mut stream = server.connect();
     assert!(read_until_closed(&mut stream).is_empty());
 }
 
-#[test]
-fn a_stalled_body_gets_408_at_the_idle_deadline() {
-    let server = Server::start(&["echo"], &["--idle-timeout", "300"]);
+fn a_stalled_body_gets_408_at_the_idle_deadline(scheme: Scheme) {
+    let server = Server::start_over(scheme, &["echo"], &["--idle-timeout", "300"]);
     refused(
         &server,
         b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc",
@@ -92,9 +87,8 @@ fn a_stalled_body_gets_408_at_the_idle_deadline() {
     );
 }
 
-#[test]
-fn an_idle_keep_alive_connection_is_closed_after_its_deadline() {
-    let server = Server::start(&["echo"], &["--header-timeout", "300"]);
+fn an_idle_keep_alive_connection_is_closed_after_its_deadline(scheme: Scheme) {
+    let server = Server::start_over(scheme, &["echo"], &["--header-timeout", "300"]);
     let mut stream = server.connect();
     stream
         .write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nok")
@@ -105,3 +99,12 @@ fn an_idle_keep_alive_connection_is_closed_after_its_deadline() {
     );
     assert!(read_until_closed(&mut stream).is_empty());
 }
+
+crate::over_both_schemes!(
+    each_malformed_or_oversized_request_gets_its_status,
+    a_plugin_can_lower_the_body_limit,
+    an_incomplete_head_gets_408_at_the_header_deadline,
+    a_silent_connection_is_closed_at_the_header_deadline_without_a_byte,
+    a_stalled_body_gets_408_at_the_idle_deadline,
+    an_idle_keep_alive_connection_is_closed_after_its_deadline,
+);

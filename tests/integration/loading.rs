@@ -2,11 +2,11 @@
 
 use std::fs;
 
-use crate::support::{plugin_library, Server, IO_DEADLINE};
+use crate::support::{plugin_library, Scheme, Server, IO_DEADLINE};
 
 #[test]
 fn broken_and_incompatible_files_are_refused_while_the_rest_serve() {
-    let mut server = Server::start_with(&["echo"], &[], |dir| {
+    let mut server = Server::start_with(Scheme::Http, &["echo"], &[], |dir| {
         fs::write(dir.join("garbage.so"), b"this is not an ELF file").expect("write garbage");
         fs::copy(
             plugin_library("incompatible"),
@@ -40,7 +40,7 @@ fn broken_and_incompatible_files_are_refused_while_the_rest_serve() {
 
 #[test]
 fn lib_prefix_and_bare_names_route_alike() {
-    let server = Server::start_with(&[], &[], |dir| {
+    let server = Server::start_with(Scheme::Http, &[], &[], |dir| {
         fs::copy(plugin_library("echo"), dir.join("echo.so")).expect("copy echo");
         fs::copy(plugin_library("hello"), dir.join("libgreet.so")).expect("copy hello");
     });
@@ -50,7 +50,7 @@ fn lib_prefix_and_bare_names_route_alike() {
 
 #[test]
 fn a_missing_plugins_folder_serves_admin_routes() {
-    let server = Server::start_with(&[], &[], |dir| {
+    let server = Server::start_with(Scheme::Http, &[], &[], |dir| {
         fs::remove_dir(dir).expect("remove the plugins folder");
     });
     assert_eq!(server.get("/-/health").text(), "ok\n");

@@ -3,12 +3,16 @@
 //!
 //! Modules:
 //! - `support`: starting a server, its log, a small HTTP client.
+//! Most tests take a `Scheme` and run over both HTTP and HTTPS (`over_both_schemes!`).
+//!
 //! - `serving`: every example plugin, body round trips, panics, deadlines, FIFO order, keep-alive.
 //! - `limits`: each limit and deadline of DESIGN.md's table answers with its status or closes.
 //! - `loading`: files that are not plugins, or are built against another interface, are refused
 //!   with a log line while the rest serve.
+//! - `tls`: bad input on the TLS port, certificate renewal without a restart.
 
 mod limits;
 mod loading;
 mod serving;
 mod support;
+mod tls;

@@ -3,14 +3,18 @@
 //! with deadlines, never bare sleeps.
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
 
 /// How long a server may take to start, and a response to arrive, on a busy 2-core machine.
 pub const START_DEADLINE: Duration = Duration::from_secs(30);
@@ -60,33 +64,157 @@ pub fn plugin_library(crate_name: &str) -> PathBuf {
         })
 }
 
-/// A running server process; killed on drop.
+/// Which listener a test talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+/// Generates `http::NAME` and `https::NAME` tests from `fn NAME(scheme: Scheme)`, so one test
+/// body covers both transports.
+#[macro_export]
+macro_rules! over_both_schemes {
+    ($($name:ident),* $(,)?) => {
+        mod http {
+            $( #[test] fn $name() { super::$name($crate::support::Scheme::Http) } )*
+        }
+        mod https {
+            $( #[test] fn $name() { super::$name($crate::support::Scheme::Https) } )*
+        }
+    };
+}
+
+/// Makes a test-only CA and a localhost certificate in `dir` with the project's script.
+pub fn make_certificate(dir: &Path) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../certs/make-dev-cert");
+    let status = Command::new("bash")
+        .arg(script)
+        .arg(dir)
+        .stdout(Stdio::null())
+        .status()
+        .expect("run certs/make-dev-cert (needs bash and openssl)");
+    assert!(status.success(), "certs/make-dev-cert failed");
+}
+
+/// A client configuration trusting the test CA in `dir`.
+pub fn tls_client_config(dir: &Path) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(dir.join("dev-ca.pem")).expect("read the test CA") {
+        roots
+            .add(cert.expect("parse the test CA"))
+            .expect("trust the test CA");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
+/// A client connection, plain or TLS.
+pub enum Client {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Client {
+    /// The TCP socket underneath.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Client::Plain(s) => s,
+            Client::Tls(s) => &s.sock,
+        }
+    }
+}
+
+impl Read for Client {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Client::Plain(s) => s.read(buf),
+            Client::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Client {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Client::Plain(s) => s.write(buf),
+            Client::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Client::Plain(s) => s.flush(),
+            Client::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// A running server process (HTTP and HTTPS on ports the kernel picks); killed on drop.
 pub struct Server {
+    /// The listener `connect` uses.
     pub addr: SocketAddr,
-    /// The plugins folder, removed when the server is dropped.
-    _plugins: TempDir,
+    pub http_addr: SocketAddr,
+    pub https_addr: SocketAddr,
+    pub scheme: Scheme,
+    /// The plugins folder.
+    pub plugins_dir: PathBuf,
+    /// The certificate folder (cert.pem, key.pem, dev-ca.pem).
+    pub certs_dir: PathBuf,
+    /// What `connect` trusts for HTTPS (the test CA the server started with).
+    pub tls: Arc<rustls::ClientConfig>,
     child: Child,
     log_lines: Receiver<String>,
     pub log: Vec<String>,
+    /// Holds both folders; removed when the server is dropped (after the process is killed).
+    _root: TempDir,
 }
 
 impl Server {
-    /// Starts a server with these workspace plugins copied into a fresh plugins folder.
-    pub fn start(plugins: &[&str], args: &[&str]) -> Server {
-        Server::start_with(plugins, args, |_| {})
+    /// Starts a server with these workspace plugins copied into a fresh plugins folder, with
+    /// `connect` talking `scheme`.
+    pub fn start_over(scheme: Scheme, plugins: &[&str], args: &[&str]) -> Server {
+        Server::start_with(scheme, plugins, args, |_| {})
     }
 
-    /// Like `start`, letting `prepare` add files to the plugins folder first.
-    pub fn start_with(plugins: &[&str], args: &[&str], prepare: impl FnOnce(&Path)) -> Server {
-        let dir = TempDir::new("plugins");
+    /// Like `start_over`, letting `prepare` add files to the plugins folder first.
+    pub fn start_with(
+        scheme: Scheme,
+        plugins: &[&str],
+        args: &[&str],
+        prepare: impl FnOnce(&Path),
+    ) -> Server {
+        let root = TempDir::new("server");
+        let plugins_dir = root.0.join("plugins");
+        let certs_dir = root.0.join("certs");
+        fs::create_dir_all(&plugins_dir).expect("create the plugins folder");
+        make_certificate(&certs_dir);
         for name in plugins {
-            fs::copy(plugin_library(name), dir.0.join(format!("lib{name}.so")))
-                .expect("copy a plugin library");
+            fs::copy(
+                plugin_library(name),
+                plugins_dir.join(format!("lib{name}.so")),
+            )
+            .expect("copy a plugin library");
         }
-        prepare(&dir.0);
+        prepare(&plugins_dir);
         let mut child = Command::new(env!("CARGO_BIN_EXE_fiddler-crab"))
-            .args(["--http", "127.0.0.1:0", "--plugins"])
-            .arg(&dir.0)
+            .args([
+                "--http",
+                "127.0.0.1:0",
+                "--https",
+                "127.0.0.1:0",
+                "--plugins",
+            ])
+            .arg(&plugins_dir)
+            .arg("--cert")
+            .arg(certs_dir.join("cert.pem"))
+            .arg("--key")
+            .arg(certs_dir.join("key.pem"))
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -102,21 +230,36 @@ impl Server {
                 }
             }
         });
+        let unbound = SocketAddr::from(([127, 0, 0, 1], 0));
         let mut server = Server {
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            _plugins: dir,
+            addr: unbound,
+            http_addr: unbound,
+            https_addr: unbound,
+            scheme,
+            tls: tls_client_config(&certs_dir),
+            plugins_dir,
+            certs_dir,
             child,
             log_lines,
             log: Vec::new(),
+            _root: root,
         };
-        let line = server.wait_for_log("listening on http://", START_DEADLINE);
-        let addr = line
-            .rsplit("http://")
+        server.http_addr = server.listening_on("http");
+        server.https_addr = server.listening_on("https");
+        server.addr = match scheme {
+            Scheme::Http => server.http_addr,
+            Scheme::Https => server.https_addr,
+        };
+        server
+    }
+
+    fn listening_on(&mut self, scheme: &str) -> SocketAddr {
+        let prefix = format!("listening on {scheme}://");
+        let line = self.wait_for_log(&prefix, START_DEADLINE);
+        line.rsplit(&prefix)
             .next()
             .and_then(|a| a.trim().parse().ok())
-            .unwrap_or_else(|| panic!("unparsable listening line: {line}"));
-        server.addr = addr;
-        server
+            .unwrap_or_else(|| panic!("unparsable listening line: {line}"))
     }
 
     /// Waits until a log line contains `needle`; returns it. Panics with the log at the deadline.
@@ -142,8 +285,8 @@ impl Server {
         }
     }
 
-    /// Opens a client connection.
-    pub fn connect(&self) -> TcpStream {
+    /// Opens a TCP connection to the listener of this server's scheme.
+    pub fn connect_tcp(&self) -> TcpStream {
         let stream = TcpStream::connect(self.addr).expect("connect to the server");
         stream
             .set_read_timeout(Some(IO_DEADLINE))
@@ -152,6 +295,20 @@ impl Server {
             .set_write_timeout(Some(IO_DEADLINE))
             .expect("set a write timeout");
         stream
+    }
+
+    /// Opens a client connection over this server's scheme (TLS: trusting the test CA).
+    pub fn connect(&self) -> Client {
+        let tcp = self.connect_tcp();
+        match self.scheme {
+            Scheme::Http => Client::Plain(tcp),
+            Scheme::Https => {
+                let name = ServerName::try_from("localhost").expect("a server name");
+                let tls = rustls::ClientConnection::new(Arc::clone(&self.tls), name)
+                    .expect("a TLS client");
+                Client::Tls(Box::new(rustls::StreamOwned::new(tls, tcp)))
+            }
+        }
     }
 
     /// Sends one request on a new connection and reads its response.
@@ -208,16 +365,16 @@ impl Response {
 
 /// Reads one response framed by Content-Length (what this server always sends). `None` when
 /// the connection closed before a status line.
-pub fn read_response(stream: &mut TcpStream) -> Option<Response> {
+pub fn read_response(stream: &mut impl Read) -> Option<Response> {
     read_response_to(stream, false)
 }
 
 /// Reads the response to a HEAD request: the headers only.
-pub fn read_head_response(stream: &mut TcpStream) -> Option<Response> {
+pub fn read_head_response(stream: &mut impl Read) -> Option<Response> {
     read_response_to(stream, true)
 }
 
-fn read_response_to(stream: &mut TcpStream, head_only: bool) -> Option<Response> {
+fn read_response_to(stream: &mut impl Read, head_only: bool) -> Option<Response> {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -225,7 +382,13 @@ fn read_response_to(stream: &mut TcpStream, head_only: bool) -> Option<Response>
             Ok(1) => head.push(byte[0]),
             Ok(_) if head.is_empty() => return None,
             Ok(_) => panic!("connection closed inside a response head: {head:?}"),
-            Err(e) if head.is_empty() && e.kind() == std::io::ErrorKind::ConnectionReset => {
+            Err(e)
+                if head.is_empty()
+                    && matches!(
+                        e.kind(),
+                        io::ErrorKind::ConnectionReset | io::ErrorKind::UnexpectedEof
+                    ) =>
+            {
                 return None
             }
             Err(e) => panic!("reading a response head: {e}"),
@@ -267,7 +430,7 @@ fn read_response_to(stream: &mut TcpStream, head_only: bool) -> Option<Response>
 
 /// Reads until the server closes the connection; returns what arrived (an error counts as
 /// closed). Panics if it stays open past the deadline.
-pub fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
+pub fn read_until_closed(stream: &mut impl Read) -> Vec<u8> {
     let mut all = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
