@@ -1,10 +1,10 @@
 //! The integration suite: the real `fiddler-crab` binary on port 0, real sockets, temporary
 //! plugins folders, deadlines on every wait.
 //!
-//! Modules:
-//! - `support`: starting a server, its log, a small HTTP client.
 //! Most tests take a `Scheme` and run over both HTTP and HTTPS (`over_both_schemes!`).
 //!
+//! Modules:
+//! - `support`: starting a server, its log, a small HTTP client.
 //! - `serving`: every example plugin, body round trips, panics, deadlines, FIFO order, keep-alive.
 //! - `limits`: each limit and deadline of DESIGN.md's table answers with its status or closes.
 //! - `loading`: files that are not plugins, or are built against another interface, are refused
