@@ -2,6 +2,7 @@
 //! answer while the lane is busy: `/-/health`, `/-/ready`, `/-/plugins`.
 
 use std::fmt::Write;
+use std::sync::atomic::Ordering;
 use std::time::UNIX_EPOCH;
 
 use plugin_api::Response;
@@ -13,6 +14,8 @@ use crate::registry::RouteInfo;
 pub struct AdminView<'a> {
     /// The routes last published by a lane.
     pub routes: &'a [RouteInfo],
+    /// Plugin libraries mapped into the process so far (never unloaded).
+    pub libraries_mapped: usize,
     /// Requests waiting in the queue.
     pub queued: usize,
     /// The queue's capacity.
@@ -31,15 +34,19 @@ pub fn answer(rest: &str, view: &AdminView<'_>) -> Response {
             200,
             &format!("ready: {} of {} queued\n", view.queued, view.queue_capacity),
         ),
-        "/plugins" => Response::json(plugins_json(view.routes)),
+        "/plugins" => Response::json(plugins_json(view)),
         _ => text(404, "admin routes: /-/health /-/ready /-/plugins\n"),
     }
 }
 
-/// `[{"route":..,"crate":..,"version":..,"description":..,"generation":..,"loaded_at":..}]`
-fn plugins_json(routes: &[RouteInfo]) -> String {
-    let mut json = String::from("[");
-    for (i, route) in routes.iter().enumerate() {
+/// `{"libraries_mapped":N,"plugins":[{"route":..,"crate":..,"version":..,"description":..,
+/// "generation":..,"loaded_at":..,"calls":..,"errors":..}]}`
+fn plugins_json(view: &AdminView<'_>) -> String {
+    let mut json = format!(
+        "{{\"libraries_mapped\":{},\"plugins\":[",
+        view.libraries_mapped
+    );
+    for (i, route) in view.routes.iter().enumerate() {
         let loaded_at = route
             .loaded_at
             .duration_since(UNIX_EPOCH)
@@ -47,16 +54,18 @@ fn plugins_json(routes: &[RouteInfo]) -> String {
             .as_secs();
         let _ = write!(
             json,
-            "{}{{\"route\":{},\"crate\":{},\"version\":{},\"description\":{},\"generation\":{},\"loaded_at\":{loaded_at}}}",
+            "{}{{\"route\":{},\"crate\":{},\"version\":{},\"description\":{},\"generation\":{},\"loaded_at\":{loaded_at},\"calls\":{},\"errors\":{}}}",
             if i == 0 { "" } else { "," },
             json_string(route.name.as_str()),
             json_string(&route.crate_name),
             json_string(&route.version),
             json_string(&route.description),
             route.generation.0,
+            route.stats.calls.load(Ordering::Relaxed),
+            route.stats.errors.load(Ordering::Relaxed),
         );
     }
-    json.push_str("]\n");
+    json.push_str("]}\n");
     json
 }
 
@@ -91,6 +100,7 @@ mod tests {
     fn ready_follows_the_queue() {
         let view = AdminView {
             routes: &[],
+            libraries_mapped: 2,
             queued: 4,
             queue_capacity: 4,
         };
@@ -101,7 +111,10 @@ mod tests {
             Some("ready: 3 of 4 queued\n")
         );
         assert_eq!(answer("/health", &view).status, 200);
-        assert_eq!(answer("/plugins", &view).body_str(), Some("[]\n"));
+        assert_eq!(
+            answer("/plugins", &view).body_str(),
+            Some("{\"libraries_mapped\":2,\"plugins\":[]}\n")
+        );
         assert_eq!(answer("/nope", &view).status, 404);
     }
 }

@@ -44,6 +44,10 @@ pub struct Config {
     pub max_conns: usize,
     /// The kernel's accept backlog for each listener: what waits beyond `max_conns`.
     pub backlog: u32,
+    /// How often the plugins folder is looked at.
+    pub watch_interval: Duration,
+    /// Replaced plugin versions that may stay mapped before a restart is asked for.
+    pub swap_budget: usize,
 }
 
 impl Default for Config {
@@ -65,6 +69,8 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(10),
             max_conns: 512,
             backlog: 64,
+            watch_interval: Duration::from_millis(250),
+            swap_budget: 300,
         }
     }
 }
@@ -298,6 +304,28 @@ const SETTINGS: &[Setting] = &[
             Ok(())
         },
         show_default: |c| c.backlog.to_string(),
+    },
+    Setting {
+        flag: "--watch-interval",
+        env: "FIDDLER_WATCH_INTERVAL",
+        value_name: "MS",
+        help: "how often the plugins folder is looked at for new, changed and removed files",
+        set: |c, v| {
+            c.watch_interval = millis(v, 10)?;
+            Ok(())
+        },
+        show_default: |c| c.watch_interval.as_millis().to_string(),
+    },
+    Setting {
+        flag: "--swap-budget",
+        env: "FIDDLER_SWAP_BUDGET",
+        value_name: "N",
+        help: "replaced plugin versions kept mapped before a restart is asked for",
+        set: |c, v| {
+            c.swap_budget = count(v, 1, 10_000)?;
+            Ok(())
+        },
+        show_default: |c| c.swap_budget.to_string(),
     },
 ];
 

@@ -8,6 +8,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -124,6 +125,8 @@ pub struct Intake {
     lanes: Vec<LaneSlot>,
     lane_events: Receiver<LaneEvent>,
     routes: RouteTable,
+    /// Plugin libraries mapped so far (the watcher's loader counts them).
+    libraries_mapped: Arc<AtomicUsize>,
     settings: IntakeSettings,
     /// No accepting before this (after EMFILE and the like).
     accept_paused_until: Instant,
@@ -141,6 +144,7 @@ impl Intake {
         lanes: Vec<LaneSlot>,
         lane_events: Receiver<LaneEvent>,
         routes: RouteTable,
+        libraries_mapped: Arc<AtomicUsize>,
         queue: usize,
         queue_bytes: usize,
         settings: IntakeSettings,
@@ -169,6 +173,7 @@ impl Intake {
             lanes,
             lane_events,
             routes,
+            libraries_mapped,
             settings,
             accept_paused_until: Instant::now(),
             sweeps: 0,
@@ -394,6 +399,7 @@ impl Intake {
             self.budget.release(body.len());
             let view = AdminView {
                 routes: &self.routes,
+                libraries_mapped: self.libraries_mapped.load(Ordering::Relaxed),
                 queued: self.queue.len(),
                 queue_capacity: self.queue.capacity(),
             };

@@ -5,6 +5,7 @@
 //! them. It publishes a snapshot of its routes to intake whenever they change.
 
 use std::collections::HashSet;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 use std::thread;
@@ -14,9 +15,9 @@ use plugin_api::{Request, Response};
 
 use crate::conn::ConnId;
 use crate::executor::{Executor, Outcome};
-use crate::loader::Generation;
+use crate::loader::{Generation, LoadedPlugin};
 use crate::queue::Job;
-use crate::registry::{Registry, RouteTable};
+use crate::registry::{PluginName, Registry, RouteTable};
 use crate::warn;
 
 /// Identifies a lane (its index).
@@ -31,8 +32,10 @@ pub enum LaneMsg {
     Run(Job),
     /// An abandoned call into this plugin version has returned: lift its quarantine.
     Released(Generation),
-    /// Stop after the current request.
-    Quit,
+    /// Serve this version at its route (from the watcher), replacing any other.
+    Install(Arc<LoadedPlugin>),
+    /// Stop serving this route (its file was removed).
+    Remove(PluginName),
 }
 
 /// What a lane tells intake.
@@ -135,9 +138,25 @@ impl Lane {
                         );
                     }
                 }
-                LaneMsg::Quit => return,
+                LaneMsg::Install(plugin) => {
+                    // The old version is dropped once no call holds it (its state with it).
+                    self.registry.install(plugin);
+                    if !self.publish_routes() {
+                        return;
+                    }
+                }
+                LaneMsg::Remove(name) => {
+                    self.registry.remove(&name);
+                    if !self.publish_routes() {
+                        return;
+                    }
+                }
             }
         }
+    }
+
+    fn publish_routes(&self) -> bool {
+        self.intake.send(LaneEvent::Routes(self.registry.routes()))
     }
 
     fn serve(&mut self, route: &str, request: Request) -> Response {
@@ -151,7 +170,12 @@ impl Lane {
             );
         }
         let deadline = plugin.meta.deadline.unwrap_or(self.settings.deadline);
-        match self.executor.call(&plugin, request, deadline) {
+        plugin.stats.calls.fetch_add(1, Ordering::Relaxed);
+        let outcome = self.executor.call(&plugin, request, deadline);
+        if !matches!(&outcome, Outcome::Answered(r) if (200..=999).contains(&r.status)) {
+            plugin.stats.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        match outcome {
             Outcome::Answered(response) if (200..=999).contains(&response.status) => response,
             Outcome::Answered(response) => {
                 warn!(

@@ -22,9 +22,11 @@ pub mod queue;
 pub mod registry;
 pub mod tls;
 pub mod transport;
+pub mod watcher;
 
 use std::fmt;
 use std::io;
+use std::sync::atomic::AtomicUsize;
 use std::sync::mpsc;
 use std::sync::Arc;
 
@@ -32,7 +34,7 @@ use config::Config;
 use intake::{Intake, IntakeSettings, LaneSlot, Scheme, WAKER};
 use lane::{IntakeLink, Lane, LaneId, LaneSettings};
 use loader::Loader;
-use registry::Registry;
+use watcher::Watcher;
 
 /// Why the server could not start or stopped.
 #[derive(Debug)]
@@ -86,8 +88,15 @@ pub fn run(config: Config) -> Result<(), RunError> {
             listeners.push((socket, scheme));
         }
     }
-    let mut loader = Loader::new().map_err(RunError::PrivateDir)?;
-    let registry = Registry::scan(&config.plugins, &mut loader);
+    let mapped = Arc::new(AtomicUsize::new(0));
+    let loader = Loader::new(Arc::clone(&mapped)).map_err(RunError::PrivateDir)?;
+    let mut watcher = Watcher::new(
+        &config.plugins,
+        loader,
+        config.watch_interval,
+        config.swap_budget,
+    );
+    let registry = watcher.scan_now();
     info!(
         "serving {} plugin(s) from {}",
         registry.len(),
@@ -103,6 +112,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         pace: config.pace,
     };
     let mut lanes = Vec::with_capacity(config.lanes);
+    let mut lane_inboxes = Vec::with_capacity(config.lanes);
     for id in 0..config.lanes {
         let (outbox, inbox) = mpsc::channel();
         Lane::spawn(
@@ -114,8 +124,10 @@ pub fn run(config: Config) -> Result<(), RunError> {
             outbox.clone(),
         )
         .map_err(RunError::EventLoop)?;
+        lane_inboxes.push(outbox.clone());
         lanes.push(LaneSlot::new(outbox));
     }
+    watcher.spawn(lane_inboxes).map_err(RunError::EventLoop)?;
     let routes = registry.routes();
     drop(registry);
 
@@ -126,6 +138,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         lanes,
         lane_events,
         routes,
+        mapped,
         config.queue,
         config.queue_bytes,
         IntakeSettings {
@@ -152,8 +165,5 @@ pub fn run(config: Config) -> Result<(), RunError> {
     for (scheme, addr) in addrs {
         info!("listening on {}://{addr}", scheme.as_str());
     }
-    let result = intake.run().map_err(RunError::EventLoop);
-    // The loader's private directory goes when it is dropped; the libraries stay mapped.
-    drop(loader);
-    result
+    intake.run().map_err(RunError::EventLoop)
 }

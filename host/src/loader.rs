@@ -12,6 +12,8 @@ use std::hash::{DefaultHasher, Hasher};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use abi_stable::library::{lib_header_from_path, LibraryError, RootModuleError};
@@ -41,6 +43,39 @@ pub struct PluginMeta {
     pub max_body: Option<u64>,
 }
 
+/// A plugin version's counters, shared with intake's `/-/plugins` (atomics, no lock).
+#[derive(Debug, Default)]
+pub struct PluginStats {
+    /// Calls that reached the plugin.
+    pub calls: AtomicU64,
+    /// Calls that panicked or passed their deadline.
+    pub errors: AtomicU64,
+}
+
+/// A plugin file's contents, read once: what is hashed, copied and loaded.
+pub struct PluginFile {
+    /// The file in the plugins folder.
+    pub path: PathBuf,
+    /// Its bytes.
+    pub bytes: Vec<u8>,
+    /// A hash of `bytes`: the same content is loaded (or refused) once.
+    pub hash: u64,
+}
+
+impl PluginFile {
+    /// Reads a plugin file (at most 1 GiB).
+    pub fn read(path: &Path) -> io::Result<PluginFile> {
+        let bytes = read_bounded(path)?;
+        let mut hasher = DefaultHasher::new();
+        hasher.write(&bytes);
+        Ok(PluginFile {
+            path: path.to_owned(),
+            hash: hasher.finish(),
+            bytes,
+        })
+    }
+}
+
 /// One loaded version of one plugin: its module, the state its `init` built, and its metadata.
 pub struct LoadedPlugin {
     /// The route it serves.
@@ -51,6 +86,10 @@ pub struct LoadedPlugin {
     pub meta: PluginMeta,
     /// When it was loaded.
     pub loaded_at: SystemTime,
+    /// The hash of the file it was loaded from.
+    pub hash: u64,
+    /// Its counters.
+    pub stats: Arc<PluginStats>,
     module: PluginModuleRef,
     /// Invariant: made by this `module`'s `init`, dropped only by `Drop` below.
     state: PluginState,
@@ -127,11 +166,14 @@ pub struct Loader {
     /// Private (0700) directory for the copies; removed when the loader is dropped.
     private_dir: PathBuf,
     next_generation: u64,
+    /// Libraries mapped into the process (never unloaded), shared with the admin routes.
+    mapped: Arc<AtomicUsize>,
 }
 
 impl Loader {
-    /// Creates the private directory under the system temporary directory.
-    pub fn new() -> io::Result<Loader> {
+    /// Creates the private directory under the system temporary directory. `mapped` counts
+    /// the libraries this process has mapped.
+    pub fn new(mapped: Arc<AtomicUsize>) -> io::Result<Loader> {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
@@ -142,24 +184,30 @@ impl Loader {
         Ok(Loader {
             private_dir,
             next_generation: 1,
+            mapped,
         })
     }
 
-    /// Loads `path` as plugin `name`: copy, dlopen, layout check, `init`.
-    pub fn load(&mut self, name: PluginName, path: &Path) -> Result<LoadedPlugin, LoadError> {
-        let bytes = read_bounded(path).map_err(LoadError::Read)?;
-        let mut hasher = DefaultHasher::new();
-        hasher.write(&bytes);
+    /// How many libraries this process has mapped so far.
+    pub fn mapped(&self) -> usize {
+        self.mapped.load(Ordering::Relaxed)
+    }
+
+    /// Loads `file` as plugin `name`: copy, dlopen, layout check, `init`.
+    pub fn load(&mut self, name: PluginName, file: &PluginFile) -> Result<LoadedPlugin, LoadError> {
         let generation = Generation(self.next_generation);
         self.next_generation += 1;
         // A name used once: dlopen would hand back an old library for a name it has seen.
-        let copy = self.private_dir.join(format!(
-            "{name}-{:016x}-{}.so",
-            hasher.finish(),
-            generation.0
-        ));
-        write_private(&copy, &bytes).map_err(LoadError::Copy)?;
-        let module = lib_header_from_path(&copy)
+        let copy = self
+            .private_dir
+            .join(format!("{name}-{:016x}-{}.so", file.hash, generation.0));
+        write_private(&copy, &file.bytes).map_err(LoadError::Copy)?;
+        let header = lib_header_from_path(&copy);
+        if header.is_ok() {
+            // Mapped from here on, whether or not the checks below pass.
+            self.mapped.fetch_add(1, Ordering::Relaxed);
+        }
+        let module = header
             .and_then(|header| header.init_root_module::<PluginModuleRef>())
             .map_err(|e| LoadError::Library(explain(&e)));
         // The mapping keeps the library alive; the name is no longer needed either way.
@@ -181,6 +229,8 @@ impl Loader {
             generation,
             meta,
             loaded_at: SystemTime::now(),
+            hash: file.hash,
+            stats: Arc::default(),
             module,
             state,
         })

@@ -1,17 +1,16 @@
 //! The route table: which loaded plugin serves which `/<name>`, and the snapshot intake reads.
 //!
-//! A lane owns its registry (no shared map, no lock). Plugins themselves are shared as
-//! `Arc<LoadedPlugin>`: immutable once loaded, so several lanes may hold the same one.
+//! A lane owns its registry (no shared map, no lock); the watcher sends it the versions to
+//! install or remove. Plugins themselves are shared as `Arc<LoadedPlugin>`: immutable once
+//! loaded, so several lanes, and a call still running on a replaced version, may hold one.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::fs;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::loader::{Generation, LoadedPlugin, Loader};
-use crate::{info, warn};
+use crate::loader::{Generation, LoadedPlugin, PluginStats};
 
 /// A route name: `[a-z0-9_-]{1,64}`. The only way a name from a file or a URL becomes one.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -73,6 +72,8 @@ pub struct RouteInfo {
     pub max_body: Option<u64>,
     /// The plugin's own deadline, if any.
     pub deadline: Option<Duration>,
+    /// Its live counters.
+    pub stats: Arc<PluginStats>,
 }
 
 /// The routes of one registry, sorted by name; published to intake whenever it changes.
@@ -85,58 +86,15 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Loads every `*.so` in `dir`, in name order. A file that fails gets one log line and is
-    /// skipped; the others serve. A missing folder is an empty registry, with a log line.
-    pub fn scan(dir: &Path, loader: &mut Loader) -> Registry {
-        let mut registry = Registry::default();
-        let mut paths: Vec<_> = match fs::read_dir(dir) {
-            Ok(entries) => entries.filter_map(|e| e.ok().map(|e| e.path())).collect(),
-            Err(e) => {
-                warn!("cannot read plugins folder {}: {e}", dir.display());
-                return registry;
-            }
-        };
-        paths.sort();
-        for path in paths {
-            let Some(name) = PluginName::for_library(&path) else {
-                continue;
-            };
-            if !path.is_file() {
-                continue;
-            }
-            let name = match name {
-                Ok(name) => name,
-                Err(stem) => {
-                    warn!(
-                        "ignored {}: route name {stem:?} is not [a-z0-9_-]{{1,64}}",
-                        path.display()
-                    );
-                    continue;
-                }
-            };
-            if let Some(existing) = registry.plugins.get(&name) {
-                warn!(
-                    "ignored {}: /{name} is already served by generation {}",
-                    path.display(),
-                    existing.generation.0
-                );
-                continue;
-            }
-            match loader.load(name.clone(), &path) {
-                Ok(plugin) => {
-                    info!(
-                        "loaded {} as /{name}: {} {} ({})",
-                        path.display(),
-                        plugin.meta.crate_name,
-                        plugin.meta.version,
-                        plugin.meta.description
-                    );
-                    registry.plugins.insert(name, Arc::new(plugin));
-                }
-                Err(e) => warn!("refused {}: {e}", path.display()),
-            }
-        }
-        registry
+    /// Serves `plugin` at its route; returns the version it replaces, if any. A call already
+    /// running on the old version keeps its own reference and finishes on it.
+    pub fn install(&mut self, plugin: Arc<LoadedPlugin>) -> Option<Arc<LoadedPlugin>> {
+        self.plugins.insert(plugin.name.clone(), plugin)
+    }
+
+    /// Stops serving `name`; returns the version that served it.
+    pub fn remove(&mut self, name: &PluginName) -> Option<Arc<LoadedPlugin>> {
+        self.plugins.remove(name)
     }
 
     /// The plugin serving `name`, if any.
@@ -168,6 +126,7 @@ impl Registry {
                 loaded_at: p.loaded_at,
                 max_body: p.meta.max_body,
                 deadline: p.meta.deadline,
+                stats: Arc::clone(&p.stats),
             })
             .collect();
         routes.sort_by(|a, b| a.name.cmp(&b.name));

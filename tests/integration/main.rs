@@ -9,8 +9,10 @@
 //! - `limits`: each limit and deadline of DESIGN.md's table answers with its status or closes.
 //! - `loading`: files that are not plugins, or are built against another interface, are refused
 //!   with a log line while the rest serve.
+//! - `hotswap`: plugins dropped in, replaced, removed and refused while the server runs.
 //! - `tls`: bad input on the TLS port, certificate renewal without a restart.
 
+mod hotswap;
 mod limits;
 mod loading;
 mod serving;

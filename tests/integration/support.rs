@@ -162,6 +162,8 @@ pub struct Server {
     pub http_addr: SocketAddr,
     pub https_addr: SocketAddr,
     pub scheme: Scheme,
+    /// The plugins folder the server watches.
+    pub plugins_dir: PathBuf,
     /// The certificate folder (cert.pem, key.pem, dev-ca.pem).
     pub certs_dir: PathBuf,
     /// What `connect` trusts for HTTPS (the test CA the server started with).
@@ -235,6 +237,7 @@ impl Server {
             https_addr: unbound,
             scheme,
             tls: tls_client_config(&certs_dir),
+            plugins_dir,
             certs_dir,
             child,
             log_lines,

@@ -1,0 +1,324 @@
+//! Watches the plugins folder and turns file changes into plugin versions for the lanes.
+//!
+//! Every interval it lists the `*.so` files and their stamps (size, mtime, inode). A new or
+//! changed file is taken only once its stamp has held for one whole interval (so a file still
+//! being written is not loaded); then it is read and hashed, and loaded through the loader's
+//! private copy unless the same bytes already serve that route or were already refused. Each
+//! version that loads and `init`s is sent to every lane (`LaneMsg::Install`); a removed file
+//! unregisters its route (`LaneMsg::Remove`). Loading happens here, not on a lane, so a slow
+//! `init` never holds up requests.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use crate::lane::LaneMsg;
+use crate::loader::{Generation, LoadError, LoadedPlugin, Loader, PluginFile};
+use crate::registry::{PluginName, Registry};
+use crate::{info, warn};
+
+/// What identifies a version of a file without reading it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    modified: i64,
+    modified_nanos: i64,
+    inode: u64,
+}
+
+/// A file seen at the last poll.
+struct Seen {
+    stamp: Stamp,
+    /// Its stamp held for a whole interval and it was considered.
+    settled: bool,
+}
+
+/// The file a route is served from.
+struct Serving {
+    path: PathBuf,
+    hash: u64,
+    generation: Generation,
+}
+
+/// What changed for the lanes.
+enum Change {
+    Install(Arc<LoadedPlugin>),
+    Remove(PluginName),
+}
+
+/// The folder's state and the loader; runs on its own thread after the first scan.
+pub struct Watcher {
+    dir: PathBuf,
+    loader: Loader,
+    interval: Duration,
+    /// Replaced versions that may stay mapped before a restart is asked for.
+    swap_budget: usize,
+    budget_spent: bool,
+    files: BTreeMap<PathBuf, Seen>,
+    serving: HashMap<PluginName, Serving>,
+    /// Contents that failed to load: not tried again until the file changes.
+    refused: HashSet<u64>,
+    /// Files already reported as ignored (bad name, route taken), to log them once.
+    ignored: HashSet<PathBuf>,
+    /// The folder could not be read at the last poll (logged once).
+    unreadable: bool,
+}
+
+impl Watcher {
+    /// A watcher of `dir` that polls every `interval`.
+    pub fn new(dir: &Path, loader: Loader, interval: Duration, swap_budget: usize) -> Watcher {
+        Watcher {
+            dir: dir.to_owned(),
+            loader,
+            interval,
+            swap_budget,
+            budget_spent: false,
+            files: BTreeMap::new(),
+            serving: HashMap::new(),
+            refused: HashSet::new(),
+            ignored: HashSet::new(),
+            unreadable: false,
+        }
+    }
+
+    /// Loads every plugin in the folder now (at start-up, without waiting for stability).
+    pub fn scan_now(&mut self) -> Registry {
+        let mut registry = Registry::default();
+        for (path, stamp) in self.list().unwrap_or_default() {
+            self.files.insert(
+                path.clone(),
+                Seen {
+                    stamp,
+                    settled: true,
+                },
+            );
+            if let Some(Change::Install(plugin)) = self.consider(&path) {
+                registry.install(plugin);
+            }
+        }
+        registry
+    }
+
+    /// Polls on a thread of its own, sending changes to every lane, until no lane is left.
+    pub fn spawn(mut self, lanes: Vec<Sender<LaneMsg>>) -> std::io::Result<thread::JoinHandle<()>> {
+        thread::Builder::new()
+            .name("watcher".to_owned())
+            .spawn(move || loop {
+                thread::sleep(self.interval);
+                for change in self.poll() {
+                    let mut delivered = false;
+                    for lane in &lanes {
+                        let msg = match &change {
+                            Change::Install(plugin) => LaneMsg::Install(Arc::clone(plugin)),
+                            Change::Remove(name) => LaneMsg::Remove(name.clone()),
+                        };
+                        delivered |= lane.send(msg).is_ok();
+                    }
+                    if !delivered {
+                        return;
+                    }
+                }
+            })
+    }
+
+    /// The `*.so` files in the folder with their stamps; `None` when it cannot be read.
+    fn list(&mut self) -> Option<BTreeMap<PathBuf, Stamp>> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => {
+                self.unreadable = false;
+                entries
+            }
+            Err(e) => {
+                if !self.unreadable {
+                    warn!("cannot read plugins folder {}: {e}", self.dir.display());
+                    self.unreadable = true;
+                }
+                return None;
+            }
+        };
+        let mut files = BTreeMap::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|ext| ext != "so") {
+                continue;
+            }
+            // Follows symlinks: a link to a library is served like the library.
+            let Ok(meta) = fs::metadata(&path) else {
+                continue;
+            };
+            if !meta.is_file() {
+                continue;
+            }
+            let stamp = Stamp {
+                len: meta.len(),
+                modified: meta.mtime(),
+                modified_nanos: meta.mtime_nsec(),
+                inode: meta.ino(),
+            };
+            files.insert(path, stamp);
+        }
+        Some(files)
+    }
+
+    fn poll(&mut self) -> Vec<Change> {
+        let Some(listing) = self.list() else {
+            // An unreadable folder is not an empty one: change nothing.
+            return Vec::new();
+        };
+        let mut changes = Vec::new();
+        let gone: Vec<PathBuf> = self
+            .files
+            .keys()
+            .filter(|path| !listing.contains_key(*path))
+            .cloned()
+            .collect();
+        for path in gone {
+            self.files.remove(&path);
+            self.ignored.remove(&path);
+            let Some(name) = self
+                .serving
+                .iter()
+                .find(|(_, s)| s.path == path)
+                .map(|(name, _)| name.clone())
+            else {
+                continue;
+            };
+            self.serving.remove(&name);
+            info!(
+                "{} was removed: /{name} is no longer served",
+                path.display()
+            );
+            changes.push(Change::Remove(name.clone()));
+            // Another file for the same route (echo.so beside libecho.so) gets its turn.
+            for (other, seen) in self.files.iter_mut() {
+                if route_of(other).as_ref() == Some(&name) {
+                    seen.settled = false;
+                    self.ignored.remove(other);
+                }
+            }
+        }
+        for (path, stamp) in listing {
+            let ready = match self.files.get_mut(&path) {
+                None => {
+                    self.files.insert(
+                        path.clone(),
+                        Seen {
+                            stamp,
+                            settled: false,
+                        },
+                    );
+                    false
+                }
+                Some(seen) if seen.stamp != stamp => {
+                    seen.stamp = stamp;
+                    seen.settled = false;
+                    false
+                }
+                Some(seen) if !seen.settled => {
+                    seen.settled = true;
+                    true
+                }
+                Some(_) => false,
+            };
+            if ready {
+                changes.extend(self.consider(&path));
+            }
+        }
+        changes
+    }
+
+    /// Loads a settled file if it is a new version of its route.
+    fn consider(&mut self, path: &Path) -> Option<Change> {
+        let name = match PluginName::for_library(path)? {
+            Ok(name) => name,
+            Err(stem) => {
+                if self.ignored.insert(path.to_owned()) {
+                    warn!(
+                        "ignored {}: route name {stem:?} is not [a-z0-9_-]{{1,64}}",
+                        path.display()
+                    );
+                }
+                return None;
+            }
+        };
+        let current = self.serving.get(&name);
+        if let Some(current) = current.filter(|c| c.path != path) {
+            if self.ignored.insert(path.to_owned()) {
+                warn!(
+                    "ignored {}: /{name} is already served by {}",
+                    path.display(),
+                    current.path.display()
+                );
+            }
+            return None;
+        }
+        let file = match PluginFile::read(path) {
+            Ok(file) => file,
+            Err(e) => {
+                warn!("refused {}: {}", path.display(), LoadError::Read(e));
+                return None;
+            }
+        };
+        if current.is_some_and(|c| c.hash == file.hash) || self.refused.contains(&file.hash) {
+            return None;
+        }
+        let replaces = current.map(|c| c.generation);
+        let result = self.loader.load(name.clone(), &file);
+        let change = match result {
+            Ok(plugin) => {
+                let replacing = replaces
+                    .map(|g| format!(", replacing generation {}", g.0))
+                    .unwrap_or_default();
+                info!(
+                    "loaded {} as /{name}: {} {} ({}), generation {}{replacing}",
+                    path.display(),
+                    plugin.meta.crate_name,
+                    plugin.meta.version,
+                    plugin.meta.description,
+                    plugin.generation.0
+                );
+                self.serving.insert(
+                    name,
+                    Serving {
+                        path: path.to_owned(),
+                        hash: file.hash,
+                        generation: plugin.generation,
+                    },
+                );
+                Some(Change::Install(Arc::new(plugin)))
+            }
+            Err(e) => {
+                let keeps = replaces
+                    .map(|g| format!("; generation {} keeps serving /{name}", g.0))
+                    .unwrap_or_default();
+                warn!("refused {}: {e}{keeps}", path.display());
+                self.refused.insert(file.hash);
+                None
+            }
+        };
+        self.check_budget();
+        change
+    }
+
+    /// Logs, once, that replaced versions have used up their budget of mappings.
+    fn check_budget(&mut self) {
+        let stale = self.loader.mapped().saturating_sub(self.serving.len());
+        if stale > self.swap_budget && !self.budget_spent {
+            self.budget_spent = true;
+            warn!(
+                "{stale} replaced or refused plugin libraries stay mapped (budget {}): restart \
+                 fiddler-crab to release them",
+                self.swap_budget
+            );
+        }
+    }
+}
+
+fn route_of(path: &Path) -> Option<PluginName> {
+    PluginName::for_library(path)?.ok()
+}

@@ -1,0 +1,129 @@
+//! Plugins come and go while the server runs: dropped in, replaced, removed, refused.
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::support::{plugin_library, read_response, wait_until, Scheme, Server, IO_DEADLINE};
+
+/// How long a dropped file may take to serve (the bound; the watcher polls every
+/// 250 ms and waits one poll for the file to settle).
+const SWAP_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Puts `crate_name`'s library at `plugins/<file>` the way `mv` does: write a hidden temporary
+/// file, then rename it into place.
+fn drop_in(server: &Server, crate_name: &str, file: &str) {
+    let temporary = server.plugins_dir.join(format!(".{file}.partial"));
+    fs::copy(plugin_library(crate_name), &temporary).expect("copy the library");
+    fs::rename(&temporary, server.plugins_dir.join(file)).expect("rename it into place");
+}
+
+/// Overwrites `plugins/<file>` in place, the way `cp` does.
+fn overwrite(dir: &Path, file: &str, bytes: &[u8]) {
+    fs::write(dir.join(file), bytes).expect("overwrite in place");
+}
+
+fn wait_for_answer(server: &Server, path: &str, what: &str, check: impl Fn(u16, &str) -> bool) {
+    wait_until(what, SWAP_DEADLINE, || {
+        let response = server.post(path, b"ping");
+        check(response.status, &response.text()).then_some(())
+    });
+}
+
+#[test]
+fn a_plugin_is_dropped_in_replaced_and_removed_live() {
+    let mut server = Server::start_over(Scheme::Http, &[], &[]);
+    assert_eq!(server.post("/swap", b"ping").status, 404);
+
+    drop_in(&server, "echo", "libswap.so");
+    wait_for_answer(&server, "/swap", "echo to serve /swap", |s, t| {
+        s == 200 && t == "ping"
+    });
+
+    // A different build under the same name: the next calls reach the new code.
+    fs::copy(
+        plugin_library("hello"),
+        server.plugins_dir.join("libswap.so"),
+    )
+    .expect("cp over it");
+    wait_for_answer(&server, "/swap", "hello to replace echo", |s, t| {
+        s == 200 && t.starts_with("Hello, world!")
+    });
+    server.wait_for_log("replacing generation", IO_DEADLINE);
+
+    fs::remove_file(server.plugins_dir.join("libswap.so")).expect("remove the plugin");
+    wait_for_answer(&server, "/swap", "/swap to be 404", |s, _| s == 404);
+    server.wait_for_log("is no longer served", IO_DEADLINE);
+}
+
+#[test]
+fn broken_and_incompatible_replacements_leave_the_old_version_serving() {
+    let mut server = Server::start_over(Scheme::Http, &["echo"], &[]);
+    overwrite(&server.plugins_dir, "libecho.so", b"\x7fELF but not really");
+    let garbage = server.wait_for_log("refused", IO_DEADLINE);
+    assert!(garbage.contains("keeps serving /echo"), "{garbage}");
+    assert_eq!(server.post("/echo", b"old").text(), "old");
+
+    let incompatible = fs::read(plugin_library("incompatible")).expect("read the fixture");
+    overwrite(&server.plugins_dir, "libecho.so", &incompatible);
+    let refusal = server.wait_for_log("incompatible plugin-api", IO_DEADLINE);
+    assert!(refusal.contains("keeps serving /echo"), "{refusal}");
+    assert_eq!(server.post("/echo", b"still old").text(), "still old");
+
+    // The same broken bytes again are not retried: one refusal line each.
+    overwrite(&server.plugins_dir, "libecho.so", &incompatible);
+    drop_in(&server, "hello", "libmarker.so");
+    wait_for_answer(&server, "/marker", "the marker plugin", |s, _| s == 200);
+    let refusals = server
+        .log
+        .iter()
+        .filter(|l| l.contains("incompatible plugin-api"))
+        .count();
+    assert_eq!(refusals, 1, "{:#?}", server.log);
+}
+
+#[test]
+fn the_same_bytes_are_loaded_once() {
+    let mut server = Server::start_over(Scheme::Http, &["echo"], &[]);
+    // Same content, new inode and mtime.
+    drop_in(&server, "echo", "libecho.so");
+    drop_in(&server, "hello", "libmarker.so");
+    wait_for_answer(&server, "/marker", "the marker plugin", |s, _| s == 200);
+    server.wait_for_log("as /marker", IO_DEADLINE);
+    let loads = server.log.iter().filter(|l| l.contains("as /echo")).count();
+    assert_eq!(loads, 1, "{:#?}", server.log);
+}
+
+#[test]
+fn a_running_call_finishes_on_the_version_it_started_with() {
+    let mut server = Server::start_over(Scheme::Http, &[], &[]);
+    drop_in(&server, "sleep", "libslow.so");
+    wait_for_answer(&server, "/slow", "sleep to serve /slow", |s, _| s == 200);
+
+    // 900 ms is within the sleep fixture's own 1000 ms deadline.
+    let mut running = server.connect();
+    running
+        .write_all(b"POST /slow?ms=900 HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nold")
+        .expect("start the long call");
+    wait_until("the long call to start", IO_DEADLINE, || {
+        server
+            .get("/-/plugins")
+            .text()
+            .contains("\"calls\":2")
+            .then_some(())
+    });
+    drop_in(&server, "echo", "libslow.so");
+    server.wait_for_log("replacing generation", IO_DEADLINE);
+    let finished = read_response(&mut running).expect("the long call's answer");
+    assert_eq!(
+        finished.text(),
+        "slept 900\nold",
+        "answered by the old version"
+    );
+    assert_eq!(
+        server.post("/slow", b"new").text(),
+        "new",
+        "answered by the new version"
+    );
+}
