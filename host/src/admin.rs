@@ -8,6 +8,7 @@ use std::time::UNIX_EPOCH;
 use plugin_api::Response;
 
 use crate::lane::text;
+use crate::metrics::{self, Counters, Gauges};
 use crate::registry::RouteInfo;
 
 /// What the admin routes may read of intake's state.
@@ -20,6 +21,10 @@ pub struct AdminView<'a> {
     pub queued: usize,
     /// The queue's capacity.
     pub queue_capacity: usize,
+    /// Open connections.
+    pub open: usize,
+    /// Intake's counters.
+    pub counters: &'a Counters,
 }
 
 /// Answers `GET /-/<rest>`.
@@ -35,7 +40,21 @@ pub fn answer(rest: &str, view: &AdminView<'_>) -> Response {
             &format!("ready: {} of {} queued\n", view.queued, view.queue_capacity),
         ),
         "/plugins" => Response::json(plugins_json(view)),
-        _ => text(404, "admin routes: /-/health /-/ready /-/plugins\n"),
+        "/metrics" => {
+            let gauges = Gauges {
+                open: view.open,
+                queued: view.queued,
+                libraries_mapped: view.libraries_mapped,
+                routes: view.routes,
+            };
+            Response::status(200)
+                .with_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+                .with_body(metrics::render(view.counters, &gauges))
+        }
+        _ => text(
+            404,
+            "admin routes: /-/health /-/ready /-/plugins /-/metrics\n",
+        ),
     }
 }
 
@@ -103,6 +122,8 @@ mod tests {
             libraries_mapped: 2,
             queued: 4,
             queue_capacity: 4,
+            open: 1,
+            counters: &Counters::default(),
         };
         assert_eq!(answer("/ready", &view).status, 503);
         let view = AdminView { queued: 3, ..view };

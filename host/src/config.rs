@@ -9,6 +9,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::admission::BusyMode;
+
 /// What the server runs with. Built by [`parse`]; tests may also build one directly.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -44,6 +46,14 @@ pub struct Config {
     pub max_conns: usize,
     /// The kernel's accept backlog for each listener: what waits beyond `max_conns`.
     pub backlog: u32,
+    /// The most open connections from one client address (`None`: no cap).
+    pub max_conns_per_ip: Option<u32>,
+    /// What happens to connections beyond the budget.
+    pub busy: BusyMode,
+    /// The slowest a body may arrive or a response be taken, bytes per second (0: off).
+    pub min_rate: usize,
+    /// What header and idle deadlines shrink to above the connection high-water mark.
+    pub pressure_timeout: Duration,
     /// How often the plugins folder is looked at.
     pub watch_interval: Duration,
     /// Replaced plugin versions that may stay mapped before a restart is asked for.
@@ -69,6 +79,10 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(10),
             max_conns: 512,
             backlog: 64,
+            max_conns_per_ip: None,
+            busy: BusyMode::Silent,
+            min_rate: 1024,
+            pressure_timeout: Duration::from_secs(1),
             watch_interval: Duration::from_millis(250),
             swap_budget: 300,
         }
@@ -304,6 +318,63 @@ const SETTINGS: &[Setting] = &[
             Ok(())
         },
         show_default: |c| c.backlog.to_string(),
+    },
+    Setting {
+        flag: "--max-conns-per-ip",
+        env: "FIDDLER_MAX_CONNS_PER_IP",
+        value_name: "N",
+        help: "most open connections from one address, or off (behind a proxy, all share one)",
+        set: |c, v| {
+            c.max_conns_per_ip = match v {
+                "off" => None,
+                v => Some(count(v, 1, 1 << 20)? as u32),
+            };
+            Ok(())
+        },
+        show_default: |c| {
+            c.max_conns_per_ip
+                .map_or("off".to_owned(), |n| n.to_string())
+        },
+    },
+    Setting {
+        flag: "--busy",
+        env: "FIDDLER_BUSY",
+        value_name: "MODE",
+        help: "beyond capacity: silent (not accepted) or 503 (answered, for load balancers)",
+        set: |c, v| {
+            c.busy = match v {
+                "silent" => BusyMode::Silent,
+                "503" => BusyMode::Answer503,
+                _ => return Err("silent or 503"),
+            };
+            Ok(())
+        },
+        show_default: |c| match c.busy {
+            BusyMode::Silent => "silent".to_owned(),
+            BusyMode::Answer503 => "503".to_owned(),
+        },
+    },
+    Setting {
+        flag: "--min-rate",
+        env: "FIDDLER_MIN_RATE",
+        value_name: "BYTES/S",
+        help: "slowest a body may arrive or a response be read, after 1 s (0: off)",
+        set: |c, v| {
+            c.min_rate = count(v, 0, 1 << 40)?;
+            Ok(())
+        },
+        show_default: |c| c.min_rate.to_string(),
+    },
+    Setting {
+        flag: "--pressure-timeout",
+        env: "FIDDLER_PRESSURE_TIMEOUT",
+        value_name: "MS",
+        help: "header and idle deadlines when connections pass 3/4 of --max-conns",
+        set: |c, v| {
+            c.pressure_timeout = millis(v, 1)?;
+            Ok(())
+        },
+        show_default: |c| c.pressure_timeout.as_millis().to_string(),
     },
     Setting {
         flag: "--watch-interval",

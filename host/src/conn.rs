@@ -6,7 +6,7 @@
 
 use std::io::{self, IoSlice, Read};
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use plugin_api::RVec;
 
@@ -16,8 +16,6 @@ use crate::http::parse::{parse_head, Head, HeadLimits};
 use crate::queue::ByteBudget;
 use crate::transport::Transport;
 
-/// How much one read takes at most.
-const READ_CHUNK: usize = 64 * 1024;
 /// The most bytes discarded while lingering before the connection is closed anyway.
 const LINGER_DISCARD: usize = 1 << 20;
 
@@ -116,6 +114,8 @@ pub enum Step {
     Refused(HttpError),
     /// A body would exceed the byte budget: shed the connection silently.
     OverBudget,
+    /// The TLS layer failed (handshake or record): close.
+    TlsFailed,
     /// A response was written completely.
     Sent {
         /// Close now rather than read the next request.
@@ -135,6 +135,8 @@ pub struct Conn {
     pub peer: SocketAddr,
     /// What it waits for.
     pub phase: Phase,
+    /// When the current phase began (for minimum rates and shrinking deadlines).
+    pub since: Instant,
     /// When the current phase's deadline passes.
     pub deadline: Instant,
     /// Received bytes not yet parsed: a partial head, or a pipelined next request.
@@ -143,14 +145,32 @@ pub struct Conn {
 
 impl Conn {
     /// A new connection waiting for its first request head.
-    pub fn new(id: ConnId, transport: Transport, peer: SocketAddr, deadline: Instant) -> Conn {
+    pub fn new(id: ConnId, transport: Transport, peer: SocketAddr, timeout: Duration) -> Conn {
+        let now = Instant::now();
         Conn {
             id,
             transport,
             peer,
             phase: Phase::ExpectHead,
-            deadline,
+            since: now,
+            deadline: now + timeout,
             inbuf: Vec::new(),
+        }
+    }
+
+    /// Starts the current phase's clock: its deadline is `timeout` from now.
+    pub fn set_deadline(&mut self, timeout: Duration) {
+        self.since = Instant::now();
+        self.deadline = self.since + timeout;
+    }
+
+    /// Bytes moved so far in a phase that has a minimum rate (reading a body, sending a
+    /// response); `None` in the others.
+    pub fn progress(&self) -> Option<usize> {
+        match &self.phase {
+            Phase::ExpectBody(pending) => Some(pending.body.len()),
+            Phase::Sending(out) => Some(out.sent),
+            _ => None,
         }
     }
 
@@ -179,14 +199,21 @@ impl Conn {
 
     /// Reads and parses until a step worth reporting (reading phases) or writes what is
     /// pending (sending phase).
-    pub fn advance(&mut self, limits: &HeadLimits, budget: &mut ByteBudget) -> Step {
+    /// `scratch` is intake's one read buffer: bytes are read there, and only what arrived is
+    /// kept, so an idle connection holds no read-sized buffer.
+    pub fn advance(
+        &mut self,
+        limits: &HeadLimits,
+        budget: &mut ByteBudget,
+        scratch: &mut [u8],
+    ) -> Step {
         if !matches!(self.phase, Phase::Sending(_)) {
             // TLS records still owed to the peer (handshake messages) go out first.
             let _ = self.transport.flush();
         }
         match self.phase {
-            Phase::ExpectHead => self.advance_head(limits),
-            Phase::ExpectBody(_) => self.advance_body(budget),
+            Phase::ExpectHead => self.advance_head(limits, scratch),
+            Phase::ExpectBody(_) => self.advance_body(budget, scratch),
             Phase::AwaitLane(_) => Step::Blocked,
             Phase::Sending(_) => self.advance_send(),
             Phase::Lingering { .. } => self.advance_linger(),
@@ -222,7 +249,7 @@ impl Conn {
         }
     }
 
-    fn advance_head(&mut self, limits: &HeadLimits) -> Step {
+    fn advance_head(&mut self, limits: &HeadLimits, scratch: &mut [u8]) -> Step {
         loop {
             match parse_head(&self.inbuf, limits) {
                 Err(e) => return Step::Refused(e),
@@ -232,16 +259,15 @@ impl Conn {
                 }
                 Ok(None) => {}
             }
-            match self.fill(limits.max_head() + 1 - self.inbuf.len().min(limits.max_head())) {
-                Ok(0) => return Step::Gone,
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Blocked,
-                Err(_) => return Step::Gone,
+            let room = limits.max_head() + 1 - self.inbuf.len().min(limits.max_head());
+            let room = room.min(scratch.len());
+            if let Some(step) = self.fill(&mut scratch[..room]) {
+                return step;
             }
         }
     }
 
-    fn advance_body(&mut self, budget: &mut ByteBudget) -> Step {
+    fn advance_body(&mut self, budget: &mut ByteBudget, scratch: &mut [u8]) -> Step {
         loop {
             let Phase::ExpectBody(pending) = &mut self.phase else {
                 return Step::Blocked;
@@ -271,11 +297,8 @@ impl Conn {
                     return Step::Request(pending.head, pending.body);
                 }
             }
-            match self.fill(READ_CHUNK) {
-                Ok(0) => return Step::Gone,
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Blocked,
-                Err(_) => return Step::Gone,
+            if let Some(step) = self.fill(scratch) {
+                return step;
             }
         }
     }
@@ -311,18 +334,24 @@ impl Conn {
         }
     }
 
-    /// Reads up to `max` more bytes into `inbuf`. `Ok(0)` is end of stream.
-    fn fill(&mut self, max: usize) -> io::Result<usize> {
-        let start = self.inbuf.len();
-        self.inbuf.resize(start + max.max(1), 0);
-        let result = loop {
-            match self.transport.read(&mut self.inbuf[start..]) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                other => break other,
+    /// Reads what fits in `scratch` and appends it to `inbuf`. `None` when bytes arrived;
+    /// otherwise the step that ends the reading (blocked, end of stream, failure).
+    fn fill(&mut self, scratch: &mut [u8]) -> Option<Step> {
+        loop {
+            match self.transport.read(scratch) {
+                Ok(0) => return Some(Step::Gone),
+                Ok(n) => {
+                    self.inbuf.extend_from_slice(&scratch[..n]);
+                    return None;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Some(Step::Blocked),
+                Err(e) if e.kind() == io::ErrorKind::InvalidData && self.transport.is_tls() => {
+                    return Some(Step::TlsFailed)
+                }
+                Err(_) => return Some(Step::Gone),
             }
-        };
-        self.inbuf.truncate(start + *result.as_ref().unwrap_or(&0));
-        result
+        }
     }
 
     /// Whether the peer has closed its end while the connection waits for a lane (a zero-byte

@@ -18,12 +18,14 @@ use mio::{Events, Interest, Poll, Token};
 use plugin_api::{Header, RVec, Request, Response};
 
 use crate::admin::{self, AdminView};
+use crate::admission::{answer_busy, Admission, BusyMode};
 use crate::conn::{Conn, ConnId, Outgoing, Phase, ReplyShape, Step};
 use crate::http::body::BodyReader;
 use crate::http::error::HttpError;
 use crate::http::parse::{Framing, Head, HeadLimits};
 use crate::http::response::{is_bodiless, reason, write_head, Persistence};
 use crate::lane::{text, LaneEvent, LaneMsg};
+use crate::metrics::{Counters, Reason};
 use crate::queue::{ByteBudget, Job, Queue};
 use crate::registry::RouteTable;
 use crate::tls::CertStore;
@@ -38,6 +40,10 @@ pub const WAKER: Token = Token(usize::MAX);
 const SWEEP_EVERY: Duration = Duration::from_millis(100);
 /// How long a connection may linger after its last response for the peer to close.
 const LINGER: Duration = Duration::from_secs(2);
+/// A body or response is held to the minimum rate only after this long (slow starts are fine).
+const RATE_GRACE: Duration = Duration::from_secs(1);
+/// The one read buffer all connections share (intake is one thread).
+const SCRATCH: usize = 64 * 1024;
 /// How many sweeps between two looks at the certificate files (about a second).
 const CERT_CHECK_EVERY: u32 = 10;
 /// How long accepting pauses after the process ran out of file descriptors or memory.
@@ -56,8 +62,11 @@ pub struct IntakeSettings {
     pub idle_timeout: Duration,
     /// The longest wait in the queue.
     pub queue_wait: Duration,
-    /// The most open connections.
-    pub max_conns: usize,
+    /// The slowest a body may arrive or a response be taken, in bytes per second (0: off).
+    pub min_rate: usize,
+    /// What the header and idle deadlines shrink to when connections are above the high-water
+    /// mark.
+    pub pressure_timeout: Duration,
 }
 
 /// The protocol a listener speaks.
@@ -118,7 +127,7 @@ pub struct Intake {
     /// Connection table; the index is the mio token. Invariant: `free` lists the `None` slots.
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
-    open: usize,
+    admission: Admission,
     next_serial: u64,
     queue: Queue,
     budget: ByteBudget,
@@ -130,7 +139,11 @@ pub struct Intake {
     settings: IntakeSettings,
     /// No accepting before this (after EMFILE and the like).
     accept_paused_until: Instant,
+    /// Accepting failed for lack of descriptors or memory, and has not succeeded since.
+    exhausted: bool,
     sweeps: u32,
+    counters: Counters,
+    scratch: Box<[u8]>,
 }
 
 impl Intake {
@@ -145,6 +158,7 @@ impl Intake {
         lane_events: Receiver<LaneEvent>,
         routes: RouteTable,
         libraries_mapped: Arc<AtomicUsize>,
+        admission: Admission,
         queue: usize,
         queue_bytes: usize,
         settings: IntakeSettings,
@@ -166,7 +180,7 @@ impl Intake {
             certs,
             conns: Vec::new(),
             free: Vec::new(),
-            open: 0,
+            admission,
             next_serial: 0,
             queue: Queue::new(queue),
             budget: ByteBudget::new(queue_bytes),
@@ -176,7 +190,10 @@ impl Intake {
             libraries_mapped,
             settings,
             accept_paused_until: Instant::now(),
+            exhausted: false,
             sweeps: 0,
+            counters: Counters::default(),
+            scratch: vec![0; SCRATCH].into_boxed_slice(),
         })
     }
 
@@ -223,11 +240,29 @@ impl Intake {
         }
     }
 
-    fn can_admit(&self) -> bool {
-        self.open < self.settings.max_conns
-            && !self.queue.is_full()
-            && !self.budget.is_spent()
+    fn has_room(&self) -> bool {
+        self.admission.has_room() && !self.queue.is_full() && !self.budget.is_spent()
+    }
+
+    /// Whether to call `accept` now: for a slot, or to answer `503` in busy mode.
+    fn may_accept(&self) -> bool {
+        (self.has_room() || self.admission.busy == BusyMode::Answer503)
             && Instant::now() >= self.accept_paused_until
+    }
+
+    /// The queue is above its high-water mark (three quarters): answers close their
+    /// connections instead of keeping them.
+    fn queue_under_pressure(&self) -> bool {
+        self.queue.len() * 4 >= self.queue.capacity() * 3
+    }
+
+    /// `base`, or the pressure timeout if it is shorter and connections are above the mark.
+    fn timeout(&self, base: Duration) -> Duration {
+        if self.admission.under_pressure() {
+            base.min(self.settings.pressure_timeout)
+        } else {
+            base
+        }
     }
 
     fn listener_index(&self, token: Token) -> Option<usize> {
@@ -242,20 +277,41 @@ impl Intake {
     /// Accepts while there is room and connections wait, taking the listeners in turn.
     fn accept(&mut self) {
         let mut i = 0;
-        while self.accept_pending() && self.can_admit() {
+        while self.accept_pending() && self.may_accept() {
             i = (i + 1) % self.listeners.len();
             if !self.listeners[i].pending {
                 continue;
             }
+            let scheme = self.listeners[i].scheme;
             match self.listeners[i].socket.accept() {
-                Ok((stream, peer)) => self.admit(stream, peer, self.listeners[i].scheme),
+                Ok((stream, peer)) => {
+                    if self.exhausted {
+                        self.exhausted = false;
+                        crate::info!("accepting again: descriptors or memory are available");
+                    }
+                    if self.has_room() {
+                        self.admit(stream, peer, scheme);
+                    } else {
+                        // Busy mode: answer 503 (plain HTTP) or close (HTTPS), no slot taken.
+                        self.counters.busy_answers += 1;
+                        if scheme == Scheme::Http {
+                            answer_busy(stream);
+                        }
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.listeners[i].pending = false
                 }
                 Err(e) if is_resource_exhaustion(&e) => {
                     // The connection stays in the backlog; try again after a pause, not in a
-                    // spin. Logged at most once per pause.
-                    warn!("accept paused for {} ms: {e}", ACCEPT_BACKOFF.as_millis());
+                    // spin. Logged once until accepting works again.
+                    if !self.exhausted {
+                        self.exhausted = true;
+                        warn!(
+                            "accept paused ({e}); retrying every {} ms",
+                            ACCEPT_BACKOFF.as_millis()
+                        );
+                    }
                     self.accept_paused_until = Instant::now() + ACCEPT_BACKOFF;
                 }
                 Err(_) => {} // the client gave up in the backlog (ECONNABORTED and the like)
@@ -264,16 +320,25 @@ impl Intake {
     }
 
     fn admit(&mut self, stream: mio::net::TcpStream, peer: SocketAddr, scheme: Scheme) {
+        if !self.admission.enter(peer.ip()) {
+            // Over the per-IP cap: closed at once, without a byte.
+            self.counters.drop_for(Reason::PerIpCap);
+            return;
+        }
+        self.counters.accepted += 1;
         let _ = stream.set_nodelay(true);
         let mut transport = match (scheme, &self.certs) {
             (Scheme::Http, _) => Transport::Plain(stream),
             (Scheme::Https, Some(certs)) => {
                 match rustls::ServerConnection::new(Arc::clone(certs.config())) {
                     Ok(tls) => Transport::tls(stream, tls),
-                    Err(e) => return warn!("cannot start TLS for {peer}: {e}"),
+                    Err(e) => {
+                        self.admission.leave(peer.ip());
+                        return warn!("cannot start TLS for {peer}: {e}");
+                    }
                 }
             }
-            (Scheme::Https, None) => return,
+            (Scheme::Https, None) => return self.admission.leave(peer.ip()),
         };
         let slot = self.free.pop().unwrap_or(self.conns.len());
         if let Err(e) = self.poll.registry().register(
@@ -282,6 +347,7 @@ impl Intake {
             Interest::READABLE | Interest::WRITABLE,
         ) {
             warn!("cannot watch a new connection: {e}");
+            self.admission.leave(peer.ip());
             if slot < self.conns.len() {
                 self.free.push(slot);
             }
@@ -295,9 +361,8 @@ impl Intake {
             slot,
             serial: self.next_serial,
         };
-        let deadline = Instant::now() + self.settings.header_timeout;
-        self.conns[slot] = Some(Conn::new(id, transport, peer, deadline));
-        self.open += 1;
+        let timeout = self.timeout(self.settings.header_timeout);
+        self.conns[slot] = Some(Conn::new(id, transport, peer, timeout));
     }
 
     fn close(&mut self, slot: usize) {
@@ -306,9 +371,10 @@ impl Intake {
         };
         self.budget.release(conn.charged_bytes());
         let _ = self.poll.registry().deregister(conn.transport.socket_mut());
+        let ip = conn.peer.ip();
         drop(conn);
         self.free.push(slot);
-        self.open -= 1;
+        self.admission.leave(ip);
         self.accept();
     }
 
@@ -338,22 +404,31 @@ impl Intake {
     fn drive(&mut self, slot: usize) {
         loop {
             let limits = self.settings.head_limits;
+            let header_timeout = self.timeout(self.settings.header_timeout);
             let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
                 return;
             };
-            match conn.advance(&limits, &mut self.budget) {
+            match conn.advance(&limits, &mut self.budget, &mut self.scratch) {
                 Step::Blocked => return,
                 Step::Head(head) => self.on_head(slot, head),
                 Step::Request(head, body) => self.on_request(slot, head, body),
                 Step::Refused(error) => self.refuse(slot, error),
-                Step::OverBudget | Step::Gone => return self.close(slot),
+                Step::Gone => return self.close(slot),
+                Step::OverBudget => {
+                    self.counters.drop_for(Reason::OverBudget);
+                    return self.close(slot);
+                }
+                Step::TlsFailed => {
+                    self.counters.drop_for(Reason::TlsError);
+                    return self.close(slot);
+                }
                 Step::Sent { close: true } => {
                     conn.start_lingering();
-                    conn.deadline = Instant::now() + LINGER;
+                    conn.set_deadline(LINGER);
                 }
                 Step::Sent { close: false } => {
                     conn.phase = Phase::ExpectHead;
-                    conn.deadline = Instant::now() + self.settings.header_timeout;
+                    conn.set_deadline(header_timeout);
                 }
             }
         }
@@ -382,6 +457,7 @@ impl Intake {
             Framing::Length(n) => BodyReader::length(n, limit),
             Framing::Chunked => BodyReader::chunked(limit),
         };
+        let idle_timeout = self.timeout(self.settings.idle_timeout);
         let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
@@ -389,7 +465,7 @@ impl Intake {
             conn.write_now(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
         conn.expect_body(head, reader);
-        conn.deadline = Instant::now() + self.settings.idle_timeout;
+        conn.set_deadline(idle_timeout);
     }
 
     fn on_request(&mut self, slot: usize, head: Head, body: Vec<u8>) {
@@ -402,6 +478,8 @@ impl Intake {
                 libraries_mapped: self.libraries_mapped.load(Ordering::Relaxed),
                 queued: self.queue.len(),
                 queue_capacity: self.queue.capacity(),
+                open: self.admission.open(),
+                counters: &self.counters,
             };
             let response = admin::answer(rest, &view);
             return self.respond(slot, response, shape);
@@ -436,8 +514,10 @@ impl Intake {
         if self.queue.push(job).is_err() {
             // Full: shed silently, as at accept time.
             self.budget.release(body_bytes);
+            self.counters.drop_for(Reason::QueueFull);
             return self.close(slot);
         }
+        self.counters.queued += 1;
         conn.phase = Phase::AwaitLane(shape);
         self.dispatch();
     }
@@ -445,6 +525,7 @@ impl Intake {
     /// Answers a refused request and closes the connection afterwards.
     fn refuse(&mut self, slot: usize, error: HttpError) {
         let status = error.status();
+        self.counters.refuse(status);
         let response = text(status, &format!("{status} {}: {error}\n", reason(status)));
         let shape = ReplyShape {
             head_only: false,
@@ -461,10 +542,13 @@ impl Intake {
 
     /// Starts writing `response` on the connection in `slot`.
     fn respond(&mut self, slot: usize, response: Response, shape: ReplyShape) {
+        self.counters.respond(response.status);
+        let keep_alive = shape.keep_alive && !self.queue_under_pressure();
+        let idle_timeout = self.timeout(self.settings.idle_timeout);
         let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
-        let persistence = if shape.keep_alive {
+        let persistence = if keep_alive {
             Persistence::KeepAlive {
                 http10: shape.http10,
             }
@@ -488,8 +572,8 @@ impl Intake {
         } else {
             response.body
         };
-        conn.phase = Phase::Sending(Outgoing::new(head, body, !shape.keep_alive));
-        conn.deadline = Instant::now() + self.settings.idle_timeout;
+        conn.phase = Phase::Sending(Outgoing::new(head, body, !keep_alive));
+        conn.set_deadline(idle_timeout);
     }
 
     /// Hands queued jobs to idle lanes, skipping the ones whose client is gone.
@@ -503,6 +587,7 @@ impl Intake {
                 .conn_mut(job.conn)
                 .is_some_and(|conn| matches!(conn.phase, Phase::AwaitLane(_)));
             if !waiting {
+                self.counters.drop_for(Reason::ClientGone);
                 continue;
             }
             let conn = job.conn;
@@ -546,19 +631,25 @@ impl Intake {
     fn sweep(&mut self, now: Instant) {
         while let Some(job) = self.queue.pop_expired(now, self.settings.queue_wait) {
             self.budget.release(job.body_bytes());
+            self.counters.drop_for(Reason::Expired);
             if self.conn_mut(job.conn).is_some() {
                 self.close(job.conn.slot);
             }
         }
+        let pressure = self.admission.under_pressure();
+        let settings = self.settings;
         for slot in 0..self.conns.len() {
             let Some(conn) = self.conns[slot].as_mut() else {
                 continue;
             };
-            if matches!(conn.phase, Phase::AwaitLane(_)) || now < conn.deadline {
+            let Some(reason) = expired(conn, now, pressure, &settings) else {
                 continue;
-            }
+            };
             if conn.has_partial_request() {
                 conn.write_now(b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            }
+            if let Some(reason) = reason {
+                self.counters.drop_for(reason);
             }
             self.close(slot);
         }
@@ -574,6 +665,40 @@ impl Intake {
 
 fn listener_token(i: usize) -> Token {
     Token(usize::MAX - 1 - i)
+}
+
+/// Whether `conn` is past its deadline (shrunk under pressure) or below the minimum rate;
+/// `Some(None)` for a close nobody needs to count (a lingering close ending).
+fn expired(
+    conn: &Conn,
+    now: Instant,
+    pressure: bool,
+    settings: &IntakeSettings,
+) -> Option<Option<Reason>> {
+    let reason = match conn.phase {
+        Phase::AwaitLane(_) => return None,
+        Phase::Lingering { .. } => None,
+        Phase::ExpectHead => Some(Reason::HeaderDeadline),
+        Phase::ExpectBody(_) | Phase::Sending(_) => Some(Reason::IdleDeadline),
+    };
+    let deadline = if pressure && reason.is_some() {
+        conn.deadline.min(conn.since + settings.pressure_timeout)
+    } else {
+        conn.deadline
+    };
+    if now >= deadline {
+        return Some(reason);
+    }
+    let elapsed = now.duration_since(conn.since);
+    let min_rate = settings.min_rate as f64;
+    match conn.progress() {
+        Some(moved)
+            if elapsed > RATE_GRACE && (moved as f64) < min_rate * elapsed.as_secs_f64() =>
+        {
+            Some(Some(Reason::TooSlow))
+        }
+        _ => None,
+    }
 }
 
 /// `/echo/a/b` -> (`echo`, `/a/b`); `/echo` -> (`echo`, `/`).

@@ -9,6 +9,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod admin;
+pub mod admission;
 pub mod config;
 pub mod conn;
 pub mod executor;
@@ -18,6 +19,7 @@ pub mod lane;
 pub mod listener;
 pub mod loader;
 pub mod log;
+pub mod metrics;
 pub mod queue;
 pub mod registry;
 pub mod tls;
@@ -139,6 +141,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         lane_events,
         routes,
         mapped,
+        admission::Admission::new(config.max_conns, config.max_conns_per_ip, config.busy),
         config.queue,
         config.queue_bytes,
         IntakeSettings {
@@ -147,7 +150,8 @@ pub fn run(config: Config) -> Result<(), RunError> {
             header_timeout: config.header_timeout,
             idle_timeout: config.idle_timeout,
             queue_wait: config.queue_wait,
-            max_conns: config.max_conns,
+            min_rate: config.min_rate,
+            pressure_timeout: config.pressure_timeout,
         },
     )
     .map_err(RunError::EventLoop)?;

@@ -1,0 +1,236 @@
+//! Intake's counters, and the Prometheus text `/-/metrics` renders from them.
+//!
+//! Intake owns the counters (plain integers: one thread writes and reads them); plugin counters
+//! are atomics owned by each plugin version and read through the route snapshot.
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+
+use crate::registry::RouteInfo;
+
+/// Why a connection was closed, or a request dropped, by the server rather than the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// No whole request head before the header deadline (from accept, TLS included).
+    HeaderDeadline,
+    /// A body or response stalled past the idle deadline.
+    IdleDeadline,
+    /// A body or response moved slower than the minimum rate.
+    TooSlow,
+    /// Its address was at the per-IP cap.
+    PerIpCap,
+    /// The queue was full when its request completed.
+    QueueFull,
+    /// Its body did not fit the byte budget.
+    OverBudget,
+    /// Queued, but its client left before a lane took it.
+    ClientGone,
+    /// Queued longer than the queue-wait deadline.
+    Expired,
+    /// The TLS handshake or a TLS record failed.
+    TlsError,
+}
+
+impl Reason {
+    const ALL: [Reason; 9] = [
+        Reason::HeaderDeadline,
+        Reason::IdleDeadline,
+        Reason::TooSlow,
+        Reason::PerIpCap,
+        Reason::QueueFull,
+        Reason::OverBudget,
+        Reason::ClientGone,
+        Reason::Expired,
+        Reason::TlsError,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Reason::HeaderDeadline => "header_deadline",
+            Reason::IdleDeadline => "idle_deadline",
+            Reason::TooSlow => "too_slow",
+            Reason::PerIpCap => "per_ip_cap",
+            Reason::QueueFull => "queue_full",
+            Reason::OverBudget => "over_budget",
+            Reason::ClientGone => "client_gone",
+            Reason::Expired => "expired",
+            Reason::TlsError => "tls_error",
+        }
+    }
+}
+
+/// Intake's counters.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Connections answered `503` by `--busy 503`.
+    pub busy_answers: u64,
+    /// Requests refused by the HTTP layer (4xx/5xx before a plugin), by status.
+    pub refused: Vec<(u16, u64)>,
+    /// Requests queued for a lane.
+    pub queued: u64,
+    /// Responses written, by status class (index 1..=5 for 1xx..5xx).
+    pub responses: [u64; 6],
+    /// Closes and drops by reason, indexed like `Reason::ALL`.
+    dropped: [u64; 9],
+}
+
+impl Counters {
+    /// Counts a close or drop.
+    pub fn drop_for(&mut self, reason: Reason) {
+        if let Some(i) = Reason::ALL.iter().position(|r| *r == reason) {
+            self.dropped[i] += 1;
+        }
+    }
+
+    /// Counts a refused request.
+    pub fn refuse(&mut self, status: u16) {
+        match self.refused.iter_mut().find(|(s, _)| *s == status) {
+            Some((_, n)) => *n += 1,
+            None => self.refused.push((status, 1)),
+        }
+    }
+
+    /// Counts a response by its status class.
+    pub fn respond(&mut self, status: u16) {
+        if let Some(n) = self.responses.get_mut(usize::from(status / 100)) {
+            *n += 1;
+        }
+    }
+}
+
+/// Gauges read at render time.
+pub struct Gauges<'a> {
+    /// Open connections.
+    pub open: usize,
+    /// Requests waiting.
+    pub queued: usize,
+    /// Plugin libraries mapped.
+    pub libraries_mapped: usize,
+    /// The routes, with their plugins' counters.
+    pub routes: &'a [RouteInfo],
+}
+
+/// The Prometheus text exposition of the counters and gauges.
+pub fn render(counters: &Counters, gauges: &Gauges<'_>) -> String {
+    let mut out = String::with_capacity(2048);
+    let mut metric = |name: &str, kind: &str, help: &str| {
+        let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
+    };
+    metric(
+        "fiddler_connections_accepted_total",
+        "counter",
+        "Connections accepted.",
+    );
+    metric("fiddler_connections_open", "gauge", "Connections open now.");
+    metric(
+        "fiddler_busy_answers_total",
+        "counter",
+        "Connections answered 503 by --busy 503.",
+    );
+    metric(
+        "fiddler_queue_depth",
+        "gauge",
+        "Requests waiting for a lane.",
+    );
+    metric(
+        "fiddler_requests_queued_total",
+        "counter",
+        "Requests queued for a lane.",
+    );
+    metric(
+        "fiddler_dropped_total",
+        "counter",
+        "Connections closed or requests dropped by the server, by reason.",
+    );
+    metric(
+        "fiddler_refused_total",
+        "counter",
+        "Requests refused before a plugin, by status.",
+    );
+    metric(
+        "fiddler_responses_total",
+        "counter",
+        "Responses written, by status class.",
+    );
+    metric(
+        "fiddler_libraries_mapped",
+        "gauge",
+        "Plugin libraries mapped (never unloaded).",
+    );
+    metric(
+        "fiddler_plugin_calls_total",
+        "counter",
+        "Calls per plugin route.",
+    );
+    metric(
+        "fiddler_plugin_errors_total",
+        "counter",
+        "Panics and timeouts per plugin route.",
+    );
+    let _ = writeln!(
+        out,
+        "fiddler_connections_accepted_total {}",
+        counters.accepted
+    );
+    let _ = writeln!(out, "fiddler_connections_open {}", gauges.open);
+    let _ = writeln!(out, "fiddler_busy_answers_total {}", counters.busy_answers);
+    let _ = writeln!(out, "fiddler_queue_depth {}", gauges.queued);
+    let _ = writeln!(out, "fiddler_requests_queued_total {}", counters.queued);
+    for (reason, n) in Reason::ALL.iter().zip(counters.dropped) {
+        let _ = writeln!(
+            out,
+            "fiddler_dropped_total{{reason=\"{}\"}} {n}",
+            reason.label()
+        );
+    }
+    for (status, n) in &counters.refused {
+        let _ = writeln!(out, "fiddler_refused_total{{status=\"{status}\"}} {n}");
+    }
+    for (class, n) in counters.responses.iter().enumerate().skip(1) {
+        let _ = writeln!(out, "fiddler_responses_total{{class=\"{class}xx\"}} {n}");
+    }
+    let _ = writeln!(out, "fiddler_libraries_mapped {}", gauges.libraries_mapped);
+    for route in gauges.routes {
+        let name = route.name.as_str();
+        let calls = route.stats.calls.load(Ordering::Relaxed);
+        let errors = route.stats.errors.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "fiddler_plugin_calls_total{{plugin=\"{name}\"}} {calls}"
+        );
+        let _ = writeln!(
+            out,
+            "fiddler_plugin_errors_total{{plugin=\"{name}\"}} {errors}"
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_sample_line_is_a_name_labels_and_a_number() {
+        let mut counters = Counters::default();
+        counters.drop_for(Reason::ClientGone);
+        counters.refuse(413);
+        counters.respond(200);
+        let gauges = Gauges {
+            open: 3,
+            queued: 1,
+            libraries_mapped: 2,
+            routes: &[],
+        };
+        let text = render(&counters, &gauges);
+        assert!(text.contains("fiddler_dropped_total{reason=\"client_gone\"} 1\n"));
+        assert!(text.contains("fiddler_refused_total{status=\"413\"} 1\n"));
+        assert!(text.contains("fiddler_responses_total{class=\"2xx\"} 1\n"));
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (_, value) = line.rsplit_once(' ').expect("name and value");
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+        }
+    }
+}
