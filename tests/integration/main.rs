@@ -9,12 +9,15 @@
 //! - `limits`: each limit and deadline of DESIGN.md's table answers with its status or closes.
 //! - `loading`: files that are not plugins, or are built against another interface, are refused
 //!   with a log line while the rest serve.
+//! - `overload`: the connection budget, the per-IP cap, `--busy 503`, dropped queued requests,
+//!   minimum rates, slow readers, running out of descriptors.
 //! - `hotswap`: plugins dropped in, replaced, removed and refused while the server runs.
 //! - `tls`: bad input on the TLS port, certificate renewal without a restart.
 
 mod hotswap;
 mod limits;
 mod loading;
+mod overload;
 mod serving;
 mod support;
 mod tls;

@@ -189,6 +189,26 @@ impl Server {
         args: &[&str],
         prepare: impl FnOnce(&Path),
     ) -> Server {
+        Server::launch(scheme, plugins, args, prepare, None)
+    }
+
+    /// Like `start_over`, with the process limited to `fds` open file descriptors.
+    pub fn start_with_fd_limit(
+        scheme: Scheme,
+        plugins: &[&str],
+        args: &[&str],
+        fds: u32,
+    ) -> Server {
+        Server::launch(scheme, plugins, args, |_| {}, Some(fds))
+    }
+
+    fn launch(
+        scheme: Scheme,
+        plugins: &[&str],
+        args: &[&str],
+        prepare: impl FnOnce(&Path),
+        fd_limit: Option<u32>,
+    ) -> Server {
         let root = TempDir::new("server");
         let plugins_dir = root.0.join("plugins");
         let certs_dir = root.0.join("certs");
@@ -202,7 +222,19 @@ impl Server {
             .expect("copy a plugin library");
         }
         prepare(&plugins_dir);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fiddler-crab"))
+        let binary = env!("CARGO_BIN_EXE_fiddler-crab");
+        let mut command = match fd_limit {
+            None => Command::new(binary),
+            Some(fds) => {
+                let mut shell = Command::new("sh");
+                shell
+                    .arg("-c")
+                    .arg(format!("ulimit -n {fds} && exec \"$0\" \"$@\""))
+                    .arg(binary);
+                shell
+            }
+        };
+        let mut child = command
             .args([
                 "--http",
                 "127.0.0.1:0",
@@ -332,6 +364,14 @@ impl Server {
     /// `GET /path`.
     pub fn get(&self, path: &str) -> Response {
         self.send(format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes())
+    }
+
+    /// The value of one sample of `/-/metrics`, e.g. `fiddler_dropped_total{reason="expired"}`.
+    pub fn metric(&self, sample: &str) -> u64 {
+        let text = self.get("/-/metrics").text();
+        text.lines()
+            .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no sample {sample} in:\n{text}"))
     }
 }
 

@@ -1,0 +1,260 @@
+//! Admission, shedding and the deadlines that stop slow clients: what the server does when more
+//! arrives than it takes. Bounded in count and time; loopback only.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::thread;
+use std::time::Duration;
+
+use crate::support::{read_response, read_until_closed, wait_until, Scheme, Server, IO_DEADLINE};
+
+/// Expects no answer on `stream` within `window` (the request is held, not refused).
+fn no_answer_within(stream: &mut TcpStream, window: Duration) {
+    stream
+        .set_read_timeout(Some(window))
+        .expect("set a read timeout");
+    let mut byte = [0u8; 1];
+    match stream.read(&mut byte) {
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) => {}
+        other => panic!("expected no answer yet, got {other:?}"),
+    }
+    stream
+        .set_read_timeout(Some(IO_DEADLINE))
+        .expect("restore the read timeout");
+}
+
+/// Connects to `to` from the local address `from` (bound before connecting).
+fn connect_from(from: [u8; 4], to: SocketAddr) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    let SocketAddr::V4(to) = to else {
+        panic!("an IPv4 server address")
+    };
+    let sockaddr = |ip: [u8; 4], port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(ip),
+        },
+        sin_zero: [0; 8],
+    };
+    let local = sockaddr(from, 0);
+    let remote = sockaddr(to.ip().octets(), to.port());
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: plain socket calls on a descriptor this function owns until it is handed to
+    // `TcpStream`; the address structs live across the calls.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let stream = TcpStream::from_raw_fd(fd);
+        let bound = libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len);
+        assert_eq!(bound, 0, "bind: {}", std::io::Error::last_os_error());
+        let connected = libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len);
+        assert_eq!(connected, 0, "connect: {}", std::io::Error::last_os_error());
+        stream
+    }
+}
+
+/// A keep-alive connection that has been served once (so it is surely accepted).
+fn served_connection(server: &Server) -> TcpStream {
+    let mut stream = server.connect_tcp();
+    stream
+        .write_all(b"GET /-/health HTTP/1.1\r\nHost: t\r\n\r\n")
+        .expect("send");
+    assert_eq!(read_response(&mut stream).map(|r| r.status), Some(200));
+    stream
+}
+
+#[test]
+fn connections_beyond_the_budget_wait_until_a_slot_frees() {
+    let server = Server::start_over(Scheme::Http, &["echo"], &["--max-conns", "2"]);
+    let first = served_connection(&server);
+    let _second = served_connection(&server);
+    let mut third = server.connect_tcp();
+    third
+        .write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nthird")
+        .expect("send on the third connection");
+    no_answer_within(&mut third, Duration::from_millis(400));
+    drop(first);
+    assert_eq!(
+        read_response(&mut third).map(|r| r.text()),
+        Some("third".to_owned())
+    );
+}
+
+#[test]
+fn the_per_ip_cap_closes_the_connection_over_it_without_a_byte() {
+    let server = Server::start_over(Scheme::Http, &["echo"], &["--max-conns-per-ip", "2"]);
+    let first = served_connection(&server);
+    let _second = served_connection(&server);
+    let mut third = server.connect_tcp();
+    let _ = third.write_all(b"GET /-/health HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert!(
+        read_until_closed(&mut third).is_empty(),
+        "closed without a byte"
+    );
+    // Another client address is not affected (127.0.0.2 is loopback too).
+    let mut stream = connect_from([127, 0, 0, 2], server.addr);
+    stream.set_read_timeout(Some(IO_DEADLINE)).expect("timeout");
+    stream
+        .write_all(b"GET /-/health HTTP/1.1\r\nHost: t\r\n\r\n")
+        .expect("send");
+    assert_eq!(read_response(&mut stream).map(|r| r.status), Some(200));
+    // Once one of the first two leaves, the first address gets a slot again.
+    drop(first);
+    wait_until("a slot for 127.0.0.1 again", IO_DEADLINE, || {
+        let mut stream = server.connect_tcp();
+        stream
+            .write_all(b"GET /-/health HTTP/1.1\r\nHost: t\r\n\r\n")
+            .ok()?;
+        read_response(&mut stream)
+            .map(|r| r.status == 200)?
+            .then_some(())
+    });
+    assert!(server.metric("fiddler_dropped_total{reason=\"per_ip_cap\"}") >= 1);
+}
+
+#[test]
+fn busy_503_answers_instead_of_holding_the_connection() {
+    let server = Server::start_over(
+        Scheme::Http,
+        &["echo"],
+        &["--max-conns", "1", "--busy", "503"],
+    );
+    let _only = served_connection(&server);
+    let mut extra = server.connect_tcp();
+    extra
+        .write_all(b"GET /echo HTTP/1.1\r\nHost: t\r\n\r\n")
+        .expect("send");
+    let response = read_response(&mut extra).expect("a 503");
+    assert_eq!(response.status, 503);
+    assert_eq!(response.header("retry-after"), Some("1"));
+    assert!(read_until_closed(&mut extra).is_empty());
+}
+
+#[test]
+fn a_request_whose_client_left_while_queued_is_not_run() {
+    let server = Server::start_over(Scheme::Http, &["sleep", "echo"], &[]);
+    let mut blocker = server.connect_tcp();
+    blocker
+        .write_all(b"GET /sleep?ms=700 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .expect("send");
+    let mut leaver = server.connect_tcp();
+    leaver
+        .write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\ngone")
+        .expect("send");
+    wait_until("the request to queue", IO_DEADLINE, || {
+        server
+            .get("/-/ready")
+            .text()
+            .starts_with("ready: 1 of")
+            .then_some(())
+    });
+    drop(leaver);
+    assert_eq!(read_response(&mut blocker).map(|r| r.status), Some(200));
+    wait_until(
+        "the gone client's request to be dropped",
+        IO_DEADLINE,
+        || (server.metric("fiddler_dropped_total{reason=\"client_gone\"}") == 1).then_some(()),
+    );
+    assert_eq!(
+        server.metric("fiddler_plugin_calls_total{plugin=\"echo\"}"),
+        0
+    );
+}
+
+#[test]
+fn a_request_queued_past_its_wait_is_dropped_unrun() {
+    let server = Server::start_over(Scheme::Http, &["sleep", "echo"], &["--queue-wait", "200"]);
+    let mut blocker = server.connect_tcp();
+    blocker
+        .write_all(b"GET /sleep?ms=900 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .expect("send");
+    let mut late = server.connect_tcp();
+    late.write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nlate")
+        .expect("send");
+    assert!(read_until_closed(&mut late).is_empty(), "closed unanswered");
+    assert_eq!(read_response(&mut blocker).map(|r| r.status), Some(200));
+    assert_eq!(
+        server.metric("fiddler_dropped_total{reason=\"expired\"}"),
+        1
+    );
+    assert_eq!(
+        server.metric("fiddler_plugin_calls_total{plugin=\"echo\"}"),
+        0
+    );
+}
+
+#[test]
+fn a_body_slower_than_the_minimum_rate_is_closed() {
+    let server = Server::start_over(Scheme::Http, &["echo"], &["--min-rate", "1000"]);
+    let mut slow = server.connect_tcp();
+    slow.write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n")
+        .expect("send the head");
+    // A byte every 50 ms is 20 bytes/s: well under 1000, and never idle for long.
+    let mut closed = false;
+    for _ in 0..100 {
+        if slow.write_all(b"x").is_err() {
+            closed = true;
+            break;
+        }
+        thread::sleep(Duration::from_millis(50));
+        slow.set_nonblocking(true).expect("non-blocking");
+        let mut buf = [0u8; 256];
+        let answered = !matches!(slow.read(&mut buf), Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock);
+        slow.set_nonblocking(false).expect("blocking");
+        if answered {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "a 20 bytes/s body was still being read after 5 s");
+    assert_eq!(
+        server.metric("fiddler_dropped_total{reason=\"too_slow\"}"),
+        1
+    );
+}
+
+#[test]
+fn a_response_nobody_reads_is_closed_at_the_idle_deadline() {
+    let server = Server::start_over(Scheme::Http, &["echo"], &["--idle-timeout", "500"]);
+    let mut reader = server.connect_tcp();
+    let body = vec![b'r'; 15 << 20];
+    let head = format!(
+        "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    reader.write_all(head.as_bytes()).expect("send the head");
+    reader.write_all(&body).expect("send the body");
+    // Read nothing until the server gives up on the stalled response.
+    wait_until("the stalled response to be closed", IO_DEADLINE, || {
+        (server.metric("fiddler_dropped_total{reason=\"idle_deadline\"}") == 1).then_some(())
+    });
+    let received = read_until_closed(&mut reader);
+    assert!(
+        received.len() < body.len(),
+        "the whole response could not have been sent"
+    );
+}
+
+#[test]
+fn running_out_of_descriptors_pauses_accepting_and_recovers() {
+    let mut server = Server::start_with_fd_limit(Scheme::Http, &["echo"], &[], 48);
+    let clients: Vec<TcpStream> = (0..60).map(|_| server.connect_tcp()).collect();
+    server.wait_for_log("accept paused", IO_DEADLINE);
+    drop(clients);
+    wait_until("the server to answer again", IO_DEADLINE, || {
+        let mut stream = TcpStream::connect(server.addr).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        stream
+            .write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nok")
+            .ok()?;
+        read_response(&mut stream)
+            .filter(|r| r.text() == "ok")
+            .map(|_| ())
+    });
+    server.wait_for_log("accepting again", IO_DEADLINE);
+}
