@@ -19,7 +19,7 @@ start_server() {
     shift
     SERVER_LOG=$(mktemp)
     target/release/fiddler-crab --http 127.0.0.1:0 --https off --plugins "$dir" "$@" \
-        2>"$SERVER_LOG" &
+        >/dev/null 2>"$SERVER_LOG" &
     SERVER_PID=$!
     for _ in $(seq 1 200); do
         grep -q 'listening on http://' "$SERVER_LOG" && break

@@ -88,6 +88,9 @@ pub enum Phase {
     ExpectHead,
     /// The rest of a body (deadline: idle, renewed by each read).
     ExpectBody(PendingBody),
+    /// Room in the queue before its next request is read: the request stays in the kernel's
+    /// buffers meanwhile, costing nothing here (no deadline; intake resumes it in turn).
+    AwaitRoom,
     /// Its request to be run: queued or on a lane. Nothing is read meanwhile (no deadline).
     AwaitLane(ReplyShape),
     /// The socket to take the rest of a response (deadline: idle, renewed by each write).
@@ -214,7 +217,7 @@ impl Conn {
         match self.phase {
             Phase::ExpectHead => self.advance_head(limits, scratch),
             Phase::ExpectBody(_) => self.advance_body(budget, scratch),
-            Phase::AwaitLane(_) => Step::Blocked,
+            Phase::AwaitRoom | Phase::AwaitLane(_) => Step::Blocked,
             Phase::Sending(_) => self.advance_send(),
             Phase::Lingering { .. } => self.advance_linger(),
         }

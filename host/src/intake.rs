@@ -6,6 +6,7 @@
 //! drops the excess. Nothing is allocated, logged or written for what is not accepted.
 //! Intake owns the connections, the queue and the budget; lanes own everything past the queue.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -144,6 +145,9 @@ pub struct Intake {
     sweeps: u32,
     counters: Counters,
     scratch: Box<[u8]>,
+    /// Connections waiting for room in the queue before reading their next request, in the
+    /// order they came to wait (entries may be stale: the connection may have gone since).
+    stalled: VecDeque<ConnId>,
 }
 
 impl Intake {
@@ -194,6 +198,7 @@ impl Intake {
             sweeps: 0,
             counters: Counters::default(),
             scratch: vec![0; SCRATCH].into_boxed_slice(),
+            stalled: VecDeque::new(),
         })
     }
 
@@ -232,6 +237,7 @@ impl Intake {
                 }
             }
             self.take_lane_events();
+            self.resume_stalled();
             let now = Instant::now();
             if now >= next_sweep {
                 self.sweep(now);
@@ -389,9 +395,9 @@ impl Intake {
         let Some(conn) = self.conns.get(slot).and_then(Option::as_ref) else {
             return;
         };
-        if matches!(conn.phase, Phase::AwaitLane(_)) {
-            // No work for the gone: a client that closed while queued is dropped now, and its
-            // job skipped when it reaches the front.
+        if matches!(conn.phase, Phase::AwaitLane(_) | Phase::AwaitRoom) {
+            // No work for the gone: a client that closed while waiting is dropped now, and a
+            // queued job of it skipped when it reaches the front.
             if readable && conn.peer_has_closed() {
                 self.close(slot);
             }
@@ -405,9 +411,17 @@ impl Intake {
         loop {
             let limits = self.settings.head_limits;
             let header_timeout = self.timeout(self.settings.header_timeout);
+            let no_room = self.queue.is_full() || self.budget.is_spent();
             let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
                 return;
             };
+            if no_room && matches!(conn.phase, Phase::ExpectHead) {
+                // Backpressure instead of shedding: read the next request only once it can be
+                // queued. Closing here would only make the client reconnect at once.
+                conn.phase = Phase::AwaitRoom;
+                self.stalled.push_back(conn.id);
+                return;
+            }
             match conn.advance(&limits, &mut self.budget, &mut self.scratch) {
                 Step::Blocked => return,
                 Step::Head(head) => self.on_head(slot, head),
@@ -583,11 +597,16 @@ impl Intake {
                 break;
             };
             self.budget.release(job.body_bytes());
-            let waiting = self
-                .conn_mut(job.conn)
-                .is_some_and(|conn| matches!(conn.phase, Phase::AwaitLane(_)));
+            // Checked here, at the last moment, because the client's close may have come while
+            // the request still sat unread (its event then said nothing new).
+            let waiting = self.conn_mut(job.conn).is_some_and(|conn| {
+                matches!(conn.phase, Phase::AwaitLane(_)) && !conn.peer_has_closed()
+            });
             if !waiting {
                 self.counters.drop_for(Reason::ClientGone);
+                if self.conn_mut(job.conn).is_some() {
+                    self.close(job.conn.slot);
+                }
                 continue;
             }
             let conn = job.conn;
@@ -601,6 +620,26 @@ impl Intake {
             }
         }
         self.accept();
+    }
+
+    /// Lets waiting connections read their next request, oldest first, while the queue has
+    /// room.
+    fn resume_stalled(&mut self) {
+        let header_timeout = self.timeout(self.settings.header_timeout);
+        while !self.queue.is_full() && !self.budget.is_spent() {
+            let Some(id) = self.stalled.pop_front() else {
+                return;
+            };
+            let Some(conn) = self.conn_mut(id) else {
+                continue;
+            };
+            if !matches!(conn.phase, Phase::AwaitRoom) {
+                continue;
+            }
+            conn.phase = Phase::ExpectHead;
+            conn.set_deadline(header_timeout);
+            self.drive(id.slot);
+        }
     }
 
     fn take_lane_events(&mut self) {
@@ -676,7 +715,7 @@ fn expired(
     settings: &IntakeSettings,
 ) -> Option<Option<Reason>> {
     let reason = match conn.phase {
-        Phase::AwaitLane(_) => return None,
+        Phase::AwaitRoom | Phase::AwaitLane(_) => return None,
         Phase::Lingering { .. } => None,
         Phase::ExpectHead => Some(Reason::HeaderDeadline),
         Phase::ExpectBody(_) | Phase::Sending(_) => Some(Reason::IdleDeadline),
