@@ -16,6 +16,8 @@ use crate::http::parse::{parse_head, Head, HeadLimits};
 use crate::queue::ByteBudget;
 use crate::transport::Transport;
 
+/// The buffer a connection keeps between requests (more is released after a big body).
+const IDLE_INBUF: usize = 4096;
 /// The most bytes discarded while lingering before the connection is closed anyway.
 const LINGER_DISCARD: usize = 1 << 20;
 
@@ -297,6 +299,8 @@ impl Conn {
                     else {
                         unreachable!("the phase was matched as ExpectBody above");
                     };
+                    // A big body passed through `inbuf`; an idle connection keeps no such buffer.
+                    self.inbuf.shrink_to(IDLE_INBUF);
                     return Step::Request(pending.head, pending.body);
                 }
             }
