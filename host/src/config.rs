@@ -54,6 +54,10 @@ pub struct Config {
     pub min_rate: usize,
     /// What header and idle deadlines shrink to above the connection high-water mark.
     pub pressure_timeout: Duration,
+    /// How long a stopping worker may take to finish what it admitted.
+    pub drain_timeout: Duration,
+    /// Run the worker in this process, without a supervisor (debugging).
+    pub no_supervisor: bool,
     /// How often the plugins folder is looked at.
     pub watch_interval: Duration,
     /// Replaced plugin versions that may stay mapped before a restart is asked for.
@@ -83,6 +87,8 @@ impl Default for Config {
             busy: BusyMode::Silent,
             min_rate: 1024,
             pressure_timeout: Duration::from_secs(1),
+            drain_timeout: Duration::from_secs(30),
+            no_supervisor: false,
             watch_interval: Duration::from_millis(250),
             swap_budget: 300,
         }
@@ -131,6 +137,9 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// The value name of an on/off flag: given bare it means `yes` (`--no-supervisor`).
+const SWITCH: &str = "[=yes|no]";
 
 /// One setting: its flag, its variable, the help line, and how to store a value.
 struct Setting {
@@ -377,6 +386,32 @@ const SETTINGS: &[Setting] = &[
         show_default: |c| c.pressure_timeout.as_millis().to_string(),
     },
     Setting {
+        flag: "--drain-timeout",
+        env: "FIDDLER_DRAIN_TIMEOUT",
+        value_name: "MS",
+        help: "on SIGTERM or a planned restart, time to finish admitted work before exiting",
+        set: |c, v| {
+            c.drain_timeout = millis(v, 0)?;
+            Ok(())
+        },
+        show_default: |c| c.drain_timeout.as_millis().to_string(),
+    },
+    Setting {
+        flag: "--no-supervisor",
+        env: "FIDDLER_NO_SUPERVISOR",
+        value_name: SWITCH,
+        help: "run without the supervisor process (a crashing plugin then ends the server)",
+        set: |c, v| {
+            c.no_supervisor = match v {
+                "yes" | "true" | "1" => true,
+                "no" | "false" | "0" => false,
+                _ => return Err("yes or no"),
+            };
+            Ok(())
+        },
+        show_default: |c| if c.no_supervisor { "yes" } else { "no" }.to_owned(),
+    },
+    Setting {
         flag: "--watch-interval",
         env: "FIDDLER_WATCH_INTERVAL",
         value_name: "MS",
@@ -455,6 +490,7 @@ where
             .ok_or_else(|| ConfigError::UnknownFlag(arg.clone()))?;
         let value = match inline {
             Some(value) => value,
+            None if setting.value_name == SWITCH => "yes".to_owned(),
             None => args
                 .next()
                 .ok_or_else(|| ConfigError::MissingValue(flag.clone()))?,
@@ -537,6 +573,8 @@ mod tests {
         assert_eq!(config.lanes, 2);
         assert_eq!(config.pace, Duration::from_millis(20));
         assert_eq!(config.max_body, 16 << 20);
+        assert!(serve(&["--no-supervisor"], &[]).no_supervisor);
+        assert!(!serve(&["--no-supervisor=no"], &[("FIDDLER_NO_SUPERVISOR", "yes")]).no_supervisor);
         let config = serve(&["--https", "off"], &[("FIDDLER_HTTP", "127.0.0.1:0")]);
         assert_eq!(
             (config.http.map(|a| a.port()), config.https),

@@ -26,9 +26,11 @@ use crate::http::error::HttpError;
 use crate::http::parse::{Framing, Head, HeadLimits};
 use crate::http::response::{is_bodiless, reason, write_head, Persistence};
 use crate::lane::{text, LaneEvent, LaneMsg};
+use crate::listener::Scheme;
 use crate::metrics::{Counters, Reason};
 use crate::queue::{ByteBudget, Job, Queue};
 use crate::registry::RouteTable;
+use crate::signals;
 use crate::tls::CertStore;
 use crate::transport::Transport;
 use crate::warn;
@@ -45,6 +47,8 @@ const LINGER: Duration = Duration::from_secs(2);
 const RATE_GRACE: Duration = Duration::from_secs(1);
 /// The one read buffer all connections share (intake is one thread).
 const SCRATCH: usize = 64 * 1024;
+/// While draining, how long an idle keep-alive connection may still send one last request.
+const DRAIN_IDLE: Duration = Duration::from_millis(500);
 /// How many sweeps between two looks at the certificate files (about a second).
 const CERT_CHECK_EVERY: u32 = 10;
 /// How long accepting pauses after the process ran out of file descriptors or memory.
@@ -68,25 +72,8 @@ pub struct IntakeSettings {
     /// What the header and idle deadlines shrink to when connections are above the high-water
     /// mark.
     pub pressure_timeout: Duration,
-}
-
-/// The protocol a listener speaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Scheme {
-    /// Plain HTTP/1.1.
-    Http,
-    /// HTTP/1.1 over TLS.
-    Https,
-}
-
-impl Scheme {
-    /// `http` or `https`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scheme::Http => "http",
-            Scheme::Https => "https",
-        }
-    }
+    /// How long a stopping worker may take to finish what it admitted.
+    pub drain_timeout: Duration,
 }
 
 /// A listening socket and whether connections wait on it.
@@ -148,6 +135,8 @@ pub struct Intake {
     /// Connections waiting for room in the queue before reading their next request, in the
     /// order they came to wait (entries may be stale: the connection may have gone since).
     stalled: VecDeque<ConnId>,
+    /// When a stopping worker gives up finishing what it admitted (`Some` while draining).
+    drain_until: Option<Instant>,
 }
 
 impl Intake {
@@ -199,6 +188,7 @@ impl Intake {
             counters: Counters::default(),
             scratch: vec![0; SCRATCH].into_boxed_slice(),
             stalled: VecDeque::new(),
+            drain_until: None,
         })
     }
 
@@ -210,18 +200,36 @@ impl Intake {
             .collect()
     }
 
-    /// Runs the loop until polling itself fails.
+    /// Runs the loop until it has drained after SIGTERM (or a second signal, or the drain
+    /// deadline), or polling itself fails.
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         let mut next_sweep = Instant::now() + SWEEP_EVERY;
         self.accept();
         loop {
             let timeout = next_sweep.saturating_duration_since(Instant::now());
-            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
+            match self.poll.poll(&mut events, Some(timeout)) {
+                Ok(()) => {}
+                // A signal: look at the flags below.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => events.clear(),
+                Err(e) => return Err(e),
+            }
+            if self.drain_until.is_none() && signals::terminations() > 0 {
+                self.start_drain();
+            }
+            if let Some(until) = self.drain_until {
+                if self.drained() {
+                    crate::info!("drained: every admitted request is answered; exiting");
+                    return Ok(());
                 }
-                return Err(e);
+                if signals::terminations() > 1 || Instant::now() >= until {
+                    warn!(
+                        "exiting with {} queued and {} connection(s) unfinished",
+                        self.queue.len(),
+                        self.admission.open()
+                    );
+                    return Ok(());
+                }
             }
             for event in events.iter() {
                 let token = event.token();
@@ -557,7 +565,8 @@ impl Intake {
     /// Starts writing `response` on the connection in `slot`.
     fn respond(&mut self, slot: usize, response: Response, shape: ReplyShape) {
         self.counters.respond(response.status);
-        let keep_alive = shape.keep_alive && !self.queue_under_pressure();
+        let keep_alive =
+            shape.keep_alive && !self.queue_under_pressure() && self.drain_until.is_none();
         let idle_timeout = self.timeout(self.settings.idle_timeout);
         let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
             return;
@@ -620,6 +629,38 @@ impl Intake {
             }
         }
         self.accept();
+    }
+
+    /// Stops accepting (the listeners stay open in the supervisor for the next worker), gives
+    /// idle keep-alive connections a moment for one last request, and answers everything else
+    /// with `Connection: close`.
+    fn start_drain(&mut self) {
+        self.drain_until = Some(Instant::now() + self.settings.drain_timeout);
+        for mut listener in self.listeners.drain(..) {
+            let _ = self.poll.registry().deregister(&mut listener.socket);
+        }
+        let last_call = Instant::now() + DRAIN_IDLE;
+        for conn in self.conns.iter_mut().flatten() {
+            if matches!(conn.phase, Phase::ExpectHead) && !conn.has_partial_request() {
+                conn.deadline = conn.deadline.min(last_call);
+            }
+        }
+        crate::info!(
+            "draining: stopped accepting; {} connection(s) open, {} queued",
+            self.admission.open(),
+            self.queue.len()
+        );
+    }
+
+    /// Whether nothing admitted is left to answer.
+    fn drained(&self) -> bool {
+        self.queue.is_empty()
+            && self.lanes.iter().all(|lane| !lane.busy || lane.dead)
+            && self.conns.iter().flatten().all(|conn| match conn.phase {
+                Phase::ExpectHead => !conn.has_partial_request(),
+                Phase::Lingering { .. } => true,
+                _ => false,
+            })
     }
 
     /// Lets waiting connections read their next request, oldest first, while the queue has

@@ -20,6 +20,10 @@ use crate::queue::Job;
 use crate::registry::{PluginName, Registry, RouteTable};
 use crate::warn;
 
+/// Abandoned executor threads (calls past their deadline still running) before the worker asks
+/// for a fresh process.
+const ABANDONED_BUDGET: usize = 8;
+
 /// Identifies a lane (its index).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LaneId(pub usize);
@@ -110,7 +114,19 @@ impl Lane {
         };
         thread::Builder::new()
             .name(format!("lane-{}", id.0))
-            .spawn(move || lane.run(inbox))
+            .spawn(move || {
+                // A lane that panics is a host bug; the worker process cannot be trusted after
+                // it, so it exits and the supervisor starts a fresh one on the same sockets.
+                let result =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| lane.run(inbox)));
+                if result.is_err() {
+                    crate::warn!(
+                        "lane {} panicked (a host bug); the worker exits to be replaced",
+                        id.0
+                    );
+                    std::process::exit(70);
+                }
+            })
     }
 
     fn run(mut self, inbox: Receiver<LaneMsg>) {
@@ -196,6 +212,11 @@ impl Lane {
             }
             Outcome::TimedOut => {
                 self.quarantined.insert(plugin.generation);
+                if self.executor.abandoned == ABANDONED_BUDGET {
+                    crate::request_restart(&format!(
+                        "{ABANDONED_BUDGET} timed-out plugin calls are still running on abandoned threads"
+                    ));
+                }
                 warn!(
                     "plugin {route} (generation {}) passed its {} ms deadline; the call is \
                      abandoned ({} abandoned so far) and the plugin quarantined until it returns",

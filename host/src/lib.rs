@@ -22,6 +22,8 @@ pub mod log;
 pub mod metrics;
 pub mod queue;
 pub mod registry;
+pub mod signals;
+pub mod supervisor;
 pub mod tls;
 pub mod transport;
 pub mod watcher;
@@ -33,8 +35,9 @@ use std::sync::mpsc;
 use std::sync::Arc;
 
 use config::Config;
-use intake::{Intake, IntakeSettings, LaneSlot, Scheme, WAKER};
+use intake::{Intake, IntakeSettings, LaneSlot, WAKER};
 use lane::{IntakeLink, Lane, LaneId, LaneSettings};
+use listener::Scheme;
 use loader::Loader;
 use watcher::Watcher;
 
@@ -49,6 +52,8 @@ pub enum RunError {
     Tls(tls::TlsError),
     /// The event loop or a thread could not be set up, or polling failed.
     EventLoop(io::Error),
+    /// The supervisor could not start a worker process.
+    Worker(io::Error),
 }
 
 impl fmt::Display for RunError {
@@ -62,6 +67,7 @@ impl fmt::Display for RunError {
                  --https off)"
             ),
             RunError::EventLoop(e) => write!(f, "event loop failed: {e}"),
+            RunError::Worker(e) => write!(f, "cannot start a worker process: {e}"),
         }
     }
 }
@@ -69,19 +75,17 @@ impl fmt::Display for RunError {
 impl std::error::Error for RunError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            RunError::Bind(_, e) | RunError::PrivateDir(e) | RunError::EventLoop(e) => Some(e),
+            RunError::Bind(_, e)
+            | RunError::PrivateDir(e)
+            | RunError::EventLoop(e)
+            | RunError::Worker(e) => Some(e),
             RunError::Tls(e) => Some(e),
         }
     }
 }
 
-/// Runs the server until it fails. Logs `listening on http://ADDR` (and `https://`) once it
-/// accepts.
-pub fn run(config: Config) -> Result<(), RunError> {
-    let certs = match config.https {
-        Some(_) => Some(tls::CertStore::load(&config.cert, &config.key).map_err(RunError::Tls)?),
-        None => None,
-    };
+/// Binds the listeners the configuration asks for.
+pub fn bind_listeners(config: &Config) -> Result<Vec<(std::net::TcpListener, Scheme)>, RunError> {
     let mut listeners = Vec::new();
     for (addr, scheme) in [(config.http, Scheme::Http), (config.https, Scheme::Https)] {
         if let Some(addr) = addr {
@@ -90,6 +94,23 @@ pub fn run(config: Config) -> Result<(), RunError> {
             listeners.push((socket, scheme));
         }
     }
+    Ok(listeners)
+}
+
+/// Runs a worker until it is told to stop (SIGTERM: drain, then return) or fails. Uses the
+/// listeners a supervisor or systemd passed (`LISTEN_FDS`), else binds its own and logs
+/// `listening on http://ADDR` (and `https://`).
+pub fn run(config: Config) -> Result<(), RunError> {
+    signals::install();
+    let (listeners, supervised) = match listener::inherited() {
+        Some(inherited) => (inherited.map_err(RunError::EventLoop)?, true),
+        None => (bind_listeners(&config)?, false),
+    };
+    let wants_tls = listeners.iter().any(|(_, scheme)| *scheme == Scheme::Https);
+    let certs = match wants_tls {
+        true => Some(tls::CertStore::load(&config.cert, &config.key).map_err(RunError::Tls)?),
+        false => None,
+    };
     let mapped = Arc::new(AtomicUsize::new(0));
     let loader = Loader::new(Arc::clone(&mapped)).map_err(RunError::PrivateDir)?;
     let mut watcher = Watcher::new(
@@ -152,6 +173,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
             queue_wait: config.queue_wait,
             min_rate: config.min_rate,
             pressure_timeout: config.pressure_timeout,
+            drain_timeout: config.drain_timeout,
         },
     )
     .map_err(RunError::EventLoop)?;
@@ -166,8 +188,46 @@ pub fn run(config: Config) -> Result<(), RunError> {
         config.lanes,
         config.deadline.as_millis()
     );
-    for (scheme, addr) in addrs {
-        info!("listening on {}://{addr}", scheme.as_str());
+    if supervised {
+        info!("worker [{}] ready", std::process::id());
+    } else {
+        for (scheme, addr) in addrs {
+            info!("listening on {}://{addr}", scheme.as_str());
+        }
     }
+    signal_ready();
     intake.run().map_err(RunError::EventLoop)
+}
+
+/// Tells the supervisor this worker accepts (one byte on `FIDDLER_READY_FD`, then closed).
+fn signal_ready() {
+    let Some(fd) = std::env::var("FIDDLER_READY_FD")
+        .ok()
+        .and_then(|fd| fd.parse::<std::os::fd::RawFd>().ok())
+    else {
+        return;
+    };
+    std::env::remove_var("FIDDLER_READY_FD");
+    // SAFETY: the supervisor passed this descriptor for this purpose; we write one byte from a
+    // local and close it, and never use the number again.
+    unsafe {
+        libc::write(fd, b"1".as_ptr().cast(), 1);
+        libc::close(fd);
+    }
+}
+
+/// Asks the supervisor, if there is one, for a planned restart (a fresh worker process).
+pub fn request_restart(why: &str) {
+    let supervisor = std::env::var("FIDDLER_SUPERVISOR_PID").ok();
+    // SAFETY: getppid has no preconditions.
+    let parent = unsafe { libc::getppid() };
+    if supervisor.and_then(|p| p.parse().ok()) == Some(parent) {
+        warn!("asking the supervisor for a fresh worker: {why}");
+        // SAFETY: kill with SIGHUP on our parent, the supervisor, which handles it.
+        unsafe {
+            libc::kill(parent, libc::SIGHUP);
+        }
+    } else {
+        warn!("a fresh process is needed ({why}); restart fiddler-crab (no supervisor runs)");
+    }
 }

@@ -22,6 +22,11 @@ use crate::loader::{Generation, LoadError, LoadedPlugin, Loader, PluginFile};
 use crate::registry::{PluginName, Registry};
 use crate::{info, warn};
 
+/// In the state folder: the file being loaded right now (`<hash> <path>`).
+const LOADING: &str = "loading";
+/// In the state folder: hashes whose loading killed a worker, one per line.
+const CRASHED: &str = "crashed";
+
 /// What identifies a version of a file without reading it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Stamp {
@@ -67,6 +72,9 @@ pub struct Watcher {
     ignored: HashSet<PathBuf>,
     /// The folder could not be read at the last poll (logged once).
     unreadable: bool,
+    /// The supervisor's state folder, which outlives this worker: a marker there names the file
+    /// being loaded, so a load that kills the worker is known to the next one.
+    state_dir: Option<PathBuf>,
 }
 
 impl Watcher {
@@ -83,7 +91,36 @@ impl Watcher {
             refused: HashSet::new(),
             ignored: HashSet::new(),
             unreadable: false,
+            state_dir: std::env::var_os("FIDDLER_STATE_DIR").map(PathBuf::from),
         }
+        .remembering_crashes()
+    }
+
+    /// Refuses, for good, the contents whose loading killed an earlier worker.
+    fn remembering_crashes(mut self) -> Watcher {
+        let Some(dir) = self.state_dir.clone() else {
+            return self;
+        };
+        if let Ok(marker) = fs::read_to_string(dir.join(LOADING)) {
+            let _ = fs::remove_file(dir.join(LOADING));
+            if let Some((hash, path)) = marker.split_once(' ') {
+                warn!(
+                    "skipping {path}: the worker died while loading it; it stays refused until \
+                     the file changes"
+                );
+                let mut crashed = fs::read_to_string(dir.join(CRASHED)).unwrap_or_default();
+                crashed.push_str(hash);
+                crashed.push('\n');
+                let _ = fs::write(dir.join(CRASHED), crashed);
+            }
+        }
+        let crashed = fs::read_to_string(dir.join(CRASHED)).unwrap_or_default();
+        self.refused.extend(
+            crashed
+                .lines()
+                .filter_map(|h| u64::from_str_radix(h, 16).ok()),
+        );
+        self
     }
 
     /// Loads every plugin in the folder now (at start-up, without waiting for stability).
@@ -268,7 +305,14 @@ impl Watcher {
             return None;
         }
         let replaces = current.map(|c| c.generation);
+        let marker = self.state_dir.as_ref().map(|dir| dir.join(LOADING));
+        if let Some(marker) = &marker {
+            let _ = fs::write(marker, format!("{:016x} {}", file.hash, path.display()));
+        }
         let result = self.loader.load(name.clone(), &file);
+        if let Some(marker) = &marker {
+            let _ = fs::remove_file(marker);
+        }
         let change = match result {
             Ok(plugin) => {
                 let replacing = replaces
@@ -310,11 +354,10 @@ impl Watcher {
         let stale = self.loader.mapped().saturating_sub(self.serving.len());
         if stale > self.swap_budget && !self.budget_spent {
             self.budget_spent = true;
-            warn!(
-                "{stale} replaced or refused plugin libraries stay mapped (budget {}): restart \
-                 fiddler-crab to release them",
+            crate::request_restart(&format!(
+                "{stale} replaced or refused plugin libraries stay mapped (budget {})",
                 self.swap_budget
-            );
+            ));
         }
     }
 }

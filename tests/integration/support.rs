@@ -278,6 +278,10 @@ impl Server {
         };
         server.http_addr = server.listening_on("http");
         server.https_addr = server.listening_on("https");
+        if !args.contains(&"--no-supervisor") {
+            // The supervisor listens first; the worker then loads the plugins and says so.
+            server.wait_for_log("] ready", START_DEADLINE);
+        }
         server.addr = match scheme {
             Scheme::Http => server.http_addr,
             Scheme::Https => server.https_addr,
