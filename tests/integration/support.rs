@@ -321,6 +321,31 @@ impl Server {
         }
     }
 
+    /// The supervisor's process id (the process the test started).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` to the supervisor.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, signal);
+        }
+    }
+
+    /// Whether the supervisor still runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits for the supervisor to exit; panics at the deadline.
+    pub fn wait_exit(&mut self, deadline: Duration) -> std::process::ExitStatus {
+        wait_until("the server to exit", deadline, || {
+            self.child.try_wait().ok().flatten()
+        })
+    }
+
     /// Opens a TCP connection to the listener of this server's scheme.
     pub fn connect_tcp(&self) -> TcpStream {
         let stream = TcpStream::connect(self.addr).expect("connect to the server");
