@@ -652,15 +652,17 @@ impl Intake {
         );
     }
 
-    /// Whether nothing admitted is left to answer.
+    /// Whether nothing admitted is left to answer. Idle keep-alive connections count as
+    /// unfinished until their last chance (`DRAIN_IDLE`) has passed and the sweep closed them:
+    /// exiting earlier would cut off a request already on its way.
     fn drained(&self) -> bool {
         self.queue.is_empty()
             && self.lanes.iter().all(|lane| !lane.busy || lane.dead)
-            && self.conns.iter().flatten().all(|conn| match conn.phase {
-                Phase::ExpectHead => !conn.has_partial_request(),
-                Phase::Lingering { .. } => true,
-                _ => false,
-            })
+            && self
+                .conns
+                .iter()
+                .flatten()
+                .all(|conn| matches!(conn.phase, Phase::Lingering { .. }))
     }
 
     /// Lets waiting connections read their next request, oldest first, while the queue has

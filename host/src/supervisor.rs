@@ -23,8 +23,9 @@ use crate::{info, signals, warn, RunError};
 
 /// How often the supervisor looks at its children and the signal flags.
 const TICK: Duration = Duration::from_millis(20);
-/// A worker that lived this long resets the restart backoff.
-const HEALTHY_AFTER: Duration = Duration::from_secs(10);
+/// A worker that lived this long resets the restart backoff: the backoff is for workers that die
+/// as they start (a crash loop), not for a plugin that crashes now and then on a request.
+const HEALTHY_AFTER: Duration = Duration::from_secs(1);
 /// The longest pause between two restarts in a crash loop.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How long a new worker may take to become ready in a planned restart.
