@@ -15,9 +15,9 @@ use plugin_api::{Request, Response};
 
 use crate::conn::ConnId;
 use crate::executor::{Executor, Outcome};
-use crate::loader::{Generation, LoadedPlugin};
+use crate::loader::Generation;
 use crate::queue::Job;
-use crate::registry::{PluginName, Registry, RouteTable};
+use crate::registry::{Handler, PluginName, Registry, RouteTable};
 use crate::warn;
 
 /// Abandoned executor threads (calls past their deadline still running) before the worker asks
@@ -37,7 +37,7 @@ pub enum LaneMsg {
     /// An abandoned call into this plugin version has returned: lift its quarantine.
     Released(Generation),
     /// Serve this version at its route (from the watcher), replacing any other.
-    Install(Arc<LoadedPlugin>),
+    Install(Handler),
     /// Stop serving this route (its file was removed).
     Remove(PluginName),
 }
@@ -176,8 +176,19 @@ impl Lane {
     }
 
     fn serve(&mut self, route: &str, request: Request) -> Response {
-        let Some(plugin) = self.registry.get(route).cloned() else {
-            return text(404, &format!("no plugin serves /{route}\n"));
+        let plugin = match self.registry.get(route).cloned() {
+            None => return text(404, &format!("no plugin serves /{route}\n")),
+            Some(Handler::Program(program)) => {
+                // A program is a child process: it can be killed, so it runs here, without an
+                // executor thread or a quarantine.
+                program.stats.calls.fetch_add(1, Ordering::Relaxed);
+                let response = crate::cgi::call(&program, request, self.settings.deadline);
+                if response.status >= 500 {
+                    program.stats.errors.fetch_add(1, Ordering::Relaxed);
+                }
+                return response;
+            }
+            Some(Handler::Native(plugin)) => plugin,
         };
         if self.quarantined.contains(&plugin.generation) {
             return text(

@@ -193,10 +193,16 @@ impl Loader {
         self.mapped.load(Ordering::Relaxed)
     }
 
-    /// Loads `file` as plugin `name`: copy, dlopen, layout check, `init`.
-    pub fn load(&mut self, name: PluginName, file: &PluginFile) -> Result<LoadedPlugin, LoadError> {
+    /// A new generation number (also used for programs, which are not loaded).
+    pub fn next_generation(&mut self) -> Generation {
         let generation = Generation(self.next_generation);
         self.next_generation += 1;
+        generation
+    }
+
+    /// Loads `file` as plugin `name`: copy, dlopen, layout check, `init`.
+    pub fn load(&mut self, name: PluginName, file: &PluginFile) -> Result<LoadedPlugin, LoadError> {
+        let generation = self.next_generation();
         // A name used once: dlopen would hand back an old library for a name it has seen.
         let copy = self
             .private_dir

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::cgi::CgiProgram;
 use crate::loader::{Generation, LoadedPlugin, PluginStats};
 
 /// A route name: `[a-z0-9_-]{1,64}`. The only way a name from a file or a URL becomes one.
@@ -24,6 +25,15 @@ impl PluginName {
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
         valid.then(|| PluginName(text.to_owned()))
+    }
+
+    /// The route a program file serves: its stem (`wordstats.py` gives `wordstats`).
+    pub fn for_program(path: &Path) -> Result<PluginName, String> {
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        PluginName::parse(&stem).ok_or(stem)
     }
 
     /// The route a library file serves: its stem without a leading `lib`
@@ -79,45 +89,43 @@ pub struct RouteInfo {
 /// The routes of one registry, sorted by name; published to intake whenever it changes.
 pub type RouteTable = Arc<Vec<RouteInfo>>;
 
-/// The plugins a lane can call, by route.
-#[derive(Clone, Default)]
-pub struct Registry {
-    plugins: HashMap<PluginName, Arc<LoadedPlugin>>,
+/// What serves a route: a loaded library, or an external program run per request (CGI).
+#[derive(Clone, Debug)]
+pub enum Handler {
+    /// A `.so` plugin.
+    Native(Arc<LoadedPlugin>),
+    /// An executable run as a CGI script.
+    Program(Arc<CgiProgram>),
 }
 
-impl Registry {
-    /// Serves `plugin` at its route; returns the version it replaces, if any. A call already
-    /// running on the old version keeps its own reference and finishes on it.
-    pub fn install(&mut self, plugin: Arc<LoadedPlugin>) -> Option<Arc<LoadedPlugin>> {
-        self.plugins.insert(plugin.name.clone(), plugin)
+impl Handler {
+    /// The route it serves.
+    pub fn name(&self) -> &PluginName {
+        match self {
+            Handler::Native(p) => &p.name,
+            Handler::Program(p) => &p.name,
+        }
     }
 
-    /// Stops serving `name`; returns the version that served it.
-    pub fn remove(&mut self, name: &PluginName) -> Option<Arc<LoadedPlugin>> {
-        self.plugins.remove(name)
+    /// Which version of the route it is.
+    pub fn generation(&self) -> Generation {
+        match self {
+            Handler::Native(p) => p.generation,
+            Handler::Program(p) => p.generation,
+        }
     }
 
-    /// The plugin serving `name`, if any.
-    pub fn get(&self, name: &str) -> Option<&Arc<LoadedPlugin>> {
-        PluginName::parse(name).and_then(|name| self.plugins.get(&name))
+    /// Its counters.
+    pub fn stats(&self) -> &Arc<PluginStats> {
+        match self {
+            Handler::Native(p) => &p.stats,
+            Handler::Program(p) => &p.stats,
+        }
     }
 
-    /// How many routes are served.
-    pub fn len(&self) -> usize {
-        self.plugins.len()
-    }
-
-    /// Whether no route is served.
-    pub fn is_empty(&self) -> bool {
-        self.plugins.is_empty()
-    }
-
-    /// A snapshot of the routes for intake.
-    pub fn routes(&self) -> RouteTable {
-        let mut routes: Vec<RouteInfo> = self
-            .plugins
-            .values()
-            .map(|p| RouteInfo {
+    fn route_info(&self) -> RouteInfo {
+        match self {
+            Handler::Native(p) => RouteInfo {
                 name: p.name.clone(),
                 crate_name: p.meta.crate_name.clone(),
                 version: p.meta.version.clone(),
@@ -127,8 +135,58 @@ impl Registry {
                 max_body: p.meta.max_body,
                 deadline: p.meta.deadline,
                 stats: Arc::clone(&p.stats),
-            })
-            .collect();
+            },
+            Handler::Program(p) => RouteInfo {
+                name: p.name.clone(),
+                crate_name: "cgi".to_owned(),
+                version: format!("{:016x}", p.hash),
+                description: format!("program {}", p.path.display()),
+                generation: p.generation,
+                loaded_at: p.loaded_at,
+                max_body: None,
+                deadline: None,
+                stats: Arc::clone(&p.stats),
+            },
+        }
+    }
+}
+
+/// The handlers a lane can call, by route.
+#[derive(Clone, Default)]
+pub struct Registry {
+    handlers: HashMap<PluginName, Handler>,
+}
+
+impl Registry {
+    /// Serves `handler` at its route; returns the version it replaces, if any. A call already
+    /// running on the old version keeps its own reference and finishes on it.
+    pub fn install(&mut self, handler: Handler) -> Option<Handler> {
+        self.handlers.insert(handler.name().clone(), handler)
+    }
+
+    /// Stops serving `name`; returns the version that served it.
+    pub fn remove(&mut self, name: &PluginName) -> Option<Handler> {
+        self.handlers.remove(name)
+    }
+
+    /// The handler serving `name`, if any.
+    pub fn get(&self, name: &str) -> Option<&Handler> {
+        PluginName::parse(name).and_then(|name| self.handlers.get(&name))
+    }
+
+    /// How many routes are served.
+    pub fn len(&self) -> usize {
+        self.handlers.len()
+    }
+
+    /// Whether no route is served.
+    pub fn is_empty(&self) -> bool {
+        self.handlers.is_empty()
+    }
+
+    /// A snapshot of the routes for intake.
+    pub fn routes(&self) -> RouteTable {
+        let mut routes: Vec<RouteInfo> = self.handlers.values().map(Handler::route_info).collect();
         routes.sort_by(|a, b| a.name.cmp(&b.name));
         Arc::new(routes)
     }

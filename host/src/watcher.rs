@@ -1,6 +1,6 @@
 //! Watches the plugins folder and turns file changes into plugin versions for the lanes.
 //!
-//! Every interval it lists the `*.so` files and their stamps (size, mtime, inode). A new or
+//! Every interval it lists the `*.so` files and executable programs and their stamps (size, mtime, inode). A new or
 //! changed file is taken only once its stamp has held for one whole interval (so a file still
 //! being written is not loaded); then it is read and hashed, and loaded through the loader's
 //! private copy unless the same bytes already serve that route or were already refused. Each
@@ -11,15 +11,17 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use crate::cgi::CgiProgram;
 use crate::lane::LaneMsg;
-use crate::loader::{Generation, LoadError, LoadedPlugin, Loader, PluginFile};
-use crate::registry::{PluginName, Registry};
+use crate::loader::{Generation, LoadError, Loader, PluginFile};
+use crate::registry::{Handler, PluginName, Registry};
 use crate::{info, warn};
 
 /// In the state folder: the file being loaded right now (`<hash> <path>`).
@@ -52,7 +54,7 @@ struct Serving {
 
 /// What changed for the lanes.
 enum Change {
-    Install(Arc<LoadedPlugin>),
+    Install(Handler),
     Remove(PluginName),
 }
 
@@ -134,8 +136,8 @@ impl Watcher {
                     settled: true,
                 },
             );
-            if let Some(Change::Install(plugin)) = self.consider(&path) {
-                registry.install(plugin);
+            if let Some(Change::Install(handler)) = self.consider(&path) {
+                registry.install(handler);
             }
         }
         registry
@@ -151,7 +153,7 @@ impl Watcher {
                     let mut delivered = false;
                     for lane in &lanes {
                         let msg = match &change {
-                            Change::Install(plugin) => LaneMsg::Install(Arc::clone(plugin)),
+                            Change::Install(handler) => LaneMsg::Install(handler.clone()),
                             Change::Remove(name) => LaneMsg::Remove(name.clone()),
                         };
                         delivered |= lane.send(msg).is_ok();
@@ -163,7 +165,9 @@ impl Watcher {
             })
     }
 
-    /// The `*.so` files in the folder with their stamps; `None` when it cannot be read.
+    /// The `*.so` libraries and executable programs in the folder with their stamps; `None`
+    /// when it cannot be read. Hidden files (temporary files of `mv`, rsync, editors) are
+    /// skipped; any other file is reported once as ignored.
     fn list(&mut self) -> Option<BTreeMap<PathBuf, Stamp>> {
         let entries = match fs::read_dir(&self.dir) {
             Ok(entries) => {
@@ -181,7 +185,7 @@ impl Watcher {
         let mut files = BTreeMap::new();
         for entry in entries.flatten() {
             let path = entry.path();
-            if path.extension().is_none_or(|ext| ext != "so") {
+            if entry.file_name().to_string_lossy().starts_with('.') {
                 continue;
             }
             // Follows symlinks: a link to a library is served like the library.
@@ -189,6 +193,16 @@ impl Watcher {
                 continue;
             };
             if !meta.is_file() {
+                continue;
+            }
+            let executable = meta.permissions().mode() & 0o111 != 0;
+            if !is_library(&path) && !executable {
+                if self.ignored.insert(path.clone()) {
+                    crate::info!(
+                        "ignored {}: neither a .so library nor an executable program",
+                        path.display()
+                    );
+                }
                 continue;
             }
             let stamp = Stamp {
@@ -271,7 +285,7 @@ impl Watcher {
 
     /// Loads a settled file if it is a new version of its route.
     fn consider(&mut self, path: &Path) -> Option<Change> {
-        let name = match PluginName::for_library(path)? {
+        let name = match route_for(path) {
             Ok(name) => name,
             Err(stem) => {
                 if self.ignored.insert(path.to_owned()) {
@@ -305,6 +319,9 @@ impl Watcher {
             return None;
         }
         let replaces = current.map(|c| c.generation);
+        if !is_library(path) {
+            return Some(self.register_program(name, file, replaces));
+        }
         let marker = self.state_dir.as_ref().map(|dir| dir.join(LOADING));
         if let Some(marker) = &marker {
             let _ = fs::write(marker, format!("{:016x} {}", file.hash, path.display()));
@@ -334,7 +351,7 @@ impl Watcher {
                         generation: plugin.generation,
                     },
                 );
-                Some(Change::Install(Arc::new(plugin)))
+                Some(Change::Install(Handler::Native(Arc::new(plugin))))
             }
             Err(e) => {
                 let keeps = replaces
@@ -349,9 +366,48 @@ impl Watcher {
         change
     }
 
+    /// Serves an executable as a CGI program (nothing is loaded: it runs per request).
+    fn register_program(
+        &mut self,
+        name: PluginName,
+        file: PluginFile,
+        replaces: Option<Generation>,
+    ) -> Change {
+        let generation = self.loader.next_generation();
+        let replacing = replaces
+            .map(|g| format!(", replacing generation {}", g.0))
+            .unwrap_or_default();
+        info!(
+            "serving {} as /{name}: a program run per request (CGI), generation {}{replacing}",
+            file.path.display(),
+            generation.0
+        );
+        self.serving.insert(
+            name.clone(),
+            Serving {
+                path: file.path.clone(),
+                hash: file.hash,
+                generation,
+            },
+        );
+        Change::Install(Handler::Program(Arc::new(CgiProgram {
+            name,
+            path: file.path,
+            generation,
+            loaded_at: SystemTime::now(),
+            hash: file.hash,
+            stats: Arc::default(),
+        })))
+    }
+
     /// Logs, once, that replaced versions have used up their budget of mappings.
     fn check_budget(&mut self) {
-        let stale = self.loader.mapped().saturating_sub(self.serving.len());
+        let live = self
+            .serving
+            .values()
+            .filter(|s| is_library(&s.path))
+            .count();
+        let stale = self.loader.mapped().saturating_sub(live);
         if stale > self.swap_budget && !self.budget_spent {
             self.budget_spent = true;
             crate::request_restart(&format!(
@@ -362,6 +418,18 @@ impl Watcher {
     }
 }
 
+fn is_library(path: &Path) -> bool {
+    path.extension().is_some_and(|ext| ext == "so")
+}
+
+/// The route a file serves, or the stem that is not a valid route name.
+fn route_for(path: &Path) -> Result<PluginName, String> {
+    match PluginName::for_library(path) {
+        Some(route) => route,
+        None => PluginName::for_program(path),
+    }
+}
+
 fn route_of(path: &Path) -> Option<PluginName> {
-    PluginName::for_library(path)?.ok()
+    route_for(path).ok()
 }

@@ -96,10 +96,12 @@
 mod guard;
 mod message;
 mod module;
+mod runner;
 
 pub use guard::Plugin;
 pub use message::{Header, IntoBody, Request, Response};
 pub use module::{PluginInfo, PluginModule, PluginModuleRef, PluginState};
+pub use runner::{Output, Program, RunError};
 
 /// The abi_stable types that appear in [`Request`] and [`Response`].
 pub use abi_stable::std_types::{ROption, RResult, RString, RVec};

@@ -32,7 +32,11 @@ fn broken_and_incompatible_files_are_refused_while_the_rest_serve() {
         server.log.iter().all(|l| l.len() < 400),
         "a refusal is one readable line, not a layout dump"
     );
-    assert!(!server.log.iter().any(|l| l.contains("notes.txt")));
+    let notes = server.wait_for_log("notes.txt", IO_DEADLINE);
+    assert!(
+        notes.contains("neither a .so library nor an executable program"),
+        "{notes}"
+    );
     assert_eq!(server.post("/echo", b"served").text(), "served");
     assert_eq!(server.post("/incompatible", b"").status, 404);
     assert_eq!(server.post("/garbage", b"").status, 404);
