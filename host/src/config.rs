@@ -525,7 +525,9 @@ pub fn help() -> String {
     let defaults = Config::default();
     let mut text = String::from(
         "fiddler-crab: a slim, load-impervious HTTP server for handler plugins.\n\n\
-         Usage: fiddler-crab [FLAGS]\n\n\
+         Usage: fiddler-crab [FLAGS]\n       \
+         fiddler-crab new NAME [--dir DIR] [--api PATH]   write a ready plugin crate\n       \
+         fiddler-crab check FILE.so [--verbose]          what the server would do with it\n\n\
          Each .so in the plugins folder serves POST /<name> (libecho.so and echo.so serve /echo).\n\
          Every flag has an environment variable twin; the flag wins.\n\nFlags:\n",
     );

@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod admission;
+pub mod authoring;
 pub mod cgi;
 pub mod config;
 pub mod conn;

@@ -135,8 +135,13 @@ pub enum LoadError {
     Read(io::Error),
     /// The private copy could not be written.
     Copy(io::Error),
-    /// The dynamic loader or the layout check refused it; the text explains it plainly.
-    Library(String),
+    /// The dynamic loader or the layout check refused it.
+    Library {
+        /// One or two plain sentences (what the log and `check` print).
+        plain: String,
+        /// abi_stable's own report (for a layout mismatch, the whole type diff).
+        detail: String,
+    },
     /// The plugin's `init` returned an error or panicked.
     Init(String),
 }
@@ -146,7 +151,7 @@ impl fmt::Display for LoadError {
         match self {
             LoadError::Read(e) => write!(f, "cannot read it: {e}"),
             LoadError::Copy(e) => write!(f, "cannot copy it to the private directory: {e}"),
-            LoadError::Library(why) => f.write_str(why),
+            LoadError::Library { plain, .. } => f.write_str(plain),
             LoadError::Init(why) => write!(f, "its init failed: {why}"),
         }
     }
@@ -215,7 +220,10 @@ impl Loader {
         }
         let module = header
             .and_then(|header| header.init_root_module::<PluginModuleRef>())
-            .map_err(|e| LoadError::Library(explain(&e)));
+            .map_err(|e| LoadError::Library {
+                plain: explain(&e),
+                detail: e.to_string(),
+            });
         // The mapping keeps the library alive; the name is no longer needed either way.
         let _ = fs::remove_file(&copy);
         let module = module?;

@@ -3,10 +3,27 @@
 
 use std::process::ExitCode;
 
+use std::path::{Path, PathBuf};
+
+use fiddler_crab::authoring;
 use fiddler_crab::config::{self, Command};
 
 fn main() -> ExitCode {
-    let command = config::parse(std::env::args().skip(1), |name| std::env::var(name).ok());
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("new") => return new(&args[1..]),
+        Some("check") => return check(&args[1..]),
+        Some(authoring::CHECK_CHILD) => {
+            let verbose = args.iter().any(|a| a == "--verbose");
+            let Some(file) = args.get(1) else {
+                return ExitCode::from(2);
+            };
+            let code = authoring::check_in_child(Path::new(file), verbose);
+            return ExitCode::from(u8::try_from(code).unwrap_or(1));
+        }
+        _ => {}
+    }
+    let command = config::parse(args, |name| std::env::var(name).ok());
     match command {
         Ok(Command::Help) => {
             print!("{}", config::help());
@@ -32,5 +49,55 @@ fn main() -> ExitCode {
             eprintln!("fiddler-crab: {e}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// `fiddler-crab new NAME [--dir DIR] [--api PATH]`
+fn new(args: &[String]) -> ExitCode {
+    let mut name = None;
+    let mut dir = PathBuf::from(".");
+    let mut api = None;
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--dir" => dir = args.next().map(PathBuf::from).unwrap_or(dir),
+            "--api" => api = args.next().map(PathBuf::from),
+            other if name.is_none() && !other.starts_with('-') => name = Some(other.to_owned()),
+            other => {
+                eprintln!("fiddler-crab new: unexpected {other:?}; usage: fiddler-crab new NAME [--dir DIR] [--api PATH]");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let Some(name) = name else {
+        eprintln!("usage: fiddler-crab new NAME [--dir DIR] [--api PATH]");
+        return ExitCode::from(2);
+    };
+    match authoring::new_plugin(&name, &dir, api.as_deref()) {
+        Ok(root) => {
+            println!("created {}: cd there, then `cargo test` and `cargo build --release`; drop target/release/lib{name}.so into the plugins folder", root.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("fiddler-crab new: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `fiddler-crab check FILE [--verbose]`
+fn check(args: &[String]) -> ExitCode {
+    let verbose = args.iter().any(|a| a == "--verbose");
+    let files: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
+    let [file] = files.as_slice() else {
+        eprintln!("usage: fiddler-crab check FILE.so [--verbose]");
+        return ExitCode::from(2);
+    };
+    let verdict = authoring::check(Path::new(file), verbose);
+    print!("{}", verdict.text);
+    if verdict.loads {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }

@@ -62,6 +62,48 @@
 //! Then `cargo build --release`, copy `target/release/libshout.so` into `plugins/`, and
 //! `curl --data 'hi' http://127.0.0.1:8080/shout`.
 //!
+//! # Start a plugin
+//!
+//! `fiddler-crab new my_plugin` writes a ready crate (the `Cargo.toml` above with a path
+//! dependency on the `plugin-api` the server was built from, a handler, two tests, a README).
+//! `cargo test` calls the handler directly through [`testing`]; `cargo build --release` makes
+//! `target/release/libmy_plugin.so`; `fiddler-crab check target/release/libmy_plugin.so` says
+//! what the server will do with it (route, version, limits, or why it would be refused) and
+//! exits 0 only if it would load, so it fits a plugin's CI.
+//!
+//! # Lifecycle
+//!
+//! - **Load.** When a `.so` lands in the plugins folder (and has stopped changing), the server
+//!   copies it privately, loads it, checks its interface, and calls [`Plugin::init`] once. The
+//!   state `init` returns is that version's: load models, open files, build tables there. An
+//!   `Err` or a panic refuses the version (one log line; the previous version keeps serving).
+//! - **Calls.** [`Plugin::handle`] gets `&self` and one [`Request`] at a time (one lane; with
+//!   `--lanes N`, up to N at once, hence `Sync`). Each call runs on an executor thread.
+//! - **Swap.** A changed `.so` is a new version with a fresh `init`; calls already running finish
+//!   on the old one, whose state is dropped once the last of them returns. The library itself
+//!   stays mapped (never unloaded), so statics and threads of old versions live on.
+//! - **Removal.** Deleting the file stops routing to it; the state is dropped when idle.
+//!
+//! # Deadlines and threads
+//!
+//! A call has `DEADLINE_MS` (else the server's `--deadline`). Past it the client gets 504 and the
+//! plugin answers 503 until the late call returns: the thread running it cannot be stopped, so
+//! your code keeps running to its end. Check the time in long loops, and pass deadlines on to
+//! what you call. After eight such abandoned calls the server replaces its worker process.
+//! Threads you spawn outlive the call (and the version): only spawn them if you mean to.
+//!
+//! # Crashes
+//!
+//! Panics are caught (500 for that request). A segfault, `abort`, stack overflow or
+//! `std::process::exit` in a plugin kills the worker process; the supervisor starts another in
+//! milliseconds and only the requests in flight are lost, but do not count on it: it reloads
+//! every plugin. A plugin that crashes while loading is skipped after one restart.
+//!
+//! # Calling programs
+//!
+//! Use [`Program`]: arguments without a shell, stdin bytes, a deadline that kills the program's
+//! whole process group, a cap on its output. Never build a shell command line from request data.
+//!
 //! # The rules of the boundary
 //!
 //! - Only `StableAbi` types cross: [`Request`], [`Response`], [`PluginInfo`] and the
@@ -76,6 +118,8 @@
 //!   stopped: your code keeps running to its end. Check the time in long loops if that matters.
 //! - Do not link a global allocator that uses initial-exec TLS (jemalloc, mimalloc): after a few
 //!   dozen loads the process runs out of static TLS.
+//! - Do not rely on being unloaded (`Drop` of statics never runs), on global state shared with
+//!   other plugins, or on the current directory.
 //!
 //! # Versioning: which changes to this crate are compatible
 //!
@@ -97,6 +141,7 @@ mod guard;
 mod message;
 mod module;
 mod runner;
+pub mod testing;
 
 pub use guard::Plugin;
 pub use message::{Header, IntoBody, Request, Response};

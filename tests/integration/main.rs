@@ -11,12 +11,14 @@
 //!   with a log line while the rest serve.
 //! - `overload`: the connection budget, the per-IP cap, `--busy 503`, dropped queued requests,
 //!   minimum rates, slow readers, running out of descriptors.
+//! - `authoring`: `fiddler-crab check` on good and bad files; `new` -> build -> serve.
 //! - `cgi`: executables in the plugins folder served as CGI programs.
 //! - `crashes`: segfault, abort, stack overflow, exit and hang cost one request; crash at load;
 //!   SIGTERM drains; SIGHUP restarts without losing a request.
 //! - `hotswap`: plugins dropped in, replaced, removed and refused while the server runs.
 //! - `tls`: bad input on the TLS port, certificate renewal without a restart.
 
+mod authoring;
 mod cgi;
 mod crashes;
 mod hotswap;

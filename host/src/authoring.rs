@@ -1,0 +1,324 @@
+//! The plugin author's commands: `fiddler-crab new <name>` writes a ready plugin crate, and
+//! `fiddler-crab check <file.so>` says what the server would do with a file, loading it in a
+//! throwaway child process so a crashing plugin cannot take the checker with it.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+
+use crate::loader::{LoadError, Loader, PluginFile};
+use crate::registry::PluginName;
+
+/// The `plugin-api` this binary was built with, for `new`'s path dependency.
+const BUILT_WITH_API: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../plugin-api");
+
+/// The hidden subcommand `check` runs in its child process.
+pub const CHECK_CHILD: &str = "__check-in-child";
+
+/// Why `new` could not write the crate.
+#[derive(Debug)]
+pub enum NewError {
+    /// The name is not usable as both a crate name and a route.
+    BadName(String),
+    /// The crate's folder exists already.
+    Exists(PathBuf),
+    /// No `plugin-api` folder at the given or built-in path.
+    NoApi(PathBuf),
+    /// Writing the files failed.
+    Io(io::Error),
+}
+
+impl std::fmt::Display for NewError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NewError::BadName(name) => write!(
+                f,
+                "{name:?} cannot be a plugin name: use a lower-case letter, then letters, digits \
+                 or _ (64 at most); it is both the crate's name and the route"
+            ),
+            NewError::Exists(path) => write!(f, "{} exists already", path.display()),
+            NewError::NoApi(path) => write!(
+                f,
+                "no plugin-api at {}: pass --api PATH to this repository's plugin-api folder",
+                path.display()
+            ),
+            NewError::Io(e) => write!(f, "cannot write the crate: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for NewError {}
+
+/// Writes a plugin crate `<dir>/<name>` depending on `plugin-api` at `api` (default: the one
+/// this binary was built from). Returns the crate's folder.
+pub fn new_plugin(name: &str, dir: &Path, api: Option<&Path>) -> Result<PathBuf, NewError> {
+    let valid = name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !valid {
+        return Err(NewError::BadName(name.to_owned()));
+    }
+    let api = api
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(BUILT_WITH_API));
+    let api = fs::canonicalize(&api).map_err(|_| NewError::NoApi(api.clone()))?;
+    if !api.join("Cargo.toml").is_file() {
+        return Err(NewError::NoApi(api));
+    }
+    let root = dir.join(name);
+    if root.exists() {
+        return Err(NewError::Exists(root));
+    }
+    fs::create_dir_all(root.join("src")).map_err(NewError::Io)?;
+    let files = [
+        ("Cargo.toml", cargo_toml(name, &api)),
+        ("src/lib.rs", lib_rs(name)),
+        ("README.md", readme(name)),
+        (".gitignore", "/target\n".to_owned()),
+    ];
+    for (file, text) in files {
+        fs::write(root.join(file), text).map_err(NewError::Io)?;
+    }
+    Ok(root)
+}
+
+fn cargo_toml(name: &str, api: &Path) -> String {
+    format!(
+        r#"[package]
+name = "{name}"
+version = "0.1.0"
+edition = "2021"
+description = "A fiddler-crab plugin: serves POST /{name}."
+
+[lib]
+# cdylib: the .so the server loads; rlib: so `cargo test` can call the handler directly.
+crate-type = ["cdylib", "rlib"]
+
+[dependencies]
+# A path dependency on the plugin-api of the server you deploy to: a plugin built against an
+# incompatible plugin-api is refused at load (`fiddler-crab check` says why).
+plugin-api = {{ path = "{api}" }}
+
+[profile.release]
+# Required: a panic in the plugin is caught inside it and answered 500. With "abort" a panic
+# would end the whole worker process.
+panic = "unwind"
+opt-level = 3
+
+# A crate of its own, even inside another workspace's folder.
+[workspace]
+"#,
+        api = api.display()
+    )
+}
+
+fn lib_rs(name: &str) -> String {
+    let type_name: String = name
+        .split('_')
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            let mut chars = part.chars();
+            chars.next().map_or_else(String::new, |first| {
+                first.to_ascii_uppercase().to_string() + chars.as_str()
+            })
+        })
+        .collect();
+    format!(
+        r#"//! The `{name}` plugin: answers POST /{name}.
+//!
+//! Build with `cargo build --release`, copy `target/release/lib{name}.so` into the server's
+//! plugins folder, and call it: `curl --data 'hi' http://127.0.0.1:8080/{name}`.
+
+use plugin_api::{{export_plugin, Plugin, Request, Response}};
+
+/// The plugin's state: built once per loaded version by `init` (load a model here) and shared
+/// by every call.
+pub struct {type_name} {{
+    greeting: String,
+}}
+
+impl Plugin for {type_name} {{
+    const DESCRIPTION: &'static str = "says hello to the posted name";
+    /// How long one call may run (the server answers 504 after it).
+    const DEADLINE_MS: Option<u64> = Some(5_000);
+
+    fn init() -> Result<Self, String> {{
+        Ok({type_name} {{
+            greeting: "Hello".to_owned(),
+        }})
+    }}
+
+    fn handle(&self, request: Request) -> Response {{
+        match request.body_str().map(str::trim) {{
+            Some("") | None => Response::bad_request("post a name as UTF-8 text\n"),
+            Some(name) => Response::text(format!("{{}}, {{name}}!\n", self.greeting)),
+        }}
+    }}
+}}
+
+export_plugin!({type_name});
+
+#[cfg(test)]
+mod tests {{
+    use super::*;
+    use plugin_api::testing;
+
+    #[test]
+    fn greets_the_posted_name() {{
+        let plugin = testing::init::<{type_name}>().expect("init succeeds");
+        let response = testing::call(&plugin, Request::new("POST", "/").with_body("crab"));
+        assert_eq!(response.status, 200);
+        assert_eq!(response.body_str(), Some("Hello, crab!\n"));
+    }}
+
+    #[test]
+    fn refuses_an_empty_body() {{
+        let plugin = testing::init::<{type_name}>().expect("init succeeds");
+        assert_eq!(testing::call(&plugin, Request::new("POST", "/")).status, 400);
+    }}
+}}
+"#
+    )
+}
+
+fn readme(name: &str) -> String {
+    format!(
+        "# {name}\n\nA fiddler-crab plugin serving `POST /{name}`.\n\n\
+         ```sh\ncargo test                 # calls the handler directly, no server needed\n\
+         cargo build --release\n\
+         fiddler-crab check target/release/lib{name}.so   # what the server will do with it\n\
+         cp target/release/lib{name}.so /path/to/fiddler_crab/plugins/\n\
+         curl --data 'crab' http://127.0.0.1:8080/{name}\n```\n"
+    )
+}
+
+/// What `check` found.
+pub struct Verdict {
+    /// The report to print.
+    pub text: String,
+    /// Whether the server would load the file.
+    pub loads: bool,
+}
+
+/// Checks `file` in a child process (this binary with [`CHECK_CHILD`]).
+pub fn check(file: &Path, verbose: bool) -> Verdict {
+    let mut text = String::new();
+    let route = match PluginName::for_library(file) {
+        Some(Ok(name)) => Some(name),
+        Some(Err(stem)) => {
+            let _ = writeln!(
+                text,
+                "route: none: the name {stem:?} is not [a-z0-9_-]{{1,64}}, so the server \
+                 would ignore the file. Rename it."
+            );
+            None
+        }
+        None => {
+            let _ = writeln!(
+                text,
+                "route: none: the file does not end in .so, so the server would treat it as a \
+                 program (if executable), not as a plugin."
+            );
+            None
+        }
+    };
+    let exe = std::env::current_exe();
+    let output = exe.and_then(|exe| {
+        let mut command = Command::new(exe);
+        command.arg(CHECK_CHILD).arg(file);
+        if verbose {
+            command.arg("--verbose");
+        }
+        command.output()
+    });
+    let loads = match output {
+        Ok(output) => {
+            text.push_str(&String::from_utf8_lossy(&output.stdout));
+            if output.status.success() {
+                true
+            } else {
+                if output.stdout.is_empty() {
+                    let _ = writeln!(
+                        text,
+                        "verdict: refused: loading it killed the checking process ({}). In the \
+                         server that would cost a worker restart, after which the file is \
+                         skipped.",
+                        output.status
+                    );
+                }
+                false
+            }
+        }
+        Err(e) => {
+            let _ = writeln!(
+                text,
+                "verdict: unknown: cannot start the checking process: {e}"
+            );
+            false
+        }
+    };
+    if let Some(route) = &route {
+        text.insert_str(0, &format!("route: /{route}\n"));
+    }
+    Verdict {
+        text,
+        loads: loads && route.is_some(),
+    }
+}
+
+/// The child side of `check`: loads the file as the server would and prints the findings.
+/// Exit code 0 when it loaded.
+pub fn check_in_child(file: &Path, verbose: bool) -> i32 {
+    let mapped = Arc::new(AtomicUsize::new(0));
+    let mut loader = match Loader::new(mapped) {
+        Ok(loader) => loader,
+        Err(e) => {
+            println!("verdict: unknown: cannot make a private directory: {e}");
+            return 2;
+        }
+    };
+    let file = match PluginFile::read(file) {
+        Ok(file) => file,
+        Err(e) => {
+            println!("verdict: refused: cannot read the file: {e}");
+            return 1;
+        }
+    };
+    let name = PluginName::parse("check").expect("\"check\" is a valid route name");
+    match loader.load(name, &file) {
+        Ok(plugin) => {
+            let meta = &plugin.meta;
+            println!("crate: {} {}", meta.crate_name, meta.version);
+            println!("description: {}", meta.description);
+            match meta.deadline {
+                Some(d) => println!("deadline: {} ms (its own)", d.as_millis()),
+                None => println!("deadline: the server's --deadline"),
+            }
+            match meta.max_body {
+                Some(n) => println!("max body: {n} bytes (its own, capped by --max-body)"),
+                None => println!("max body: the server's --max-body"),
+            }
+            println!("verdict: loads: the server would serve it.");
+            0
+        }
+        Err(LoadError::Library { plain, detail }) => {
+            println!("verdict: refused: {plain}.");
+            if verbose {
+                println!("detail:\n{detail}");
+            } else {
+                println!("(--verbose shows the loader's full report)");
+            }
+            1
+        }
+        Err(e) => {
+            println!("verdict: refused: {e}.");
+            1
+        }
+    }
+}
