@@ -58,6 +58,8 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Run the worker in this process, without a supervisor (debugging).
     pub no_supervisor: bool,
+    /// Load plugins from a folder or files other users can write (off by default).
+    pub insecure_plugins_dir: bool,
     /// How often the plugins folder is looked at.
     pub watch_interval: Duration,
     /// Replaced plugin versions that may stay mapped before a restart is asked for.
@@ -89,6 +91,7 @@ impl Default for Config {
             pressure_timeout: Duration::from_secs(1),
             drain_timeout: Duration::from_secs(30),
             no_supervisor: false,
+            insecure_plugins_dir: false,
             watch_interval: Duration::from_millis(250),
             swap_budget: 300,
         }
@@ -402,14 +405,21 @@ const SETTINGS: &[Setting] = &[
         value_name: SWITCH,
         help: "run without the supervisor process (a crashing plugin then ends the server)",
         set: |c, v| {
-            c.no_supervisor = match v {
-                "yes" | "true" | "1" => true,
-                "no" | "false" | "0" => false,
-                _ => return Err("yes or no"),
-            };
+            c.no_supervisor = switch(v)?;
             Ok(())
         },
         show_default: |c| if c.no_supervisor { "yes" } else { "no" }.to_owned(),
+    },
+    Setting {
+        flag: "--insecure-plugins-dir",
+        env: "FIDDLER_INSECURE_PLUGINS_DIR",
+        value_name: SWITCH,
+        help: "load plugins even from a folder or files other users can write (risky)",
+        set: |c, v| {
+            c.insecure_plugins_dir = switch(v)?;
+            Ok(())
+        },
+        show_default: |c| if c.insecure_plugins_dir { "yes" } else { "no" }.to_owned(),
     },
     Setting {
         flag: "--watch-interval",
@@ -434,6 +444,14 @@ const SETTINGS: &[Setting] = &[
         show_default: |c| c.swap_budget.to_string(),
     },
 ];
+
+fn switch(value: &str) -> Result<bool, &'static str> {
+    match value {
+        "yes" | "true" | "1" => Ok(true),
+        "no" | "false" | "0" => Ok(false),
+        _ => Err("yes or no"),
+    }
+}
 
 fn listen_addr(value: &str) -> Result<Option<SocketAddr>, &'static str> {
     if value == "off" {

@@ -28,6 +28,7 @@ pub mod signals;
 pub mod supervisor;
 pub mod tls;
 pub mod transport;
+pub mod trust;
 pub mod watcher;
 
 use std::fmt;
@@ -120,7 +121,15 @@ pub fn run(config: Config) -> Result<(), RunError> {
         loader,
         config.watch_interval,
         config.swap_budget,
+        config.insecure_plugins_dir,
     );
+    if config.insecure_plugins_dir {
+        warn!(
+            "--insecure-plugins-dir: plugins are loaded whoever owns or can write them; anyone \
+             who can write {} can run code as this server",
+            config.plugins.display()
+        );
+    }
     let registry = watcher.scan_now();
     info!(
         "serving {} plugin(s) from {}",

@@ -36,6 +36,9 @@ struct Stamp {
     modified: i64,
     modified_nanos: i64,
     inode: u64,
+    /// Permissions and owner: a `chmod go-w` makes a refused file worth another look.
+    mode: u32,
+    owner: u32,
 }
 
 /// A file seen at the last poll.
@@ -72,8 +75,10 @@ pub struct Watcher {
     refused: HashSet<u64>,
     /// Files already reported as ignored (bad name, route taken), to log them once.
     ignored: HashSet<PathBuf>,
-    /// The folder could not be read at the last poll (logged once).
+    /// The folder could not be read, or was not trusted, at the last poll (logged once).
     unreadable: bool,
+    /// Skip the ownership and permission checks (`--insecure-plugins-dir`).
+    insecure: bool,
     /// The supervisor's state folder, which outlives this worker: a marker there names the file
     /// being loaded, so a load that kills the worker is known to the next one.
     state_dir: Option<PathBuf>,
@@ -81,7 +86,13 @@ pub struct Watcher {
 
 impl Watcher {
     /// A watcher of `dir` that polls every `interval`.
-    pub fn new(dir: &Path, loader: Loader, interval: Duration, swap_budget: usize) -> Watcher {
+    pub fn new(
+        dir: &Path,
+        loader: Loader,
+        interval: Duration,
+        swap_budget: usize,
+        insecure: bool,
+    ) -> Watcher {
         Watcher {
             dir: dir.to_owned(),
             loader,
@@ -93,6 +104,7 @@ impl Watcher {
             refused: HashSet::new(),
             ignored: HashSet::new(),
             unreadable: false,
+            insecure,
             state_dir: std::env::var_os("FIDDLER_STATE_DIR").map(PathBuf::from),
         }
         .remembering_crashes()
@@ -169,6 +181,21 @@ impl Watcher {
     /// when it cannot be read. Hidden files (temporary files of `mv`, rsync, editors) are
     /// skipped; any other file is reported once as ignored.
     fn list(&mut self) -> Option<BTreeMap<PathBuf, Stamp>> {
+        let distrusted = match fs::metadata(&self.dir) {
+            Ok(meta) if !self.insecure => crate::trust::distrust(&meta),
+            _ => None,
+        };
+        if let Some(why) = distrusted {
+            if !self.unreadable {
+                warn!(
+                    "refused plugins folder {}: {why} (or pass --insecure-plugins-dir); nothing \
+                     in it is loaded until it is fixed",
+                    self.dir.display()
+                );
+                self.unreadable = true;
+            }
+            return None;
+        }
         let entries = match fs::read_dir(&self.dir) {
             Ok(entries) => {
                 self.unreadable = false;
@@ -210,6 +237,8 @@ impl Watcher {
                 modified: meta.mtime(),
                 modified_nanos: meta.mtime_nsec(),
                 inode: meta.ino(),
+                mode: meta.mode(),
+                owner: meta.uid(),
             };
             files.insert(path, stamp);
         }
@@ -307,6 +336,20 @@ impl Watcher {
                 );
             }
             return None;
+        }
+        if !self.insecure {
+            if let Some(why) = fs::metadata(path)
+                .ok()
+                .and_then(|m| crate::trust::distrust(&m))
+            {
+                if self.ignored.insert(path.to_owned()) {
+                    warn!(
+                        "refused {}: {why} (or pass --insecure-plugins-dir)",
+                        path.display()
+                    );
+                }
+                return None;
+            }
         }
         let file = match PluginFile::read(path) {
             Ok(file) => file,

@@ -60,3 +60,41 @@ fn a_missing_plugins_folder_serves_admin_routes() {
     assert_eq!(server.get("/-/health").text(), "ok\n");
     assert_eq!(server.post("/echo", b"").status, 404);
 }
+
+#[test]
+fn a_plugins_folder_others_can_write_is_refused_unless_overridden() {
+    use std::os::unix::fs::PermissionsExt;
+    let open_up = |dir: &std::path::Path| {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o777)).expect("chmod 777");
+    };
+    let mut server = Server::start_with(Scheme::Http, &["echo"], &[], open_up);
+    let refusal = server.wait_for_log("refused plugins folder", IO_DEADLINE);
+    assert!(refusal.contains("mode 0777"), "{refusal}");
+    assert_eq!(server.post("/echo", b"x").status, 404);
+
+    let mut risky = Server::start_with(
+        Scheme::Http,
+        &["echo"],
+        &["--insecure-plugins-dir"],
+        open_up,
+    );
+    risky.wait_for_log("--insecure-plugins-dir:", IO_DEADLINE);
+    assert_eq!(risky.post("/echo", b"served").text(), "served");
+}
+
+#[test]
+fn a_plugin_file_others_can_write_is_refused_until_fixed() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut server = Server::start_with(Scheme::Http, &["echo"], &[], |dir| {
+        let file = dir.join("libecho.so");
+        fs::set_permissions(file, fs::Permissions::from_mode(0o664)).expect("chmod 664");
+    });
+    let refusal = server.wait_for_log("libecho.so: other users can write it", IO_DEADLINE);
+    assert!(refusal.contains("chmod go-w"), "{refusal}");
+    assert_eq!(server.post("/echo", b"x").status, 404);
+    let file = server.plugins_dir.join("libecho.so");
+    fs::set_permissions(file, fs::Permissions::from_mode(0o644)).expect("chmod 644");
+    crate::support::wait_until("the fixed file to load", IO_DEADLINE, || {
+        (server.post("/echo", b"fixed").text() == "fixed").then_some(())
+    });
+}
