@@ -1,0 +1,43 @@
+//! Fuzz target for the plugin-api conversion layer: a parsed head becomes a plugin `Request`
+//! (accessors must not panic), and a `Response` with arbitrary header bytes becomes a response
+//! head that never carries a line break the plugin smuggled in.
+#![no_main]
+
+use fiddler_crab::http::parse::{parse_head, HeadLimits};
+use fiddler_crab::http::response::{write_head, Persistence};
+use libfuzzer_sys::fuzz_target;
+use plugin_api::{Header, Request, Response};
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(Some((head, _))) = parse_head(data, &HeadLimits::default()) {
+        let mut request = Request::new(&head.method, &head.path);
+        request.query = head.query.as_str().into();
+        for (name, value) in &head.headers {
+            request.headers.push(Header {
+                name: name.as_str().into(),
+                value: value.clone().into(),
+            });
+        }
+        let _ = request.query_pairs().count();
+        let _ = request.header("host");
+        let _ = request.query_param("a");
+    }
+    // Arbitrary bytes as a plugin's header name and value.
+    let split = data.len() / 2;
+    let name = String::from_utf8_lossy(&data[..split]).into_owned();
+    let response = Response::status(200).with_header(&name, "v");
+    let mut response = response.with_body(data.to_vec());
+    response.headers.push(Header {
+        name: "X-Raw".into(),
+        value: data[split..].to_vec().into(),
+    });
+    let (head, _) = write_head(response.status, &response.headers, response.body.len(), Persistence::Close);
+    let end = head.windows(4).position(|w| w == b"\r\n\r\n").expect("the head ends");
+    assert_eq!(end + 4, head.len(), "one blank line, at the end");
+    // Every line up to the blank one ends in CRLF, with no CR or LF inside.
+    for line in head[..end + 2].split_inclusive(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r\n").expect("every line ends in CRLF");
+        assert!(!line.contains(&b'\n'), "no bare LF inside a line");
+        assert!(!line.contains(&b'\r'), "no bare CR inside a line");
+    }
+});
