@@ -13,6 +13,7 @@
 //!   minimum rates, slow readers, running out of descriptors.
 //! - `authoring`: `fiddler-crab check` on good and bad files; `new` -> build -> serve.
 //! - `cgi`: executables in the plugins folder served as CGI programs.
+//! - `conformance`: RFC 9110/9112 rules as a table of raw inputs, statuses and closes.
 //! - `crashes`: segfault, abort, stack overflow, exit and hang cost one request; crash at load;
 //!   SIGTERM drains; SIGHUP restarts without losing a request.
 //! - `hotswap`: plugins dropped in, replaced, removed and refused while the server runs.
@@ -20,6 +21,7 @@
 
 mod authoring;
 mod cgi;
+mod conformance;
 mod crashes;
 mod hotswap;
 mod limits;

@@ -223,6 +223,9 @@ fn chunked_framing(codings: &[String], http11: bool) -> Result<Framing, HttpErro
             "chunked must be the final transfer coding",
         ));
     }
+    if codings[..codings.len() - 1].iter().any(|c| c == "chunked") {
+        return Err(HttpError::BadRequest("chunked applied more than once"));
+    }
     if codings.len() > 1 {
         return Err(HttpError::NotImplemented(
             "transfer codings other than chunked",
@@ -309,6 +312,7 @@ mod tests {
             ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", HttpError::BadRequest("chunked must be the final transfer coding")),
             ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", HttpError::NotImplemented("transfer codings other than chunked")),
             ("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", HttpError::BadRequest("Transfer-Encoding in an HTTP/1.0 request")),
+            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", HttpError::BadRequest("chunked applied more than once")),
             ("GET / HTTP/1.1\r\nHost : a\r\n\r\n", HttpError::BadRequest("invalid header name (or space before the colon)")),
             ("GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n  folded\r\n\r\n", HttpError::BadRequest("invalid header name (or space before the colon)")),
             ("GET / HTTP/1.1\r\nHost: a\rX: 1\r\n\r\n", HttpError::BadRequest("invalid header value (control character or obs-fold)")),
