@@ -31,7 +31,9 @@ pub struct AdminView<'a> {
 pub fn answer(rest: &str, view: &AdminView<'_>) -> Response {
     match rest {
         "/health" => text(200, "ok\n"),
-        "/ready" if view.queued >= view.queue_capacity => text(
+        // Not ready above the queue's high-water mark (three quarters), so a load balancer
+        // sends traffic elsewhere before requests have to wait for room.
+        "/ready" if view.queued * 4 >= view.queue_capacity * 3 => text(
             503,
             &format!("busy: {} of {} queued\n", view.queued, view.queue_capacity),
         ),
@@ -92,16 +94,7 @@ fn plugins_json(view: &AdminView<'_>) -> String {
 fn json_string(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
     out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
+    crate::log::escape_into(&mut out, text);
     out.push('"');
     out
 }
@@ -128,8 +121,14 @@ mod tests {
         assert_eq!(answer("/ready", &view).status, 503);
         let view = AdminView { queued: 3, ..view };
         assert_eq!(
+            answer("/ready", &view).status,
+            503,
+            "3/4 is the high-water mark"
+        );
+        let view = AdminView { queued: 2, ..view };
+        assert_eq!(
             answer("/ready", &view).body_str(),
-            Some("ready: 3 of 4 queued\n")
+            Some("ready: 2 of 4 queued\n")
         );
         assert_eq!(answer("/health", &view).status, 200);
         assert_eq!(

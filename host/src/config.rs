@@ -18,6 +18,15 @@ pub struct Config {
     pub http: Option<SocketAddr>,
     /// Where the HTTPS listener binds; `None` is off.
     pub https: Option<SocketAddr>,
+    /// Where the admin routes (`/-/...`) are served instead of on the HTTP listener; `None`
+    /// keeps them on the HTTP listener.
+    pub admin: Option<SocketAddr>,
+    /// How log lines are written.
+    pub log_format: crate::log::Format,
+    /// The most verbose level logged.
+    pub log_level: crate::log::Level,
+    /// One line per answered request.
+    pub access_log: bool,
     /// The PEM certificate chain for HTTPS.
     pub cert: PathBuf,
     /// The PEM private key for HTTPS.
@@ -71,6 +80,10 @@ impl Default for Config {
         Config {
             http: Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
             https: Some(SocketAddr::from(([127, 0, 0, 1], 8443))),
+            admin: None,
+            log_format: crate::log::Format::Human,
+            log_level: crate::log::Level::Info,
+            access_log: false,
             cert: PathBuf::from("certs/cert.pem"),
             key: PathBuf::from("certs/key.pem"),
             plugins: PathBuf::from("plugins"),
@@ -176,6 +189,64 @@ const SETTINGS: &[Setting] = &[
             Ok(())
         },
         show_default: |c| show_addr(c.https),
+    },
+    Setting {
+        flag: "--admin",
+        env: "FIDDLER_ADMIN",
+        value_name: "ADDR",
+        help: "serve the admin routes /-/... here only (plain HTTP), not on --http; or off",
+        set: |c, v| {
+            c.admin = listen_addr(v)?;
+            Ok(())
+        },
+        show_default: |c| show_addr(c.admin),
+    },
+    Setting {
+        flag: "--log-format",
+        env: "FIDDLER_LOG_FORMAT",
+        value_name: "human|json",
+        help: "log lines for people, or one JSON object per line for collectors",
+        set: |c, v| {
+            c.log_format = match v {
+                "human" => crate::log::Format::Human,
+                "json" => crate::log::Format::Json,
+                _ => return Err("human or json"),
+            };
+            Ok(())
+        },
+        show_default: |c| match c.log_format {
+            crate::log::Format::Human => "human".to_owned(),
+            crate::log::Format::Json => "json".to_owned(),
+        },
+    },
+    Setting {
+        flag: "--log-level",
+        env: "FIDDLER_LOG_LEVEL",
+        value_name: "info|warn",
+        help: "info logs lifecycle events too; warn only what needs attention",
+        set: |c, v| {
+            c.log_level = match v {
+                "info" => crate::log::Level::Info,
+                "warn" => crate::log::Level::Warn,
+                _ => return Err("info or warn"),
+            };
+            Ok(())
+        },
+        show_default: |c| match c.log_level {
+            crate::log::Level::Info => "info".to_owned(),
+            crate::log::Level::Warn => "warn".to_owned(),
+        },
+    },
+    Setting {
+        flag: "--access-log",
+        env: "FIDDLER_ACCESS_LOG",
+        value_name: SWITCH,
+        help: "log one line per answered request (never for shed ones)",
+        set: |c, v| {
+            c.access_log = switch(v)?;
+            Ok(())
+        },
+        show_default: |c| if c.access_log { "yes" } else { "no" }.to_owned(),
     },
     Setting {
         flag: "--cert",

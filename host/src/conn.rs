@@ -13,6 +13,7 @@ use plugin_api::RVec;
 use crate::http::body::BodyReader;
 use crate::http::error::HttpError;
 use crate::http::parse::{parse_head, Head, HeadLimits};
+use crate::listener::Scheme;
 use crate::queue::ByteBudget;
 use crate::transport::Transport;
 
@@ -40,6 +41,8 @@ pub struct ReplyShape {
     pub keep_alive: bool,
     /// The request was HTTP/1.0.
     pub http10: bool,
+    /// When its head was complete (for the latency histogram and the access log).
+    pub started: Instant,
 }
 
 impl ReplyShape {
@@ -49,6 +52,7 @@ impl ReplyShape {
             head_only: head.method == "HEAD",
             keep_alive: head.keep_alive,
             http10: !head.http11,
+            started: Instant::now(),
         }
     }
 }
@@ -138,6 +142,8 @@ pub struct Conn {
     pub transport: Transport,
     /// The client's address.
     pub peer: SocketAddr,
+    /// The listener it came from (admin connections are counted apart).
+    pub kind: Scheme,
     /// What it waits for.
     pub phase: Phase,
     /// When the current phase began (for minimum rates and shrinking deadlines).
@@ -150,12 +156,19 @@ pub struct Conn {
 
 impl Conn {
     /// A new connection waiting for its first request head.
-    pub fn new(id: ConnId, transport: Transport, peer: SocketAddr, timeout: Duration) -> Conn {
+    pub fn new(
+        id: ConnId,
+        transport: Transport,
+        peer: SocketAddr,
+        kind: Scheme,
+        timeout: Duration,
+    ) -> Conn {
         let now = Instant::now();
         Conn {
             id,
             transport,
             peer,
+            kind,
             phase: Phase::ExpectHead,
             since: now,
             deadline: now + timeout,

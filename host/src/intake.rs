@@ -49,6 +49,9 @@ const RATE_GRACE: Duration = Duration::from_secs(1);
 const SCRATCH: usize = 64 * 1024;
 /// While draining, how long an idle keep-alive connection may still send one last request.
 const DRAIN_IDLE: Duration = Duration::from_millis(500);
+/// Connections the admin listener takes at most (apart from `--max-conns`, so a flood on the
+/// public ports does not lock the operator out).
+const ADMIN_CONNS: usize = 16;
 /// How many sweeps between two looks at the certificate files (about a second).
 const CERT_CHECK_EVERY: u32 = 10;
 /// How long accepting pauses after the process ran out of file descriptors or memory.
@@ -127,6 +130,10 @@ pub struct Intake {
     settings: IntakeSettings,
     /// No accepting before this (after EMFILE and the like).
     accept_paused_until: Instant,
+    /// Open connections from the admin listener (not counted by `admission`).
+    admin_open: usize,
+    /// Whether an admin listener exists (then the public ones do not answer `/-/`).
+    listeners_have_admin: bool,
     /// Accepting failed for lack of descriptors or memory, and has not succeeded since.
     exhausted: bool,
     sweeps: u32,
@@ -167,8 +174,11 @@ impl Intake {
                 pending: true,
             });
         }
+        let listeners_have_admin = bound.iter().any(|l| l.scheme == Scheme::Admin);
         Ok(Intake {
             poll,
+            listeners_have_admin,
+            admin_open: 0,
             listeners: bound,
             certs,
             conns: Vec::new(),
@@ -185,7 +195,12 @@ impl Intake {
             accept_paused_until: Instant::now(),
             exhausted: false,
             sweeps: 0,
-            counters: Counters::default(),
+            counters: Counters::with_worker_restarts(
+                std::env::var("FIDDLER_WORKER_RESTARTS")
+                    .ok()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0),
+            ),
             scratch: vec![0; SCRATCH].into_boxed_slice(),
             stalled: VecDeque::new(),
             drain_until: None,
@@ -284,18 +299,27 @@ impl Intake {
         (i < self.listeners.len()).then_some(i)
     }
 
-    fn accept_pending(&self) -> bool {
-        self.listeners.iter().any(|l| l.pending)
+    /// Whether listener `i` may accept now: the admin listener has its own small budget; the
+    /// others need room (or busy mode) and no pause.
+    fn may_accept_on(&self, i: usize) -> bool {
+        match self.listeners[i].scheme {
+            Scheme::Admin => self.admin_open < ADMIN_CONNS,
+            _ => self.may_accept(),
+        }
     }
 
     /// Accepts while there is room and connections wait, taking the listeners in turn.
     fn accept(&mut self) {
-        let mut i = 0;
-        while self.accept_pending() && self.may_accept() {
-            i = (i + 1) % self.listeners.len();
-            if !self.listeners[i].pending {
-                continue;
-            }
+        let mut start = 0;
+        loop {
+            let count = self.listeners.len();
+            let Some(i) = (0..count)
+                .map(|k| (start + k) % count)
+                .find(|&i| self.listeners[i].pending && self.may_accept_on(i))
+            else {
+                return;
+            };
+            start = i + 1;
             let scheme = self.listeners[i].scheme;
             match self.listeners[i].socket.accept() {
                 Ok((stream, peer)) => {
@@ -303,7 +327,7 @@ impl Intake {
                         self.exhausted = false;
                         crate::info!("accepting again: descriptors or memory are available");
                     }
-                    if self.has_room() {
+                    if scheme == Scheme::Admin || self.has_room() {
                         self.admit(stream, peer, scheme);
                     } else {
                         // Busy mode: answer 503 (plain HTTP) or close (HTTPS), no slot taken.
@@ -334,7 +358,9 @@ impl Intake {
     }
 
     fn admit(&mut self, stream: mio::net::TcpStream, peer: SocketAddr, scheme: Scheme) {
-        if !self.admission.enter(peer.ip()) {
+        if scheme == Scheme::Admin {
+            self.admin_open += 1;
+        } else if !self.admission.enter(peer.ip()) {
             // Over the per-IP cap: closed at once, without a byte.
             self.counters.drop_for(Reason::PerIpCap);
             return;
@@ -342,17 +368,17 @@ impl Intake {
         self.counters.accepted += 1;
         let _ = stream.set_nodelay(true);
         let mut transport = match (scheme, &self.certs) {
-            (Scheme::Http, _) => Transport::Plain(stream),
+            (Scheme::Http | Scheme::Admin, _) => Transport::Plain(stream),
             (Scheme::Https, Some(certs)) => {
                 match rustls::ServerConnection::new(Arc::clone(certs.config())) {
                     Ok(tls) => Transport::tls(stream, tls),
                     Err(e) => {
-                        self.admission.leave(peer.ip());
+                        self.release_slot(scheme, peer);
                         return warn!("cannot start TLS for {peer}: {e}");
                     }
                 }
             }
-            (Scheme::Https, None) => return self.admission.leave(peer.ip()),
+            (Scheme::Https, None) => return self.release_slot(scheme, peer),
         };
         let slot = self.free.pop().unwrap_or(self.conns.len());
         if let Err(e) = self.poll.registry().register(
@@ -361,7 +387,7 @@ impl Intake {
             Interest::READABLE | Interest::WRITABLE,
         ) {
             warn!("cannot watch a new connection: {e}");
-            self.admission.leave(peer.ip());
+            self.release_slot(scheme, peer);
             if slot < self.conns.len() {
                 self.free.push(slot);
             }
@@ -376,7 +402,7 @@ impl Intake {
             serial: self.next_serial,
         };
         let timeout = self.timeout(self.settings.header_timeout);
-        self.conns[slot] = Some(Conn::new(id, transport, peer, timeout));
+        self.conns[slot] = Some(Conn::new(id, transport, peer, scheme, timeout));
     }
 
     fn close(&mut self, slot: usize) {
@@ -385,11 +411,19 @@ impl Intake {
         };
         self.budget.release(conn.charged_bytes());
         let _ = self.poll.registry().deregister(conn.transport.socket_mut());
-        let ip = conn.peer.ip();
+        let (kind, peer) = (conn.kind, conn.peer);
         drop(conn);
         self.free.push(slot);
-        self.admission.leave(ip);
+        self.release_slot(kind, peer);
         self.accept();
+    }
+
+    /// Gives back the slot a connection from a `scheme` listener took.
+    fn release_slot(&mut self, scheme: Scheme, peer: SocketAddr) {
+        match scheme {
+            Scheme::Admin => self.admin_open = self.admin_open.saturating_sub(1),
+            _ => self.admission.leave(peer.ip()),
+        }
     }
 
     fn conn_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
@@ -493,6 +527,18 @@ impl Intake {
     fn on_request(&mut self, slot: usize, head: Head, body: Vec<u8>) {
         let shape = ReplyShape::of(&head);
         let (route, rest) = split_route(&head.path);
+        let on_admin_listener = self.conns[slot].as_ref().map(|c| c.kind) == Some(Scheme::Admin);
+        let misplaced = match (on_admin_listener, route == "-") {
+            (true, false) => Some("this address serves only the admin routes under /-/\n"),
+            (false, true) if self.listeners_have_admin => {
+                Some("no route here: the admin routes are on the --admin address\n")
+            }
+            _ => None,
+        };
+        if let Some(why) = misplaced {
+            self.budget.release(body.len());
+            return self.respond(slot, text(404, why), shape);
+        }
         if route == "-" {
             self.budget.release(body.len());
             let view = AdminView {
@@ -553,6 +599,7 @@ impl Intake {
             head_only: false,
             keep_alive: false,
             http10: false,
+            started: Instant::now(),
         };
         if let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) {
             self.budget.release(conn.charged_bytes());
@@ -619,6 +666,9 @@ impl Intake {
                 continue;
             }
             let conn = job.conn;
+            self.counters
+                .queue_wait
+                .observe(job.enqueued_at.elapsed().as_secs_f64());
             match self.lanes[lane].inbox.send(LaneMsg::Run(job)) {
                 Ok(()) => self.lanes[lane].busy = true,
                 Err(_) => {
@@ -691,15 +741,30 @@ impl Intake {
                 LaneEvent::Done {
                     lane,
                     conn,
+                    route,
                     response,
                 } => {
                     if let Some(slot) = self.lanes.get_mut(lane.0) {
                         slot.busy = false;
                     }
-                    let shape = match self.conn_mut(conn).map(|c| &c.phase) {
-                        Some(Phase::AwaitLane(shape)) => *shape,
+                    let (shape, peer) = match self.conn_mut(conn) {
+                        Some(Conn {
+                            phase: Phase::AwaitLane(shape),
+                            peer,
+                            ..
+                        }) => (*shape, *peer),
                         _ => continue, // the client left; drop the answer
                     };
+                    let took = shape.started.elapsed();
+                    self.counters.latency.observe(took.as_secs_f64());
+                    if crate::log::access_enabled() {
+                        crate::info!(
+                            "access {peer} /{route} {} {} bytes {:.1} ms",
+                            response.status,
+                            response.body.len(),
+                            took.as_secs_f64() * 1000.0
+                        );
+                    }
                     self.respond(conn.slot, response, shape);
                     self.drive(conn.slot);
                 }

@@ -50,6 +50,8 @@ pub enum LaneEvent {
         lane: LaneId,
         /// Who asked.
         conn: ConnId,
+        /// The route it went to (for the access log).
+        route: String,
         /// The answer.
         response: Response,
     },
@@ -133,10 +135,16 @@ impl Lane {
         for msg in inbox {
             match msg {
                 LaneMsg::Run(job) => {
+                    let response = self.serve(&job.route, job.request);
+                    if let Some(handler) = self.registry.get(&job.route) {
+                        let class = usize::from(response.status / 100).min(5);
+                        handler.stats().responses[class].fetch_add(1, Ordering::Relaxed);
+                    }
                     let done = LaneEvent::Done {
                         lane: self.id,
                         conn: job.conn,
-                        response: self.serve(&job.route, job.request),
+                        route: job.route,
+                        response,
                     };
                     if !self.intake.send(done) {
                         return;
@@ -215,6 +223,7 @@ impl Lane {
                 )
             }
             Outcome::Panicked(why) => {
+                plugin.stats.panics.fetch_add(1, Ordering::Relaxed);
                 warn!(
                     "plugin {route} (generation {}) panicked: {why}",
                     plugin.generation.0
@@ -222,6 +231,7 @@ impl Lane {
                 text(500, &format!("plugin {route} panicked\n"))
             }
             Outcome::TimedOut => {
+                plugin.stats.timeouts.fetch_add(1, Ordering::Relaxed);
                 self.quarantined.insert(plugin.generation);
                 if self.executor.abandoned == ABANDONED_BUDGET {
                     crate::request_restart(&format!(

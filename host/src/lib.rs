@@ -90,7 +90,11 @@ impl std::error::Error for RunError {
 /// Binds the listeners the configuration asks for.
 pub fn bind_listeners(config: &Config) -> Result<Vec<(std::net::TcpListener, Scheme)>, RunError> {
     let mut listeners = Vec::new();
-    for (addr, scheme) in [(config.http, Scheme::Http), (config.https, Scheme::Https)] {
+    for (addr, scheme) in [
+        (config.http, Scheme::Http),
+        (config.https, Scheme::Https),
+        (config.admin, Scheme::Admin),
+    ] {
         if let Some(addr) = addr {
             let socket =
                 listener::bind(addr, config.backlog).map_err(|e| RunError::Bind(addr, e))?;
@@ -203,7 +207,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         info!("worker [{}] ready", std::process::id());
     } else {
         for (scheme, addr) in addrs {
-            info!("listening on {}://{addr}", scheme.as_str());
+            info!("{}", scheme.describe(addr));
         }
     }
     signal_ready();

@@ -19,6 +19,8 @@ pub enum Scheme {
     Http,
     /// HTTP/1.1 over TLS.
     Https,
+    /// Plain HTTP for the admin routes only (`--admin`).
+    Admin,
 }
 
 impl Scheme {
@@ -27,6 +29,16 @@ impl Scheme {
         match self {
             Scheme::Http => "http",
             Scheme::Https => "https",
+            Scheme::Admin => "admin",
+        }
+    }
+
+    /// How the start-up log names a listener at `addr`.
+    pub fn describe(self, addr: std::net::SocketAddr) -> String {
+        match self {
+            Scheme::Http => format!("listening on http://{addr}"),
+            Scheme::Https => format!("listening on https://{addr}"),
+            Scheme::Admin => format!("admin routes on http://{addr}/-/"),
         }
     }
 }
@@ -71,6 +83,7 @@ pub fn inherited() -> Option<io::Result<Vec<(TcpListener, Scheme)>>> {
     for fd in FIRST_INHERITED_FD..FIRST_INHERITED_FD + count {
         let scheme = match names.next() {
             Some("https") => Scheme::Https,
+            Some("admin") => Scheme::Admin,
             _ => Scheme::Http,
         };
         // SAFETY: `LISTEN_FDS` hands these descriptors to this process, open, one owner each.

@@ -50,6 +50,12 @@ pub struct PluginStats {
     pub calls: AtomicU64,
     /// Calls that panicked or passed their deadline.
     pub errors: AtomicU64,
+    /// Calls that panicked.
+    pub panics: AtomicU64,
+    /// Calls that passed their deadline (each quarantines the version until it returns).
+    pub timeouts: AtomicU64,
+    /// Answers by status class (index 1..=5 for 1xx..5xx).
+    pub responses: [AtomicU64; 6],
 }
 
 /// A plugin file's contents, read once: what is hashed, copied and loaded.

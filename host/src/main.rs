@@ -30,6 +30,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(Command::Serve(config)) => {
+            fiddler_crab::log::configure(config.log_format, config.log_level, config.access_log);
             // A worker is started with its listeners in LISTEN_FDS; otherwise this process is
             // the supervisor, unless told to run alone.
             let worker = config.no_supervisor || std::env::var_os("LISTEN_FDS").is_some();

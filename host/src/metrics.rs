@@ -59,9 +59,51 @@ impl Reason {
     }
 }
 
+/// Upper bounds of the latency histogram's buckets, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0,
+];
+
+/// A Prometheus histogram of durations.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Observations per bucket (not cumulative); the last one is `+Inf`.
+    counts: [u64; 13],
+    sum: f64,
+}
+
+impl Histogram {
+    /// Records one duration in seconds.
+    pub fn observe(&mut self, seconds: f64) {
+        let bucket = BUCKETS
+            .iter()
+            .position(|&b| seconds <= b)
+            .unwrap_or(BUCKETS.len());
+        self.counts[bucket] += 1;
+        self.sum += seconds;
+    }
+
+    fn render(&self, out: &mut String, name: &str) {
+        let mut cumulative = 0;
+        for (i, count) in self.counts.iter().enumerate() {
+            cumulative += count;
+            let le = BUCKETS.get(i).map_or("+Inf".to_owned(), |b| b.to_string());
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+        }
+        let _ = writeln!(out, "{name}_sum {}", self.sum);
+        let _ = writeln!(out, "{name}_count {cumulative}");
+    }
+}
+
 /// Intake's counters.
 #[derive(Debug, Default)]
 pub struct Counters {
+    /// From a request's complete head to its answer being ready (queue wait + run).
+    pub latency: Histogram,
+    /// From entering the queue to reaching a lane.
+    pub queue_wait: Histogram,
+    /// Workers started before this one by the supervisor (crashes and planned restarts).
+    pub worker_restarts: u64,
     /// Connections accepted.
     pub accepted: u64,
     /// Connections answered `503` by `--busy 503`.
@@ -77,6 +119,14 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// Zeroed counters, for a worker the supervisor started after `restarts` others.
+    pub fn with_worker_restarts(restarts: u64) -> Counters {
+        Counters {
+            worker_restarts: restarts,
+            ..Counters::default()
+        }
+    }
+
     /// Counts a close or drop.
     pub fn drop_for(&mut self, reason: Reason) {
         if let Some(i) = Reason::ALL.iter().position(|r| *r == reason) {
@@ -169,6 +219,36 @@ pub fn render(counters: &Counters, gauges: &Gauges<'_>) -> String {
         "counter",
         "Panics and timeouts per plugin route.",
     );
+    metric(
+        "fiddler_plugin_panics_total",
+        "counter",
+        "Panics per plugin route.",
+    );
+    metric(
+        "fiddler_plugin_timeouts_total",
+        "counter",
+        "Calls past their deadline per route.",
+    );
+    metric(
+        "fiddler_plugin_responses_total",
+        "counter",
+        "Answers per route and status class.",
+    );
+    metric(
+        "fiddler_request_duration_seconds",
+        "histogram",
+        "Complete head to answer.",
+    );
+    metric(
+        "fiddler_queue_wait_seconds",
+        "histogram",
+        "Queue entry to a lane.",
+    );
+    metric(
+        "fiddler_worker_restarts_total",
+        "counter",
+        "Workers started before this one.",
+    );
     let _ = writeln!(
         out,
         "fiddler_connections_accepted_total {}",
@@ -204,7 +284,35 @@ pub fn render(counters: &Counters, gauges: &Gauges<'_>) -> String {
             out,
             "fiddler_plugin_errors_total{{plugin=\"{name}\"}} {errors}"
         );
+        let panics = route.stats.panics.load(Ordering::Relaxed);
+        let timeouts = route.stats.timeouts.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "fiddler_plugin_panics_total{{plugin=\"{name}\"}} {panics}"
+        );
+        let _ = writeln!(
+            out,
+            "fiddler_plugin_timeouts_total{{plugin=\"{name}\"}} {timeouts}"
+        );
+        for (class, n) in route.stats.responses.iter().enumerate().skip(1) {
+            let n = n.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "fiddler_plugin_responses_total{{plugin=\"{name}\",class=\"{class}xx\"}} {n}"
+            );
+        }
     }
+    counters
+        .latency
+        .render(&mut out, "fiddler_request_duration_seconds");
+    counters
+        .queue_wait
+        .render(&mut out, "fiddler_queue_wait_seconds");
+    let _ = writeln!(
+        out,
+        "fiddler_worker_restarts_total {}",
+        counters.worker_restarts
+    );
     out
 }
 
@@ -218,6 +326,8 @@ mod tests {
         counters.drop_for(Reason::ClientGone);
         counters.refuse(413);
         counters.respond(200);
+        counters.latency.observe(0.003);
+        counters.latency.observe(99.0);
         let gauges = Gauges {
             open: 3,
             queued: 1,
@@ -228,6 +338,8 @@ mod tests {
         assert!(text.contains("fiddler_dropped_total{reason=\"client_gone\"} 1\n"));
         assert!(text.contains("fiddler_refused_total{status=\"413\"} 1\n"));
         assert!(text.contains("fiddler_responses_total{class=\"2xx\"} 1\n"));
+        assert!(text.contains("fiddler_request_duration_seconds_bucket{le=\"0.005\"} 1\n"));
+        assert!(text.contains("fiddler_request_duration_seconds_bucket{le=\"+Inf\"} 2\n"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (_, value) = line.rsplit_once(' ').expect("name and value");
             assert!(value.parse::<f64>().is_ok(), "{line}");

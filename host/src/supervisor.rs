@@ -49,7 +49,7 @@ pub fn supervise(config: &Config) -> Result<i32, RunError> {
     let listeners = crate::bind_listeners(config)?;
     for (socket, scheme) in &listeners {
         let addr = socket.local_addr().map_err(RunError::EventLoop)?;
-        info!("listening on {}://{addr}", scheme.as_str());
+        info!("{}", scheme.describe(addr));
     }
     let state = StateDir::create().map_err(RunError::PrivateDir)?;
     let fds: Vec<(RawFd, Scheme)> = listeners
@@ -57,7 +57,8 @@ pub fn supervise(config: &Config) -> Result<i32, RunError> {
         .map(|(socket, scheme)| (socket.as_raw_fd(), *scheme))
         .collect();
 
-    let mut current = spawn(&fds, &state.0).map_err(RunError::Worker)?;
+    let mut started = 0u64;
+    let mut current = spawn(&fds, &state.0, started).map_err(RunError::Worker)?;
     let mut retiring: Vec<Child> = Vec::new();
     let mut successor: Option<Worker> = None;
     let mut crashes: u32 = 0;
@@ -100,7 +101,8 @@ pub fn supervise(config: &Config) -> Result<i32, RunError> {
             }
         } else if forwarded == 0 && signals::take_restart() {
             info!("planned restart: starting a new worker");
-            match spawn(&fds, &state.0) {
+            started += 1;
+            match spawn(&fds, &state.0, started) {
                 Ok(worker) => successor = Some(worker),
                 Err(e) => warn!("cannot start a new worker: {e}"),
             }
@@ -137,8 +139,9 @@ pub fn supervise(config: &Config) -> Result<i32, RunError> {
         if signals::terminations() > 0 && forwarded == 0 {
             return Ok(0);
         }
+        started += 1;
         current = loop {
-            match spawn(&fds, &state.0) {
+            match spawn(&fds, &state.0, started) {
                 Ok(worker) => break worker,
                 Err(e) => {
                     warn!(
@@ -196,8 +199,13 @@ impl Worker {
 }
 
 /// Starts a worker: this binary with the same arguments, the listeners as descriptors 3..,
-/// the readiness pipe after them, killed if the supervisor dies.
-fn spawn(listeners: &[(RawFd, Scheme)], state: &std::path::Path) -> io::Result<Worker> {
+/// the readiness pipe after them, killed if the supervisor dies. `earlier_workers` is reported
+/// by the worker's metrics as restarts.
+fn spawn(
+    listeners: &[(RawFd, Scheme)],
+    state: &std::path::Path,
+    earlier_workers: u64,
+) -> io::Result<Worker> {
     let (ready_read, ready_write) = pipe()?;
     let sources: Vec<RawFd> = listeners
         .iter()
@@ -214,6 +222,7 @@ fn spawn(listeners: &[(RawFd, Scheme)], state: &std::path::Path) -> io::Result<W
         .env("LISTEN_FDNAMES", names.join(":"))
         .env("FIDDLER_SUPERVISOR_PID", std::process::id().to_string())
         .env("FIDDLER_STATE_DIR", state)
+        .env("FIDDLER_WORKER_RESTARTS", earlier_workers.to_string())
         .env("FIDDLER_READY_FD", (FIRST_INHERITED_FD + count).to_string())
         .env_remove("LISTEN_PID");
     // SAFETY: between fork and exec only async-signal-safe calls are made (fcntl, dup2,
