@@ -9,6 +9,8 @@
 //! - `limits`: each limit and deadline of DESIGN.md's table answers with its status or closes.
 //! - `loading`: files that are not plugins, or are built against another interface, are refused
 //!   with a log line while the rest serve.
+//! - `operability`: metrics, readiness, the admin address, JSON and access logs, systemd socket
+//!   activation.
 //! - `overload`: the connection budget, the per-IP cap, `--busy 503`, dropped queued requests,
 //!   minimum rates, slow readers, running out of descriptors.
 //! - `authoring`: `fiddler-crab check` on good and bad files; `new` -> build -> serve.
@@ -26,6 +28,7 @@ mod crashes;
 mod hotswap;
 mod limits;
 mod loading;
+mod operability;
 mod overload;
 mod serving;
 mod support;

@@ -292,9 +292,10 @@ impl Server {
     fn listening_on(&mut self, scheme: &str) -> SocketAddr {
         let prefix = format!("listening on {scheme}://");
         let line = self.wait_for_log(&prefix, START_DEADLINE);
+        // Human lines end with the address; JSON lines close the object after it.
         line.rsplit(&prefix)
             .next()
-            .and_then(|a| a.trim().parse().ok())
+            .and_then(|a| a.trim().trim_end_matches("\"}").parse().ok())
             .unwrap_or_else(|| panic!("unparsable listening line: {line}"))
     }
 

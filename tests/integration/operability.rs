@@ -1,0 +1,216 @@
+//! Running it in production: metrics, readiness, the admin address, JSON and access logs, and
+//! systemd socket activation.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::support::{
+    plugin_library, read_response, wait_until, Scheme, Server, TempDir, IO_DEADLINE,
+};
+
+/// Every sample line is `name{labels} value` with a number for the value.
+fn assert_prometheus_text(text: &str) {
+    for line in text.lines() {
+        if line.starts_with("# HELP ") || line.starts_with("# TYPE ") {
+            continue;
+        }
+        let (name, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("no value: {line}"));
+        assert!(value.parse::<f64>().is_ok(), "not a number: {line}");
+        let bare = name.split('{').next().unwrap_or_default();
+        assert!(
+            !bare.is_empty() && bare.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "bad metric name: {line}"
+        );
+        if let Some(labels) = name.strip_prefix(bare) {
+            assert!(
+                labels.is_empty() || (labels.starts_with('{') && labels.ends_with('}')),
+                "{line}"
+            );
+        }
+    }
+}
+
+#[test]
+fn metrics_parse_and_move_with_requests_panics_timeouts_and_drops() {
+    let server = Server::start_over(Scheme::Http, &["echo", "panic", "sleep"], &[]);
+    let before = server.get("/-/metrics").text();
+    assert_prometheus_text(&before);
+    assert_eq!(server.post("/echo", b"x").status, 200);
+    assert_eq!(server.get("/panic").status, 500);
+    assert_eq!(server.get("/sleep?ms=1500").status, 504);
+    assert_eq!(
+        server
+            .send(b"BREW /echo HTTP/1.1\r\nHost: t\r\n\r\n")
+            .status,
+        501
+    );
+    let after = server.get("/-/metrics").text();
+    assert_prometheus_text(&after);
+    for sample in [
+        "fiddler_plugin_calls_total{plugin=\"echo\"} 1",
+        "fiddler_plugin_panics_total{plugin=\"panic\"} 1",
+        "fiddler_plugin_timeouts_total{plugin=\"sleep\"} 1",
+        "fiddler_plugin_responses_total{plugin=\"echo\",class=\"2xx\"} 1",
+        "fiddler_refused_total{status=\"501\"} 1",
+        "fiddler_worker_restarts_total 0",
+    ] {
+        assert!(
+            after.lines().any(|l| l == sample),
+            "{sample} missing in:\n{after}"
+        );
+    }
+    let count = |text: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("fiddler_request_duration_seconds_count "))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        count(&after) >= count(&before) + 3,
+        "the latency histogram counts answers"
+    );
+}
+
+#[test]
+fn ready_turns_503_at_the_queue_high_water_mark_and_back() {
+    let server = Server::start_over(Scheme::Http, &["sleep"], &["--queue", "4"]);
+    assert_eq!(server.get("/-/ready").status, 200);
+    let mut waiting = Vec::new();
+    for ms in [700, 10, 10, 10] {
+        let mut stream = server.connect_tcp();
+        stream
+            .write_all(format!("GET /sleep?ms={ms} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+            .expect("send");
+        waiting.push(stream);
+    }
+    wait_until("not ready at 3 of 4 queued", IO_DEADLINE, || {
+        (server.get("/-/ready").status == 503).then_some(())
+    });
+    for stream in &mut waiting {
+        assert_eq!(read_response(stream).map(|r| r.status), Some(200));
+    }
+    assert_eq!(server.get("/-/ready").status, 200);
+}
+
+#[test]
+fn the_admin_routes_can_live_on_their_own_address() {
+    let mut server = Server::start_over(Scheme::Http, &["echo"], &["--admin", "127.0.0.1:0"]);
+    let line = server.wait_for_log("admin routes on http://", IO_DEADLINE);
+    let admin: SocketAddr = line
+        .rsplit("http://")
+        .next()
+        .and_then(|a| a.trim_end_matches("/-/").parse().ok())
+        .unwrap_or_else(|| panic!("unparsable: {line}"));
+    let ask = |addr: SocketAddr, raw: &[u8]| {
+        let mut stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(IO_DEADLINE)).expect("timeout");
+        stream.write_all(raw).expect("send");
+        read_response(&mut stream).expect("an answer")
+    };
+    assert_eq!(
+        ask(admin, b"GET /-/health HTTP/1.1\r\nHost: t\r\n\r\n").text(),
+        "ok\n"
+    );
+    assert_eq!(
+        ask(
+            admin,
+            b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\nx"
+        )
+        .status,
+        404
+    );
+    assert_eq!(
+        server.get("/-/health").status,
+        404,
+        "not on the public listener"
+    );
+    assert_eq!(server.post("/echo", b"public").text(), "public");
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_and_the_access_log_is_opt_in() {
+    let mut server = Server::start_over(
+        Scheme::Http,
+        &["echo"],
+        &["--log-format", "json", "--access-log"],
+    );
+    assert_eq!(server.post("/echo", b"logged").text(), "logged");
+    let access = server.wait_for_log("access 127.0.0.1:", IO_DEADLINE);
+    assert!(access.contains("/echo 200 6 bytes"), "{access}");
+    for line in &server.log {
+        assert!(
+            line.starts_with("{\"ts\":") && line.ends_with("\"}"),
+            "not a JSON log line: {line}"
+        );
+        let level = line
+            .split("\"level\":\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next());
+        assert!(matches!(level, Some("info" | "warn")), "{line}");
+        let msg = line.split("\"msg\":\"").nth(1).unwrap_or_default();
+        let msg = &msg[..msg.len() - 2];
+        let mut chars = msg.chars();
+        while let Some(c) = chars.next() {
+            assert!(
+                c != '"' && (c as u32) >= 0x20,
+                "unescaped character in {line}"
+            );
+            if c == '\\' {
+                assert!(
+                    matches!(chars.next(), Some('"' | '\\' | 'u')),
+                    "bad escape in {line}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_binary_serves_under_systemd_socket_activation() {
+    if Command::new("systemd-socket-activate")
+        .arg("--help")
+        .output()
+        .is_err()
+    {
+        panic!("systemd-socket-activate is missing (apt-get install systemd)");
+    }
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let plugins = TempDir::new("socket-activation");
+    std::fs::copy(plugin_library("echo"), plugins.0.join("libecho.so")).expect("copy echo");
+    let mut child = Command::new("systemd-socket-activate")
+        .arg(format!("--listen=127.0.0.1:{port}"))
+        .arg("--fdname=http")
+        .arg(env!("CARGO_BIN_EXE_fiddler-crab"))
+        .args(["--https", "off", "--plugins"])
+        .arg(&plugins.0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start systemd-socket-activate");
+    // With socket activation the server starts on the first connection.
+    let answer = wait_until("the activated server to answer", IO_DEADLINE, || {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        stream
+            .write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 9\r\n\r\nactivated")
+            .ok()?;
+        read_response(&mut stream)
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let log: Vec<String> = child
+        .stderr
+        .take()
+        .map(|e| BufReader::new(e).lines().map_while(Result::ok).collect())
+        .unwrap_or_default();
+    assert_eq!(answer.text(), "activated", "{log:#?}");
+    assert!(log.iter().any(|l| l.contains("ready")), "{log:#?}");
+}
