@@ -162,156 +162,228 @@ pub struct Gauges<'a> {
     pub routes: &'a [RouteInfo],
 }
 
+/// Writes one metric family: its HELP and TYPE lines, then its samples (kept together, as the
+/// text format wants).
+fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: impl FnOnce(&mut String)) {
+    let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
+    samples(out);
+}
+
+/// One sample line per route, from that route's counters.
+fn per_route(
+    out: &mut String,
+    name: &str,
+    routes: &[RouteInfo],
+    value: impl Fn(&RouteInfo) -> u64,
+) {
+    for route in routes {
+        let _ = writeln!(out, "{name}{{plugin=\"{}\"}} {}", route.name, value(route));
+    }
+}
+
 /// The Prometheus text exposition of the counters and gauges.
 pub fn render(counters: &Counters, gauges: &Gauges<'_>) -> String {
-    let mut out = String::with_capacity(2048);
-    let mut metric = |name: &str, kind: &str, help: &str| {
-        let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
-    };
-    metric(
+    let mut out = String::with_capacity(4096);
+    let o = &mut out;
+    let load = |n: &std::sync::atomic::AtomicU64| n.load(Ordering::Relaxed);
+    family(
+        o,
         "fiddler_connections_accepted_total",
         "counter",
         "Connections accepted.",
+        |o| {
+            let _ = writeln!(
+                o,
+                "fiddler_connections_accepted_total {}",
+                counters.accepted
+            );
+        },
     );
-    metric("fiddler_connections_open", "gauge", "Connections open now.");
-    metric(
+    family(
+        o,
+        "fiddler_connections_open",
+        "gauge",
+        "Connections open now.",
+        |o| {
+            let _ = writeln!(o, "fiddler_connections_open {}", gauges.open);
+        },
+    );
+    family(
+        o,
         "fiddler_busy_answers_total",
         "counter",
         "Connections answered 503 by --busy 503.",
+        |o| {
+            let _ = writeln!(o, "fiddler_busy_answers_total {}", counters.busy_answers);
+        },
     );
-    metric(
+    family(
+        o,
         "fiddler_queue_depth",
         "gauge",
         "Requests waiting for a lane.",
+        |o| {
+            let _ = writeln!(o, "fiddler_queue_depth {}", gauges.queued);
+        },
     );
-    metric(
+    family(
+        o,
         "fiddler_requests_queued_total",
         "counter",
         "Requests queued for a lane.",
+        |o| {
+            let _ = writeln!(o, "fiddler_requests_queued_total {}", counters.queued);
+        },
     );
-    metric(
+    family(
+        o,
         "fiddler_dropped_total",
         "counter",
         "Connections closed or requests dropped by the server, by reason.",
+        |o| {
+            for (reason, n) in Reason::ALL.iter().zip(counters.dropped) {
+                let _ = writeln!(
+                    o,
+                    "fiddler_dropped_total{{reason=\"{}\"}} {n}",
+                    reason.label()
+                );
+            }
+        },
     );
-    metric(
+    family(
+        o,
         "fiddler_refused_total",
         "counter",
         "Requests refused before a plugin, by status.",
+        |o| {
+            for (status, n) in &counters.refused {
+                let _ = writeln!(o, "fiddler_refused_total{{status=\"{status}\"}} {n}");
+            }
+        },
     );
-    metric(
+    family(
+        o,
         "fiddler_responses_total",
         "counter",
         "Responses written, by status class.",
+        |o| {
+            for (class, n) in counters.responses.iter().enumerate().skip(1) {
+                let _ = writeln!(o, "fiddler_responses_total{{class=\"{class}xx\"}} {n}");
+            }
+        },
     );
-    metric(
+    family(
+        o,
         "fiddler_libraries_mapped",
         "gauge",
         "Plugin libraries mapped (never unloaded).",
+        |o| {
+            let _ = writeln!(o, "fiddler_libraries_mapped {}", gauges.libraries_mapped);
+        },
     );
-    metric(
+    family(
+        o,
+        "fiddler_routes_served",
+        "gauge",
+        "Routes served; libraries mapped beyond them are replaced or refused versions.",
+        |o| {
+            let _ = writeln!(o, "fiddler_routes_served {}", gauges.routes.len());
+        },
+    );
+    family(
+        o,
         "fiddler_plugin_calls_total",
         "counter",
         "Calls per plugin route.",
+        |o| {
+            per_route(o, "fiddler_plugin_calls_total", gauges.routes, |r| {
+                load(&r.stats.calls)
+            });
+        },
     );
-    metric(
+    family(
+        o,
         "fiddler_plugin_errors_total",
         "counter",
         "Panics and timeouts per plugin route.",
+        |o| {
+            per_route(o, "fiddler_plugin_errors_total", gauges.routes, |r| {
+                load(&r.stats.errors)
+            });
+        },
     );
-    metric(
+    family(
+        o,
         "fiddler_plugin_panics_total",
         "counter",
         "Panics per plugin route.",
+        |o| {
+            per_route(o, "fiddler_plugin_panics_total", gauges.routes, |r| {
+                load(&r.stats.panics)
+            });
+        },
     );
-    metric(
+    family(
+        o,
         "fiddler_plugin_timeouts_total",
         "counter",
-        "Calls past their deadline per route.",
+        "Calls past their deadline (each quarantines the version) per route.",
+        |o| {
+            per_route(o, "fiddler_plugin_timeouts_total", gauges.routes, |r| {
+                load(&r.stats.timeouts)
+            });
+        },
     );
-    metric(
+    family(
+        o,
         "fiddler_plugin_responses_total",
         "counter",
-        "Answers per route and status class.",
+        "Answers per plugin route and status class.",
+        |o| {
+            for route in gauges.routes {
+                for (class, n) in route.stats.responses.iter().enumerate().skip(1) {
+                    let _ = writeln!(
+                        o,
+                        "fiddler_plugin_responses_total{{plugin=\"{}\",class=\"{class}xx\"}} {}",
+                        route.name,
+                        load(n)
+                    );
+                }
+            }
+        },
     );
-    metric(
+    family(
+        o,
         "fiddler_request_duration_seconds",
         "histogram",
-        "Complete head to answer.",
+        "From a complete request head to its answer.",
+        |o| {
+            counters
+                .latency
+                .render(o, "fiddler_request_duration_seconds");
+        },
     );
-    metric(
+    family(
+        o,
         "fiddler_queue_wait_seconds",
         "histogram",
-        "Queue entry to a lane.",
+        "From entering the queue to reaching a lane.",
+        |o| {
+            counters.queue_wait.render(o, "fiddler_queue_wait_seconds");
+        },
     );
-    metric(
+    family(
+        o,
         "fiddler_worker_restarts_total",
         "counter",
-        "Workers started before this one.",
-    );
-    let _ = writeln!(
-        out,
-        "fiddler_connections_accepted_total {}",
-        counters.accepted
-    );
-    let _ = writeln!(out, "fiddler_connections_open {}", gauges.open);
-    let _ = writeln!(out, "fiddler_busy_answers_total {}", counters.busy_answers);
-    let _ = writeln!(out, "fiddler_queue_depth {}", gauges.queued);
-    let _ = writeln!(out, "fiddler_requests_queued_total {}", counters.queued);
-    for (reason, n) in Reason::ALL.iter().zip(counters.dropped) {
-        let _ = writeln!(
-            out,
-            "fiddler_dropped_total{{reason=\"{}\"}} {n}",
-            reason.label()
-        );
-    }
-    for (status, n) in &counters.refused {
-        let _ = writeln!(out, "fiddler_refused_total{{status=\"{status}\"}} {n}");
-    }
-    for (class, n) in counters.responses.iter().enumerate().skip(1) {
-        let _ = writeln!(out, "fiddler_responses_total{{class=\"{class}xx\"}} {n}");
-    }
-    let _ = writeln!(out, "fiddler_libraries_mapped {}", gauges.libraries_mapped);
-    for route in gauges.routes {
-        let name = route.name.as_str();
-        let calls = route.stats.calls.load(Ordering::Relaxed);
-        let errors = route.stats.errors.load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "fiddler_plugin_calls_total{{plugin=\"{name}\"}} {calls}"
-        );
-        let _ = writeln!(
-            out,
-            "fiddler_plugin_errors_total{{plugin=\"{name}\"}} {errors}"
-        );
-        let panics = route.stats.panics.load(Ordering::Relaxed);
-        let timeouts = route.stats.timeouts.load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "fiddler_plugin_panics_total{{plugin=\"{name}\"}} {panics}"
-        );
-        let _ = writeln!(
-            out,
-            "fiddler_plugin_timeouts_total{{plugin=\"{name}\"}} {timeouts}"
-        );
-        for (class, n) in route.stats.responses.iter().enumerate().skip(1) {
-            let n = n.load(Ordering::Relaxed);
+        "Workers the supervisor started before this one.",
+        |o| {
             let _ = writeln!(
-                out,
-                "fiddler_plugin_responses_total{{plugin=\"{name}\",class=\"{class}xx\"}} {n}"
+                o,
+                "fiddler_worker_restarts_total {}",
+                counters.worker_restarts
             );
-        }
-    }
-    counters
-        .latency
-        .render(&mut out, "fiddler_request_duration_seconds");
-    counters
-        .queue_wait
-        .render(&mut out, "fiddler_queue_wait_seconds");
-    let _ = writeln!(
-        out,
-        "fiddler_worker_restarts_total {}",
-        counters.worker_restarts
+        },
     );
     out
 }
@@ -340,6 +412,21 @@ mod tests {
         assert!(text.contains("fiddler_responses_total{class=\"2xx\"} 1\n"));
         assert!(text.contains("fiddler_request_duration_seconds_bucket{le=\"0.005\"} 1\n"));
         assert!(text.contains("fiddler_request_duration_seconds_bucket{le=\"+Inf\"} 2\n"));
+        // Each family's samples follow its own TYPE line, together.
+        let mut family = "";
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                family = rest.split(' ').next().unwrap_or_default();
+            } else if !line.starts_with('#') {
+                let name = line.split(['{', ' ']).next().unwrap_or_default();
+                let base = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|suffix| name.strip_suffix(suffix))
+                    .filter(|base| *base == family)
+                    .unwrap_or(name);
+                assert_eq!(base, family, "{line} outside its family");
+            }
+        }
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (_, value) = line.rsplit_once(' ').expect("name and value");
             assert!(value.parse::<f64>().is_ok(), "{line}");
