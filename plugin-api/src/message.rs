@@ -33,6 +33,14 @@ impl Header {
     }
 }
 
+/// The first header named `name` (case-insensitive) in `headers`, as text.
+fn find_header<'a>(headers: &'a [Header], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|h| h.name.as_str().eq_ignore_ascii_case(name))
+        .and_then(Header::value_str)
+}
+
 /// Anything that can be a body: `Vec<u8>`, `String`, `&str`, `&[u8]`, or an `RVec<u8>` (such as
 /// a request's body, which is moved without a copy).
 pub trait IntoBody {
@@ -127,10 +135,7 @@ impl Request {
 
     /// The first header with this name (case-insensitive), as text.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|h| h.name.as_str().eq_ignore_ascii_case(name))
-            .and_then(Header::value_str)
+        find_header(&self.headers, name)
     }
 
     /// The body as text, if it is UTF-8.
@@ -233,10 +238,7 @@ impl Response {
 
     /// The first header with this name (case-insensitive), as text.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|h| h.name.as_str().eq_ignore_ascii_case(name))
-            .and_then(Header::value_str)
+        find_header(&self.headers, name)
     }
 
     /// The body as text, if it is UTF-8.

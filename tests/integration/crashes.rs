@@ -78,12 +78,11 @@ fn a_plugin_that_crashes_while_loading_is_skipped_after_one_restart() {
     assert_eq!(server.post("/crashinit", b"").status, 404);
 }
 
-#[test]
-fn sigterm_finishes_the_request_in_flight_then_exits_cleanly() {
-    let mut server = Server::start_over(Scheme::Http, &["sleep"], &[]);
+/// Sends `GET /sleep?ms=MS` and waits until the plugin runs it; returns its connection.
+fn start_long_call(server: &Server, ms: u32) -> std::net::TcpStream {
     let mut running = server.connect_tcp();
     running
-        .write_all(b"GET /sleep?ms=600 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .write_all(format!("GET /sleep?ms={ms} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
         .expect("send");
     crate::support::wait_until("the call to start", IO_DEADLINE, || {
         server
@@ -92,6 +91,13 @@ fn sigterm_finishes_the_request_in_flight_then_exits_cleanly() {
             .contains("\"calls\":1")
             .then_some(())
     });
+    running
+}
+
+#[test]
+fn sigterm_finishes_the_request_in_flight_then_exits_cleanly() {
+    let mut server = Server::start_over(Scheme::Http, &["sleep"], &[]);
+    let mut running = start_long_call(&server, 600);
     server.signal(libc::SIGTERM);
     let response = read_response(&mut running).expect("the call in flight is answered");
     assert_eq!(
@@ -106,17 +112,7 @@ fn sigterm_finishes_the_request_in_flight_then_exits_cleanly() {
 #[test]
 fn a_planned_restart_loses_no_request() {
     let mut server = Server::start_over(Scheme::Http, &["sleep", "echo"], &[]);
-    let mut running = server.connect_tcp();
-    running
-        .write_all(b"GET /sleep?ms=500 HTTP/1.1\r\nHost: t\r\n\r\n")
-        .expect("send");
-    crate::support::wait_until("the call to start", IO_DEADLINE, || {
-        server
-            .get("/-/plugins")
-            .text()
-            .contains("\"calls\":1")
-            .then_some(())
-    });
+    let mut running = start_long_call(&server, 500);
     server.signal(libc::SIGHUP);
     assert_eq!(read_response(&mut running).map(|r| r.status), Some(200));
     server.wait_for_log("takes over", IO_DEADLINE + Duration::from_secs(10));
