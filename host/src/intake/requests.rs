@@ -1,0 +1,185 @@
+//! Complete heads and requests: the body limit, admin routes, queueing a job, and writing an
+//! answer (or a refusal) on the connection.
+
+use super::*;
+
+impl Intake {
+    pub(super) fn body_limit(&self, route: &str) -> usize {
+        let own = self
+            .routes
+            .iter()
+            .find(|r| r.name.as_str() == route)
+            .and_then(|r| r.max_body)
+            .and_then(|limit| usize::try_from(limit).ok());
+        own.map_or(self.settings.max_body, |own| {
+            own.min(self.settings.max_body)
+        })
+    }
+
+    pub(super) fn on_head(&mut self, slot: usize, head: Head) {
+        let (route, _) = split_route(&head.path);
+        let limit = self.body_limit(route);
+        let reader = match head.framing {
+            Framing::Empty => return self.on_request(slot, head, Vec::new()),
+            Framing::Length(n) if n > limit as u64 => {
+                return self.refuse(slot, HttpError::BodyTooLarge)
+            }
+            Framing::Length(n) => BodyReader::length(n, limit),
+            Framing::Chunked => BodyReader::chunked(limit),
+        };
+        let idle_timeout = self.timeout(self.settings.idle_timeout);
+        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        if head.expect_continue && !conn.has_buffered_input() {
+            conn.write_now(b"HTTP/1.1 100 Continue\r\n\r\n");
+        }
+        conn.expect_body(head, reader);
+        conn.set_deadline(idle_timeout);
+    }
+
+    pub(super) fn on_request(&mut self, slot: usize, head: Head, body: Vec<u8>) {
+        let shape = ReplyShape::of(&head);
+        let (route, rest) = split_route(&head.path);
+        let on_admin_listener = self.conns[slot].as_ref().map(|c| c.kind) == Some(Scheme::Admin);
+        let misplaced = match (on_admin_listener, route == "-") {
+            (true, false) => Some("this address serves only the admin routes under /-/\n"),
+            (false, true) if self.listeners_have_admin => {
+                Some("no route here: the admin routes are on the --admin address\n")
+            }
+            _ => None,
+        };
+        if let Some(why) = misplaced {
+            self.budget.release(body.len());
+            return self.respond(slot, text(404, why), shape);
+        }
+        if route == "-" {
+            self.budget.release(body.len());
+            let view = AdminView {
+                routes: &self.routes,
+                libraries_mapped: self.libraries_mapped.load(Ordering::Relaxed),
+                queued: self.queue.len(),
+                queue_capacity: self.queue.capacity(),
+                open: self.admission.open(),
+                counters: &self.counters,
+            };
+            let response = admin::answer(rest, &view);
+            return self.respond(slot, response, shape);
+        }
+        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+            self.budget.release(body.len());
+            return;
+        };
+        let request = Request {
+            method: head.method.as_str().into(),
+            path: rest.into(),
+            query: head.query.as_str().into(),
+            headers: head
+                .headers
+                .into_iter()
+                .map(|(name, value)| Header {
+                    name: name.into(),
+                    value: value.into(),
+                })
+                .collect(),
+            body: body.into(),
+            client: conn.peer.to_string().into(),
+            tls: conn.transport.is_tls(),
+        };
+        let job = Job {
+            conn: conn.id,
+            route: route.to_owned(),
+            request,
+            enqueued_at: Instant::now(),
+        };
+        let body_bytes = job.body_bytes();
+        if self.queue.push(job).is_err() {
+            // Full: shed silently, as at accept time.
+            self.budget.release(body_bytes);
+            self.counters.drop_for(Reason::QueueFull);
+            return self.close(slot);
+        }
+        self.counters.queued += 1;
+        conn.phase = Phase::AwaitLane(shape);
+        self.dispatch();
+    }
+
+    /// Answers a refused request and closes the connection afterwards.
+    pub(super) fn refuse(&mut self, slot: usize, error: HttpError) {
+        let status = error.status();
+        self.counters.refuse(status);
+        let response = text(status, &format!("{status} {}: {error}\n", reason(status)));
+        let shape = ReplyShape {
+            head_only: false,
+            keep_alive: false,
+            http10: false,
+            started: Instant::now(),
+        };
+        if let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) {
+            self.budget.release(conn.charged_bytes());
+            // The body's bytes are released; the phase below forgets them.
+            conn.phase = Phase::ExpectHead;
+        }
+        self.respond(slot, response, shape);
+    }
+
+    /// Starts writing `response` on the connection in `slot`.
+    pub(super) fn respond(&mut self, slot: usize, response: Response, shape: ReplyShape) {
+        self.counters.respond(response.status);
+        let keep_alive =
+            shape.keep_alive && !self.queue_under_pressure() && self.drain_until.is_none();
+        let idle_timeout = self.timeout(self.settings.idle_timeout);
+        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        let persistence = if keep_alive {
+            Persistence::KeepAlive {
+                http10: shape.http10,
+            }
+        } else {
+            Persistence::Close
+        };
+        let (head, dropped) = write_head(
+            response.status,
+            &response.headers,
+            response.body.len(),
+            persistence,
+        );
+        if dropped > 0 {
+            warn!(
+                "dropped {dropped} malformed response header(s) for {}",
+                conn.peer
+            );
+        }
+        let body = if shape.head_only || is_bodiless(response.status) {
+            RVec::new()
+        } else {
+            response.body
+        };
+        conn.phase = Phase::Sending(Outgoing::new(head, body, !keep_alive));
+        conn.set_deadline(idle_timeout);
+    }
+}
+
+/// `/echo/a/b` -> (`echo`, `/a/b`); `/echo` -> (`echo`, `/`).
+fn split_route(path: &str) -> (&str, &str) {
+    let rest = path.strip_prefix('/').unwrap_or(path);
+    match rest.find('/') {
+        Some(at) => (&rest[..at], &rest[at..]),
+        None => (rest, "/"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_split_at_the_first_segment() {
+        assert_eq!(split_route("/echo"), ("echo", "/"));
+        assert_eq!(split_route("/echo/"), ("echo", "/"));
+        assert_eq!(split_route("/echo/a/b"), ("echo", "/a/b"));
+        assert_eq!(split_route("/"), ("", "/"));
+        assert_eq!(split_route("/-/health"), ("-", "/health"));
+    }
+}
