@@ -433,9 +433,12 @@ impl Watcher {
                 generation,
             },
         );
+        // Absolute: the program runs with the plugins folder as its working directory, where a
+        // relative path (`--plugins plugins`) would no longer lead to it.
+        let path = std::path::absolute(&file.path).unwrap_or(file.path);
         Change::Install(Handler::Program(Arc::new(CgiProgram {
             name,
-            path: file.path,
+            path,
             generation,
             loaded_at: SystemTime::now(),
             hash: file.hash,

@@ -153,9 +153,11 @@ fn a_non_executable_file_is_ignored_and_a_replaced_script_serves_its_new_answer(
 }
 
 #[test]
-fn the_shipped_example_scripts_work() {
+fn the_shipped_example_scripts_work_from_a_relative_plugins_folder() {
+    // Regression: with `--plugins plugins` (what ./serve uses) programs were run by their
+    // relative path from inside the plugins folder, and were not found.
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
-    let server = Server::start_with(Scheme::Http, &[], &[], |dir| {
+    let server = Server::start_relative(&[], |dir| {
         for name in ["wordstats.py", "upper.sh"] {
             fs::copy(examples.join(name), dir.join(name)).expect("copy an example script");
         }

@@ -192,6 +192,18 @@ impl Server {
         Server::launch(scheme, plugins, args, prepare, None)
     }
 
+    /// Like `start_with`, but the server runs in the temporary root and is given the plugins
+    /// folder as the relative path `plugins` (as `./serve` does).
+    pub fn start_relative(plugins: &[&str], prepare: impl FnOnce(&Path)) -> Server {
+        Server::launch(
+            Scheme::Http,
+            plugins,
+            &["--plugins", "plugins"],
+            prepare,
+            None,
+        )
+    }
+
     /// Like `start_over`, with the process limited to `fds` open file descriptors.
     pub fn start_with_fd_limit(
         scheme: Scheme,
@@ -235,6 +247,7 @@ impl Server {
             }
         };
         let mut child = command
+            .current_dir(&root.0)
             .args([
                 "--http",
                 "127.0.0.1:0",
