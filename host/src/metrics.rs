@@ -4,8 +4,9 @@
 //! are atomics owned by each plugin version and read through the route snapshot.
 
 use std::fmt::Write;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::loader::PluginStats;
 use crate::registry::RouteInfo;
 
 /// Why a connection was closed, or a request dropped, by the server rather than the client.
@@ -169,18 +170,6 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: impl Fn
     samples(out);
 }
 
-/// One sample line per route, from that route's counters.
-fn per_route(
-    out: &mut String,
-    name: &str,
-    routes: &[RouteInfo],
-    value: impl Fn(&RouteInfo) -> u64,
-) {
-    for route in routes {
-        let _ = writeln!(out, "{name}{{plugin=\"{}\"}} {}", route.name, value(route));
-    }
-}
-
 /// The Prometheus text exposition of the counters and gauges.
 pub fn render(counters: &Counters, gauges: &Gauges<'_>) -> String {
     let mut out = String::with_capacity(4096);
@@ -290,50 +279,38 @@ pub fn render(counters: &Counters, gauges: &Gauges<'_>) -> String {
             let _ = writeln!(o, "fiddler_routes_served {}", gauges.routes.len());
         },
     );
-    family(
-        o,
-        "fiddler_plugin_calls_total",
-        "counter",
-        "Calls per plugin route.",
-        |o| {
-            per_route(o, "fiddler_plugin_calls_total", gauges.routes, |r| {
-                load(&r.stats.calls)
-            });
-        },
-    );
-    family(
-        o,
-        "fiddler_plugin_errors_total",
-        "counter",
-        "Panics and timeouts per plugin route.",
-        |o| {
-            per_route(o, "fiddler_plugin_errors_total", gauges.routes, |r| {
-                load(&r.stats.errors)
-            });
-        },
-    );
-    family(
-        o,
-        "fiddler_plugin_panics_total",
-        "counter",
-        "Panics per plugin route.",
-        |o| {
-            per_route(o, "fiddler_plugin_panics_total", gauges.routes, |r| {
-                load(&r.stats.panics)
-            });
-        },
-    );
-    family(
-        o,
-        "fiddler_plugin_timeouts_total",
-        "counter",
-        "Calls past their deadline (each quarantines the version) per route.",
-        |o| {
-            per_route(o, "fiddler_plugin_timeouts_total", gauges.routes, |r| {
-                load(&r.stats.timeouts)
-            });
-        },
-    );
+    // One counter per route, read from each version's stats.
+    type Counter = fn(&PluginStats) -> &AtomicU64;
+    let per_plugin: [(&str, &str, Counter); 4] = [
+        (
+            "fiddler_plugin_calls_total",
+            "Calls per plugin route.",
+            |s| &s.calls,
+        ),
+        (
+            "fiddler_plugin_errors_total",
+            "Panics and timeouts per plugin route.",
+            |s| &s.errors,
+        ),
+        (
+            "fiddler_plugin_panics_total",
+            "Panics per plugin route.",
+            |s| &s.panics,
+        ),
+        (
+            "fiddler_plugin_timeouts_total",
+            "Calls past their deadline (each quarantines the version) per route.",
+            |s| &s.timeouts,
+        ),
+    ];
+    for (name, help, counter) in per_plugin {
+        family(o, name, "counter", help, |o| {
+            for route in gauges.routes {
+                let value = counter(&route.stats).load(Ordering::Relaxed);
+                let _ = writeln!(o, "{name}{{plugin=\"{}\"}} {value}", route.name);
+            }
+        });
+    }
     family(
         o,
         "fiddler_plugin_responses_total",
