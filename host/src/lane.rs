@@ -135,8 +135,9 @@ impl Lane {
         for msg in inbox {
             match msg {
                 LaneMsg::Run(job) => {
-                    let response = self.serve(&job.route, job.request);
-                    if let Some(handler) = self.registry.get(&job.route) {
+                    let handler = self.registry.get(&job.route).cloned();
+                    let response = self.serve(&job.route, handler.as_ref(), job.request);
+                    if let Some(handler) = &handler {
                         let class = usize::from(response.status / 100).min(5);
                         handler.stats().responses[class].fetch_add(1, Ordering::Relaxed);
                     }
@@ -183,14 +184,15 @@ impl Lane {
         self.intake.send(LaneEvent::Routes(self.registry.routes()))
     }
 
-    fn serve(&mut self, route: &str, request: Request) -> Response {
-        let plugin = match self.registry.get(route).cloned() {
+    /// Answers `request` for `route` with `handler` (looked up once by the caller).
+    fn serve(&mut self, route: &str, handler: Option<&Handler>, request: Request) -> Response {
+        let plugin = match handler {
             None => return text(404, &format!("no plugin serves /{route}\n")),
             Some(Handler::Program(program)) => {
                 // A program is a child process: it can be killed, so it runs here, without an
                 // executor thread or a quarantine.
                 program.stats.calls.fetch_add(1, Ordering::Relaxed);
-                let response = crate::cgi::call(&program, request, self.settings.deadline);
+                let response = crate::cgi::call(program, request, self.settings.deadline);
                 if response.status >= 500 {
                     program.stats.errors.fetch_add(1, Ordering::Relaxed);
                 }
@@ -206,7 +208,7 @@ impl Lane {
         }
         let deadline = plugin.meta.deadline.unwrap_or(self.settings.deadline);
         plugin.stats.calls.fetch_add(1, Ordering::Relaxed);
-        let outcome = self.executor.call(&plugin, request, deadline);
+        let outcome = self.executor.call(plugin, request, deadline);
         if !matches!(&outcome, Outcome::Answered(r) if (200..=999).contains(&r.status)) {
             plugin.stats.errors.fetch_add(1, Ordering::Relaxed);
         }

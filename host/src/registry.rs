@@ -4,6 +4,7 @@
 //! install or remove. Plugins themselves are shared as `Arc<LoadedPlugin>`: immutable once
 //! loaded, so several lanes, and a call still running on a replaced version, may hold one.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
@@ -52,6 +53,14 @@ impl PluginName {
 
     /// The name as text.
     pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Lets the registry be searched with the route as received (no allocation per request; an
+/// invalid name is simply not found).
+impl Borrow<str> for PluginName {
+    fn borrow(&self) -> &str {
         &self.0
     }
 }
@@ -171,7 +180,7 @@ impl Registry {
 
     /// The handler serving `name`, if any.
     pub fn get(&self, name: &str) -> Option<&Handler> {
-        PluginName::parse(name).and_then(|name| self.handlers.get(&name))
+        self.handlers.get(name)
     }
 
     /// How many routes are served.

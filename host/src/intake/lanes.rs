@@ -13,12 +13,12 @@ impl Intake {
             self.budget.release(job.body_bytes());
             // Checked here, at the last moment, because the client's close may have come while
             // the request still sat unread (its event then said nothing new).
-            let waiting = self.conn_mut(job.conn).is_some_and(|conn| {
-                matches!(conn.phase, Phase::AwaitLane(_)) && !conn.peer_has_closed()
-            });
-            if !waiting {
+            let waiting = self
+                .conn_mut(job.conn)
+                .map(|conn| matches!(conn.phase, Phase::AwaitLane(_)) && !conn.peer_has_closed());
+            if waiting != Some(true) {
                 self.counters.drop_for(Reason::ClientGone);
-                if self.conn_mut(job.conn).is_some() {
+                if waiting.is_some() {
                     self.close(job.conn.slot);
                 }
                 continue;
