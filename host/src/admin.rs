@@ -1,5 +1,5 @@
 //! The admin routes under `/-/`, answered by intake itself without entering the queue, so they
-//! answer while the lane is busy: `/-/health`, `/-/ready`, `/-/plugins`.
+//! answer while every lane is busy: `/-/health`, `/-/ready`, `/-/plugins`.
 
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
@@ -7,16 +7,19 @@ use std::time::UNIX_EPOCH;
 
 use plugin_api::Response;
 
-use crate::lane::text;
+use crate::exec::pool::RouteInfo;
+use crate::exec::stats::ExecutorCounters;
+use crate::http::response::text;
 use crate::metrics::{self, Counters, Gauges};
-use crate::registry::RouteInfo;
 
 /// What the admin routes may read of intake's state.
 pub struct AdminView<'a> {
-    /// The routes last published by a lane.
+    /// The routes served now, with their executors.
     pub routes: &'a [RouteInfo],
-    /// Plugin libraries mapped into the process so far (never unloaded).
-    pub libraries_mapped: usize,
+    /// Executors started and ended.
+    pub executors: &'a ExecutorCounters,
+    /// Executors alive now.
+    pub executors_alive: usize,
     /// Requests waiting in the queue.
     pub queued: usize,
     /// The queue's capacity.
@@ -46,7 +49,8 @@ pub fn answer(rest: &str, view: &AdminView<'_>) -> Response {
             let gauges = Gauges {
                 open: view.open,
                 queued: view.queued,
-                libraries_mapped: view.libraries_mapped,
+                executors: view.executors,
+                executors_alive: view.executors_alive,
                 routes: view.routes,
             };
             Response::status(200)
@@ -60,12 +64,13 @@ pub fn answer(rest: &str, view: &AdminView<'_>) -> Response {
     }
 }
 
-/// `{"libraries_mapped":N,"plugins":[{"route":..,"crate":..,"version":..,"description":..,
-/// "generation":..,"loaded_at":..,"calls":..,"errors":..}]}`
+/// `{"executors_alive":N,"plugins":[{"route":..,"kind":..,"crate":..,"version":..,
+/// "description":..,"generation":..,"loaded_at":..,"calls":..,"errors":..,"restarts":..,
+/// "executors":[{"pid":..,"state":..,"uptime_s":..}]}]}`
 fn plugins_json(view: &AdminView<'_>) -> String {
     let mut json = format!(
-        "{{\"libraries_mapped\":{},\"plugins\":[",
-        view.libraries_mapped
+        "{{\"executors_alive\":{},\"plugins\":[",
+        view.executors_alive
     );
     for (i, route) in view.routes.iter().enumerate() {
         let loaded_at = route
@@ -75,16 +80,26 @@ fn plugins_json(view: &AdminView<'_>) -> String {
             .as_secs();
         let _ = write!(
             json,
-            "{}{{\"route\":{},\"crate\":{},\"version\":{},\"description\":{},\"generation\":{},\"loaded_at\":{loaded_at},\"calls\":{},\"errors\":{}}}",
+            "{}{{\"route\":{},\"kind\":\"{}\",\"crate\":{},\"version\":{},\"description\":{},\"generation\":{},\"loaded_at\":{loaded_at},\"calls\":{},\"errors\":{},\"restarts\":{},\"executors\":[",
             if i == 0 { "" } else { "," },
             json_string(route.name.as_str()),
-            json_string(&route.crate_name),
-            json_string(&route.version),
-            json_string(&route.description),
+            route.kind.as_str(),
+            json_string(&route.meta.crate_name),
+            json_string(&route.meta.version),
+            json_string(&route.meta.description),
             route.generation.0,
             route.stats.calls.load(Ordering::Relaxed),
             route.stats.errors.load(Ordering::Relaxed),
+            route.restarts,
         );
+        for (k, (pid, state, uptime)) in route.executors.iter().enumerate() {
+            let _ = write!(
+                json,
+                "{}{{\"pid\":{pid},\"state\":\"{state}\",\"uptime_s\":{uptime}}}",
+                if k == 0 { "" } else { "," }
+            );
+        }
+        json.push_str("]}");
     }
     json.push_str("]}\n");
     json
@@ -112,7 +127,8 @@ mod tests {
     fn ready_follows_the_queue() {
         let view = AdminView {
             routes: &[],
-            libraries_mapped: 2,
+            executors: &ExecutorCounters::default(),
+            executors_alive: 2,
             queued: 4,
             queue_capacity: 4,
             open: 1,
@@ -133,7 +149,7 @@ mod tests {
         assert_eq!(answer("/health", &view).status, 200);
         assert_eq!(
             answer("/plugins", &view).body_str(),
-            Some("{\"libraries_mapped\":2,\"plugins\":[]}\n")
+            Some("{\"executors_alive\":2,\"plugins\":[]}\n")
         );
         assert_eq!(answer("/nope", &view).status, 404);
     }

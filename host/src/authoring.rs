@@ -1,23 +1,22 @@
 //! The plugin author's commands: `fiddler-crab new <name>` writes a ready plugin crate, and
-//! `fiddler-crab check <file.so>` says what the server would do with a file, loading it in a
-//! throwaway child process so a crashing plugin cannot take the checker with it.
+//! `fiddler-crab check <file.so>` says what the server would do with a file, by starting the
+//! very executor process the server would start for it and reporting what that said.
 
 use std::fmt::Write as _;
 use std::fs;
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::atomic::AtomicUsize;
-use std::sync::Arc;
+use std::time::Duration;
 
-use crate::loader::{LoadError, Loader, PluginFile};
-use crate::registry::PluginName;
+use crate::exec::frame::{FrameReader, Message};
+use crate::exec::spawn::{self, HandlerKind};
+use crate::ids::PluginName;
 
 /// The `plugin-api` this binary was built with, for `new`'s path dependency.
 const BUILT_WITH_API: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../plugin-api");
 
-/// The hidden subcommand `check` runs in its child process.
-pub const CHECK_CHILD: &str = "__check-in-child";
+/// How long `check` waits for the executor's verdict (the server's default `--init-timeout`).
+const CHECK_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why `new` could not write the crate.
 #[derive(Debug)]
@@ -206,7 +205,7 @@ pub struct Verdict {
     pub loads: bool,
 }
 
-/// Checks `file` in a child process (this binary with [`CHECK_CHILD`]).
+/// Checks `file` by starting an executor for it, as the server would.
 pub fn check(file: &Path, verbose: bool) -> Verdict {
     let mut text = String::new();
     let route = match PluginName::for_library(file) {
@@ -228,39 +227,26 @@ pub fn check(file: &Path, verbose: bool) -> Verdict {
             None
         }
     };
-    let exe = std::env::current_exe();
-    let output = exe.and_then(|exe| {
-        let mut command = Command::new(exe);
-        command.arg(CHECK_CHILD).arg(file);
-        if verbose {
-            command.arg("--verbose");
+    let loads = match fs::File::open(file) {
+        Err(e) => {
+            let _ = writeln!(text, "verdict: refused: cannot read the file: {e}.");
+            false
         }
-        command.output()
-    });
-    let loads = match output {
-        Ok(output) => {
-            text.push_str(&String::from_utf8_lossy(&output.stdout));
-            if output.status.success() {
-                true
-            } else {
-                if output.stdout.is_empty() {
+        Ok(_) => {
+            let name = route
+                .clone()
+                .unwrap_or_else(|| PluginName::parse("check").expect("a valid route name"));
+            let absolute = std::path::absolute(file).unwrap_or_else(|_| file.to_owned());
+            match spawn::spawn(HandlerKind::Native, &name, &absolute, None) {
+                Ok(spawned) => report(spawned, verbose, &mut text),
+                Err(e) => {
                     let _ = writeln!(
                         text,
-                        "verdict: refused: loading it killed the checking process ({}). In the \
-                         server that would cost a worker restart, after which the file is \
-                         skipped.",
-                        output.status
+                        "verdict: unknown: cannot start an executor process: {e}"
                     );
+                    false
                 }
-                false
             }
-        }
-        Err(e) => {
-            let _ = writeln!(
-                text,
-                "verdict: unknown: cannot start the checking process: {e}"
-            );
-            false
         }
     };
     if let Some(route) = &route {
@@ -272,53 +258,74 @@ pub fn check(file: &Path, verbose: bool) -> Verdict {
     }
 }
 
-/// The child side of `check`: loads the file as the server would and prints the findings.
-/// Exit code 0 when it loaded.
-pub fn check_in_child(file: &Path, verbose: bool) -> i32 {
-    let mapped = Arc::new(AtomicUsize::new(0));
-    let mut loader = match Loader::new(mapped) {
-        Ok(loader) => loader,
-        Err(e) => {
-            println!("verdict: unknown: cannot make a private directory: {e}");
-            return 2;
+/// Reads the executor's first frame (or its death) and writes the findings.
+fn report(mut spawned: spawn::Spawned, verbose: bool, text: &mut String) -> bool {
+    let _ = spawned.socket.set_read_timeout(Some(CHECK_TIMEOUT));
+    let first = first_message(&mut spawned.socket);
+    spawn::kill_group(spawned.child.id());
+    let status = spawned.child.wait();
+    let mut output = Vec::new();
+    let _ = fs::File::from(spawned.output).read_to_end(&mut output);
+    let loads = match first {
+        Some(Message::Ready(meta)) => {
+            let _ = writeln!(text, "crate: {} {}", meta.crate_name, meta.version);
+            let _ = writeln!(text, "description: {}", meta.description);
+            let _ = match meta.deadline_ms {
+                Some(ms) => writeln!(text, "deadline: {ms} ms (its own)"),
+                None => writeln!(text, "deadline: the server's --deadline"),
+            };
+            let _ = match meta.max_body {
+                Some(n) => writeln!(text, "max body: {n} bytes (its own, capped by --max-body)"),
+                None => writeln!(text, "max body: the server's --max-body"),
+            };
+            let _ = writeln!(text, "verdict: loads: the server would serve it.");
+            true
+        }
+        Some(Message::Refused { reason, detail }) => {
+            let _ = writeln!(text, "verdict: refused: {reason}.");
+            if verbose && !detail.is_empty() {
+                let _ = writeln!(text, "detail:\n{detail}");
+            } else if !detail.is_empty() {
+                let _ = writeln!(text, "(--verbose shows the loader's full report)");
+            }
+            false
+        }
+        _ => {
+            let how = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+            let _ = writeln!(
+                text,
+                "verdict: refused: loading it killed its executor process ({how}). The server \
+                 would refuse this version and keep serving the previous one."
+            );
+            false
         }
     };
-    let file = match PluginFile::read(file) {
-        Ok(file) => file,
-        Err(e) => {
-            println!("verdict: refused: cannot read the file: {e}");
-            return 1;
-        }
-    };
-    let name = PluginName::parse("check").expect("\"check\" is a valid route name");
-    match loader.load(name, &file) {
-        Ok(plugin) => {
-            let meta = &plugin.meta;
-            println!("crate: {} {}", meta.crate_name, meta.version);
-            println!("description: {}", meta.description);
-            match meta.deadline {
-                Some(d) => println!("deadline: {} ms (its own)", d.as_millis()),
-                None => println!("deadline: the server's --deadline"),
+    if verbose && !output.is_empty() {
+        let _ = writeln!(
+            text,
+            "output:\n{}",
+            String::from_utf8_lossy(&output).trim_end()
+        );
+    }
+    loads
+}
+
+/// The first frame an executor sends, or `None` if it died or stayed silent.
+fn first_message(socket: &mut std::os::unix::net::UnixStream) -> Option<Message> {
+    let mut reader = FrameReader::default();
+    let mut buffer = [0u8; 4096];
+    loop {
+        let n = match socket.read(&mut buffer) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => n,
+        };
+        let mut input = &buffer[..n];
+        while !input.is_empty() {
+            let (used, message) = reader.feed(input).ok()?;
+            if message.is_some() {
+                return message;
             }
-            match meta.max_body {
-                Some(n) => println!("max body: {n} bytes (its own, capped by --max-body)"),
-                None => println!("max body: the server's --max-body"),
-            }
-            println!("verdict: loads: the server would serve it.");
-            0
-        }
-        Err(LoadError::Library { plain, detail }) => {
-            println!("verdict: refused: {plain}.");
-            if verbose {
-                println!("detail:\n{detail}");
-            } else {
-                println!("(--verbose shows the loader's full report)");
-            }
-            1
-        }
-        Err(e) => {
-            println!("verdict: refused: {e}.");
-            1
+            input = &input[used..];
         }
     }
 }

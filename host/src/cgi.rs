@@ -9,15 +9,12 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use plugin_api::{Header, Program, Request, Response, RunError};
 
-use crate::lane::text;
-use crate::loader::{Generation, PluginStats};
-use crate::registry::PluginName;
-use crate::warn;
+use crate::http::response::text;
+use crate::ids::PluginName;
 
 /// The most stdout a program may print (502 beyond it).
 const MAX_OUTPUT: usize = 64 << 20;
@@ -28,24 +25,22 @@ const GRACE: Duration = Duration::from_secs(2);
 /// The `PATH` programs get.
 const PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
+/// Between the program's deadline and the worker's own for a CGI executor: the program runner
+/// kills the program at its deadline and the executor answers 504 itself; the worker kills
+/// the executor only if that answer does not come.
+pub const EXECUTOR_SLACK: Duration = Duration::from_secs(3);
+
 /// An executable serving a route.
 #[derive(Debug)]
 pub struct CgiProgram {
     /// The route.
     pub name: PluginName,
-    /// The file in the plugins folder, run as is.
+    /// The file in the plugins folder, run as is (an absolute path).
     pub path: PathBuf,
-    /// Which version of the route this is.
-    pub generation: Generation,
-    /// When it was registered.
-    pub loaded_at: SystemTime,
-    /// The hash of the file's contents when registered.
-    pub hash: u64,
-    /// Its counters.
-    pub stats: Arc<PluginStats>,
 }
 
-/// Runs `program` for `request`; every failure is an HTTP answer and, where useful, a log line.
+/// Runs `program` for `request` (inside its executor); every failure is an HTTP answer and,
+/// where useful, a line on the executor's stderr, which the worker logs with the route.
 pub fn call(program: &CgiProgram, request: Request, deadline: Duration) -> Response {
     let route = program.name.as_str();
     let dir = program.path.parent().map(PathBuf::from).unwrap_or_default();
@@ -64,7 +59,7 @@ pub fn call(program: &CgiProgram, request: Request, deadline: Duration) -> Respo
         Ok(output) => output,
         Err(RunError::TimedOut { stderr }) => {
             log_stderr(route, &stderr);
-            warn!(
+            eprintln!(
                 "program /{route} passed its {} ms deadline; its process group was terminated",
                 deadline.as_millis()
             );
@@ -74,33 +69,34 @@ pub fn call(program: &CgiProgram, request: Request, deadline: Duration) -> Respo
             );
         }
         Err(RunError::OutputTooLarge) => {
-            warn!("program /{route} printed more than {MAX_OUTPUT} bytes; killed");
+            eprintln!("program /{route} printed more than {MAX_OUTPUT} bytes; killed");
             return text(502, &format!("program {route} printed too much\n"));
         }
         Err(e) => {
-            warn!("program /{route}: {e}");
+            eprintln!("program /{route}: {e}");
             return text(502, &format!("program {route} could not be run\n"));
         }
     };
     log_stderr(route, &output.stderr);
     if output.stdout.is_empty() {
-        warn!("program /{route} exited ({}) without output", output.status);
+        eprintln!("program /{route} exited ({}) without output", output.status);
         return text(502, &format!("program {route} gave no answer\n"));
     }
     match parse_output(output.stdout) {
         Ok(response) => response,
         Err(why) => {
-            warn!("program /{route} gave a malformed CGI response: {why}");
+            eprintln!("program /{route} gave a malformed CGI response: {why}");
             text(502, &format!("program {route} gave a malformed answer\n"))
         }
     }
 }
 
+/// The program's stderr, as one line on the executor's stderr (which the worker logs).
 fn log_stderr(route: &str, stderr: &[u8]) {
     let text = String::from_utf8_lossy(stderr);
     let text = text.trim_end();
     if !text.is_empty() {
-        warn!("program /{route} stderr: {}", text.replace('\n', " | "));
+        eprintln!("program /{route} stderr: {}", text.replace('\n', " | "));
     }
 }
 

@@ -39,10 +39,8 @@ pub struct Config {
     pub queue_bytes: usize,
     /// The largest request body accepted.
     pub max_body: usize,
-    /// How many lanes run requests (each one at a time).
+    /// How many calls may run at once (each executor runs one at a time).
     pub lanes: usize,
-    /// A pause on each lane between two requests.
-    pub pace: Duration,
     /// How long a plugin call may run unless the plugin sets its own deadline.
     pub deadline: Duration,
     /// How long a request may wait in the queue before it is dropped unrun.
@@ -71,8 +69,10 @@ pub struct Config {
     pub insecure_plugins_dir: bool,
     /// How often the plugins folder is looked at.
     pub watch_interval: Duration,
-    /// Replaced plugin versions that may stay mapped before a restart is asked for.
-    pub swap_budget: usize,
+    /// How long an executor may take to load its handler and run `init`.
+    pub init_timeout: Duration,
+    /// The address space an executor may use (`None`: no limit).
+    pub executor_memory: Option<u64>,
 }
 
 impl Default for Config {
@@ -91,7 +91,6 @@ impl Default for Config {
             queue_bytes: 64 << 20,
             max_body: 16 << 20,
             lanes: 1,
-            pace: Duration::ZERO,
             deadline: Duration::from_secs(30),
             queue_wait: Duration::from_secs(60),
             header_timeout: Duration::from_secs(10),
@@ -106,7 +105,8 @@ impl Default for Config {
             no_supervisor: false,
             insecure_plugins_dir: false,
             watch_interval: Duration::from_millis(250),
-            swap_budget: 300,
+            init_timeout: Duration::from_secs(60),
+            executor_memory: None,
         }
     }
 }
@@ -318,23 +318,12 @@ const SETTINGS: &[Setting] = &[
         flag: "--lanes",
         env: "FIDDLER_LANES",
         value_name: "N",
-        help: "lanes running requests, each one at a time",
+        help: "calls running at once, each in an executor process of its own",
         set: |c, v| {
             c.lanes = count(v, 1, 64)?;
             Ok(())
         },
         show_default: |c| c.lanes.to_string(),
-    },
-    Setting {
-        flag: "--pace",
-        env: "FIDDLER_PACE",
-        value_name: "MS",
-        help: "pause on a lane between two requests",
-        set: |c, v| {
-            c.pace = millis(v, 0)?;
-            Ok(())
-        },
-        show_default: |c| c.pace.as_millis().to_string(),
     },
     Setting {
         flag: "--deadline",
@@ -504,17 +493,44 @@ const SETTINGS: &[Setting] = &[
         show_default: |c| c.watch_interval.as_millis().to_string(),
     },
     Setting {
-        flag: "--swap-budget",
-        env: "FIDDLER_SWAP_BUDGET",
-        value_name: "N",
-        help: "replaced plugin versions kept mapped before a restart is asked for",
+        flag: "--init-timeout",
+        env: "FIDDLER_INIT_TIMEOUT",
+        value_name: "MS",
+        help: "how long a new version's executor may take to load and init (refused beyond it)",
         set: |c, v| {
-            c.swap_budget = count(v, 1, 10_000)?;
+            c.init_timeout = millis(v, 1)?;
             Ok(())
         },
-        show_default: |c| c.swap_budget.to_string(),
+        show_default: |c| c.init_timeout.as_millis().to_string(),
+    },
+    Setting {
+        flag: "--executor-memory",
+        env: "FIDDLER_EXECUTOR_MEMORY",
+        value_name: "BYTES",
+        help: "address space each executor may use (e.g. 256M, 2G; 0 = no limit); past it \
+               the plugin's allocation fails in its own process",
+        set: |c, v| {
+            c.executor_memory = Some(size(v)?).filter(|n| *n > 0);
+            Ok(())
+        },
+        show_default: |c| c.executor_memory.map_or("0".to_owned(), |n| n.to_string()),
     },
 ];
+
+/// A byte count with an optional K, M or G suffix (powers of 1024).
+fn size(value: &str) -> Result<u64, &'static str> {
+    let (digits, unit) = match value.as_bytes().last() {
+        Some(b'K' | b'k') => (&value[..value.len() - 1], 1u64 << 10),
+        Some(b'M' | b'm') => (&value[..value.len() - 1], 1 << 20),
+        Some(b'G' | b'g') => (&value[..value.len() - 1], 1 << 30),
+        _ => (value, 1),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .ok_or("a byte count, optionally with K, M or G")
+}
 
 fn switch(value: &str) -> Result<bool, &'static str> {
     match value {
@@ -657,12 +673,16 @@ mod tests {
     #[test]
     fn flags_win_over_variables_which_win_over_defaults() {
         let config = serve(
-            &["--queue", "7", "--pace=20"],
+            &["--queue", "7", "--executor-memory=256M"],
             &[("FIDDLER_QUEUE", "9"), ("FIDDLER_LANES", "2")],
         );
         assert_eq!(config.queue, 7);
         assert_eq!(config.lanes, 2);
-        assert_eq!(config.pace, Duration::from_millis(20));
+        assert_eq!(config.executor_memory, Some(256 << 20));
+        assert_eq!(
+            serve(&["--executor-memory", "0"], &[]).executor_memory,
+            None
+        );
         assert_eq!(config.max_body, 16 << 20);
         assert!(serve(&["--no-supervisor"], &[]).no_supervisor);
         assert!(!serve(&["--no-supervisor=no"], &[("FIDDLER_NO_SUPERVISOR", "yes")]).no_supervisor);
@@ -681,6 +701,7 @@ mod tests {
             (&["--http", "nowhere"], &[], "--http"),
             (&["--http", "off", "--https=off"], &[], "--http and --https"),
             (&[], &[("FIDDLER_MAX_BODY", "-1")], "FIDDLER_MAX_BODY"),
+            (&["--executor-memory", "lots"], &[], "--executor-memory"),
         ];
         for (args, env, source) in table {
             match parse_with(args, env) {

@@ -13,6 +13,7 @@ use plugin_api::RVec;
 use crate::http::body::BodyReader;
 use crate::http::error::HttpError;
 use crate::http::parse::{parse_head, Head, HeadLimits};
+use crate::ids::ConnId;
 use crate::listener::Scheme;
 use crate::queue::ByteBudget;
 use crate::transport::Transport;
@@ -21,16 +22,6 @@ use crate::transport::Transport;
 const IDLE_INBUF: usize = 4096;
 /// The most bytes discarded while lingering before the connection is closed anyway.
 const LINGER_DISCARD: usize = 1 << 20;
-
-/// Names a connection across threads: its slot and a serial number, so an answer for a closed
-/// connection never reaches a newer one in the same slot.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct ConnId {
-    /// Index in intake's connection table (and the mio token).
-    pub slot: usize,
-    /// Unique per accepted connection.
-    pub serial: u64,
-}
 
 /// How to answer the request a connection waits on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,7 +89,7 @@ pub enum Phase {
     /// buffers meanwhile, costing nothing here (no deadline; intake resumes it in turn).
     AwaitRoom,
     /// Its request to be run: queued or on a lane. Nothing is read meanwhile (no deadline).
-    AwaitLane(ReplyShape),
+    AwaitAnswer(ReplyShape),
     /// The socket to take the rest of a response (deadline: idle, renewed by each write).
     Sending(Outgoing),
     /// The peer to close its end after our last response (our end is shut for writing).
@@ -232,7 +223,7 @@ impl Conn {
         match self.phase {
             Phase::ExpectHead => self.advance_head(limits, scratch),
             Phase::ExpectBody(_) => self.advance_body(budget, scratch),
-            Phase::AwaitRoom | Phase::AwaitLane(_) => Step::Blocked,
+            Phase::AwaitRoom | Phase::AwaitAnswer(_) => Step::Blocked,
             Phase::Sending(_) => self.advance_send(),
             Phase::Lingering { .. } => self.advance_linger(),
         }

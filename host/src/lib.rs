@@ -1,29 +1,33 @@
 //! `fiddler-crab`: a slim, load-impervious HTTP server that hosts handler plugins.
 //!
-//! [`run`] wires the pieces of DESIGN.md together: the listener, the plugin registry, the lanes
-//! (each with its executor) and the intake event loop. `main.rs` only parses flags and calls it.
+//! Three kinds of process (DESIGN.md, "The shape"): the supervisor binds the listeners and
+//! restarts the worker; the worker is one event loop (intake) plus the watcher thread and never
+//! runs plugin code; executors (this binary under a hidden subcommand) each serve one handler
+//! version, one call at a time. [`run`] wires a worker together; `main.rs` parses flags and
+//! picks the process kind.
 //!
-//! A request's way: socket -> intake (parse, limits) -> queue -> lane -> registry -> executor ->
-//! plugin -> response -> intake -> socket.
+//! A request's way: socket -> intake (TLS, parse, limits) -> queue -> dispatch -> executor
+//! (frame out) -> plugin -> executor (frame back) -> intake -> socket.
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod admin;
 pub mod admission;
 pub mod authoring;
+pub mod backoff;
 pub mod cgi;
 pub mod config;
 pub mod conn;
-pub mod executor;
+pub mod exec;
+pub mod files;
 pub mod http;
+pub mod ids;
 pub mod intake;
-pub mod lane;
 pub mod listener;
 pub mod loader;
 pub mod log;
 pub mod metrics;
 pub mod queue;
-pub mod registry;
 pub mod signals;
 pub mod supervisor;
 pub mod tls;
@@ -33,16 +37,14 @@ pub mod watcher;
 
 use std::fmt;
 use std::io;
-use std::sync::atomic::AtomicUsize;
 use std::sync::mpsc;
 use std::sync::Arc;
 
 use config::Config;
-use intake::{Intake, IntakeSettings, LaneSlot, WAKER};
-use lane::{IntakeLink, Lane, LaneId, LaneSettings};
+use exec::pool::{Pool, PoolSettings};
+use intake::{Intake, IntakeSettings, WAKER};
 use listener::Scheme;
-use loader::Loader;
-use watcher::Watcher;
+use watcher::{LoopLink, Watcher};
 
 /// Why the server could not start or stopped.
 #[derive(Debug)]
@@ -118,13 +120,12 @@ pub fn run(config: Config) -> Result<(), RunError> {
         true => Some(tls::CertStore::load(&config.cert, &config.key).map_err(RunError::Tls)?),
         false => None,
     };
-    let mapped = Arc::new(AtomicUsize::new(0));
-    let loader = Loader::new(Arc::clone(&mapped)).map_err(RunError::PrivateDir)?;
+    let state_dir = std::env::var_os("FIDDLER_STATE_DIR").map(std::path::PathBuf::from);
+    let private = files::PrivateDir::create(state_dir.as_deref()).map_err(RunError::PrivateDir)?;
     let mut watcher = Watcher::new(
         &config.plugins,
-        loader,
+        private,
         config.watch_interval,
-        config.swap_budget,
         config.insecure_plugins_dir,
     );
     if config.insecure_plugins_dir {
@@ -134,49 +135,28 @@ pub fn run(config: Config) -> Result<(), RunError> {
             config.plugins.display()
         );
     }
-    let registry = watcher.scan_now();
-    info!(
-        "serving {} plugin(s) from {}",
-        registry.len(),
-        config.plugins.display()
-    );
+    let versions = watcher.scan_now();
+    let found = versions.len();
 
     let poll = mio::Poll::new().map_err(RunError::EventLoop)?;
     let waker = Arc::new(mio::Waker::new(poll.registry(), WAKER).map_err(RunError::EventLoop)?);
-    let (events, lane_events) = mpsc::channel();
-    let link = IntakeLink { events, waker };
-    let settings = LaneSettings {
-        deadline: config.deadline,
-        pace: config.pace,
-    };
-    let mut lanes = Vec::with_capacity(config.lanes);
-    let mut lane_inboxes = Vec::with_capacity(config.lanes);
-    for id in 0..config.lanes {
-        let (outbox, inbox) = mpsc::channel();
-        Lane::spawn(
-            LaneId(id),
-            registry.clone(),
-            link.clone(),
-            settings,
-            inbox,
-            outbox.clone(),
-        )
+    let (changes, incoming) = mpsc::channel();
+    watcher
+        .spawn(LoopLink { changes, waker })
         .map_err(RunError::EventLoop)?;
-        lane_inboxes.push(outbox.clone());
-        lanes.push(LaneSlot::new(outbox));
-    }
-    watcher.spawn(lane_inboxes).map_err(RunError::EventLoop)?;
-    let routes = registry.routes();
-    drop(registry);
+    let pool = Pool::new(PoolSettings {
+        lanes: config.lanes,
+        deadline: config.deadline,
+        init_timeout: config.init_timeout,
+        memory_limit: config.executor_memory,
+    });
 
-    let intake = Intake::new(
+    let mut intake = Intake::new(
         poll,
         listeners,
         certs,
-        lanes,
-        lane_events,
-        routes,
-        mapped,
+        pool,
+        incoming,
         admission::Admission::new(config.max_conns, config.max_conns_per_ip, config.busy),
         config.queue,
         config.queue_bytes,
@@ -192,26 +172,36 @@ pub fn run(config: Config) -> Result<(), RunError> {
         },
     )
     .map_err(RunError::EventLoop)?;
+    intake.install(versions);
     let addrs = intake.local_addrs().map_err(RunError::EventLoop)?;
     info!(
         "limits: queue {} requests / {} bytes, body {} bytes, {} connections, {} lane(s), \
-         deadline {} ms",
+         deadline {} ms, init {} ms",
         config.queue,
         config.queue_bytes,
         config.max_body,
         config.max_conns,
         config.lanes,
-        config.deadline.as_millis()
+        config.deadline.as_millis(),
+        config.init_timeout.as_millis()
     );
-    if supervised {
-        info!("worker [{}] ready", std::process::id());
-    } else {
-        for (scheme, addr) in addrs {
-            info!("{}", scheme.describe(addr));
-        }
-    }
-    signal_ready();
-    intake.run().map_err(RunError::EventLoop)
+    let plugins = config.plugins.clone();
+    intake
+        .run(move || {
+            info!(
+                "serving {found} handler(s) found in {} (each in its own executor process)",
+                plugins.display()
+            );
+            if supervised {
+                info!("worker [{}] ready", std::process::id());
+            } else {
+                for (scheme, addr) in addrs {
+                    info!("{}", scheme.describe(addr));
+                }
+            }
+            signal_ready();
+        })
+        .map_err(RunError::EventLoop)
 }
 
 /// Tells the supervisor this worker accepts (one byte on `FIDDLER_READY_FD`, then closed).
@@ -228,21 +218,5 @@ fn signal_ready() {
     unsafe {
         libc::write(fd, b"1".as_ptr().cast(), 1);
         libc::close(fd);
-    }
-}
-
-/// Asks the supervisor, if there is one, for a planned restart (a fresh worker process).
-pub fn request_restart(why: &str) {
-    let supervisor = std::env::var("FIDDLER_SUPERVISOR_PID").ok();
-    // SAFETY: getppid has no preconditions.
-    let parent = unsafe { libc::getppid() };
-    if supervisor.and_then(|p| p.parse().ok()) == Some(parent) {
-        warn!("asking the supervisor for a fresh worker: {why}");
-        // SAFETY: kill with SIGHUP on our parent, the supervisor, which handles it.
-        unsafe {
-            libc::kill(parent, libc::SIGHUP);
-        }
-    } else {
-        warn!("a fresh process is needed ({why}); restart fiddler-crab (no supervisor runs)");
     }
 }

@@ -2,11 +2,22 @@
 //! one JSON object per line (`--log-format json`) for collectors. `--log-level warn` keeps only
 //! warnings. An opt-in access log (`--access-log`) adds a line per answered request; there is
 //! never a line per shed request.
+//!
+//! Writing never waits: the worker's loop logs, and a stalled stderr (a full pipe nobody
+//! reads, a stuck journal) must not freeze it. A pipe or terminal is reopened with its own
+//! non-blocking file description (through `/proc/self/fd/2`, so the shared one is untouched),
+//! a socket is written with `MSG_DONTWAIT`; a line that does not fit is dropped and counted,
+//! and the count is written before the next line that fits. Lines are cut at [`MAX_LINE`]
+//! bytes, so each is one atomic write.
 
 use std::fmt::{Arguments, Write as _};
-use std::io::Write;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The longest line written (a pipe takes up to 4096 bytes in one atomic write).
+const MAX_LINE: usize = 4000;
 
 /// How serious a log line is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -29,6 +40,86 @@ pub enum Format {
 static JSON: AtomicBool = AtomicBool::new(false);
 static MAX_LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
 static ACCESS: AtomicBool = AtomicBool::new(false);
+/// Lines dropped because stderr would have blocked, not yet reported.
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+static SINK: OnceLock<Sink> = OnceLock::new();
+
+/// How lines reach stderr without waiting.
+#[derive(Debug)]
+enum Sink {
+    /// A regular file: written as is (a file does not stall like a pipe).
+    File,
+    /// A socket (a journal stream): `send` with `MSG_DONTWAIT`.
+    Socket,
+    /// A pipe or terminal reopened non-blocking on its own descriptor.
+    Own(RawFd),
+    /// Could not be reopened: written only when `poll` says it has room.
+    Polled,
+}
+
+impl Sink {
+    fn open() -> Sink {
+        // SAFETY: fstat writes into a zeroed struct we own; descriptor 2 may be closed, which
+        // only makes it fail.
+        let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        if unsafe { libc::fstat(2, &mut stat) } != 0 {
+            return Sink::Polled;
+        }
+        match stat.st_mode & libc::S_IFMT {
+            libc::S_IFREG => Sink::File,
+            libc::S_IFSOCK => Sink::Socket,
+            _ => {
+                let path = c"/proc/self/fd/2";
+                // SAFETY: open with a valid C string; the result is a new descriptor or -1.
+                let fd = unsafe {
+                    libc::open(
+                        path.as_ptr(),
+                        libc::O_WRONLY | libc::O_NONBLOCK | libc::O_CLOEXEC,
+                    )
+                };
+                if fd >= 0 {
+                    Sink::Own(fd)
+                } else {
+                    Sink::Polled
+                }
+            }
+        }
+    }
+
+    /// Writes `bytes` whole, or not at all when it would wait (`false`).
+    fn write(&self, bytes: &[u8]) -> bool {
+        let n = match self {
+            // SAFETY: a write of a buffer we own, of its length, to descriptor 2.
+            Sink::File => unsafe { libc::write(2, bytes.as_ptr().cast(), bytes.len()) },
+            // SAFETY: as above, with flags that make it fail instead of waiting.
+            Sink::Socket => unsafe {
+                libc::send(
+                    2,
+                    bytes.as_ptr().cast(),
+                    bytes.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            },
+            // SAFETY: as above, to the descriptor `open` made, open for the process's life.
+            Sink::Own(fd) => unsafe { libc::write(*fd, bytes.as_ptr().cast(), bytes.len()) },
+            Sink::Polled => {
+                let mut poll = libc::pollfd {
+                    fd: 2,
+                    events: libc::POLLOUT,
+                    revents: 0,
+                };
+                // SAFETY: poll on one pollfd we own, with a zero timeout (it never waits).
+                if unsafe { libc::poll(&mut poll, 1, 0) } != 1 {
+                    return false;
+                }
+                // SAFETY: as for `File`.
+                unsafe { libc::write(2, bytes.as_ptr().cast(), bytes.len()) }
+            }
+        };
+        usize::try_from(n).is_ok_and(|n| n == bytes.len())
+    }
+}
 
 /// Sets the format, the most verbose level written, and whether the access log is on. Called
 /// once at start; the worker inherits the same flags.
@@ -48,11 +139,16 @@ pub fn write(level: Level, message: Arguments<'_>) {
     if level as u8 > MAX_LEVEL.load(Ordering::Relaxed) {
         return;
     }
+    emit(format_line(level, message));
+}
+
+/// One line in the configured format, with its newline.
+fn format_line(level: Level, message: Arguments<'_>) -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
     let (secs, millis) = (now.as_secs(), now.subsec_millis());
-    let line = if JSON.load(Ordering::Relaxed) {
+    if JSON.load(Ordering::Relaxed) {
         let level = match level {
             Level::Warn => "warn",
             Level::Info => "info",
@@ -67,8 +163,39 @@ pub fn write(level: Level, message: Arguments<'_>) {
             Level::Info => "INFO",
         };
         format!("{secs}.{millis:03} {level} {message}\n")
-    };
-    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    }
+}
+
+/// Writes a finished line without waiting; drops and counts it when stderr has no room.
+fn emit(mut line: String) {
+    if line.len() > MAX_LINE {
+        let mut cut = MAX_LINE - 8;
+        while !line.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        line.truncate(cut);
+        line.push_str(" [cut]\n");
+    }
+    let sink = SINK.get_or_init(Sink::open);
+    let dropped = DROPPED.swap(0, Ordering::Relaxed);
+    if dropped > 0 {
+        let note = format_line(
+            Level::Warn,
+            format_args!("{dropped} log line(s) dropped: stderr was not taking them"),
+        );
+        if !sink.write(note.as_bytes()) {
+            DROPPED.fetch_add(dropped + 1, Ordering::Relaxed);
+            return;
+        }
+    }
+    if !sink.write(line.as_bytes()) {
+        DROPPED.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Lines dropped so far and not yet reported (for tests and metrics).
+pub fn dropped() -> u64 {
+    DROPPED.load(Ordering::Relaxed)
 }
 
 /// Appends `text` to `out` escaped for a JSON string.

@@ -13,12 +13,8 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         Some("new") => return new(&args[1..]),
         Some("check") => return check(&args[1..]),
-        Some(authoring::CHECK_CHILD) => {
-            let verbose = args.iter().any(|a| a == "--verbose");
-            let Some(file) = args.get(1) else {
-                return ExitCode::from(2);
-            };
-            let code = authoring::check_in_child(Path::new(file), verbose);
+        Some(fiddler_crab::exec::spawn::EXECUTOR_COMMAND) => {
+            let code = fiddler_crab::exec::child::main(&args[1..]);
             return ExitCode::from(u8::try_from(code).unwrap_or(1));
         }
         _ => {}

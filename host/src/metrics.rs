@@ -1,13 +1,13 @@
 //! Intake's counters, and the Prometheus text `/-/metrics` renders from them.
 //!
-//! Intake owns the counters (plain integers: one thread writes and reads them); plugin counters
-//! are atomics owned by each plugin version and read through the route snapshot.
+//! Intake owns the counters (plain integers: one thread writes and reads them); plugin and
+//! executor counters are the pool's, read through its route snapshot.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::loader::PluginStats;
-use crate::registry::RouteInfo;
+use crate::exec::pool::RouteInfo;
+use crate::exec::stats::{Death, ExecutorCounters, PluginStats};
 
 /// Why a connection was closed, or a request dropped, by the server rather than the client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -157,8 +157,10 @@ pub struct Gauges<'a> {
     pub open: usize,
     /// Requests waiting.
     pub queued: usize,
-    /// Plugin libraries mapped.
-    pub libraries_mapped: usize,
+    /// Executors started and ended.
+    pub executors: &'a ExecutorCounters,
+    /// Executors alive now.
+    pub executors_alive: usize,
     /// The routes, with their plugins' counters.
     pub routes: &'a [RouteInfo],
 }
@@ -261,22 +263,44 @@ pub fn render(counters: &Counters, gauges: &Gauges<'_>) -> String {
             }
         },
     );
+    family(o, "fiddler_routes_served", "gauge", "Routes served.", |o| {
+        let _ = writeln!(o, "fiddler_routes_served {}", gauges.routes.len());
+    });
     family(
         o,
-        "fiddler_libraries_mapped",
+        "fiddler_executors_alive",
         "gauge",
-        "Plugin libraries mapped (never unloaded).",
+        "Executor processes alive now (serving, starting or retiring).",
         |o| {
-            let _ = writeln!(o, "fiddler_libraries_mapped {}", gauges.libraries_mapped);
+            let _ = writeln!(o, "fiddler_executors_alive {}", gauges.executors_alive);
         },
     );
     family(
         o,
-        "fiddler_routes_served",
-        "gauge",
-        "Routes served; libraries mapped beyond them are replaced or refused versions.",
+        "fiddler_executor_starts_total",
+        "counter",
+        "Executor processes started.",
         |o| {
-            let _ = writeln!(o, "fiddler_routes_served {}", gauges.routes.len());
+            let _ = writeln!(
+                o,
+                "fiddler_executor_starts_total {}",
+                gauges.executors.started
+            );
+        },
+    );
+    family(
+        o,
+        "fiddler_executor_deaths_total",
+        "counter",
+        "Executor processes ended, by cause.",
+        |o| {
+            for (death, n) in Death::ALL.iter().zip(gauges.executors.deaths) {
+                let _ = writeln!(
+                    o,
+                    "fiddler_executor_deaths_total{{cause=\"{}\"}} {n}",
+                    death.label()
+                );
+            }
         },
     );
     // One counter per route, read from each version's stats.
@@ -289,7 +313,7 @@ pub fn render(counters: &Counters, gauges: &Gauges<'_>) -> String {
         ),
         (
             "fiddler_plugin_errors_total",
-            "Panics and timeouts per plugin route.",
+            "Panics, crashes, timeouts and invalid answers per plugin route.",
             |s| &s.errors,
         ),
         (
@@ -299,7 +323,7 @@ pub fn render(counters: &Counters, gauges: &Gauges<'_>) -> String {
         ),
         (
             "fiddler_plugin_timeouts_total",
-            "Calls past their deadline (each quarantines the version) per route.",
+            "Calls past their deadline (each kills its executor) per route.",
             |s| &s.timeouts,
         ),
     ];
@@ -380,7 +404,8 @@ mod tests {
         let gauges = Gauges {
             open: 3,
             queued: 1,
-            libraries_mapped: 2,
+            executors: &ExecutorCounters::default(),
+            executors_alive: 2,
             routes: &[],
         };
         let text = render(&counters, &gauges);

@@ -2,14 +2,16 @@
 //!
 //! Intake owns both (no lock): it admits a request only when the queue has room, and reads a
 //! body only while the budget allows. A request whose client has gone, or that waited too long,
-//! is dropped here before any lane runs it.
+//! is dropped before any executor runs it. Jobs leave in order, except that a job whose route
+//! is (re)starting its executor is passed by jobs for other routes; a job an executor took but
+//! never started (it died) comes back to the front.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use plugin_api::Request;
 
-use crate::conn::ConnId;
+use crate::ids::ConnId;
 
 /// One complete request, ready to run.
 pub struct Job {
@@ -37,7 +39,8 @@ pub struct Full;
 /// Requests waiting for a lane, oldest first.
 pub struct Queue {
     jobs: VecDeque<Job>,
-    /// Invariant: `jobs.len() <= capacity`.
+    /// Invariant: `jobs.len() <= capacity`, plus jobs handed back by executors that died
+    /// (at most lanes x the pipeline depth).
     capacity: usize,
 }
 
@@ -79,9 +82,19 @@ impl Queue {
         Ok(())
     }
 
-    /// Takes the oldest job.
-    pub fn pop(&mut self) -> Option<Job> {
-        self.jobs.pop_front()
+    /// The job at `index` (0 is the oldest).
+    pub fn get(&self, index: usize) -> Option<&Job> {
+        self.jobs.get(index)
+    }
+
+    /// Takes the job at `index` out.
+    pub fn remove(&mut self, index: usize) -> Option<Job> {
+        self.jobs.remove(index)
+    }
+
+    /// Puts a job handed back by an executor that died before starting it at the front.
+    pub fn push_front(&mut self, job: Job) {
+        self.jobs.push_front(job);
     }
 
     /// Takes the oldest job if it has waited longer than `max_wait` (jobs behind it are newer).
@@ -98,7 +111,8 @@ impl Queue {
 /// The request-body bytes held at once: bodies being read plus bodies queued.
 #[derive(Debug)]
 pub struct ByteBudget {
-    /// Invariant: `held <= limit`.
+    /// Invariant: `held <= limit`, plus bodies handed back by executors that died (small:
+    /// only small bodies are written ahead).
     held: usize,
     limit: usize,
 }
@@ -118,6 +132,12 @@ impl ByteBudget {
             }
             _ => false,
         }
+    }
+
+    /// Takes `n` bytes back for a job returned to the queue, even past the limit (they were
+    /// held all along, outside the budget, by the executor's call).
+    pub fn take_back(&mut self, n: usize) {
+        self.held = self.held.saturating_add(n);
     }
 
     /// Gives back `n` bytes taken earlier.
@@ -155,9 +175,11 @@ mod tests {
         assert!(queue.push(job(1, now)).is_ok());
         assert!(queue.push(job(2, now)).is_ok());
         assert_eq!(queue.push(job(3, now)), Err(Full));
-        assert_eq!(queue.pop().map(|j| j.conn.slot), Some(1));
-        assert_eq!(queue.pop().map(|j| j.conn.slot), Some(2));
-        assert!(queue.pop().is_none());
+        assert_eq!(queue.remove(0).map(|j| j.conn.slot), Some(1));
+        queue.push_front(job(4, now));
+        assert_eq!(queue.remove(0).map(|j| j.conn.slot), Some(4));
+        assert_eq!(queue.remove(0).map(|j| j.conn.slot), Some(2));
+        assert!(queue.remove(0).is_none());
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! The supervisor: binds the listeners once, runs the worker (this same binary) on them, and
-//! starts a new worker whenever the old one dies, so a plugin that segfaults, aborts or exits
-//! costs the requests in flight and never the service. Connections waiting in the kernel's
-//! backlog survive a worker's death: the sockets belong to the supervisor.
+//! starts a new worker whenever the old one dies. Plugin code never runs in the worker (it runs
+//! in executors), so a dying worker is a host bug or an outside kill; even then connections
+//! waiting in the kernel's backlog survive: the sockets belong to the supervisor.
 //!
 //! Signals: SIGTERM/SIGINT are passed to the worker, which drains and exits; a second one kills
-//! it. SIGHUP (also sent by a worker that wants a fresh process) is a planned restart: a new
+//! it. SIGHUP is a planned restart (a new binary, or a fresh process for any reason): a new
 //! worker starts on the same sockets, and once it is ready the old one drains and exits.
 
 use std::fs;
@@ -17,6 +17,7 @@ use std::process::{Child, Command, ExitStatus};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::backoff::{crash_backoff, MAX_BACKOFF};
 use crate::config::Config;
 use crate::listener::{Scheme, FIRST_INHERITED_FD};
 use crate::{info, signals, warn, RunError};
@@ -26,8 +27,6 @@ const TICK: Duration = Duration::from_millis(20);
 /// A worker that lived this long resets the restart backoff: the backoff is for workers that die
 /// as they start (a crash loop), not for a plugin that crashes now and then on a request.
 const HEALTHY_AFTER: Duration = Duration::from_secs(1);
-/// The longest pause between two restarts in a crash loop.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How long a new worker may take to become ready in a planned restart.
 const READY_DEADLINE: Duration = Duration::from_secs(120);
 
@@ -124,7 +123,7 @@ pub fn supervise(config: &Config) -> Result<i32, RunError> {
         } else {
             crashes + 1
         };
-        let backoff = backoff(crashes);
+        let backoff = crash_backoff(crashes);
         warn!(
             "worker {} died ({}) after {:.1} s; starting another in {} ms",
             current.child.id(),
@@ -153,15 +152,6 @@ pub fn supervise(config: &Config) -> Result<i32, RunError> {
             }
         };
     }
-}
-
-/// 0 ms for the first crash, then 100 ms doubling up to `MAX_BACKOFF`.
-fn backoff(crashes: u32) -> Duration {
-    if crashes <= 1 {
-        return Duration::ZERO;
-    }
-    let ms = 100u64.saturating_mul(1 << (crashes - 2).min(16));
-    Duration::from_millis(ms).min(MAX_BACKOFF)
 }
 
 fn describe(status: ExitStatus) -> String {
@@ -277,8 +267,9 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok((read, write))
 }
 
-/// The supervisor's private directory, kept across worker restarts (the crash-at-load
-/// markers live there); removed when the supervisor ends.
+/// The supervisor's private directory, kept across worker restarts (workers keep their plugin
+/// copies there, so a worker that dies leaves nothing behind); removed when the supervisor
+/// ends.
 struct StateDir(PathBuf);
 
 impl StateDir {
@@ -293,26 +284,5 @@ impl StateDir {
 impl Drop for StateDir {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_is_immediate_then_doubles_to_a_cap() {
-        let table = [
-            (1, 0),
-            (2, 100),
-            (3, 200),
-            (4, 400),
-            (7, 3200),
-            (8, 5000),
-            (40, 5000),
-        ];
-        for (crashes, ms) in table {
-            assert_eq!(backoff(crashes), Duration::from_millis(ms), "{crashes}");
-        }
     }
 }

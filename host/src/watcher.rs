@@ -1,12 +1,12 @@
-//! Watches the plugins folder and turns file changes into plugin versions for the lanes.
+//! Watches the plugins folder and turns file changes into handler versions for the pool.
 //!
-//! Every interval it lists the `*.so` files and executable programs and their stamps (size, mtime, inode). A new or
-//! changed file is taken only once its stamp has held for one whole interval (so a file still
-//! being written is not loaded); then it is read and hashed, and loaded through the loader's
-//! private copy unless the same bytes already serve that route or were already refused. Each
-//! version that loads and `init`s is sent to every lane (`LaneMsg::Install`); a removed file
-//! unregisters its route (`LaneMsg::Remove`). Loading happens here, not on a lane, so a slow
-//! `init` never holds up requests.
+//! Every interval it lists the `*.so` files and executable programs and their stamps (size,
+//! mtime, inode, mode, owner). A new or changed file is taken only once its stamp has held for
+//! one whole interval (so a file still being written is not loaded); then it is read and
+//! hashed and, unless the same bytes were already offered for that route, offered to the pool
+//! as a new version (a library through a private copy). The pool starts its executor; loading
+//! and `init` happen there, in another process, never on this thread or the loop. A removed
+//! file unregisters its route.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
@@ -16,18 +16,13 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use crate::cgi::CgiProgram;
-use crate::lane::LaneMsg;
-use crate::loader::{Generation, LoadError, Loader, PluginFile};
-use crate::registry::{Handler, PluginName, Registry};
+use crate::exec::pool::NewVersion;
+use crate::exec::spawn::HandlerKind;
+use crate::files::{HandlerFile, PrivateDir};
+use crate::ids::{ContentHash, Generation, PluginName};
 use crate::{info, warn};
-
-/// In the state folder: the file being loaded right now (`<hash> <path>`).
-const LOADING: &str = "loading";
-/// In the state folder: hashes whose loading killed a worker, one per line.
-const CRASHED: &str = "crashed";
 
 /// What identifies a version of a file without reading it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,98 +43,65 @@ struct Seen {
     settled: bool,
 }
 
-/// The file a route is served from.
-struct Serving {
+/// The file last offered for a route.
+struct Offered {
     path: PathBuf,
-    hash: u64,
-    generation: Generation,
+    hash: ContentHash,
 }
 
-/// What changed for the lanes.
-enum Change {
-    Install(Handler),
+/// What changed, for the pool.
+#[derive(Debug)]
+pub enum Change {
+    /// A new version to start.
+    Install(NewVersion),
+    /// A route whose file was removed.
     Remove(PluginName),
 }
 
-/// The folder's state and the loader; runs on its own thread after the first scan.
+/// How the watcher reaches the loop: the channel and the waker of its poll.
+pub struct LoopLink {
+    /// Where changes go.
+    pub changes: Sender<Change>,
+    /// Wakes the loop after each change.
+    pub waker: Arc<mio::Waker>,
+}
+
+/// The folder's state; runs on its own thread after the first scan.
 pub struct Watcher {
     dir: PathBuf,
-    loader: Loader,
+    /// Where library copies go.
+    private: PrivateDir,
     interval: Duration,
-    /// Replaced versions that may stay mapped before a restart is asked for.
-    swap_budget: usize,
-    budget_spent: bool,
+    next_generation: u64,
     files: BTreeMap<PathBuf, Seen>,
-    serving: HashMap<PluginName, Serving>,
-    /// Contents that failed to load: not tried again until the file changes.
-    refused: HashSet<u64>,
+    offered: HashMap<PluginName, Offered>,
     /// Files already reported as ignored (bad name, route taken), to log them once.
     ignored: HashSet<PathBuf>,
     /// The folder could not be read, or was not trusted, at the last poll (logged once).
     unreadable: bool,
     /// Skip the ownership and permission checks (`--insecure-plugins-dir`).
     insecure: bool,
-    /// The supervisor's state folder, which outlives this worker: a marker there names the file
-    /// being loaded, so a load that kills the worker is known to the next one.
-    state_dir: Option<PathBuf>,
 }
 
 impl Watcher {
-    /// A watcher of `dir` that polls every `interval`.
-    pub fn new(
-        dir: &Path,
-        loader: Loader,
-        interval: Duration,
-        swap_budget: usize,
-        insecure: bool,
-    ) -> Watcher {
+    /// A watcher of `dir` that polls every `interval`, copying libraries into `private`.
+    pub fn new(dir: &Path, private: PrivateDir, interval: Duration, insecure: bool) -> Watcher {
         Watcher {
             dir: dir.to_owned(),
-            loader,
+            private,
             interval,
-            swap_budget,
-            budget_spent: false,
+            next_generation: 1,
             files: BTreeMap::new(),
-            serving: HashMap::new(),
-            refused: HashSet::new(),
+            offered: HashMap::new(),
             ignored: HashSet::new(),
             unreadable: false,
             insecure,
-            state_dir: std::env::var_os("FIDDLER_STATE_DIR").map(PathBuf::from),
         }
-        .remembering_crashes()
     }
 
-    /// Refuses, for good, the contents whose loading killed an earlier worker.
-    fn remembering_crashes(mut self) -> Watcher {
-        let Some(dir) = self.state_dir.clone() else {
-            return self;
-        };
-        if let Ok(marker) = fs::read_to_string(dir.join(LOADING)) {
-            let _ = fs::remove_file(dir.join(LOADING));
-            if let Some((hash, path)) = marker.split_once(' ') {
-                warn!(
-                    "skipping {path}: the worker died while loading it; it stays refused until \
-                     the file changes"
-                );
-                let mut crashed = fs::read_to_string(dir.join(CRASHED)).unwrap_or_default();
-                crashed.push_str(hash);
-                crashed.push('\n');
-                let _ = fs::write(dir.join(CRASHED), crashed);
-            }
-        }
-        let crashed = fs::read_to_string(dir.join(CRASHED)).unwrap_or_default();
-        self.refused.extend(
-            crashed
-                .lines()
-                .filter_map(|h| u64::from_str_radix(h, 16).ok()),
-        );
-        self
-    }
-
-    /// Loads every plugin in the folder now (at start-up, without waiting for stability).
-    pub fn scan_now(&mut self) -> Registry {
-        let mut registry = Registry::default();
+    /// Takes every handler in the folder now (at start-up, without waiting for stability).
+    pub fn scan_now(&mut self) -> Vec<NewVersion> {
+        let mut versions = Vec::new();
         for (path, stamp) in self.list().unwrap_or_default() {
             self.files.insert(
                 path.clone(),
@@ -148,29 +110,21 @@ impl Watcher {
                     settled: true,
                 },
             );
-            if let Some(Change::Install(handler)) = self.consider(&path) {
-                registry.install(handler);
+            if let Some(Change::Install(version)) = self.consider(&path) {
+                versions.push(version);
             }
         }
-        registry
+        versions
     }
 
-    /// Polls on a thread of its own, sending changes to every lane, until no lane is left.
-    pub fn spawn(mut self, lanes: Vec<Sender<LaneMsg>>) -> std::io::Result<thread::JoinHandle<()>> {
+    /// Polls on a thread of its own, sending changes to the loop, until the loop is gone.
+    pub fn spawn(mut self, link: LoopLink) -> std::io::Result<thread::JoinHandle<()>> {
         thread::Builder::new()
             .name("watcher".to_owned())
             .spawn(move || loop {
                 thread::sleep(self.interval);
                 for change in self.poll() {
-                    let mut delivered = false;
-                    for lane in &lanes {
-                        let msg = match &change {
-                            Change::Install(handler) => LaneMsg::Install(handler.clone()),
-                            Change::Remove(name) => LaneMsg::Remove(name.clone()),
-                        };
-                        delivered |= lane.send(msg).is_ok();
-                    }
-                    if !delivered {
+                    if link.changes.send(change).is_err() || link.waker.wake().is_err() {
                         return;
                     }
                 }
@@ -261,14 +215,14 @@ impl Watcher {
             self.files.remove(&path);
             self.ignored.remove(&path);
             let Some(name) = self
-                .serving
+                .offered
                 .iter()
                 .find(|(_, s)| s.path == path)
                 .map(|(name, _)| name.clone())
             else {
                 continue;
             };
-            self.serving.remove(&name);
+            self.offered.remove(&name);
             info!(
                 "{} was removed: /{name} is no longer served",
                 path.display()
@@ -312,7 +266,7 @@ impl Watcher {
         changes
     }
 
-    /// Loads a settled file if it is a new version of its route.
+    /// Offers a settled file if it is a new version of its route.
     fn consider(&mut self, path: &Path) -> Option<Change> {
         let name = match route_for(path) {
             Ok(name) => name,
@@ -326,7 +280,7 @@ impl Watcher {
                 return None;
             }
         };
-        let current = self.serving.get(&name);
+        let current = self.offered.get(&name);
         if let Some(current) = current.filter(|c| c.path != path) {
             if self.ignored.insert(path.to_owned()) {
                 warn!(
@@ -351,116 +305,51 @@ impl Watcher {
                 return None;
             }
         }
-        let file = match PluginFile::read(path) {
+        let file = match HandlerFile::read(path) {
             Ok(file) => file,
             Err(e) => {
-                warn!("refused {}: {}", path.display(), LoadError::Read(e));
+                warn!("refused {}: cannot read it: {e}", path.display());
                 return None;
             }
         };
-        if current.is_some_and(|c| c.hash == file.hash) || self.refused.contains(&file.hash) {
+        if current.is_some_and(|c| c.hash == file.hash) {
             return None;
         }
-        let replaces = current.map(|c| c.generation);
-        if !is_library(path) {
-            return Some(self.register_program(name, file, replaces));
-        }
-        let marker = self.state_dir.as_ref().map(|dir| dir.join(LOADING));
-        if let Some(marker) = &marker {
-            let _ = fs::write(marker, format!("{:016x} {}", file.hash, path.display()));
-        }
-        let result = self.loader.load(name.clone(), &file);
-        if let Some(marker) = &marker {
-            let _ = fs::remove_file(marker);
-        }
-        let change = match result {
-            Ok(plugin) => {
-                let replacing = replaces
-                    .map(|g| format!(", replacing generation {}", g.0))
-                    .unwrap_or_default();
-                info!(
-                    "loaded {} as /{name}: {} {} ({}), generation {}{replacing}",
-                    path.display(),
-                    plugin.meta.crate_name,
-                    plugin.meta.version,
-                    plugin.meta.description,
-                    plugin.generation.0
-                );
-                self.serving.insert(
-                    name,
-                    Serving {
-                        path: path.to_owned(),
-                        hash: file.hash,
-                        generation: plugin.generation,
-                    },
-                );
-                Some(Change::Install(Handler::Native(Arc::new(plugin))))
+        let generation = Generation(self.next_generation);
+        self.next_generation += 1;
+        let (kind, handler_file, owns_file) = if is_library(path) {
+            match self.private.copy(&name, generation, &file) {
+                Ok(copy) => (HandlerKind::Native, copy, true),
+                Err(e) => {
+                    warn!(
+                        "refused {}: cannot copy it to the private directory: {e}",
+                        path.display()
+                    );
+                    return None;
+                }
             }
-            Err(e) => {
-                let keeps = replaces
-                    .map(|g| format!("; generation {} keeps serving /{name}", g.0))
-                    .unwrap_or_default();
-                warn!("refused {}: {e}{keeps}", path.display());
-                self.refused.insert(file.hash);
-                None
-            }
+        } else {
+            // Absolute: the program runs with the plugins folder as its working directory,
+            // where a relative path (`--plugins plugins`) would no longer lead to it.
+            let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+            (HandlerKind::Cgi, absolute, false)
         };
-        self.check_budget();
-        change
-    }
-
-    /// Serves an executable as a CGI program (nothing is loaded: it runs per request).
-    fn register_program(
-        &mut self,
-        name: PluginName,
-        file: PluginFile,
-        replaces: Option<Generation>,
-    ) -> Change {
-        let generation = self.loader.next_generation();
-        let replacing = replaces
-            .map(|g| format!(", replacing generation {}", g.0))
-            .unwrap_or_default();
-        info!(
-            "serving {} as /{name}: a program run per request (CGI), generation {}{replacing}",
-            file.path.display(),
-            generation.0
-        );
-        self.serving.insert(
+        self.offered.insert(
             name.clone(),
-            Serving {
-                path: file.path.clone(),
+            Offered {
+                path: path.to_owned(),
                 hash: file.hash,
-                generation,
             },
         );
-        // Absolute: the program runs with the plugins folder as its working directory, where a
-        // relative path (`--plugins plugins`) would no longer lead to it.
-        let path = std::path::absolute(&file.path).unwrap_or(file.path);
-        Change::Install(Handler::Program(Arc::new(CgiProgram {
+        Some(Change::Install(NewVersion {
             name,
-            path,
             generation,
-            loaded_at: SystemTime::now(),
+            kind,
+            file: handler_file,
+            owns_file,
+            source: path.to_owned(),
             hash: file.hash,
-            stats: Arc::default(),
-        })))
-    }
-
-    /// Logs, once, that replaced versions have used up their budget of mappings.
-    fn check_budget(&mut self) {
-        let live = self
-            .serving
-            .values()
-            .filter(|s| is_library(&s.path))
-            .count();
-        let stale = self.loader.mapped().saturating_sub(live);
-        if stale > self.swap_budget && !self.budget_spent {
-            self.budget_spent = true;
-            crate::request_restart(&format!(
-                "{stale} replaced or refused plugin libraries stay mapped (budget {})",
-                self.swap_budget
-            ));
-        }
+        }))
     }
 }
 

@@ -36,7 +36,10 @@ fn check_says_what_the_server_would_do_with_each_kind_of_file() {
         ("incompatible", "built against an incompatible plugin-api"),
         ("norootmodule", "no plugin root module"),
         ("initpanic", "init panicked: the model file is missing"),
-        ("crashinit", "killed the checking process"),
+        (
+            "crashinit",
+            "killed its executor process (signal: 11 (SIGSEGV))",
+        ),
     ];
     for (fixture, why) in table {
         let (code, text) = check(&plugin_library(fixture));

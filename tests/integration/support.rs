@@ -335,6 +335,14 @@ impl Server {
         }
     }
 
+    /// Whether a log line so far contains `needle` (takes what has arrived, without waiting).
+    pub fn try_log(&mut self, needle: &str) -> bool {
+        while let Ok(line) = self.log_lines.try_recv() {
+            self.log.push(line);
+        }
+        self.log.iter().any(|l| l.contains(needle))
+    }
+
     /// The supervisor's process id (the process the test started).
     pub fn pid(&self) -> u32 {
         self.child.id()

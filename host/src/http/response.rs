@@ -1,7 +1,12 @@
 //! Writes response heads. The host owns framing: it sets `Content-Length` and `Connection`
 //! itself and drops any framing header, or any malformed header, a plugin returns.
 
-use plugin_api::Header;
+use plugin_api::{Header, Response};
+
+/// A plain-text response made by the host itself (refusals, admin answers, failed calls).
+pub fn text(status: u16, body: &str) -> Response {
+    Response::text(body).with_status(status)
+}
 
 /// Whether the connection stays open after this response.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -30,7 +30,7 @@ impl Intake {
     /// exiting earlier would cut off a request already on its way.
     pub(super) fn drained(&self) -> bool {
         self.queue.is_empty()
-            && self.lanes.iter().all(|lane| !lane.busy || lane.dead)
+            && self.pool.is_idle()
             && self
                 .conns
                 .iter()
@@ -83,7 +83,7 @@ fn expired(
     settings: &IntakeSettings,
 ) -> Option<Option<Reason>> {
     let reason = match conn.phase {
-        Phase::AwaitRoom | Phase::AwaitLane(_) => return None,
+        Phase::AwaitRoom | Phase::AwaitAnswer(_) => return None,
         Phase::Lingering { .. } => None,
         Phase::ExpectHead => Some(Reason::HeaderDeadline),
         Phase::ExpectBody(_) | Phase::Sending(_) => Some(Reason::IdleDeadline),

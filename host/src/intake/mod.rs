@@ -1,24 +1,25 @@
-//! Intake: the one `mio` event loop that accepts, reads whole requests under their limits and
-//! deadlines, queues them, hands them to idle lanes, and writes the answers back.
+//! Intake: the worker's one `mio` event loop. It accepts, reads whole requests under their
+//! limits and deadlines, queues them, hands them to executors, reads their answers and writes
+//! them back. Client sockets, executor sockets and executor output pipes are all in its poll;
+//! nothing it calls blocks.
 //!
 //! Admission is decided at accept time: while the connection table, the queue or the body
 //! budget is full, intake does not accept, and the kernel's (small) backlog absorbs and then
 //! drops the excess. Nothing is allocated, logged or written for what is not accepted.
-//! Intake owns the connections, the queue and the budget; lanes own everything past the queue.
+//! Intake owns the connections, the queue, the budget and the executor pool.
 //!
 //! This file owns the loop, the listeners and the connection table; `requests` turns complete
-//! heads and requests into queued jobs or answers, `lanes` hands jobs to lanes and takes their
-//! answers, `deadlines` closes what is late and drains on shutdown.
+//! heads and requests into queued jobs or answers, `dispatch` hands jobs to executors and takes
+//! their answers, `deadlines` closes what is late and drains on shutdown.
 
 mod deadlines;
-mod lanes;
+mod dispatch;
 mod requests;
 
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, Sender};
+use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,23 +29,25 @@ use plugin_api::{Header, RVec, Request, Response};
 
 use crate::admin::{self, AdminView};
 use crate::admission::{answer_busy, Admission, BusyMode};
-use crate::conn::{Conn, ConnId, Outgoing, Phase, ReplyShape, Step};
+use crate::conn::{Conn, Outgoing, Phase, ReplyShape, Step};
+use crate::exec::pool::{Place, Pool, PoolEvent};
 use crate::http::body::BodyReader;
 use crate::http::error::HttpError;
 use crate::http::parse::{Framing, Head, HeadLimits};
-use crate::http::response::{is_bodiless, reason, write_head, Persistence};
-use crate::lane::{text, LaneEvent, LaneMsg};
+use crate::http::response::{is_bodiless, reason, text, write_head, Persistence};
+use crate::ids::ConnId;
 use crate::listener::Scheme;
 use crate::metrics::{Counters, Reason};
 use crate::queue::{ByteBudget, Job, Queue};
-use crate::registry::RouteTable;
 use crate::signals;
 use crate::tls::CertStore;
 use crate::transport::Transport;
 use crate::warn;
+use crate::watcher::Change;
 
-/// The token of the waker lanes use. Listener `i` has `Token(usize::MAX - 1 - i)`; connection
-/// tokens are their slot numbers.
+/// The token of the waker the watcher uses. Listener `i` has `Token(usize::MAX - 1 - i)`;
+/// connection tokens are their slot numbers; executors' tokens start at
+/// `exec::pool::FIRST_TOKEN`.
 pub const WAKER: Token = Token(usize::MAX);
 
 /// How often deadlines are checked (their precision).
@@ -96,27 +99,6 @@ struct Listener {
     pending: bool,
 }
 
-/// A lane as intake sees it.
-pub struct LaneSlot {
-    /// Where its work goes.
-    pub inbox: Sender<LaneMsg>,
-    /// Whether it runs a request now.
-    busy: bool,
-    /// Whether its thread is gone (its inbox refused a job).
-    dead: bool,
-}
-
-impl LaneSlot {
-    /// An idle lane reached through `inbox`.
-    pub fn new(inbox: Sender<LaneMsg>) -> LaneSlot {
-        LaneSlot {
-            inbox,
-            busy: false,
-            dead: false,
-        }
-    }
-}
-
 /// The event loop's state.
 pub struct Intake {
     poll: Poll,
@@ -130,11 +112,17 @@ pub struct Intake {
     next_serial: u64,
     queue: Queue,
     budget: ByteBudget,
-    lanes: Vec<LaneSlot>,
-    lane_events: Receiver<LaneEvent>,
-    routes: RouteTable,
-    /// Plugin libraries mapped so far (the watcher's loader counts them).
-    libraries_mapped: Arc<AtomicUsize>,
+    /// The executors and the versions they serve.
+    pool: Pool,
+    /// What the pool said and intake has not acted on yet.
+    pool_events: Vec<PoolEvent>,
+    /// Jobs may be placeable: a request was queued, an answer freed a lane.
+    dispatch_pending: bool,
+    /// New and removed versions from the watcher.
+    changes: Receiver<Change>,
+    /// Whether the worker accepts yet: not before the first versions' executors are ready (or
+    /// refused), so the first request finds its plugin.
+    accepting: bool,
     settings: IntakeSettings,
     /// No accepting before this (after EMFILE and the like).
     accept_paused_until: Instant,
@@ -155,17 +143,15 @@ pub struct Intake {
 }
 
 impl Intake {
-    /// Intake over bound listeners, with its lanes, the channel they answer on, and the routes
-    /// they start with. `certs` is required when a listener is HTTPS.
+    /// Intake over bound listeners, with its executor pool and the channel the watcher sends
+    /// changes on. `certs` is required when a listener is HTTPS.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         poll: Poll,
         listeners: Vec<(std::net::TcpListener, Scheme)>,
         certs: Option<CertStore>,
-        lanes: Vec<LaneSlot>,
-        lane_events: Receiver<LaneEvent>,
-        routes: RouteTable,
-        libraries_mapped: Arc<AtomicUsize>,
+        pool: Pool,
+        changes: Receiver<Change>,
         admission: Admission,
         queue: usize,
         queue_bytes: usize,
@@ -195,10 +181,11 @@ impl Intake {
             next_serial: 0,
             queue: Queue::new(queue),
             budget: ByteBudget::new(queue_bytes),
-            lanes,
-            lane_events,
-            routes,
-            libraries_mapped,
+            pool,
+            pool_events: Vec::new(),
+            dispatch_pending: false,
+            changes,
+            accepting: false,
             settings,
             accept_paused_until: Instant::now(),
             exhausted: false,
@@ -223,14 +210,33 @@ impl Intake {
             .collect()
     }
 
+    /// Starts `versions` (the folder's contents at start-up).
+    pub fn install(&mut self, versions: Vec<crate::exec::pool::NewVersion>) {
+        for version in versions {
+            self.pool.install(version, self.poll.registry());
+        }
+    }
+
     /// Runs the loop until it has drained after SIGTERM (or a second signal, or the drain
-    /// deadline), or polling itself fails.
-    pub fn run(mut self) -> io::Result<()> {
+    /// deadline), or polling itself fails. Accepting starts once the first versions are
+    /// ready; `on_ready` is called then.
+    pub fn run(mut self, on_ready: impl FnOnce()) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         let mut next_sweep = Instant::now() + SWEEP_EVERY;
-        self.accept();
+        let mut on_ready = Some(on_ready);
         loop {
-            let timeout = next_sweep.saturating_duration_since(Instant::now());
+            if !self.accepting && !self.pool.is_starting() {
+                self.accepting = true;
+                if let Some(ready) = on_ready.take() {
+                    ready();
+                }
+                self.accept();
+            }
+            let wake_at = match self.pool.next_deadline() {
+                Some(at) => at.min(next_sweep),
+                None => next_sweep,
+            };
+            let timeout = wake_at.saturating_duration_since(Instant::now());
             match self.poll.poll(&mut events, Some(timeout)) {
                 Ok(()) => {}
                 // A signal: look at the flags below.
@@ -259,6 +265,10 @@ impl Intake {
                 if token == WAKER {
                     continue;
                 }
+                if Pool::owns(token) {
+                    self.on_executor_event(token);
+                    continue;
+                }
                 match self.listener_index(token) {
                     Some(i) => {
                         self.listeners[i].pending = true;
@@ -267,9 +277,15 @@ impl Intake {
                     None => self.on_socket_event(token.0, event.is_readable()),
                 }
             }
-            self.take_lane_events();
-            self.resume_stalled();
+            self.take_changes();
             let now = Instant::now();
+            if self.pool.next_deadline().is_some_and(|at| at <= now) {
+                self.sweep_pool(now);
+            }
+            self.dispatch_pending = true;
+            self.settle();
+            self.resume_stalled();
+            self.settle();
             if now >= next_sweep {
                 self.sweep(now);
                 next_sweep = now + SWEEP_EVERY;
@@ -283,14 +299,15 @@ impl Intake {
 
     /// Whether to call `accept` now: for a slot, or to answer `503` in busy mode.
     fn may_accept(&self) -> bool {
-        (self.has_room() || self.admission.busy == BusyMode::Answer503)
+        self.accepting
+            && (self.has_room() || self.admission.busy == BusyMode::Answer503)
             && Instant::now() >= self.accept_paused_until
     }
 
     /// The queue is above its high-water mark (three quarters): answers close their
     /// connections instead of keeping them.
     fn queue_under_pressure(&self) -> bool {
-        self.queue.len() * 4 >= self.queue.capacity() * 3
+        (self.queue.len() + self.pool.written_ahead()) * 4 >= self.queue.capacity() * 3
     }
 
     /// `base`, or the pressure timeout if it is shorter and connections are above the mark.
@@ -311,7 +328,7 @@ impl Intake {
     /// others need room (or busy mode) and no pause.
     fn may_accept_on(&self, i: usize) -> bool {
         match self.listeners[i].scheme {
-            Scheme::Admin => self.admin_open < ADMIN_CONNS,
+            Scheme::Admin => self.accepting && self.admin_open < ADMIN_CONNS,
             _ => self.may_accept(),
         }
     }
@@ -445,7 +462,7 @@ impl Intake {
         let Some(conn) = self.conns.get(slot).and_then(Option::as_ref) else {
             return;
         };
-        if matches!(conn.phase, Phase::AwaitLane(_) | Phase::AwaitRoom) {
+        if matches!(conn.phase, Phase::AwaitAnswer(_) | Phase::AwaitRoom) {
             // No work for the gone: a client that closed while waiting is dropped now, and a
             // queued job of it skipped when it reaches the front.
             if readable && conn.peer_has_closed() {

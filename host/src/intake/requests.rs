@@ -6,10 +6,8 @@ use super::*;
 impl Intake {
     pub(super) fn body_limit(&self, route: &str) -> usize {
         let own = self
-            .routes
-            .iter()
-            .find(|r| r.name.as_str() == route)
-            .and_then(|r| r.max_body)
+            .pool
+            .max_body(route)
             .and_then(|limit| usize::try_from(limit).ok());
         own.map_or(self.settings.max_body, |own| {
             own.min(self.settings.max_body)
@@ -55,10 +53,12 @@ impl Intake {
         }
         if route == "-" {
             self.budget.release(body.len());
+            let routes = self.pool.routes();
             let view = AdminView {
-                routes: &self.routes,
-                libraries_mapped: self.libraries_mapped.load(Ordering::Relaxed),
-                queued: self.queue.len(),
+                routes: &routes,
+                executors: &self.pool.counters,
+                executors_alive: self.pool.alive(),
+                queued: self.queue.len() + self.pool.written_ahead(),
                 queue_capacity: self.queue.capacity(),
                 open: self.admission.open(),
                 counters: &self.counters,
@@ -100,8 +100,8 @@ impl Intake {
             return self.close(slot);
         }
         self.counters.queued += 1;
-        conn.phase = Phase::AwaitLane(shape);
-        self.dispatch();
+        conn.phase = Phase::AwaitAnswer(shape);
+        self.dispatch_pending = true;
     }
 
     /// Answers a refused request and closes the connection afterwards.

@@ -1,0 +1,189 @@
+//! The executor process: `fiddler-crab __executor KIND ROUTE FILE`, started by the worker.
+//!
+//! It raises its own `oom_score_adj` (so the kernel kills an executor before the worker), takes
+//! its socket from descriptor 3, loads its handler (a native plugin: dlopen + `init`, once; a
+//! CGI program: nothing to load), says `Ready` or `Refused`, then serves one call at a time:
+//! read a `Request` frame, call, write a `Response` (or `Panicked`) frame. The plugin's own
+//! shim catches its panics; the call is wrapped again here. End of file on the socket (the
+//! worker retired it, or died) ends it. Blocking IO is fine here: this process does one thing.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::os::fd::FromRawFd;
+use std::os::unix::net::UnixStream;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use plugin_api::{Request, Response};
+
+use crate::cgi::{self, CgiProgram};
+use crate::exec::frame::{self, FrameReader, HandlerMeta, Message};
+use crate::exec::spawn::{HandlerKind, EXECUTOR_FD};
+use crate::ids::PluginName;
+use crate::loader::{self, LoadError, LoadedPlugin};
+
+/// What an executor process raises its OOM score by: the kernel's OOM killer picks the
+/// executor (expendable, restarted) long before the worker (which holds every client).
+const OOM_SCORE_ADJ: &[u8] = b"1000";
+/// Exit codes.
+const EXIT_USAGE: i32 = 64;
+const EXIT_PROTOCOL: i32 = 65;
+const EXIT_REFUSED: i32 = 66;
+
+/// A handler as the executor holds it.
+enum Handler {
+    Native(LoadedPlugin),
+    Cgi(CgiProgram),
+}
+
+/// Runs the executor; returns its exit code.
+pub fn main(args: &[String]) -> i32 {
+    let [kind, route, file] = args else {
+        eprintln!("usage: fiddler-crab __executor native|cgi ROUTE FILE (started by the worker)");
+        return EXIT_USAGE;
+    };
+    let (Some(kind), Some(route)) = (HandlerKind::parse(kind), PluginName::parse(route)) else {
+        eprintln!("executor: bad kind or route {kind:?} {route:?}");
+        return EXIT_USAGE;
+    };
+    let _ = std::fs::write("/proc/self/oom_score_adj", OOM_SCORE_ADJ);
+    // SAFETY: F_GETFD only reads the flags of descriptor 3, if it is open.
+    if unsafe { libc::fcntl(EXECUTOR_FD, libc::F_GETFD) } < 0 {
+        eprintln!("executor: no socket on descriptor {EXECUTOR_FD} (it is started by the worker)");
+        return EXIT_USAGE;
+    }
+    // SAFETY: the worker passed one end of a socketpair as descriptor 3 for this process
+    // alone; nothing else here owns it.
+    let mut socket = unsafe { UnixStream::from_raw_fd(EXECUTOR_FD) };
+    let handler = match start(kind, route, Path::new(file)) {
+        Ok((handler, meta)) => {
+            if send(&mut socket, &frame::ready(&meta), &[]).is_err() {
+                return 0;
+            }
+            handler
+        }
+        Err(e) => {
+            let (reason, detail) = match &e {
+                LoadError::Library { plain, detail } => (plain.clone(), detail.clone()),
+                LoadError::Init(_) => (e.to_string(), String::new()),
+            };
+            let _ = send(&mut socket, &frame::refused(&reason, &detail), &[]);
+            return EXIT_REFUSED;
+        }
+    };
+    serve(&mut socket, &handler)
+}
+
+/// Loads the handler (under `catch_unwind`: a host-side panic is a refusal, not a crash).
+fn start(
+    kind: HandlerKind,
+    route: PluginName,
+    file: &Path,
+) -> Result<(Handler, HandlerMeta), LoadError> {
+    match kind {
+        HandlerKind::Native => {
+            let plugin = catch_unwind(|| loader::load(file)).unwrap_or_else(|_| {
+                Err(LoadError::Init(
+                    "loading panicked on the host side".to_owned(),
+                ))
+            })?;
+            let meta = plugin.meta.clone();
+            Ok((Handler::Native(plugin), meta))
+        }
+        HandlerKind::Cgi => {
+            let meta = HandlerMeta {
+                crate_name: "cgi".to_owned(),
+                version: String::new(),
+                description: format!("program {}", file.display()),
+                deadline_ms: None,
+                max_body: None,
+            };
+            let program = CgiProgram {
+                name: route,
+                path: PathBuf::from(file),
+            };
+            Ok((Handler::Cgi(program), meta))
+        }
+    }
+}
+
+/// Answers requests until the worker closes the socket.
+fn serve(socket: &mut UnixStream, handler: &Handler) -> i32 {
+    let mut reader = FrameReader::default();
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let read = match reader.direct() {
+            Some(body) => socket.read(body).map(|n| (n, true)),
+            None => socket.read(&mut buffer).map(|n| (n, false)),
+        };
+        let (n, direct) = match read {
+            Ok((0, _)) => return 0,
+            Ok(read) => read,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return 0,
+        };
+        let mut messages = Vec::new();
+        let result = if direct {
+            reader.filled(n).map(|m| messages.extend(m))
+        } else {
+            feed_all(&mut reader, &buffer[..n], &mut messages)
+        };
+        if let Err(e) = result {
+            eprintln!("executor: {e}; exiting");
+            return EXIT_PROTOCOL;
+        }
+        for message in messages {
+            let Message::Request(request, deadline_ms) = message else {
+                eprintln!("executor: the worker sent a frame other than a request; exiting");
+                return EXIT_PROTOCOL;
+            };
+            let written = match call(handler, request, Duration::from_millis(deadline_ms)) {
+                Ok(response) => send(socket, &frame::response(&response), &response.body),
+                Err(why) => send(socket, &frame::panicked(&why), &[]),
+            };
+            if written.is_err() {
+                return 0;
+            }
+        }
+    }
+}
+
+fn feed_all(
+    reader: &mut FrameReader,
+    mut input: &[u8],
+    out: &mut Vec<Message>,
+) -> Result<(), frame::FrameError> {
+    while !input.is_empty() {
+        let (used, message) = reader.feed(input)?;
+        input = &input[used..];
+        out.extend(message);
+    }
+    Ok(())
+}
+
+/// One call, with the host side's own `catch_unwind`.
+fn call(handler: &Handler, request: Request, deadline: Duration) -> Result<Response, String> {
+    catch_unwind(AssertUnwindSafe(|| match handler {
+        Handler::Native(plugin) => plugin.call(request),
+        Handler::Cgi(program) => Ok(cgi::call(program, request, deadline)),
+    }))
+    .unwrap_or_else(|_| Err("the host side of the call panicked".to_owned()))
+}
+
+/// Writes a frame's head and its body.
+fn send(socket: &mut UnixStream, head: &[u8], body: &[u8]) -> io::Result<()> {
+    let (mut head, mut body) = (head, body);
+    while !head.is_empty() || !body.is_empty() {
+        match socket.write_vectored(&[IoSlice::new(head), IoSlice::new(body)]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                let from_head = n.min(head.len());
+                head = &head[from_head..];
+                body = &body[n - from_head..];
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

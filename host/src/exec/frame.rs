@@ -1,0 +1,611 @@
+//! The frames the worker and an executor exchange over their socketpair: a small, versioned,
+//! hand-written binary format, and a sans-IO reader for it (bytes in, frames out).
+//!
+//! Every frame is a fixed 9-byte head, then `meta_len` bytes of metadata, then `body_len` bytes
+//! of body, all integers little-endian:
+//!
+//! ```text
+//! kind: u8 | meta_len: u32 | body_len: u32 | meta | body
+//! ```
+//!
+//! In the metadata a `str` is `u32 length + UTF-8 bytes`, `bytes` is `u32 length + bytes`, an
+//! optional number is `u8 present + u64`. The kinds and their metadata:
+//!
+//! | kind | from | meta | body |
+//! | --- | --- | --- | --- |
+//! | 1 `Ready` | executor | `u16 PROTOCOL`, str crate, str version, str description, opt deadline_ms, opt max_body | empty |
+//! | 2 `Refused` | executor | str reason (one sentence), str detail (the loader's whole report) | empty |
+//! | 3 `Request` | worker | str method, str path, str query, str client, u8 tls, u64 deadline_ms, u32 n, n x (str name, bytes value) | request body |
+//! | 4 `Response` | executor | u16 status, u32 n, n x (str name, bytes value) | response body |
+//! | 5 `Panicked` | executor | str message | empty |
+//!
+//! An executor speaks first (`Ready` or `Refused`), then answers each `Request` with one
+//! `Response` or `Panicked`, in order. `PROTOCOL` changes whenever the layout does; both ends are
+//! the same binary, so a mismatch means a stale executor binary and is refused.
+//! Bounds: metadata at most [`MAX_META`], a body at most [`MAX_BODY`]; more is a
+//! [`FrameError::TooLarge`].
+
+use std::fmt;
+
+use plugin_api::{Header, RString, RVec, Request, Response};
+
+/// The version of this layout, sent in `Ready`.
+pub const PROTOCOL: u16 = 1;
+/// The largest metadata block (headers and names).
+pub const MAX_META: usize = 1 << 20;
+/// The largest body a frame carries.
+pub const MAX_BODY: usize = 1 << 30;
+/// Bytes in a frame head.
+const HEAD: usize = 9;
+
+/// What kind of frame it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    /// The executor loaded its handler and waits for requests.
+    Ready = 1,
+    /// The executor could not load its handler (and exits).
+    Refused = 2,
+    /// A request to run.
+    Request = 3,
+    /// The handler's answer.
+    Response = 4,
+    /// The handler panicked (caught); the executor goes on.
+    Panicked = 5,
+}
+
+impl Kind {
+    fn from_byte(byte: u8) -> Option<Kind> {
+        Some(match byte {
+            1 => Kind::Ready,
+            2 => Kind::Refused,
+            3 => Kind::Request,
+            4 => Kind::Response,
+            5 => Kind::Panicked,
+            _ => return None,
+        })
+    }
+}
+
+/// Why bytes are not a valid frame. Either end treats it as a broken peer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum FrameError {
+    /// The kind byte names no kind.
+    UnknownKind(u8),
+    /// A length is past its bound.
+    TooLarge,
+    /// The metadata ends early, has bytes left over, or holds text that is not UTF-8.
+    Malformed(&'static str),
+    /// `Ready` named another protocol version.
+    Protocol(u16),
+    /// A frame arrived that this end does not expect now.
+    Unexpected(Kind),
+}
+
+impl fmt::Display for FrameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FrameError::UnknownKind(k) => write!(f, "unknown frame kind {k}"),
+            FrameError::TooLarge => f.write_str("a frame is larger than its bound"),
+            FrameError::Malformed(what) => write!(f, "malformed frame: {what}"),
+            FrameError::Protocol(v) => {
+                write!(f, "executor speaks protocol {v}, this worker {PROTOCOL}")
+            }
+            FrameError::Unexpected(kind) => write!(f, "unexpected {kind:?} frame"),
+        }
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+/// What a handler says about itself, as the executor reports it in `Ready`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HandlerMeta {
+    /// The plugin crate's name (`cgi` for programs).
+    pub crate_name: String,
+    /// The plugin crate's version (a content hash for programs).
+    pub version: String,
+    /// One line on what it does.
+    pub description: String,
+    /// Its own call deadline in milliseconds, if any.
+    pub deadline_ms: Option<u64>,
+    /// Its own body limit, if any.
+    pub max_body: Option<u64>,
+}
+
+/// A decoded frame.
+#[derive(Debug)]
+pub enum Message {
+    /// The handler is loaded.
+    Ready(HandlerMeta),
+    /// The handler could not be loaded.
+    Refused {
+        /// One or two plain sentences.
+        reason: String,
+        /// The loader's full report.
+        detail: String,
+    },
+    /// A request, with the milliseconds the call may take.
+    Request(Request, u64),
+    /// An answer.
+    Response(Response),
+    /// The handler panicked; the message says why.
+    Panicked(String),
+}
+
+/// Encodes a frame's head and metadata; the body (if any) is written after it as it is, so a
+/// large body is never copied into the frame.
+fn encode(kind: Kind, meta: &[u8], body_len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEAD + meta.len());
+    out.push(kind as u8);
+    out.extend_from_slice(&len32(meta.len()).to_le_bytes());
+    out.extend_from_slice(&len32(body_len).to_le_bytes());
+    out.extend_from_slice(meta);
+    out
+}
+
+/// A length as `u32`; callers keep lengths under the bounds, so this saturates only on a bug
+/// (and the peer then refuses the frame).
+fn len32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&len32(bytes.len()).to_le_bytes());
+    out.extend_from_slice(bytes);
+}
+
+fn put_option(out: &mut Vec<u8>, value: Option<u64>) {
+    out.push(u8::from(value.is_some()));
+    out.extend_from_slice(&value.unwrap_or(0).to_le_bytes());
+}
+
+fn put_headers(out: &mut Vec<u8>, headers: &[Header]) {
+    out.extend_from_slice(&len32(headers.len()).to_le_bytes());
+    for header in headers {
+        put_bytes(out, header.name.as_bytes());
+        put_bytes(out, &header.value);
+    }
+}
+
+/// The head and metadata of a `Ready` frame.
+pub fn ready(meta: &HandlerMeta) -> Vec<u8> {
+    let mut m = Vec::with_capacity(128);
+    m.extend_from_slice(&PROTOCOL.to_le_bytes());
+    put_bytes(&mut m, meta.crate_name.as_bytes());
+    put_bytes(&mut m, meta.version.as_bytes());
+    put_bytes(&mut m, meta.description.as_bytes());
+    put_option(&mut m, meta.deadline_ms);
+    put_option(&mut m, meta.max_body);
+    encode(Kind::Ready, &m, 0)
+}
+
+/// The head and metadata of a `Refused` frame.
+pub fn refused(reason: &str, detail: &str) -> Vec<u8> {
+    let mut m = Vec::with_capacity(reason.len() + detail.len() + 8);
+    put_bytes(&mut m, reason.as_bytes());
+    put_bytes(&mut m, &detail.as_bytes()[..detail.len().min(MAX_META / 2)]);
+    encode(Kind::Refused, &m, 0)
+}
+
+/// The head and metadata of a `Panicked` frame.
+pub fn panicked(message: &str) -> Vec<u8> {
+    let mut m = Vec::with_capacity(message.len() + 4);
+    put_bytes(
+        &mut m,
+        &message.as_bytes()[..message.len().min(MAX_META / 2)],
+    );
+    encode(Kind::Panicked, &m, 0)
+}
+
+/// The head and metadata of a `Request` frame; `request.body` follows it.
+pub fn request(request: &Request, deadline_ms: u64) -> Vec<u8> {
+    let mut m = Vec::with_capacity(256);
+    put_bytes(&mut m, request.method.as_bytes());
+    put_bytes(&mut m, request.path.as_bytes());
+    put_bytes(&mut m, request.query.as_bytes());
+    put_bytes(&mut m, request.client.as_bytes());
+    m.push(u8::from(request.tls));
+    m.extend_from_slice(&deadline_ms.to_le_bytes());
+    put_headers(&mut m, &request.headers);
+    encode(Kind::Request, &m, request.body.len())
+}
+
+/// The head and metadata of a `Response` frame; `response.body` follows it.
+pub fn response(response: &Response) -> Vec<u8> {
+    let mut m = Vec::with_capacity(128);
+    m.extend_from_slice(&response.status.to_le_bytes());
+    put_headers(&mut m, &response.headers);
+    encode(Kind::Response, &m, response.body.len())
+}
+
+/// Reads metadata fields in order.
+struct Fields<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Fields<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], FrameError> {
+        if self.rest.len() < n {
+            return Err(FrameError::Malformed("the metadata ends early"));
+        }
+        let (taken, rest) = self.rest.split_at(n);
+        self.rest = rest;
+        Ok(taken)
+    }
+
+    fn u8(&mut self) -> Result<u8, FrameError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u16(&mut self) -> Result<u16, FrameError> {
+        let b = self.take(2)?;
+        Ok(u16::from_le_bytes([b[0], b[1]]))
+    }
+
+    fn u32(&mut self) -> Result<u32, FrameError> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn u64(&mut self) -> Result<u64, FrameError> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8], FrameError> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+
+    fn text(&mut self) -> Result<&'a str, FrameError> {
+        std::str::from_utf8(self.bytes()?).map_err(|_| FrameError::Malformed("text is not UTF-8"))
+    }
+
+    fn option(&mut self) -> Result<Option<u64>, FrameError> {
+        let present = self.u8()?;
+        let value = self.u64()?;
+        Ok((present != 0).then_some(value))
+    }
+
+    fn headers(&mut self) -> Result<RVec<Header>, FrameError> {
+        let n = self.u32()? as usize;
+        // Each header takes at least 8 bytes, so a count past that is a lie.
+        if n > self.rest.len() / 8 {
+            return Err(FrameError::Malformed("more headers than bytes"));
+        }
+        let mut headers = RVec::with_capacity(n);
+        for _ in 0..n {
+            let name = RString::from(self.text()?);
+            let value = RVec::from(self.bytes()?.to_vec());
+            headers.push(Header { name, value });
+        }
+        Ok(headers)
+    }
+
+    fn end(self) -> Result<(), FrameError> {
+        match self.rest.is_empty() {
+            true => Ok(()),
+            false => Err(FrameError::Malformed("bytes after the last field")),
+        }
+    }
+}
+
+/// Decodes a complete frame.
+fn decode(kind: Kind, meta: &[u8], body: Vec<u8>) -> Result<Message, FrameError> {
+    let mut f = Fields { rest: meta };
+    let message = match kind {
+        Kind::Ready => {
+            let version = f.u16()?;
+            if version != PROTOCOL {
+                return Err(FrameError::Protocol(version));
+            }
+            Message::Ready(HandlerMeta {
+                crate_name: f.text()?.to_owned(),
+                version: f.text()?.to_owned(),
+                description: f.text()?.to_owned(),
+                deadline_ms: f.option()?,
+                max_body: f.option()?,
+            })
+        }
+        Kind::Refused => Message::Refused {
+            reason: f.text()?.to_owned(),
+            detail: String::from_utf8_lossy(f.bytes()?).into_owned(),
+        },
+        Kind::Panicked => Message::Panicked(String::from_utf8_lossy(f.bytes()?).into_owned()),
+        Kind::Request => {
+            let method = f.text()?.into();
+            let path = f.text()?.into();
+            let query = f.text()?.into();
+            let client = f.text()?.into();
+            let tls = f.u8()? != 0;
+            let deadline_ms = f.u64()?;
+            let headers = f.headers()?;
+            let request = Request {
+                method,
+                path,
+                query,
+                headers,
+                body: body.into(),
+                client,
+                tls,
+            };
+            f.end()?;
+            return Ok(Message::Request(request, deadline_ms));
+        }
+        Kind::Response => {
+            let status = f.u16()?;
+            let headers = f.headers()?;
+            let mut response = Response::status(status).with_body(body);
+            response.headers = headers;
+            f.end()?;
+            return Ok(Message::Response(response));
+        }
+    };
+    f.end()?;
+    Ok(message)
+}
+
+/// Where a [`FrameReader`] is in the current frame.
+enum Stage {
+    /// Reading the 9-byte head (`got` bytes so far).
+    ExpectHead { got: usize },
+    /// Reading the metadata, then the body.
+    ExpectRest {
+        kind: Kind,
+        meta_len: usize,
+        body_len: usize,
+    },
+}
+
+/// Turns a byte stream into frames without doing IO: feed it what a socket gave, take out
+/// whole frames. A large body can be read straight into its final buffer ([`direct`]).
+///
+/// Invariant: `meta.len() <= MAX_META` and `body.len() <= MAX_BODY`; in `ExpectRest`,
+/// `meta.len() <= meta_len` and `body.len() <= body_len`.
+///
+/// [`direct`]: FrameReader::direct
+pub struct FrameReader {
+    head: [u8; HEAD],
+    stage: Stage,
+    meta: Vec<u8>,
+    body: Vec<u8>,
+    /// Bytes of `body` filled so far (the body buffer is sized up front for direct reads).
+    body_got: usize,
+}
+
+impl Default for FrameReader {
+    fn default() -> Self {
+        FrameReader {
+            head: [0; HEAD],
+            stage: Stage::ExpectHead { got: 0 },
+            meta: Vec::new(),
+            body: Vec::new(),
+            body_got: 0,
+        }
+    }
+}
+
+impl FrameReader {
+    /// Whether no frame is partly read (a clean place for the stream to end).
+    pub fn is_between_frames(&self) -> bool {
+        matches!(self.stage, Stage::ExpectHead { got: 0 })
+    }
+
+    /// Takes bytes from `input`; returns how many it used and the frame they completed, if
+    /// any. Call again with the rest while bytes remain.
+    pub fn feed(&mut self, input: &[u8]) -> Result<(usize, Option<Message>), FrameError> {
+        let mut used = 0;
+        loop {
+            match self.stage {
+                Stage::ExpectHead { got } => {
+                    let n = (HEAD - got).min(input.len() - used);
+                    self.head[got..got + n].copy_from_slice(&input[used..used + n]);
+                    used += n;
+                    if got + n < HEAD {
+                        self.stage = Stage::ExpectHead { got: got + n };
+                        return Ok((used, None));
+                    }
+                    self.start_rest()?;
+                }
+                Stage::ExpectRest {
+                    kind,
+                    meta_len,
+                    body_len,
+                } => {
+                    let want_meta = meta_len - self.meta.len();
+                    let n = want_meta.min(input.len() - used);
+                    self.meta.extend_from_slice(&input[used..used + n]);
+                    used += n;
+                    let n = (body_len - self.body_got).min(input.len() - used);
+                    self.body[self.body_got..self.body_got + n]
+                        .copy_from_slice(&input[used..used + n]);
+                    self.body_got += n;
+                    used += n;
+                    if self.meta.len() == meta_len && self.body_got == body_len {
+                        return Ok((used, Some(self.finish(kind)?)));
+                    }
+                    return Ok((used, None));
+                }
+            }
+        }
+    }
+
+    /// The rest of the current body, when the metadata is complete and body bytes are still
+    /// missing: read into it directly, then call [`filled`](FrameReader::filled).
+    pub fn direct(&mut self) -> Option<&mut [u8]> {
+        match self.stage {
+            Stage::ExpectRest { meta_len, .. } if self.meta.len() == meta_len => {
+                Some(&mut self.body[self.body_got..]).filter(|rest| !rest.is_empty())
+            }
+            _ => None,
+        }
+    }
+
+    /// Counts `n` bytes read into [`direct`](FrameReader::direct)'s slice; returns the frame
+    /// if that completed it.
+    pub fn filled(&mut self, n: usize) -> Result<Option<Message>, FrameError> {
+        let Stage::ExpectRest { kind, body_len, .. } = self.stage else {
+            return Ok(None);
+        };
+        self.body_got = (self.body_got + n).min(body_len);
+        if self.body_got == body_len {
+            return Ok(Some(self.finish(kind)?));
+        }
+        Ok(None)
+    }
+
+    fn start_rest(&mut self) -> Result<(), FrameError> {
+        let kind = Kind::from_byte(self.head[0]).ok_or(FrameError::UnknownKind(self.head[0]))?;
+        let word = |at: usize| {
+            u32::from_le_bytes([
+                self.head[at],
+                self.head[at + 1],
+                self.head[at + 2],
+                self.head[at + 3],
+            ]) as usize
+        };
+        let (meta_len, body_len) = (word(1), word(5));
+        if meta_len > MAX_META || body_len > MAX_BODY {
+            return Err(FrameError::TooLarge);
+        }
+        self.meta = Vec::with_capacity(meta_len);
+        // Zeroed pages come from the allocator for free at this size; a direct read fills it.
+        self.body = vec![0; body_len];
+        self.body_got = 0;
+        self.stage = Stage::ExpectRest {
+            kind,
+            meta_len,
+            body_len,
+        };
+        Ok(())
+    }
+
+    fn finish(&mut self, kind: Kind) -> Result<Message, FrameError> {
+        self.stage = Stage::ExpectHead { got: 0 };
+        let meta = std::mem::take(&mut self.meta);
+        let body = std::mem::take(&mut self.body);
+        decode(kind, &meta, body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_body(head: Vec<u8>, body: &[u8]) -> Vec<u8> {
+        let mut all = head;
+        all.extend_from_slice(body);
+        all
+    }
+
+    /// Feeds `bytes` in pieces of `step` and collects the frames.
+    fn read_all(bytes: &[u8], step: usize) -> Vec<Message> {
+        let mut reader = FrameReader::default();
+        let mut out = Vec::new();
+        for piece in bytes.chunks(step) {
+            let mut at = 0;
+            while at < piece.len() {
+                let (used, frame) = reader.feed(&piece[at..]).expect("a valid stream");
+                at += used;
+                out.extend(frame);
+            }
+        }
+        assert!(reader.is_between_frames());
+        out
+    }
+
+    #[test]
+    fn every_kind_round_trips_in_any_split() {
+        let meta = HandlerMeta {
+            crate_name: "echo".into(),
+            version: "0.1.0".into(),
+            description: "echoes".into(),
+            deadline_ms: Some(1000),
+            max_body: None,
+        };
+        let request = Request::new("POST", "/a/b?x=1")
+            .with_header("Host", "h")
+            .with_body("hello");
+        let answer = Response::text("hi").with_header("X-A", "1");
+        let mut stream = ready(&meta);
+        stream.extend(with_body(request_frame(&request), &request.body));
+        stream.extend(with_body(response(&answer), &answer.body));
+        stream.extend(panicked("boom"));
+        stream.extend(refused("not a library", "detail"));
+        for step in [1, 2, 7, 64, stream.len()] {
+            let frames = read_all(&stream, step);
+            assert_eq!(frames.len(), 5, "step {step}");
+            match &frames[0] {
+                Message::Ready(m) => assert_eq!(m, &meta),
+                other => panic!("{other:?}"),
+            }
+            match &frames[1] {
+                Message::Request(r, deadline) => {
+                    assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", "/a/b"));
+                    assert_eq!((r.query.as_str(), r.body_str()), ("x=1", Some("hello")));
+                    assert_eq!((r.header("host"), *deadline), (Some("h"), 250));
+                }
+                other => panic!("{other:?}"),
+            }
+            match &frames[2] {
+                Message::Response(r) => {
+                    assert_eq!(
+                        (r.status, r.body_str(), r.header("x-a")),
+                        (200, Some("hi"), Some("1"))
+                    )
+                }
+                other => panic!("{other:?}"),
+            }
+            assert!(matches!(&frames[3], Message::Panicked(m) if m == "boom"));
+            assert!(
+                matches!(&frames[4], Message::Refused { reason, .. } if reason == "not a library")
+            );
+        }
+    }
+
+    fn request_frame(r: &Request) -> Vec<u8> {
+        request(r, 250)
+    }
+
+    #[test]
+    fn a_body_can_be_read_directly_into_its_buffer() {
+        let body = vec![7u8; 100_000];
+        let answer = Response::ok(body.clone());
+        let head = response(&answer);
+        let mut reader = FrameReader::default();
+        let (used, frame) = reader.feed(&head).expect("a valid head");
+        assert_eq!((used, frame.is_none()), (head.len(), true));
+        let rest = reader.direct().expect("the body is next");
+        assert_eq!(rest.len(), body.len());
+        rest.copy_from_slice(&body);
+        match reader.filled(body.len()).expect("valid") {
+            Some(Message::Response(r)) => assert_eq!(r.body.as_slice(), &body[..]),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_frames_are_errors_not_panics() {
+        let table: &[(&[u8], FrameError)] = &[
+            (&[9, 0, 0, 0, 0, 0, 0, 0, 0], FrameError::UnknownKind(9)),
+            (&[4, 0, 0, 0, 1, 0, 0, 0, 0], FrameError::TooLarge),
+            (
+                &[4, 1, 0, 0, 0, 0, 0, 0, 0, 1],
+                FrameError::Malformed("the metadata ends early"),
+            ),
+            (
+                &[5, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9],
+                FrameError::Malformed("bytes after the last field"),
+            ),
+            (&[1, 2, 0, 0, 0, 0, 0, 0, 0, 9, 0], FrameError::Protocol(9)),
+        ];
+        for (bytes, expected) in table {
+            let mut reader = FrameReader::default();
+            let got = reader.feed(bytes).err();
+            assert_eq!(got.as_ref(), Some(expected), "{bytes:?}");
+        }
+    }
+}

@@ -1,0 +1,1283 @@
+//! The worker's executors: which version serves each route, the processes that serve each
+//! version, and every call in flight. Driven entirely by intake's event loop: executor sockets
+//! and output pipes are registered in its poll, frames are read and written without blocking,
+//! and deadlines are checked in the same sweep as the connections'.
+//!
+//! "Serial" keeps its meaning: at most `lanes` executors have calls in flight (default 1), and
+//! jobs are placed in queue order. To keep an executor from sleeping between small calls, up
+//! to [`PIPELINE_DEPTH`] small requests may be written ahead to an executor that is already
+//! busy with the same route; it still runs them one at a time, and if it dies, the ones it had
+//! not started go back to the front of the queue instead of being lost.
+//!
+//! Versions are blue/green: a new version gets its own executor; once that says `Ready`, the
+//! route points to it and the old version's executors finish what they hold and exit (their
+//! library goes with them). When an executor dies mid-call its request gets 502 and a fresh one
+//! starts at once (then with a crash-loop backoff); a call past its deadline gets 504 and its
+//! executor's process group is killed, which frees the CPU at once.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::io::{self, IoSlice, Read, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{Child, ExitStatus};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use mio::net::UnixStream;
+use mio::unix::SourceFd;
+use mio::{Interest, Registry, Token};
+use plugin_api::Response;
+
+use crate::backoff::crash_backoff;
+use crate::exec::frame::{self, FrameReader, HandlerMeta, Message};
+use crate::exec::output::Output;
+use crate::exec::spawn::{self, HandlerKind};
+use crate::exec::stats::{Death, ExecutorCounters, PluginStats};
+use crate::http::response::text;
+use crate::ids::{ConnId, ContentHash, Generation, PluginName};
+use crate::queue::Job;
+use crate::{info, warn};
+
+/// Small requests written ahead to a busy executor of the same route.
+pub const PIPELINE_DEPTH: usize = 4;
+/// Only bodies up to this size are written ahead (so calls held outside the queue's byte
+/// budget stay small: at most lanes x depth x this).
+pub const PIPELINE_MAX_BODY: usize = 64 * 1024;
+/// The first executor token; each executor has two (its socket, then its output pipe).
+pub const FIRST_TOKEN: usize = usize::MAX / 2;
+/// An executor that lived this long, or answered a call, resets its version's crash count.
+const HEALTHY_AFTER: Duration = Duration::from_secs(1);
+/// How soon an executor that is dying but not yet reapable is looked at again.
+const REAP_AGAIN: Duration = Duration::from_millis(2);
+/// How long a retired executor may take to exit after its socket is closed.
+const RETIRE_GRACE: Duration = Duration::from_secs(2);
+
+/// A version the watcher found, for the pool to start.
+#[derive(Debug)]
+pub struct NewVersion {
+    /// Its route.
+    pub name: PluginName,
+    /// Which version.
+    pub generation: Generation,
+    /// Library or program.
+    pub kind: HandlerKind,
+    /// The file its executors get (a private copy for libraries).
+    pub file: PathBuf,
+    /// Whether `file` is the pool's to delete once the version is gone (a private copy).
+    pub owns_file: bool,
+    /// The file in the plugins folder (for log lines).
+    pub source: PathBuf,
+    /// Its contents' hash.
+    pub hash: ContentHash,
+}
+
+/// Where a version is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    /// Its first executor is starting; the route still points elsewhere (or nowhere).
+    Candidate,
+    /// It serves its route.
+    Live,
+    /// Replaced or removed: its executors finish what they hold and exit.
+    Retired,
+}
+
+struct Version {
+    new: NewVersion,
+    stage: Stage,
+    /// What its handler said in `Ready` (empty until then).
+    meta: HandlerMeta,
+    stats: Arc<PluginStats>,
+    loaded_at: SystemTime,
+    /// The version it replaces, for the log line when it goes live.
+    replaces: Option<Generation>,
+    /// Executors started after the first (crashes, deadlines, more lanes).
+    restarts: u64,
+    /// Deaths in a row of executors that died young (the crash-loop backoff).
+    crashes_in_row: u32,
+    /// No executor is started for it before this (the backoff).
+    not_before: Instant,
+}
+
+/// Where an executor is in its life. Named for what it waits for.
+#[derive(Debug)]
+enum Phase {
+    /// Waiting for `Ready` until the init deadline.
+    ExpectReady { until: Instant },
+    /// Serving calls.
+    Serving,
+    /// Retired: its socket is closed once it holds no call; killed if still there at `until`.
+    Retiring { until: Option<Instant> },
+    /// Gone or killed; waiting to be reaped (looked at again at `look`), with what to log then.
+    ExpectExit { why: DeathContext, look: Instant },
+}
+
+/// What the pool knew when an executor was found dead (logged once it is reaped).
+#[derive(Debug, Clone)]
+enum DeathContext {
+    /// It died on its own during a call.
+    MidCall,
+    /// It died on its own between calls.
+    Idle,
+    /// It died, or refused, before saying `Ready`.
+    AtStart(Option<String>),
+    /// The pool killed it (deadline, init timeout, retirement); already logged.
+    Killed(Death),
+}
+
+/// One call written (or being written) to an executor.
+struct Call {
+    job: Job,
+    /// The frame's head and metadata; the body follows from `job.request.body`.
+    head: Vec<u8>,
+    /// Bytes of head + body written so far.
+    sent: usize,
+    /// When it became the call the executor runs (the front of `calls`).
+    started: Option<Instant>,
+    deadline: Duration,
+}
+
+impl Call {
+    fn len(&self) -> usize {
+        self.head.len() + self.job.request.body.len()
+    }
+}
+
+struct Executor {
+    generation: Generation,
+    child: Child,
+    pid: u32,
+    socket: UnixStream,
+    output: Option<Output>,
+    phase: Phase,
+    reader: FrameReader,
+    /// Calls in order; the front is the one running. Invariant: empty unless `Serving` or
+    /// `Retiring`.
+    calls: VecDeque<Call>,
+    started_at: Instant,
+    answered: u64,
+}
+
+impl Executor {
+    fn is_ready_for(&self, generation: Generation) -> bool {
+        self.generation == generation && matches!(self.phase, Phase::Serving)
+    }
+}
+
+/// A decision for the job at the front of what may run.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Place {
+    /// Send it to this executor now.
+    Run(usize),
+    /// Its route's executor is starting or restarting: leave it queued, let others pass.
+    Wait,
+    /// Every lane is busy: nothing behind it may pass either (FIFO).
+    Full,
+    /// No version serves its route.
+    NoRoute,
+}
+
+/// What the pool tells intake.
+pub enum PoolEvent {
+    /// The answer for a connection.
+    Answer {
+        /// Who asked.
+        conn: ConnId,
+        /// The route it went to (for the access log).
+        route: String,
+        /// The answer.
+        response: Response,
+    },
+    /// A job an executor took but never started (it died): back to the front of the queue.
+    Requeue(Job),
+}
+
+/// The limits the pool works within.
+#[derive(Clone, Copy, Debug)]
+pub struct PoolSettings {
+    /// Executors with calls in flight at once.
+    pub lanes: usize,
+    /// Call deadline for handlers that set none.
+    pub deadline: Duration,
+    /// How long an executor may take to say `Ready`.
+    pub init_timeout: Duration,
+    /// Address-space limit per executor.
+    pub memory_limit: Option<u64>,
+}
+
+/// What `/-/plugins` and `/-/metrics` show of one route.
+#[derive(Clone, Debug)]
+pub struct RouteInfo {
+    /// The route.
+    pub name: PluginName,
+    /// Library or program.
+    pub kind: HandlerKind,
+    /// What the handler says about itself.
+    pub meta: HandlerMeta,
+    /// Which version serves it.
+    pub generation: Generation,
+    /// When that version was found.
+    pub loaded_at: SystemTime,
+    /// Its counters.
+    pub stats: Arc<PluginStats>,
+    /// Executors started for it after the first.
+    pub restarts: u64,
+    /// Its executors: pid, state, seconds up.
+    pub executors: Vec<(u32, &'static str, u64)>,
+}
+
+/// Every executor and version of the worker.
+pub struct Pool {
+    settings: PoolSettings,
+    /// Invariant: a version stays here while any executor of it is in `executors`.
+    versions: HashMap<Generation, Version>,
+    /// The live version of each route.
+    live: HashMap<PluginName, Generation>,
+    /// A version starting to replace (or become) a route's live one.
+    candidates: HashMap<PluginName, Generation>,
+    /// Slot `i` uses tokens `FIRST_TOKEN + 2i` (socket) and `+ 1` (output).
+    /// Invariant: `free` lists the `None` slots.
+    executors: Vec<Option<Executor>>,
+    free: Vec<usize>,
+    /// Executors with at least one call (at most `settings.lanes`, pipelining aside).
+    busy: usize,
+    /// Contents whose executor refused them: not tried again.
+    refused: HashSet<ContentHash>,
+    /// Counters for `/-/metrics`.
+    pub counters: ExecutorCounters,
+}
+
+impl Pool {
+    /// An empty pool.
+    pub fn new(settings: PoolSettings) -> Pool {
+        Pool {
+            settings,
+            versions: HashMap::new(),
+            live: HashMap::new(),
+            candidates: HashMap::new(),
+            executors: Vec::new(),
+            free: Vec::new(),
+            busy: 0,
+            refused: HashSet::new(),
+            counters: ExecutorCounters::default(),
+        }
+    }
+
+    /// Whether `token` is an executor's.
+    pub fn owns(token: Token) -> bool {
+        token.0 >= FIRST_TOKEN && token.0 < usize::MAX - 1024
+    }
+
+    /// Whether versions are still starting (intake waits for the first ones before accepting).
+    pub fn is_starting(&self) -> bool {
+        !self.candidates.is_empty()
+    }
+
+    /// Whether no executor holds a call.
+    pub fn is_idle(&self) -> bool {
+        self.busy == 0
+    }
+
+    /// The body limit a route sets for itself, if any.
+    pub fn max_body(&self, route: &str) -> Option<u64> {
+        let generation = self.live.get(route)?;
+        self.versions.get(generation)?.meta.max_body
+    }
+
+    /// Starts a new version: its first executor starts now; the route moves to it once that
+    /// executor is ready.
+    pub fn install(&mut self, new: NewVersion, registry: &Registry) {
+        let current = self.live.get(&new.name).and_then(|g| self.versions.get(g));
+        if current.is_some_and(|v| v.new.hash == new.hash) || self.refused.contains(&new.hash) {
+            // The same bytes as the live version, or bytes refused before: nothing to do.
+            remove_copy(&new);
+            return;
+        }
+        if let Some(older) = self.candidates.remove(&new.name) {
+            self.retire(older, registry);
+        }
+        let replaces = self.live.get(&new.name).copied();
+        let name = new.name.clone();
+        let generation = new.generation;
+        self.versions.insert(
+            generation,
+            Version {
+                new,
+                stage: Stage::Candidate,
+                meta: HandlerMeta::default(),
+                stats: Arc::default(),
+                loaded_at: SystemTime::now(),
+                replaces,
+                restarts: 0,
+                crashes_in_row: 0,
+                not_before: Instant::now(),
+            },
+        );
+        self.candidates.insert(name, generation);
+        self.start_executor(generation, registry);
+    }
+
+    /// Stops serving `name`: new jobs get 404; calls already running finish.
+    pub fn remove(&mut self, name: &PluginName, registry: &Registry) {
+        if let Some(candidate) = self.candidates.remove(name) {
+            self.retire(candidate, registry);
+        }
+        if let Some(live) = self.live.remove(name) {
+            self.retire(live, registry);
+        }
+    }
+
+    /// Decides what happens to a queued job for `route` with a body of `body_len` bytes.
+    pub fn place(&mut self, route: &str, body_len: usize, registry: &Registry) -> Place {
+        let Some(&generation) = self.live.get(route) else {
+            return Place::NoRoute;
+        };
+        if self.busy < self.settings.lanes {
+            if let Some(slot) = self.executors.iter().position(|e| {
+                e.as_ref()
+                    .is_some_and(|e| e.is_ready_for(generation) && e.calls.is_empty())
+            }) {
+                return Place::Run(slot);
+            }
+            let (count, starting) = self.count_executors(generation);
+            if count < self.settings.lanes && starting == 0 {
+                self.start_executor(generation, registry);
+            }
+            return Place::Wait;
+        }
+        if body_len <= PIPELINE_MAX_BODY {
+            let ahead = self
+                .executors
+                .iter()
+                .enumerate()
+                .filter_map(|(slot, e)| Some((slot, e.as_ref()?)))
+                .filter(|(_, e)| {
+                    e.is_ready_for(generation)
+                        && (1..PIPELINE_DEPTH).contains(&e.calls.len())
+                        && e.calls
+                            .iter()
+                            .all(|c| c.job.request.body.len() <= PIPELINE_MAX_BODY)
+                })
+                .min_by_key(|(_, e)| e.calls.len());
+            if let Some((slot, _)) = ahead {
+                return Place::Run(slot);
+            }
+        }
+        Place::Full
+    }
+
+    /// Sends `job` to the executor in `slot` (as `place` chose). If the executor turns out to
+    /// be gone, what that costs lands in `out`.
+    pub fn send(&mut self, slot: usize, job: Job, registry: &Registry, out: &mut Vec<PoolEvent>) {
+        let Some(executor) = self.executors.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        let Some(version) = self.versions.get(&executor.generation) else {
+            return;
+        };
+        let deadline = version
+            .meta
+            .deadline_ms
+            .map(Duration::from_millis)
+            .unwrap_or(self.settings.deadline);
+        version.stats.calls.fetch_add(1, Ordering::Relaxed);
+        let head = frame::request(&job.request, deadline.as_millis() as u64);
+        // A CGI program is killed at its deadline by its executor, which then answers 504
+        // itself; the worker steps in only if that answer does not come.
+        let deadline = match version.new.kind {
+            HandlerKind::Cgi => deadline + crate::cgi::EXECUTOR_SLACK,
+            HandlerKind::Native => deadline,
+        };
+        if executor.calls.is_empty() {
+            self.busy += 1;
+        }
+        let started = executor.calls.is_empty().then(Instant::now);
+        executor.calls.push_back(Call {
+            job,
+            head,
+            sent: 0,
+            started,
+            deadline,
+        });
+        self.write(slot, registry, out);
+    }
+
+    /// Handles a poll event on an executor token.
+    pub fn on_event(
+        &mut self,
+        token: Token,
+        registry: &Registry,
+        scratch: &mut [u8],
+        out: &mut Vec<PoolEvent>,
+    ) {
+        let slot = (token.0 - FIRST_TOKEN) / 2;
+        if (token.0 - FIRST_TOKEN) % 2 == 1 {
+            return self.drain_output(slot, registry, scratch);
+        }
+        self.write(slot, registry, out);
+        self.read(slot, registry, scratch, out);
+    }
+
+    fn drain_output(&mut self, slot: usize, registry: &Registry, scratch: &mut [u8]) {
+        let Some(executor) = self.executors.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        let label = match self.versions.get(&executor.generation) {
+            Some(v) => format!("/{} [{}]", v.new.name, executor.pid),
+            None => format!("executor [{}]", executor.pid),
+        };
+        let Some(output) = executor.output.as_mut() else {
+            return;
+        };
+        if !output.drain(&label, scratch) {
+            let _ = registry.deregister(&mut SourceFd(&output.raw_fd()));
+            executor.output = None;
+            // A retired executor closing its output has exited (or is about to): reap it.
+            if matches!(executor.phase, Phase::Retiring { until: Some(_) }) {
+                executor.phase = Phase::ExpectExit {
+                    look: Instant::now(),
+                    why: DeathContext::Killed(Death::Retired),
+                };
+            }
+        }
+    }
+
+    /// Writes what is pending to the executor in `slot`.
+    fn write(&mut self, slot: usize, registry: &Registry, out: &mut Vec<PoolEvent>) {
+        let Some(executor) = self.executors.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        let mut failed = false;
+        'calls: for call in executor.calls.iter_mut() {
+            while call.sent < call.len() {
+                let body = &call.job.request.body[..];
+                let (head, body) = match call.sent < call.head.len() {
+                    true => (&call.head[call.sent..], body),
+                    false => (&[][..], &body[call.sent - call.head.len()..]),
+                };
+                match executor
+                    .socket
+                    .write_vectored(&[IoSlice::new(head), IoSlice::new(body)])
+                {
+                    Ok(0) => {
+                        failed = true;
+                        break 'calls;
+                    }
+                    Ok(n) => call.sent += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break 'calls,
+                    Err(_) => {
+                        failed = true;
+                        break 'calls;
+                    }
+                }
+            }
+        }
+        if failed {
+            self.died(slot, registry, out);
+        }
+    }
+
+    /// Reads frames from the executor in `slot` until it would block.
+    fn read(
+        &mut self,
+        slot: usize,
+        registry: &Registry,
+        scratch: &mut [u8],
+        out: &mut Vec<PoolEvent>,
+    ) {
+        loop {
+            let Some(executor) = self.executors.get_mut(slot).and_then(Option::as_mut) else {
+                return;
+            };
+            if matches!(executor.phase, Phase::ExpectExit { .. }) {
+                return;
+            }
+            let mut messages = Vec::new();
+            let result = match executor.reader.direct() {
+                Some(body) => match executor.socket.read(body) {
+                    Ok(0) => Err(None),
+                    Ok(n) => executor
+                        .reader
+                        .filled(n)
+                        .map(|m| messages.extend(m))
+                        .map_err(|e| Some(Broken::Frame(e))),
+                    Err(e) => Err(io_outcome(e)),
+                },
+                None => match executor.socket.read(scratch) {
+                    Ok(0) => Err(None),
+                    Ok(n) => {
+                        feed_all(&mut executor.reader, &scratch[..n], &mut messages).map_err(Some)
+                    }
+                    Err(e) => Err(io_outcome(e)),
+                },
+            };
+            for message in messages {
+                self.on_message(slot, message, registry, out);
+            }
+            match result {
+                Ok(()) => {}
+                Err(Some(Broken::WouldBlock)) => return,
+                Err(Some(Broken::Interrupted)) => {}
+                Err(Some(Broken::Frame(e))) => {
+                    warn!(
+                        "executor [{}] sent a bad frame ({e}); killing it",
+                        self.pid(slot)
+                    );
+                    return self.died(slot, registry, out);
+                }
+                Err(None) | Err(Some(Broken::Io)) => return self.died(slot, registry, out),
+            }
+        }
+    }
+
+    fn pid(&self, slot: usize) -> u32 {
+        self.executors
+            .get(slot)
+            .and_then(Option::as_ref)
+            .map_or(0, |e| e.pid)
+    }
+
+    fn on_message(
+        &mut self,
+        slot: usize,
+        message: Message,
+        registry: &Registry,
+        out: &mut Vec<PoolEvent>,
+    ) {
+        let Some(executor) = self.executors.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        let generation = executor.generation;
+        match (&executor.phase, message) {
+            (Phase::ExpectReady { .. }, Message::Ready(meta)) => {
+                executor.phase = Phase::Serving;
+                self.on_ready(generation, meta, registry);
+            }
+            (Phase::ExpectReady { .. }, Message::Refused { reason, .. }) => {
+                executor.phase = Phase::ExpectExit {
+                    look: Instant::now(),
+                    why: DeathContext::AtStart(Some(reason)),
+                };
+                self.deregister(slot, registry);
+            }
+            (Phase::Serving | Phase::Retiring { .. }, Message::Response(response)) => {
+                self.answered(slot, Ok(response), registry, out);
+            }
+            (Phase::Serving | Phase::Retiring { .. }, Message::Panicked(why)) => {
+                self.answered(slot, Err(why), registry, out);
+            }
+            (_, other) => {
+                warn!(
+                    "executor [{}] sent an unexpected {} frame; killing it",
+                    executor.pid,
+                    message_name(&other)
+                );
+                self.died(slot, registry, out);
+            }
+        }
+    }
+
+    /// An executor of `generation` said `Ready`.
+    fn on_ready(&mut self, generation: Generation, meta: HandlerMeta, registry: &Registry) {
+        let Some(version) = self.versions.get_mut(&generation) else {
+            return;
+        };
+        version.meta = meta;
+        if version.stage != Stage::Candidate {
+            return;
+        }
+        version.stage = Stage::Live;
+        let name = version.new.name.clone();
+        let replacing = version
+            .replaces
+            .map(|g| format!(", replacing generation {}", g.0))
+            .unwrap_or_default();
+        match version.new.kind {
+            HandlerKind::Native => info!(
+                "loaded {} as /{name}: {} {} ({}), generation {}{replacing}",
+                version.new.source.display(),
+                version.meta.crate_name,
+                version.meta.version,
+                version.meta.description,
+                generation.0
+            ),
+            HandlerKind::Cgi => info!(
+                "serving {} as /{name}: a program run per request (CGI), generation {}{replacing}",
+                version.new.source.display(),
+                generation.0
+            ),
+        }
+        self.candidates.remove(&name);
+        if let Some(old) = self.live.insert(name, generation) {
+            self.retire(old, registry);
+        }
+    }
+
+    /// The front call of the executor in `slot` ended with `result`.
+    fn answered(
+        &mut self,
+        slot: usize,
+        result: Result<Response, String>,
+        registry: &Registry,
+        out: &mut Vec<PoolEvent>,
+    ) {
+        let Some(executor) = self.executors.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        let Some(call) = executor.calls.pop_front() else {
+            warn!(
+                "executor [{}] answered a call it was not given; killing it",
+                executor.pid
+            );
+            return self.died(slot, registry, out);
+        };
+        executor.answered += 1;
+        let now = Instant::now();
+        match executor.calls.front_mut() {
+            Some(next) => next.started = Some(now),
+            None => self.busy -= 1,
+        }
+        let generation = executor.generation;
+        let retiring =
+            matches!(executor.phase, Phase::Retiring { .. }) && executor.calls.is_empty();
+        let Some(version) = self.versions.get_mut(&generation) else {
+            // Not reached: a version outlives its executors. Deliver what came anyway.
+            if let Ok(response) = result {
+                out.push(PoolEvent::Answer {
+                    conn: call.job.conn,
+                    route: call.job.route,
+                    response,
+                });
+            }
+            return;
+        };
+        version.crashes_in_row = 0;
+        let route = version.new.name.as_str();
+        let stats = &version.stats;
+        let response = match result {
+            Ok(response) if (200..=999).contains(&response.status) => response,
+            Ok(response) => {
+                stats.errors.fetch_add(1, Ordering::Relaxed);
+                warn!(
+                    "plugin {route} answered with status {}, which it may not send; sent 500",
+                    response.status
+                );
+                text(
+                    500,
+                    &format!("plugin {route} answered with an invalid status\n"),
+                )
+            }
+            Err(why) => {
+                stats.errors.fetch_add(1, Ordering::Relaxed);
+                stats.panics.fetch_add(1, Ordering::Relaxed);
+                warn!(
+                    "plugin {route} (generation {}) panicked: {why}",
+                    generation.0
+                );
+                text(500, &format!("plugin {route} panicked\n"))
+            }
+        };
+        stats.count_response(response.status);
+        out.push(PoolEvent::Answer {
+            conn: call.job.conn,
+            route: call.job.route,
+            response,
+        });
+        if retiring {
+            self.close_retired(slot, registry);
+        }
+    }
+
+    /// The executor in `slot` is gone (end of file, a write that failed, a broken frame):
+    /// its running call gets 502, the calls it had not started go back to the queue, and a
+    /// fresh executor starts once it is reaped.
+    fn died(&mut self, slot: usize, registry: &Registry, out: &mut Vec<PoolEvent>) {
+        let Some(executor) = self.executors.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        if matches!(executor.phase, Phase::ExpectExit { .. }) {
+            return;
+        }
+        spawn::kill_group(executor.pid);
+        let why = match executor.phase {
+            Phase::ExpectReady { .. } => DeathContext::AtStart(None),
+            _ if !executor.calls.is_empty() => DeathContext::MidCall,
+            _ => DeathContext::Idle,
+        };
+        let route = self
+            .versions
+            .get(&executor.generation)
+            .map(|v| v.new.name.to_string())
+            .unwrap_or_default();
+        self.fail_calls(slot, 502, &format!("plugin {route} crashed\n"), out);
+        if let Some(executor) = self.executors.get_mut(slot).and_then(Option::as_mut) {
+            executor.phase = Phase::ExpectExit {
+                why,
+                look: Instant::now(),
+            };
+        }
+        self.deregister(slot, registry);
+    }
+
+    /// Answers the running call of `slot` with `status` and requeues the rest.
+    fn fail_calls(&mut self, slot: usize, status: u16, body: &str, out: &mut Vec<PoolEvent>) {
+        let Some(executor) = self.executors.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        let mut calls = std::mem::take(&mut executor.calls);
+        let generation = executor.generation;
+        if !calls.is_empty() {
+            self.busy -= 1;
+        }
+        if let Some(running) = calls.pop_front() {
+            if let Some(version) = self.versions.get(&generation) {
+                version.stats.errors.fetch_add(1, Ordering::Relaxed);
+                version.stats.count_response(status);
+            }
+            out.push(PoolEvent::Answer {
+                conn: running.job.conn,
+                route: running.job.route,
+                response: text(status, body),
+            });
+        }
+        // Back to the front of the queue in their order (pushed front last-first).
+        for call in calls.into_iter().rev() {
+            out.push(PoolEvent::Requeue(call.job));
+        }
+    }
+
+    fn deregister(&mut self, slot: usize, registry: &Registry) {
+        let Some(executor) = self.executors.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        let _ = registry.deregister(&mut executor.socket);
+    }
+
+    /// Deadlines: calls past theirs get 504 and their executor is killed; executors that did
+    /// not say `Ready` in time are killed; retired executors past their grace are killed;
+    /// versions without an executor get one once their backoff has passed.
+    pub fn sweep(&mut self, now: Instant, registry: &Registry, out: &mut Vec<PoolEvent>) {
+        for slot in 0..self.executors.len() {
+            let Some(executor) = self.executors[slot].as_mut() else {
+                continue;
+            };
+            match &executor.phase {
+                Phase::ExpectReady { until } if now >= *until => {
+                    spawn::kill_group(executor.pid);
+                    let seconds = self.settings.init_timeout.as_secs_f64();
+                    executor.phase = Phase::ExpectExit {
+                        look: Instant::now(),
+                        why: DeathContext::AtStart(Some(format!(
+                            "its init did not finish within {seconds:.1} s (--init-timeout)"
+                        ))),
+                    };
+                    self.deregister(slot, registry);
+                }
+                Phase::Retiring { until: Some(until) } if now >= *until => {
+                    spawn::kill_group(executor.pid);
+                    executor.phase = Phase::ExpectExit {
+                        look: Instant::now(),
+                        why: DeathContext::Killed(Death::Retired),
+                    };
+                    self.deregister(slot, registry);
+                }
+                Phase::Serving | Phase::Retiring { .. } => {
+                    let late = executor
+                        .calls
+                        .front()
+                        .and_then(|c| Some((c.started?, c.deadline)))
+                        .is_some_and(|(started, deadline)| now >= started + deadline);
+                    if late {
+                        self.deadline_passed(slot, registry, out);
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.reap(registry);
+        let waiting: Vec<Generation> = self
+            .versions
+            .iter()
+            .filter(|(_, v)| v.stage == Stage::Live && now >= v.not_before)
+            .map(|(g, _)| *g)
+            .filter(|g| self.count_executors(*g).0 == 0)
+            .collect();
+        for generation in waiting {
+            self.start_executor(generation, registry);
+        }
+    }
+
+    fn deadline_passed(&mut self, slot: usize, registry: &Registry, out: &mut Vec<PoolEvent>) {
+        let Some(executor) = self.executors.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        spawn::kill_group(executor.pid);
+        let pid = executor.pid;
+        let generation = executor.generation;
+        let deadline = executor.calls.front().map_or(0, |c| c.deadline.as_millis());
+        let route = match self.versions.get(&generation) {
+            Some(version) => {
+                version.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                version.new.name.to_string()
+            }
+            None => String::new(),
+        };
+        warn!(
+            "plugin {route} (generation {}) passed its {deadline} ms deadline; its executor \
+             [{pid}] was killed and a fresh one starts",
+            generation.0
+        );
+        self.fail_calls(
+            slot,
+            504,
+            &format!("plugin {route} did not answer within its deadline\n"),
+            out,
+        );
+        if let Some(executor) = self.executors.get_mut(slot).and_then(Option::as_mut) {
+            executor.phase = Phase::ExpectExit {
+                look: Instant::now(),
+                why: DeathContext::Killed(Death::Deadline),
+            };
+        }
+        self.deregister(slot, registry);
+    }
+
+    /// Collects executors that have exited, logs why, and starts what must replace them.
+    pub fn reap(&mut self, registry: &Registry) {
+        for slot in 0..self.executors.len() {
+            let Some(executor) = self.executors[slot].as_mut() else {
+                continue;
+            };
+            let Phase::ExpectExit { why, look } = &mut executor.phase else {
+                continue;
+            };
+            let status = match executor.child.try_wait() {
+                Ok(Some(status)) => status,
+                Ok(None) => {
+                    // Dying processes go within milliseconds; look again soon, not in a spin.
+                    *look = Instant::now() + REAP_AGAIN;
+                    continue;
+                }
+                Err(_) => ExitStatus::from_raw(0),
+            };
+            let why = why.clone();
+            let Some(executor) = self.executors[slot].take() else {
+                continue;
+            };
+            if let Some(mut output) = executor.output {
+                let mut scratch = [0u8; 4096];
+                let label = format!("executor [{}]", executor.pid);
+                output.drain(&label, &mut scratch);
+                let _ = registry.deregister(&mut SourceFd(&output.raw_fd()));
+            }
+            self.free.push(slot);
+            self.exited(
+                executor.generation,
+                executor.pid,
+                executor.started_at,
+                executor.answered,
+                status,
+                why,
+            );
+        }
+    }
+
+    /// The consequences of an executor's exit for its version.
+    fn exited(
+        &mut self,
+        generation: Generation,
+        pid: u32,
+        started_at: Instant,
+        answered: u64,
+        status: ExitStatus,
+        why: DeathContext,
+    ) {
+        let cause = describe(status);
+        let Some(version) = self.versions.get_mut(&generation) else {
+            return;
+        };
+        let route = version.new.name.clone();
+        match why {
+            DeathContext::Killed(death) => self.counters.died(death),
+            DeathContext::AtStart(reason) if version.stage == Stage::Candidate => {
+                self.counters.died(Death::Init);
+                let reason = reason
+                    .unwrap_or_else(|| format!("its executor died while loading it ({cause})"));
+                let keeps = version
+                    .replaces
+                    .map(|g| format!("; generation {} keeps serving /{route}", g.0))
+                    .unwrap_or_default();
+                warn!("refused {}: {reason}{keeps}", version.new.source.display());
+                self.refused.insert(version.new.hash);
+                self.candidates.remove(&route);
+                version.stage = Stage::Retired;
+            }
+            context => {
+                let young = started_at.elapsed() < HEALTHY_AFTER && answered == 0;
+                version.crashes_in_row = if young { version.crashes_in_row + 1 } else { 1 };
+                let pause = crash_backoff(version.crashes_in_row);
+                version.not_before = Instant::now() + pause;
+                self.counters.died(death_of(status));
+                let when = match &context {
+                    DeathContext::MidCall => "during a call; that request got 502".to_owned(),
+                    DeathContext::AtStart(Some(reason)) => format!("at start: {reason}"),
+                    DeathContext::AtStart(None) => "at start".to_owned(),
+                    _ => "between calls".to_owned(),
+                };
+                let next = match (version.stage, pause.is_zero()) {
+                    (Stage::Live, true) => "; a fresh one starts now".to_owned(),
+                    (Stage::Live, false) => format!(
+                        "; a fresh one starts in {} ms (it keeps dying young)",
+                        pause.as_millis()
+                    ),
+                    _ => String::new(),
+                };
+                warn!(
+                    "executor [{pid}] for /{route} (generation {}) died ({cause}) {when}{next}",
+                    generation.0
+                );
+            }
+        }
+        self.forget_if_done(generation);
+    }
+
+    /// Drops a retired version once its last executor is gone (and its private copy).
+    fn forget_if_done(&mut self, generation: Generation) {
+        let retired = self
+            .versions
+            .get(&generation)
+            .is_some_and(|v| v.stage == Stage::Retired);
+        let any_left = self
+            .executors
+            .iter()
+            .flatten()
+            .any(|e| e.generation == generation);
+        if retired && !any_left {
+            if let Some(version) = self.versions.remove(&generation) {
+                remove_copy(&version.new);
+            }
+        }
+    }
+
+    /// Retires a version: idle executors are closed now, busy ones once their calls end.
+    fn retire(&mut self, generation: Generation, registry: &Registry) {
+        let Some(version) = self.versions.get_mut(&generation) else {
+            return;
+        };
+        version.stage = Stage::Retired;
+        for slot in 0..self.executors.len() {
+            let Some(executor) = self.executors[slot].as_mut() else {
+                continue;
+            };
+            if executor.generation != generation {
+                continue;
+            }
+            match executor.phase {
+                Phase::ExpectExit { .. } => {}
+                Phase::ExpectReady { .. } => {
+                    spawn::kill_group(executor.pid);
+                    executor.phase = Phase::ExpectExit {
+                        look: Instant::now(),
+                        why: DeathContext::Killed(Death::Retired),
+                    };
+                    self.deregister(slot, registry);
+                }
+                _ if executor.calls.is_empty() => self.close_retired(slot, registry),
+                _ => executor.phase = Phase::Retiring { until: None },
+            }
+        }
+        self.forget_if_done(generation);
+    }
+
+    /// Closes a retired executor's socket: it exits on end of file (running its plugin's
+    /// `drop_state`); killed if it is still there after a grace.
+    fn close_retired(&mut self, slot: usize, registry: &Registry) {
+        let Some(executor) = self.executors.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        let _ = registry.deregister(&mut executor.socket);
+        let _ = executor.socket.shutdown(std::net::Shutdown::Both);
+        executor.phase = Phase::Retiring {
+            until: Some(Instant::now() + RETIRE_GRACE),
+        };
+        // Its exit is noticed by the sweep's reap once the grace is over or it has gone.
+        if let Ok(Some(_)) = executor.child.try_wait() {
+            executor.phase = Phase::ExpectExit {
+                look: Instant::now(),
+                why: DeathContext::Killed(Death::Retired),
+            };
+        }
+    }
+
+    /// (executors of `generation` that are not dead, of which starting)
+    fn count_executors(&self, generation: Generation) -> (usize, usize) {
+        self.executors
+            .iter()
+            .flatten()
+            .filter(|e| e.generation == generation)
+            .fold((0, 0), |(all, starting), e| match e.phase {
+                Phase::ExpectExit { .. } | Phase::Retiring { .. } => (all, starting),
+                Phase::ExpectReady { .. } => (all + 1, starting + 1),
+                Phase::Serving => (all + 1, starting),
+            })
+    }
+
+    /// Starts an executor for `generation` (not before its backoff).
+    fn start_executor(&mut self, generation: Generation, registry: &Registry) {
+        let Some(version) = self.versions.get_mut(&generation) else {
+            return;
+        };
+        if Instant::now() < version.not_before {
+            return;
+        }
+        let started = spawn::spawn(
+            version.new.kind,
+            &version.new.name,
+            &version.new.file,
+            self.settings.memory_limit,
+        );
+        let spawned = match started {
+            Ok(spawned) => spawned,
+            Err(e) => {
+                warn!("cannot start an executor for /{}: {e}", version.new.name);
+                version.not_before = Instant::now() + crash_backoff(2);
+                return;
+            }
+        };
+        let slot = self.free.pop().unwrap_or(self.executors.len());
+        let registered = register(spawned, slot, registry);
+        let (socket, output, mut child) = match registered {
+            Ok(parts) => parts,
+            Err((e, mut child)) => {
+                warn!("cannot watch an executor for /{}: {e}", version.new.name);
+                spawn::kill_group(child.id());
+                let _ = child.wait();
+                if slot < self.executors.len() {
+                    self.free.push(slot);
+                }
+                return;
+            }
+        };
+        if slot == self.executors.len() {
+            self.executors.push(None);
+        }
+        // Every executor after a version's first is a restart (or another lane).
+        version.restarts += u64::from(version.stage == Stage::Live);
+        self.counters.started += 1;
+        let pid = child.id();
+        // The child handle is kept for reaping; nothing reads its (absent) pipes.
+        child.stdin = None;
+        self.executors[slot] = Some(Executor {
+            generation,
+            child,
+            pid,
+            socket,
+            output: Some(output),
+            phase: Phase::ExpectReady {
+                until: Instant::now() + self.settings.init_timeout,
+            },
+            reader: FrameReader::default(),
+            calls: VecDeque::new(),
+            started_at: Instant::now(),
+            answered: 0,
+        });
+    }
+
+    /// The soonest instant the sweep has work: a call's deadline, an init deadline, a dead
+    /// executor to reap (now), a backoff ending.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let now = Instant::now();
+        let executors = self
+            .executors
+            .iter()
+            .flatten()
+            .filter_map(|e| match &e.phase {
+                Phase::ExpectReady { until } => Some(*until),
+                Phase::Retiring { until: Some(until) } => Some(*until),
+                Phase::ExpectExit { look, .. } => Some(*look),
+                _ => e.calls.front().and_then(|c| Some(c.started? + c.deadline)),
+            });
+        let backoffs = self
+            .versions
+            .values()
+            .filter(|v| v.stage == Stage::Live && v.not_before > now)
+            .map(|v| v.not_before);
+        executors.chain(backoffs).min()
+    }
+
+    /// Every route served, sorted, for the admin routes.
+    pub fn routes(&self) -> Vec<RouteInfo> {
+        let mut routes: Vec<RouteInfo> = self
+            .live
+            .iter()
+            .filter_map(|(name, generation)| {
+                let version = self.versions.get(generation)?;
+                let executors = self
+                    .executors
+                    .iter()
+                    .flatten()
+                    .filter(|e| e.generation == *generation)
+                    .map(|e| (e.pid, phase_name(e), e.started_at.elapsed().as_secs()))
+                    .collect();
+                Some(RouteInfo {
+                    name: name.clone(),
+                    kind: version.new.kind,
+                    meta: version.meta.clone(),
+                    generation: *generation,
+                    loaded_at: version.loaded_at,
+                    stats: Arc::clone(&version.stats),
+                    restarts: version.restarts,
+                    executors,
+                })
+            })
+            .collect();
+        routes.sort_by(|a, b| a.name.cmp(&b.name));
+        routes
+    }
+
+    /// Executors alive now (any phase but exited).
+    pub fn alive(&self) -> usize {
+        self.executors.iter().flatten().count()
+    }
+
+    /// Calls written ahead to executors and not started yet: they wait like queued jobs.
+    pub fn written_ahead(&self) -> usize {
+        self.executors
+            .iter()
+            .flatten()
+            .map(|e| e.calls.len().saturating_sub(1))
+            .sum()
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        for executor in self.executors.iter_mut().flatten() {
+            spawn::kill_group(executor.pid);
+            let _ = executor.child.wait();
+        }
+        for version in self.versions.values() {
+            remove_copy(&version.new);
+        }
+    }
+}
+
+/// Why reading an executor's socket stopped.
+enum Broken {
+    WouldBlock,
+    Interrupted,
+    Io,
+    Frame(frame::FrameError),
+}
+
+impl From<frame::FrameError> for Broken {
+    fn from(e: frame::FrameError) -> Broken {
+        Broken::Frame(e)
+    }
+}
+
+fn io_outcome(e: io::Error) -> Option<Broken> {
+    Some(match e.kind() {
+        io::ErrorKind::WouldBlock => Broken::WouldBlock,
+        io::ErrorKind::Interrupted => Broken::Interrupted,
+        _ => Broken::Io,
+    })
+}
+
+fn feed_all(
+    reader: &mut FrameReader,
+    mut input: &[u8],
+    out: &mut Vec<Message>,
+) -> Result<(), Broken> {
+    while !input.is_empty() {
+        let (used, message) = reader.feed(input)?;
+        input = &input[used..];
+        out.extend(message);
+    }
+    Ok(())
+}
+
+/// Makes the executor's socket and output non-blocking and registers both.
+fn register(
+    spawned: spawn::Spawned,
+    slot: usize,
+    registry: &Registry,
+) -> Result<(UnixStream, Output, Child), (io::Error, Child)> {
+    let spawn::Spawned {
+        child,
+        socket,
+        output,
+    } = spawned;
+    let prepared = socket
+        .set_nonblocking(true)
+        .and_then(|()| Output::new(output));
+    let output = match prepared {
+        Ok(output) => output,
+        Err(e) => return Err((e, child)),
+    };
+    let mut socket = UnixStream::from_std(socket);
+    let token = FIRST_TOKEN + 2 * slot;
+    let result = registry
+        .register(
+            &mut socket,
+            Token(token),
+            Interest::READABLE | Interest::WRITABLE,
+        )
+        .and_then(|()| {
+            registry.register(
+                &mut SourceFd(&output.raw_fd()),
+                Token(token + 1),
+                Interest::READABLE,
+            )
+        });
+    match result {
+        Ok(()) => Ok((socket, output, child)),
+        Err(e) => {
+            let _ = registry.deregister(&mut socket);
+            Err((e, child))
+        }
+    }
+}
+
+fn remove_copy(version: &NewVersion) {
+    if version.owns_file {
+        let _ = std::fs::remove_file(&version.file);
+    }
+}
+
+fn describe(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(signal)) => crate::signals::name(signal),
+        _ => "unknown status".to_owned(),
+    }
+}
+
+fn death_of(status: ExitStatus) -> Death {
+    match status.signal() {
+        Some(_) => Death::Signal,
+        None => Death::Exit,
+    }
+}
+
+fn phase_name(executor: &Executor) -> &'static str {
+    match executor.phase {
+        Phase::ExpectReady { .. } => "starting",
+        Phase::Serving if executor.calls.is_empty() => "idle",
+        Phase::Serving => "busy",
+        Phase::Retiring { .. } => "retiring",
+        Phase::ExpectExit { .. } => "exiting",
+    }
+}
+
+fn message_name(message: &Message) -> &'static str {
+    match message {
+        Message::Ready(_) => "Ready",
+        Message::Refused { .. } => "Refused",
+        Message::Request(..) => "Request",
+        Message::Response(_) => "Response",
+        Message::Panicked(_) => "Panicked",
+    }
+}

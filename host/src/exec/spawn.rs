@@ -1,0 +1,145 @@
+//! Starting an executor process: this same binary under a hidden subcommand, with one end of a
+//! Unix socketpair as descriptor 3 (no path on disk), its stdout and stderr on a pipe the
+//! worker reads, in a process group of its own, killed when the worker dies, and optionally
+//! held to an address-space limit.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use crate::ids::PluginName;
+
+/// The hidden subcommand an executor runs under.
+pub const EXECUTOR_COMMAND: &str = "__executor";
+/// The descriptor an executor finds its socket on.
+pub const EXECUTOR_FD: RawFd = 3;
+
+/// What an executor serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HandlerKind {
+    /// A `.so` plugin: loaded once, called per request.
+    Native,
+    /// An executable run per request as a CGI/1.1 script.
+    Cgi,
+}
+
+impl HandlerKind {
+    /// The name on the executor's command line (and in `/-/plugins`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandlerKind::Native => "native",
+            HandlerKind::Cgi => "cgi",
+        }
+    }
+
+    /// The kind named on a command line.
+    pub fn parse(text: &str) -> Option<HandlerKind> {
+        match text {
+            "native" => Some(HandlerKind::Native),
+            "cgi" => Some(HandlerKind::Cgi),
+            _ => None,
+        }
+    }
+}
+
+/// A started executor, as its starter holds it.
+pub struct Spawned {
+    /// The process (its pid is also its process group).
+    pub child: Child,
+    /// The worker's end of the socketpair (blocking; callers set what they need).
+    pub socket: UnixStream,
+    /// The read end of the pipe its stdout and stderr go to.
+    pub output: OwnedFd,
+}
+
+/// Starts an executor for `file` serving `route`. `memory_limit` caps its address space
+/// (`RLIMIT_AS`), so a plugin that allocates without bound fails inside its own process.
+pub fn spawn(
+    kind: HandlerKind,
+    route: &PluginName,
+    file: &Path,
+    memory_limit: Option<u64>,
+) -> io::Result<Spawned> {
+    let (ours, theirs) = UnixStream::pair()?;
+    let (output_read, output_write) = pipe()?;
+    let output_err = output_write.try_clone()?;
+    let exe = std::env::current_exe()?;
+    let mut command = Command::new(exe);
+    command
+        .arg(EXECUTOR_COMMAND)
+        .arg(kind.as_str())
+        .arg(route.as_str())
+        .arg(file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(output_write))
+        .stderr(Stdio::from(output_err))
+        .env_remove("LISTEN_FDS")
+        .env_remove("LISTEN_FDNAMES")
+        .env_remove("LISTEN_PID")
+        .env_remove("FIDDLER_READY_FD");
+    let socket_fd = theirs.as_raw_fd();
+    let limit = memory_limit.map(|bytes| libc::rlimit {
+        rlim_cur: bytes as libc::rlim_t,
+        rlim_max: bytes as libc::rlim_t,
+    });
+    // SAFETY: between fork and exec only async-signal-safe calls are made (setpgid, prctl,
+    // dup2, fcntl, setrlimit) on a descriptor the parent keeps open for the whole call.
+    unsafe {
+        command.pre_exec(move || {
+            // Its own group, so a kill past the deadline takes everything it started.
+            if libc::setpgid(0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // Dies with the worker (the worker's main thread does all spawning).
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if socket_fd == EXECUTOR_FD {
+                // dup2 onto itself would keep close-on-exec set.
+                if libc::fcntl(socket_fd, libc::F_SETFD, 0) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            } else if libc::dup2(socket_fd, EXECUTOR_FD) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if let Some(limit) = &limit {
+                if libc::setrlimit(libc::RLIMIT_AS, limit) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn()?;
+    drop(theirs);
+    Ok(Spawned {
+        child,
+        socket: ours,
+        output: output_read,
+    })
+}
+
+/// A pipe, both ends close-on-exec (the child gets the write end through `Stdio`).
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: pipe2 writes two new descriptors into the array on success.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just created and are owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Kills an executor's whole process group at once (past a deadline, or when it is retired).
+pub fn kill_group(pid: u32) {
+    if let Ok(pid) = libc::pid_t::try_from(pid) {
+        // SAFETY: kill on the process group we created for our own child (its pid is the
+        // group id); the child is not reaped yet, so the id cannot have been reused.
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! Counters of handler versions and executors, for `/-/plugins` and `/-/metrics`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A handler version's counters. Atomics so a snapshot can be shared with the admin view
+/// without a copy; only the worker's loop writes them.
+#[derive(Debug, Default)]
+pub struct PluginStats {
+    /// Calls sent to an executor.
+    pub calls: AtomicU64,
+    /// Calls that panicked, crashed, passed their deadline or answered an invalid status.
+    pub errors: AtomicU64,
+    /// Calls that panicked.
+    pub panics: AtomicU64,
+    /// Calls that passed their deadline (each kills its executor).
+    pub timeouts: AtomicU64,
+    /// Answers by status class (index 1..=5 for 1xx..5xx).
+    pub responses: [AtomicU64; 6],
+}
+
+impl PluginStats {
+    /// Counts an answer by its status class.
+    pub fn count_response(&self, status: u16) {
+        let class = usize::from(status / 100).min(5);
+        self.responses[class].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// How an executor ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Death {
+    /// Killed by a signal it did not get from the pool (a crash, the OOM killer, `kill -9`).
+    Signal,
+    /// Exited by itself (`exit`, a refused start).
+    Exit,
+    /// Killed by the pool: a call passed its deadline.
+    Deadline,
+    /// Refused at start, or did not start in time.
+    Init,
+    /// Its version was replaced or removed.
+    Retired,
+}
+
+impl Death {
+    /// Every cause, in the order of [`ExecutorCounters::deaths`].
+    pub const ALL: [Death; 5] = [
+        Death::Signal,
+        Death::Exit,
+        Death::Deadline,
+        Death::Init,
+        Death::Retired,
+    ];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Death::Signal => "signal",
+            Death::Exit => "exit",
+            Death::Deadline => "deadline",
+            Death::Init => "init",
+            Death::Retired => "retired",
+        }
+    }
+}
+
+/// Executors started and ended.
+#[derive(Debug, Default)]
+pub struct ExecutorCounters {
+    /// Executors started.
+    pub started: u64,
+    /// Executors ended, indexed like [`Death::ALL`].
+    pub deaths: [u64; 5],
+}
+
+impl ExecutorCounters {
+    /// Counts an executor's end.
+    pub fn died(&mut self, death: Death) {
+        if let Some(i) = Death::ALL.iter().position(|d| *d == death) {
+            self.deaths[i] += 1;
+        }
+    }
+}
