@@ -12,21 +12,23 @@ need() {
     fi
 }
 
-# start_server PLUGINS_DIR [ARGS...]: starts the release binary on a free port; sets
-# SERVER_PID, HTTP_ADDR and SERVER_LOG. The caller's EXIT trap should call stop_server.
+# start_server PLUGINS_DIR [ARGS...]: starts the release binary (or $FIDDLER_BIN) on a free
+# port and waits until its worker is ready; sets SERVER_PID (the supervisor), WORKER_PID,
+# HTTP_ADDR and SERVER_LOG. The caller's EXIT trap should call stop_server.
 start_server() {
     local dir=$1
     shift
     SERVER_LOG=$(mktemp)
-    target/release/fiddler-crab --http 127.0.0.1:0 --https off --plugins "$dir" "$@" \
+    "${FIDDLER_BIN:-target/release/fiddler-crab}" --http 127.0.0.1:0 --https off --plugins "$dir" "$@" \
         >/dev/null 2>"$SERVER_LOG" &
     SERVER_PID=$!
-    for _ in $(seq 1 200); do
-        grep -q 'listening on http://' "$SERVER_LOG" && break
+    for _ in $(seq 1 600); do
+        grep -q '] ready' "$SERVER_LOG" && break
         sleep 0.05
     done
     HTTP_ADDR=$(grep -o 'listening on http://[0-9.:]*' "$SERVER_LOG" | sed 's|.*http://||')
-    [ -n "$HTTP_ADDR" ] || { cat "$SERVER_LOG" >&2; return 1; }
+    WORKER_PID=$(grep -o 'worker \[[0-9]*\] ready' "$SERVER_LOG" | tail -1 | grep -o '[0-9]*')
+    [ -n "$HTTP_ADDR" ] && [ -n "$WORKER_PID" ] || { cat "$SERVER_LOG" >&2; return 1; }
 }
 
 stop_server() {
@@ -38,6 +40,21 @@ stop_server() {
 # rss_kib PID: resident memory of a process in KiB.
 rss_kib() {
     awk '/^VmRSS:/ {print $2}' "/proc/$1/status"
+}
+
+# children PID: the pids of a process's direct children (a worker's executors).
+children() {
+    cat "/proc/$1/task/"*/children 2>/dev/null | tr ' ' '\n' | grep . || true
+}
+
+# tree_rss_kib PID: resident memory of a process and its direct children, in KiB.
+tree_rss_kib() {
+    local total
+    total=$(rss_kib "$1")
+    for child in $(children "$1"); do
+        total=$((total + $(rss_kib "$child" 2>/dev/null || echo 0)))
+    done
+    echo "$total"
 }
 
 # median: the median of the numbers on stdin, one per line.

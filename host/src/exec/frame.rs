@@ -133,6 +133,19 @@ pub enum Message {
     Panicked(String),
 }
 
+impl Message {
+    /// The frame kind's name, for log lines.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Message::Ready(_) => "Ready",
+            Message::Refused { .. } => "Refused",
+            Message::Request(..) => "Request",
+            Message::Response(_) => "Response",
+            Message::Panicked(_) => "Panicked",
+        }
+    }
+}
+
 /// Encodes a frame's head and metadata; the body (if any) is written after it as it is, so a
 /// large body is never copied into the frame.
 fn encode(kind: Kind, meta: &[u8], body_len: usize) -> Vec<u8> {

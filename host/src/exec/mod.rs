@@ -2,10 +2,12 @@
 //! served by an executor (this binary under a hidden subcommand) over a Unix socketpair.
 //!
 //! `frame` is the wire format, `spawn` starts a process, `child` is the executor's own side,
-//! `pool` is the worker's side (versions, executors, calls in flight), `output` turns what an
+//! `executor` is one process as the worker holds it (its IO), `pool` decides (versions, which
+//! executor takes which call, what a death or a deadline costs), `output` turns what an
 //! executor prints into log lines, `stats` counts.
 
 pub mod child;
+pub mod executor;
 pub mod frame;
 pub mod output;
 pub mod pool;

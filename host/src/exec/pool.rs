@@ -15,24 +15,20 @@
 //! starts at once (then with a crash-loop backoff); a call past its deadline gets 504 and its
 //! executor's process group is killed, which frees the CPU at once.
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::io::{self, IoSlice, Read, Write};
-use std::os::unix::process::ExitStatusExt;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::process::{Child, ExitStatus};
+use std::process::ExitStatus;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use mio::net::UnixStream;
-use mio::unix::SourceFd;
-use mio::{Interest, Registry, Token};
+use mio::{Registry, Token};
 use plugin_api::Response;
 
 use crate::backoff::crash_backoff;
-use crate::exec::frame::{self, FrameReader, HandlerMeta, Message};
-use crate::exec::output::Output;
-use crate::exec::spawn::{self, HandlerKind};
+use crate::exec::executor::{describe_exit, Call, DeathContext, Executor, Phase, Received};
+use crate::exec::frame::{self, HandlerMeta, Message};
+use crate::exec::spawn::HandlerKind;
 use crate::exec::stats::{Death, ExecutorCounters, PluginStats};
 use crate::http::response::text;
 use crate::ids::{ConnId, ContentHash, Generation, PluginName};
@@ -98,71 +94,6 @@ struct Version {
     crashes_in_row: u32,
     /// No executor is started for it before this (the backoff).
     not_before: Instant,
-}
-
-/// Where an executor is in its life. Named for what it waits for.
-#[derive(Debug)]
-enum Phase {
-    /// Waiting for `Ready` until the init deadline.
-    ExpectReady { until: Instant },
-    /// Serving calls.
-    Serving,
-    /// Retired: its socket is closed once it holds no call; killed if still there at `until`.
-    Retiring { until: Option<Instant> },
-    /// Gone or killed; waiting to be reaped (looked at again at `look`), with what to log then.
-    ExpectExit { why: DeathContext, look: Instant },
-}
-
-/// What the pool knew when an executor was found dead (logged once it is reaped).
-#[derive(Debug, Clone)]
-enum DeathContext {
-    /// It died on its own during a call.
-    MidCall,
-    /// It died on its own between calls.
-    Idle,
-    /// It died, or refused, before saying `Ready`.
-    AtStart(Option<String>),
-    /// The pool killed it (deadline, init timeout, retirement); already logged.
-    Killed(Death),
-}
-
-/// One call written (or being written) to an executor.
-struct Call {
-    job: Job,
-    /// The frame's head and metadata; the body follows from `job.request.body`.
-    head: Vec<u8>,
-    /// Bytes of head + body written so far.
-    sent: usize,
-    /// When it became the call the executor runs (the front of `calls`).
-    started: Option<Instant>,
-    deadline: Duration,
-}
-
-impl Call {
-    fn len(&self) -> usize {
-        self.head.len() + self.job.request.body.len()
-    }
-}
-
-struct Executor {
-    generation: Generation,
-    child: Child,
-    pid: u32,
-    socket: UnixStream,
-    output: Option<Output>,
-    phase: Phase,
-    reader: FrameReader,
-    /// Calls in order; the front is the one running. Invariant: empty unless `Serving` or
-    /// `Retiring`.
-    calls: VecDeque<Call>,
-    started_at: Instant,
-    answered: u64,
-}
-
-impl Executor {
-    fn is_ready_for(&self, generation: Generation) -> bool {
-        self.generation == generation && matches!(self.phase, Phase::Serving)
-    }
 }
 
 /// A decision for the job at the front of what may run.
@@ -427,20 +358,7 @@ impl Pool {
             Some(v) => format!("/{} [{}]", v.new.name, executor.pid),
             None => format!("executor [{}]", executor.pid),
         };
-        let Some(output) = executor.output.as_mut() else {
-            return;
-        };
-        if !output.drain(&label, scratch) {
-            let _ = registry.deregister(&mut SourceFd(&output.raw_fd()));
-            executor.output = None;
-            // A retired executor closing its output has exited (or is about to): reap it.
-            if matches!(executor.phase, Phase::Retiring { until: Some(_) }) {
-                executor.phase = Phase::ExpectExit {
-                    look: Instant::now(),
-                    why: DeathContext::Killed(Death::Retired),
-                };
-            }
-        }
+        executor.drain_output(&label, registry, scratch);
     }
 
     /// Writes what is pending to the executor in `slot`.
@@ -448,38 +366,12 @@ impl Pool {
         let Some(executor) = self.executors.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
-        let mut failed = false;
-        'calls: for call in executor.calls.iter_mut() {
-            while call.sent < call.len() {
-                let body = &call.job.request.body[..];
-                let (head, body) = match call.sent < call.head.len() {
-                    true => (&call.head[call.sent..], body),
-                    false => (&[][..], &body[call.sent - call.head.len()..]),
-                };
-                match executor
-                    .socket
-                    .write_vectored(&[IoSlice::new(head), IoSlice::new(body)])
-                {
-                    Ok(0) => {
-                        failed = true;
-                        break 'calls;
-                    }
-                    Ok(n) => call.sent += n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break 'calls,
-                    Err(_) => {
-                        failed = true;
-                        break 'calls;
-                    }
-                }
-            }
-        }
-        if failed {
+        if executor.write_pending().is_err() {
             self.died(slot, registry, out);
         }
     }
 
-    /// Reads frames from the executor in `slot` until it would block.
+    /// Reads and handles frames from the executor in `slot` until it would block.
     fn read(
         &mut self,
         slot: usize,
@@ -487,48 +379,24 @@ impl Pool {
         scratch: &mut [u8],
         out: &mut Vec<PoolEvent>,
     ) {
-        loop {
-            let Some(executor) = self.executors.get_mut(slot).and_then(Option::as_mut) else {
-                return;
-            };
-            if matches!(executor.phase, Phase::ExpectExit { .. }) {
-                return;
+        let Some(executor) = self.executors.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        let mut messages = Vec::new();
+        let ended = executor.receive(scratch, &mut messages);
+        for message in messages {
+            self.on_message(slot, message, registry, out);
+        }
+        match ended {
+            Received::WouldBlock => {}
+            Received::Bad(e) => {
+                warn!(
+                    "executor [{}] sent a bad frame ({e}); killing it",
+                    self.pid(slot)
+                );
+                self.died(slot, registry, out);
             }
-            let mut messages = Vec::new();
-            let result = match executor.reader.direct() {
-                Some(body) => match executor.socket.read(body) {
-                    Ok(0) => Err(None),
-                    Ok(n) => executor
-                        .reader
-                        .filled(n)
-                        .map(|m| messages.extend(m))
-                        .map_err(|e| Some(Broken::Frame(e))),
-                    Err(e) => Err(io_outcome(e)),
-                },
-                None => match executor.socket.read(scratch) {
-                    Ok(0) => Err(None),
-                    Ok(n) => {
-                        feed_all(&mut executor.reader, &scratch[..n], &mut messages).map_err(Some)
-                    }
-                    Err(e) => Err(io_outcome(e)),
-                },
-            };
-            for message in messages {
-                self.on_message(slot, message, registry, out);
-            }
-            match result {
-                Ok(()) => {}
-                Err(Some(Broken::WouldBlock)) => return,
-                Err(Some(Broken::Interrupted)) => {}
-                Err(Some(Broken::Frame(e))) => {
-                    warn!(
-                        "executor [{}] sent a bad frame ({e}); killing it",
-                        self.pid(slot)
-                    );
-                    return self.died(slot, registry, out);
-                }
-                Err(None) | Err(Some(Broken::Io)) => return self.died(slot, registry, out),
-            }
+            Received::Gone => self.died(slot, registry, out),
         }
     }
 
@@ -550,6 +418,9 @@ impl Pool {
             return;
         };
         let generation = executor.generation;
+        if matches!(executor.phase, Phase::ExpectExit { .. }) {
+            return; // already given up on: what it sent after that does not count
+        }
         match (&executor.phase, message) {
             (Phase::ExpectReady { .. }, Message::Ready(meta)) => {
                 executor.phase = Phase::Serving;
@@ -572,7 +443,7 @@ impl Pool {
                 warn!(
                     "executor [{}] sent an unexpected {} frame; killing it",
                     executor.pid,
-                    message_name(&other)
+                    other.name()
                 );
                 self.died(slot, registry, out);
             }
@@ -700,7 +571,7 @@ impl Pool {
         if matches!(executor.phase, Phase::ExpectExit { .. }) {
             return;
         }
-        spawn::kill_group(executor.pid);
+        executor.kill();
         let why = match executor.phase {
             Phase::ExpectReady { .. } => DeathContext::AtStart(None),
             _ if !executor.calls.is_empty() => DeathContext::MidCall,
@@ -749,10 +620,9 @@ impl Pool {
     }
 
     fn deregister(&mut self, slot: usize, registry: &Registry) {
-        let Some(executor) = self.executors.get_mut(slot).and_then(Option::as_mut) else {
-            return;
-        };
-        let _ = registry.deregister(&mut executor.socket);
+        if let Some(executor) = self.executors.get_mut(slot).and_then(Option::as_mut) {
+            executor.deregister(registry);
+        }
     }
 
     /// Deadlines: calls past theirs get 504 and their executor is killed; executors that did
@@ -765,7 +635,7 @@ impl Pool {
             };
             match &executor.phase {
                 Phase::ExpectReady { until } if now >= *until => {
-                    spawn::kill_group(executor.pid);
+                    executor.kill();
                     let seconds = self.settings.init_timeout.as_secs_f64();
                     executor.phase = Phase::ExpectExit {
                         look: Instant::now(),
@@ -776,7 +646,7 @@ impl Pool {
                     self.deregister(slot, registry);
                 }
                 Phase::Retiring { until: Some(until) } if now >= *until => {
-                    spawn::kill_group(executor.pid);
+                    executor.kill();
                     executor.phase = Phase::ExpectExit {
                         look: Instant::now(),
                         why: DeathContext::Killed(Death::Retired),
@@ -813,7 +683,7 @@ impl Pool {
         let Some(executor) = self.executors.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
-        spawn::kill_group(executor.pid);
+        executor.kill();
         let pid = executor.pid;
         let generation = executor.generation;
         let deadline = executor.calls.front().map_or(0, |c| c.deadline.as_millis());
@@ -846,32 +716,34 @@ impl Pool {
 
     /// Collects executors that have exited, logs why, and starts what must replace them.
     pub fn reap(&mut self, registry: &Registry) {
+        let now = Instant::now();
         for slot in 0..self.executors.len() {
             let Some(executor) = self.executors[slot].as_mut() else {
                 continue;
             };
-            let Phase::ExpectExit { why, look } = &mut executor.phase else {
+            let Phase::ExpectExit { why, look } = &executor.phase else {
                 continue;
             };
-            let status = match executor.child.try_wait() {
-                Ok(Some(status)) => status,
-                Ok(None) => {
-                    // Dying processes go within milliseconds; look again soon, not in a spin.
-                    *look = Instant::now() + REAP_AGAIN;
-                    continue;
-                }
-                Err(_) => ExitStatus::from_raw(0),
-            };
-            let why = why.clone();
-            let Some(executor) = self.executors[slot].take() else {
+            if now < *look {
                 continue;
-            };
-            if let Some(mut output) = executor.output {
-                let mut scratch = [0u8; 4096];
-                let label = format!("executor [{}]", executor.pid);
-                output.drain(&label, &mut scratch);
-                let _ = registry.deregister(&mut SourceFd(&output.raw_fd()));
             }
+            let why = why.clone();
+            let Some(status) = executor.try_reap() else {
+                // Dying processes go within milliseconds; look again soon, not in a spin.
+                executor.phase = Phase::ExpectExit {
+                    why,
+                    look: now + REAP_AGAIN,
+                };
+                continue;
+            };
+            let Some(mut executor) = self.executors[slot].take() else {
+                continue;
+            };
+            let label = match self.versions.get(&executor.generation) {
+                Some(v) => format!("/{} [{}]", v.new.name, executor.pid),
+                None => format!("executor [{}]", executor.pid),
+            };
+            executor.drain_output(&label, registry, &mut [0u8; 4096]);
             self.free.push(slot);
             self.exited(
                 executor.generation,
@@ -894,7 +766,7 @@ impl Pool {
         status: ExitStatus,
         why: DeathContext,
     ) {
-        let cause = describe(status);
+        let cause = describe_exit(status);
         let Some(version) = self.versions.get_mut(&generation) else {
             return;
         };
@@ -919,7 +791,7 @@ impl Pool {
                 version.crashes_in_row = if young { version.crashes_in_row + 1 } else { 1 };
                 let pause = crash_backoff(version.crashes_in_row);
                 version.not_before = Instant::now() + pause;
-                self.counters.died(death_of(status));
+                self.counters.died(Death::of_exit(status));
                 let when = match &context {
                     DeathContext::MidCall => "during a call; that request got 502".to_owned(),
                     DeathContext::AtStart(Some(reason)) => format!("at start: {reason}"),
@@ -977,7 +849,7 @@ impl Pool {
             match executor.phase {
                 Phase::ExpectExit { .. } => {}
                 Phase::ExpectReady { .. } => {
-                    spawn::kill_group(executor.pid);
+                    executor.kill();
                     executor.phase = Phase::ExpectExit {
                         look: Instant::now(),
                         why: DeathContext::Killed(Death::Retired),
@@ -997,18 +869,10 @@ impl Pool {
         let Some(executor) = self.executors.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
-        let _ = registry.deregister(&mut executor.socket);
-        let _ = executor.socket.shutdown(std::net::Shutdown::Both);
+        executor.close(registry);
         executor.phase = Phase::Retiring {
             until: Some(Instant::now() + RETIRE_GRACE),
         };
-        // Its exit is noticed by the sweep's reap once the grace is over or it has gone.
-        if let Ok(Some(_)) = executor.child.try_wait() {
-            executor.phase = Phase::ExpectExit {
-                look: Instant::now(),
-                why: DeathContext::Killed(Death::Retired),
-            };
-        }
     }
 
     /// (executors of `generation` that are not dead, of which starting)
@@ -1032,28 +896,22 @@ impl Pool {
         if Instant::now() < version.not_before {
             return;
         }
-        let started = spawn::spawn(
+        let slot = self.free.pop().unwrap_or(self.executors.len());
+        let started = Executor::start(
+            generation,
             version.new.kind,
             &version.new.name,
             &version.new.file,
             self.settings.memory_limit,
+            Instant::now() + self.settings.init_timeout,
+            FIRST_TOKEN + 2 * slot,
+            registry,
         );
-        let spawned = match started {
-            Ok(spawned) => spawned,
+        let executor = match started {
+            Ok(executor) => executor,
             Err(e) => {
                 warn!("cannot start an executor for /{}: {e}", version.new.name);
                 version.not_before = Instant::now() + crash_backoff(2);
-                return;
-            }
-        };
-        let slot = self.free.pop().unwrap_or(self.executors.len());
-        let registered = register(spawned, slot, registry);
-        let (socket, output, mut child) = match registered {
-            Ok(parts) => parts,
-            Err((e, mut child)) => {
-                warn!("cannot watch an executor for /{}: {e}", version.new.name);
-                spawn::kill_group(child.id());
-                let _ = child.wait();
                 if slot < self.executors.len() {
                     self.free.push(slot);
                 }
@@ -1066,23 +924,7 @@ impl Pool {
         // Every executor after a version's first is a restart (or another lane).
         version.restarts += u64::from(version.stage == Stage::Live);
         self.counters.started += 1;
-        let pid = child.id();
-        // The child handle is kept for reaping; nothing reads its (absent) pipes.
-        child.stdin = None;
-        self.executors[slot] = Some(Executor {
-            generation,
-            child,
-            pid,
-            socket,
-            output: Some(output),
-            phase: Phase::ExpectReady {
-                until: Instant::now() + self.settings.init_timeout,
-            },
-            reader: FrameReader::default(),
-            calls: VecDeque::new(),
-            started_at: Instant::now(),
-            answered: 0,
-        });
+        self.executors[slot] = Some(executor);
     }
 
     /// The soonest instant the sweep has work: a call's deadline, an init deadline, a dead
@@ -1119,7 +961,7 @@ impl Pool {
                     .iter()
                     .flatten()
                     .filter(|e| e.generation == *generation)
-                    .map(|e| (e.pid, phase_name(e), e.started_at.elapsed().as_secs()))
+                    .map(|e| (e.pid, e.phase_name(), e.started_at.elapsed().as_secs()))
                     .collect();
                 Some(RouteInfo {
                     name: name.clone(),
@@ -1155,8 +997,7 @@ impl Pool {
 impl Drop for Pool {
     fn drop(&mut self) {
         for executor in self.executors.iter_mut().flatten() {
-            spawn::kill_group(executor.pid);
-            let _ = executor.child.wait();
+            executor.kill_and_wait();
         }
         for version in self.versions.values() {
             remove_copy(&version.new);
@@ -1164,120 +1005,8 @@ impl Drop for Pool {
     }
 }
 
-/// Why reading an executor's socket stopped.
-enum Broken {
-    WouldBlock,
-    Interrupted,
-    Io,
-    Frame(frame::FrameError),
-}
-
-impl From<frame::FrameError> for Broken {
-    fn from(e: frame::FrameError) -> Broken {
-        Broken::Frame(e)
-    }
-}
-
-fn io_outcome(e: io::Error) -> Option<Broken> {
-    Some(match e.kind() {
-        io::ErrorKind::WouldBlock => Broken::WouldBlock,
-        io::ErrorKind::Interrupted => Broken::Interrupted,
-        _ => Broken::Io,
-    })
-}
-
-fn feed_all(
-    reader: &mut FrameReader,
-    mut input: &[u8],
-    out: &mut Vec<Message>,
-) -> Result<(), Broken> {
-    while !input.is_empty() {
-        let (used, message) = reader.feed(input)?;
-        input = &input[used..];
-        out.extend(message);
-    }
-    Ok(())
-}
-
-/// Makes the executor's socket and output non-blocking and registers both.
-fn register(
-    spawned: spawn::Spawned,
-    slot: usize,
-    registry: &Registry,
-) -> Result<(UnixStream, Output, Child), (io::Error, Child)> {
-    let spawn::Spawned {
-        child,
-        socket,
-        output,
-    } = spawned;
-    let prepared = socket
-        .set_nonblocking(true)
-        .and_then(|()| Output::new(output));
-    let output = match prepared {
-        Ok(output) => output,
-        Err(e) => return Err((e, child)),
-    };
-    let mut socket = UnixStream::from_std(socket);
-    let token = FIRST_TOKEN + 2 * slot;
-    let result = registry
-        .register(
-            &mut socket,
-            Token(token),
-            Interest::READABLE | Interest::WRITABLE,
-        )
-        .and_then(|()| {
-            registry.register(
-                &mut SourceFd(&output.raw_fd()),
-                Token(token + 1),
-                Interest::READABLE,
-            )
-        });
-    match result {
-        Ok(()) => Ok((socket, output, child)),
-        Err(e) => {
-            let _ = registry.deregister(&mut socket);
-            Err((e, child))
-        }
-    }
-}
-
 fn remove_copy(version: &NewVersion) {
     if version.owns_file {
         let _ = std::fs::remove_file(&version.file);
-    }
-}
-
-fn describe(status: ExitStatus) -> String {
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exit code {code}"),
-        (None, Some(signal)) => crate::signals::name(signal),
-        _ => "unknown status".to_owned(),
-    }
-}
-
-fn death_of(status: ExitStatus) -> Death {
-    match status.signal() {
-        Some(_) => Death::Signal,
-        None => Death::Exit,
-    }
-}
-
-fn phase_name(executor: &Executor) -> &'static str {
-    match executor.phase {
-        Phase::ExpectReady { .. } => "starting",
-        Phase::Serving if executor.calls.is_empty() => "idle",
-        Phase::Serving => "busy",
-        Phase::Retiring { .. } => "retiring",
-        Phase::ExpectExit { .. } => "exiting",
-    }
-}
-
-fn message_name(message: &Message) -> &'static str {
-    match message {
-        Message::Ready(_) => "Ready",
-        Message::Refused { .. } => "Refused",
-        Message::Request(..) => "Request",
-        Message::Response(_) => "Response",
-        Message::Panicked(_) => "Panicked",
     }
 }

@@ -51,6 +51,15 @@ impl Death {
         Death::Retired,
     ];
 
+    /// How an executor the pool did not kill ended, from its exit status.
+    pub fn of_exit(status: std::process::ExitStatus) -> Death {
+        use std::os::unix::process::ExitStatusExt;
+        match status.signal() {
+            Some(_) => Death::Signal,
+            None => Death::Exit,
+        }
+    }
+
     /// The metric label.
     pub fn label(self) -> &'static str {
         match self {

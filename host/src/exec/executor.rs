@@ -1,0 +1,313 @@
+//! One executor process as the worker holds it: the child, its socket and output pipe (both in
+//! intake's poll), the phase it is in, the calls written to it, and the non-blocking frame IO.
+//! What the frames mean for versions and clients is the pool's business.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Read, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{Child, ExitStatus};
+use std::time::{Duration, Instant};
+
+use mio::net::UnixStream;
+use mio::unix::SourceFd;
+use mio::{Interest, Registry, Token};
+
+use crate::exec::frame::{FrameError, FrameReader, Message};
+use crate::exec::output::Output;
+use crate::exec::spawn::{self, HandlerKind};
+use crate::exec::stats::Death;
+use crate::ids::{Generation, PluginName};
+use crate::queue::Job;
+
+/// Where an executor is in its life. Named for what it waits for.
+#[derive(Debug)]
+pub enum Phase {
+    /// Waiting for `Ready` until the init deadline.
+    ExpectReady {
+        /// The init deadline.
+        until: Instant,
+    },
+    /// Serving calls.
+    Serving,
+    /// Retired: its socket is closed once it holds no call; killed if still there at `until`.
+    Retiring {
+        /// When it is killed if still there (`None` while it finishes its calls).
+        until: Option<Instant>,
+    },
+    /// Gone or killed; waiting to be reaped, with what to log then.
+    ExpectExit {
+        /// Why, as far as the pool knew when it gave up on it.
+        why: DeathContext,
+        /// When to try reaping it next.
+        look: Instant,
+    },
+}
+
+/// What the pool knew when an executor was found dead (logged once it is reaped).
+#[derive(Debug, Clone)]
+pub enum DeathContext {
+    /// It died on its own during a call.
+    MidCall,
+    /// It died on its own between calls.
+    Idle,
+    /// It died, or refused, before saying `Ready`.
+    AtStart(Option<String>),
+    /// The pool killed it (deadline, init timeout, retirement); already logged.
+    Killed(Death),
+}
+
+/// One call written (or being written) to an executor.
+pub struct Call {
+    /// The job, kept until answered (it goes back to the queue if never started).
+    pub job: Job,
+    /// The frame's head and metadata; the body follows from `job.request.body`.
+    pub head: Vec<u8>,
+    /// Bytes of head + body written so far.
+    pub sent: usize,
+    /// When it became the call the executor runs (the front of `calls`).
+    pub started: Option<Instant>,
+    /// How long it may run.
+    pub deadline: Duration,
+}
+
+impl Call {
+    fn len(&self) -> usize {
+        self.head.len() + self.job.request.body.len()
+    }
+}
+
+/// An executor process.
+pub struct Executor {
+    /// The version it serves.
+    pub generation: Generation,
+    child: Child,
+    /// Its pid (also its process group).
+    pub pid: u32,
+    socket: UnixStream,
+    /// Its stdout and stderr; `None` once closed.
+    output: Option<Output>,
+    /// Where it is in its life.
+    pub phase: Phase,
+    reader: FrameReader,
+    /// Calls in order; the front is the one running. Invariant: empty unless `Serving` or
+    /// `Retiring`.
+    pub calls: VecDeque<Call>,
+    /// When it was started.
+    pub started_at: Instant,
+    /// Calls it answered.
+    pub answered: u64,
+}
+
+/// The executor's socket is broken: the process is gone or going.
+#[derive(Debug)]
+pub struct Broken;
+
+/// How reading an executor's socket ended.
+pub enum Received {
+    /// Nothing more to read now.
+    WouldBlock,
+    /// End of file or a socket error: the process is gone or going.
+    Gone,
+    /// It sent bytes that are not a frame.
+    Bad(FrameError),
+}
+
+impl Executor {
+    /// Starts an executor for a version and registers its socket as `token` and its output
+    /// as `token + 1`; it is expected to say `Ready` by `init_until`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        generation: Generation,
+        kind: HandlerKind,
+        route: &PluginName,
+        file: &Path,
+        memory_limit: Option<u64>,
+        init_until: Instant,
+        token: usize,
+        registry: &Registry,
+    ) -> io::Result<Executor> {
+        let spawn::Spawned {
+            mut child,
+            socket,
+            output,
+        } = spawn::spawn(kind, route, file, memory_limit)?;
+        let pid = child.id();
+        let registered = socket
+            .set_nonblocking(true)
+            .and_then(|()| Output::new(output))
+            .and_then(|output| {
+                let mut socket = UnixStream::from_std(socket);
+                registry.register(
+                    &mut socket,
+                    Token(token),
+                    Interest::READABLE | Interest::WRITABLE,
+                )?;
+                let watched = registry.register(
+                    &mut SourceFd(&output.raw_fd()),
+                    Token(token + 1),
+                    Interest::READABLE,
+                );
+                if let Err(e) = watched {
+                    let _ = registry.deregister(&mut socket);
+                    return Err(e);
+                }
+                Ok((socket, output))
+            });
+        let (socket, output) = match registered {
+            Ok(parts) => parts,
+            Err(e) => {
+                spawn::kill_group(pid);
+                let _ = child.wait();
+                return Err(e);
+            }
+        };
+        Ok(Executor {
+            generation,
+            child,
+            pid,
+            socket,
+            output: Some(output),
+            phase: Phase::ExpectReady { until: init_until },
+            reader: FrameReader::default(),
+            calls: VecDeque::new(),
+            started_at: Instant::now(),
+            answered: 0,
+        })
+    }
+
+    /// Whether it serves `generation` and takes calls.
+    pub fn is_ready_for(&self, generation: Generation) -> bool {
+        self.generation == generation && matches!(self.phase, Phase::Serving)
+    }
+
+    /// Writes what is pending of its calls until the socket would block. `Err` when the
+    /// socket is broken (the process is gone).
+    pub fn write_pending(&mut self) -> Result<(), Broken> {
+        for call in self.calls.iter_mut() {
+            while call.sent < call.len() {
+                let body = &call.job.request.body[..];
+                let (head, body) = match call.sent < call.head.len() {
+                    true => (&call.head[call.sent..], body),
+                    false => (&[][..], &body[call.sent - call.head.len()..]),
+                };
+                match self
+                    .socket
+                    .write_vectored(&[IoSlice::new(head), IoSlice::new(body)])
+                {
+                    Ok(0) => return Err(Broken),
+                    Ok(n) => call.sent += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                    Err(_) => return Err(Broken),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads until the socket would block, appending whole frames to `out`; a large body is
+    /// read straight into its buffer.
+    pub fn receive(&mut self, scratch: &mut [u8], out: &mut Vec<Message>) -> Received {
+        loop {
+            let read = match self.reader.direct() {
+                Some(body) => self.socket.read(body).map(|n| (n, true)),
+                None => self.socket.read(scratch).map(|n| (n, false)),
+            };
+            let parsed = match read {
+                Ok((0, _)) => return Received::Gone,
+                Ok((n, true)) => self.reader.filled(n).map(|m| out.extend(m)),
+                Ok((n, false)) => feed_all(&mut self.reader, &scratch[..n], out),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Received::WouldBlock,
+                Err(_) => return Received::Gone,
+            };
+            if let Err(e) = parsed {
+                return Received::Bad(e);
+            }
+        }
+    }
+
+    /// Logs what it printed as `label: line`; once the pipe closes, a retired executor is
+    /// taken to have exited.
+    pub fn drain_output(&mut self, label: &str, registry: &Registry, scratch: &mut [u8]) {
+        let Some(output) = self.output.as_mut() else {
+            return;
+        };
+        if output.drain(label, scratch) {
+            return;
+        }
+        let _ = registry.deregister(&mut SourceFd(&output.raw_fd()));
+        self.output = None;
+        if matches!(self.phase, Phase::Retiring { until: Some(_) }) {
+            self.phase = Phase::ExpectExit {
+                look: Instant::now(),
+                why: DeathContext::Killed(Death::Retired),
+            };
+        }
+    }
+
+    /// Stops watching its socket (its output stays watched until it closes).
+    pub fn deregister(&mut self, registry: &Registry) {
+        let _ = registry.deregister(&mut self.socket);
+    }
+
+    /// Closes its socket: it exits on end of file, after its plugin's `drop_state`.
+    pub fn close(&mut self, registry: &Registry) {
+        self.deregister(registry);
+        let _ = self.socket.shutdown(std::net::Shutdown::Both);
+    }
+
+    /// Kills its whole process group.
+    pub fn kill(&self) {
+        spawn::kill_group(self.pid);
+    }
+
+    /// Kills it and waits for it (only when the worker itself is going).
+    pub fn kill_and_wait(&mut self) {
+        self.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Its exit status, if it has exited (reaping it).
+    pub fn try_reap(&mut self) -> Option<ExitStatus> {
+        match self.child.try_wait() {
+            Ok(status) => status,
+            // Already reaped or not our child: nothing more will come of it.
+            Err(_) => Some(ExitStatus::from_raw(0)),
+        }
+    }
+
+    /// Its state in one word, for `/-/plugins`.
+    pub fn phase_name(&self) -> &'static str {
+        match self.phase {
+            Phase::ExpectReady { .. } => "starting",
+            Phase::Serving if self.calls.is_empty() => "idle",
+            Phase::Serving => "busy",
+            Phase::Retiring { .. } => "retiring",
+            Phase::ExpectExit { .. } => "exiting",
+        }
+    }
+}
+
+fn feed_all(
+    reader: &mut FrameReader,
+    mut input: &[u8],
+    out: &mut Vec<Message>,
+) -> Result<(), FrameError> {
+    while !input.is_empty() {
+        let (used, message) = reader.feed(input)?;
+        input = &input[used..];
+        out.extend(message);
+    }
+    Ok(())
+}
+
+/// An exit status in words: `SIGSEGV`, `exit code 3`.
+pub fn describe_exit(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(signal)) => crate::signals::name(signal),
+        _ => "unknown status".to_owned(),
+    }
+}
