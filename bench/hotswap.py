@@ -1,6 +1,6 @@
 """Replaces a plugin N times under steady load and reports what clients saw.
 
-Usage: hotswap.py HOST:PORT PLUGINS_DIR LIB_A LIB_B SERVER_PID [SWAPS]
+Usage: hotswap.py HOST:PORT PLUGINS_DIR LIB_A LIB_B SUPERVISOR_PID [SWAPS]
 
 LIB_A is the echo plugin (answers the body), LIB_B the hello plugin (answers "Hello, ...").
 Both are dropped in turn as PLUGINS_DIR/libswap.so (copy to a hidden file, then rename), while
@@ -15,18 +15,19 @@ import sys
 import threading
 import time
 
+from proctree import usage
+
 addr, plugins, lib_a, lib_b, pid = sys.argv[1:6]
+pid = int(pid)
 swaps = int(sys.argv[6]) if len(sys.argv) > 6 else 50
 host, port = addr.rsplit(":", 1)
 target = os.path.join(plugins, "libswap.so")
 
 
 def rss_kib():
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return -1
+    """The worker's RSS plus its executors' (what a swap could leak)."""
+    _, worker, executors, _, _, _ = usage(pid)
+    return worker + executors
 
 
 def version_of(status, body, sent):
@@ -105,10 +106,14 @@ for i in range(swaps):
 stop.set()
 for t in threads:
     t.join()
+# The last swap's old executor exits once its calls are done; give it a moment.
+deadline = time.time() + 5
+while usage(pid)[3] > 1 and time.time() < deadline:
+    time.sleep(0.05)
 rss_after = rss_kib()
 print(f"swaps: {swaps}; swap-to-live ms: median {statistics.median(latencies):.0f}, "
       f"max {max(latencies):.0f}, min {min(latencies):.0f}")
 print(f"requests under load: {counts['ok']} whole answers, {counts['bad']} malformed or "
       f"wrong, {counts['errors']} failed")
-print(f"server RSS: {rss_before} KiB before, {rss_after} KiB after "
-      f"({(rss_after - rss_before) / swaps:.0f} KiB per swap)")
+print(f"worker + executors RSS: {rss_before} KiB before, {rss_after} KiB after "
+      f"({rss_after - rss_before:+d} KiB; {usage(pid)[3]} executor(s) alive)")

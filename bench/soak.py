@@ -1,9 +1,10 @@
 """Soak: steady mixed load for SECONDS while plugins are replaced, panics, timeouts and
 segfaults are triggered, and slowloris connections are held. Prints a line a minute (RSS and
-descriptors of the worker, requests so far) and a summary. Loopback only; stops by itself.
+descriptors of the worker, RSS of its executors, requests so far) and a summary that accounts
+for every executor death. Loopback only; stops by itself.
 
-The timeouts go to a copy of the sleep fixture (`slow`), so its quarantine does not touch the
-load's own /sleep requests.
+The timeouts go to a copy of the sleep fixture (`slow`), so the executor killed at each
+deadline is not the one serving the load's own /sleep requests.
 
 Usage: soak.py HOST:PORT SUPERVISOR_PID PLUGINS_DIR LIB_A LIB_B LOG_FILE SECONDS
 """
@@ -15,6 +16,8 @@ import socket
 import sys
 import threading
 import time
+
+from proctree import usage as tree_usage
 
 addr, sup_pid, plugins, lib_a, lib_b, log_file, seconds = sys.argv[1:8]
 sup_pid, seconds = int(sup_pid), float(seconds)
@@ -31,24 +34,6 @@ last_crash = [0.0]
 def count(key, n=1):
     with lock:
         stats[key] += n
-
-
-def worker_pid():
-    try:
-        with open(f"/proc/{sup_pid}/task/{sup_pid}/children") as f:
-            kids = f.read().split()
-        return int(kids[-1]) if kids else None
-    except OSError:
-        return None
-
-
-def usage(pid):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            rss = next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
-        return rss, len(os.listdir(f"/proc/{pid}/fd"))
-    except (OSError, StopIteration):
-        return -1, -1
 
 
 def request(conn, method, path, body):
@@ -116,14 +101,14 @@ def chaos():
         if time.time() >= next_segfault:
             next_segfault = time.time() + 30
             last_crash[0] = time.time()
+            conn = http.client.HTTPConnection(host, port, timeout=30)
             try:
-                s = socket.create_connection((host, port), timeout=30)
-                s.sendall(b"GET /crash/segfault HTTP/1.1\r\nHost: s\r\n\r\n")
-                while s.recv(4096):
-                    pass
-            except OSError:
-                pass
-            count("segfaults")
+                status, _ = request(conn, "GET", "/crash/segfault", None)
+                count("segfaults" if status == 502 else "lost")
+            except Exception:
+                count("lost")
+            finally:
+                conn.close()
 
 
 def slowloris():
@@ -155,11 +140,11 @@ started = time.time()
 samples = []
 while time.time() - started < seconds:
     time.sleep(min(60, seconds))
-    pid = worker_pid()
-    rss, fds = usage(pid) if pid else (-1, -1)
-    samples.append((rss, fds))
+    pid, rss, executors_rss, executors, fds, threads_now = tree_usage(sup_pid)
+    samples.append((rss, fds, executors_rss))
     with lock:
-        print(f"t={time.time() - started:.0f}s worker {pid}: RSS {rss} KiB, fds {fds}; "
+        print(f"t={time.time() - started:.0f}s worker {pid}: RSS {rss} KiB, fds {fds}, "
+              f"threads {threads_now}; {executors} executors, {executors_rss} KiB; "
               f"answered {stats['ok']}, wrong {stats['wrong']}, lost {stats['lost']} "
               f"(+{stats['lost_near_crash']} near a "
               f"segfault); swaps {stats['swaps']}, segfaults {stats['segfaults']}", flush=True)
@@ -167,10 +152,21 @@ stop.set()
 for t in threads:
     t.join()
 with open(log_file) as f:
-    restarts = sum("died (" in line for line in f)
+    workers = sum("started worker" in line for line in f)
+conn = http.client.HTTPConnection(host, port, timeout=30)
+_, metrics = request(conn, "GET", "/-/metrics", None)
+deaths = {line.split('"')[1]: int(line.split()[-1]) for line in metrics.decode().splitlines()
+          if line.startswith("fiddler_executor_deaths_total{")}
+starts = next(int(line.split()[-1]) for line in metrics.decode().splitlines()
+              if line.startswith("fiddler_executor_starts_total "))
+restarts = workers - 1
+print(f"executors: {starts} started; ended by cause {deaths}; expected: signal = segfaults "
+      f"({stats['segfaults']}), deadline = timeouts ({stats['timeouts']}), retired = swaps "
+      f"({stats['swaps']}) or fewer (a swap to the same bytes is no new version)")
 print(f"summary: {stats['ok']} answered as expected; {stats['wrong']} answered wrongly "
       f"{wrong_examples}; {stats['lost']} admitted requests lost outside a crash; "
       f"{stats['lost_near_crash']} lost within 3 s of a segfault; {stats['swaps']} swaps, "
       f"{stats['panics']} panics, {stats['timeouts']} timeouts, {stats['segfaults']} segfaults; "
-      f"worker restarts {restarts}; RSS KiB per minute {[s[0] for s in samples]}; "
-      f"fds per minute {[s[1] for s in samples]}")
+      f"worker restarts {restarts}; worker RSS KiB per minute {[s[0] for s in samples]}; "
+      f"fds per minute {[s[1] for s in samples]}; executors' RSS KiB per minute "
+      f"{[s[2] for s in samples]}")

@@ -6,7 +6,9 @@
 use std::io::Write;
 use std::time::Duration;
 
-use crate::support::{read_response, wait_until, Scheme, Server, IO_DEADLINE};
+use crate::support::{
+    executor_pids, is_gone, read_response, wait_until, Scheme, Server, IO_DEADLINE,
+};
 
 /// Triggers `/crash/<how>`, then checks that the very next request to the same plugin is
 /// served (by a fresh executor), that the log names the cause and the route, and that neither
@@ -39,33 +41,6 @@ fn workers_started(server: &Server) -> usize {
         .iter()
         .filter(|l| l.contains("started worker"))
         .count()
-}
-
-/// The executor pids `/-/plugins` lists for `route`.
-pub fn executor_pids(server: &Server, route: &str) -> Vec<u32> {
-    let json = server.get("/-/plugins").text();
-    let start = format!("{{\"route\":\"{route}\"");
-    let Some(at) = json.find(&start) else {
-        return Vec::new();
-    };
-    let entry = &json[at..];
-    let entry = &entry[..entry.find("]}").map_or(entry.len(), |end| end + 2)];
-    entry
-        .split("\"pid\":")
-        .skip(1)
-        .filter_map(|rest| rest.split(',').next()?.parse().ok())
-        .collect()
-}
-
-/// Whether process `pid` is gone (or only a zombie nobody has reaped yet).
-pub fn is_gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-    }
 }
 
 #[test]
@@ -220,6 +195,31 @@ fn an_executor_killed_from_outside_mid_call_costs_that_call() {
     assert!(died.contains("/crash"), "{died}");
     assert_eq!(server.get("/crash/fine").text(), "alive\n");
     assert_eq!(server.post("/echo", b"fine").text(), "fine");
+}
+
+#[test]
+fn an_executor_that_keeps_dying_young_is_restarted_with_a_growing_backoff() {
+    let mut server = Server::start_over(Scheme::Http, &["crash", "echo"], &[]);
+    let marker = server.plugins_dir.with_file_name("crash-at-init");
+    std::fs::write(&marker, b"").expect("make every restart crash");
+    assert_eq!(server.get("/crash/segfault").status, 502);
+    let mut waiting = server.connect_tcp();
+    waiting
+        .write_all(b"GET /crash/fine HTTP/1.1\r\nHost: t\r\n\r\n")
+        .expect("send");
+    server.wait_for_log(
+        "a fresh one starts in 100 ms (it keeps dying young)",
+        IO_DEADLINE,
+    );
+    server.wait_for_log(
+        "a fresh one starts in 200 ms (it keeps dying young)",
+        IO_DEADLINE,
+    );
+    assert_eq!(server.post("/echo", b"others").text(), "others");
+    std::fs::remove_file(&marker).expect("end the crash loop");
+    let answer = read_response(&mut waiting).expect("the waiting request is served");
+    assert_eq!((answer.status, answer.text()), (200, "alive\n".to_owned()));
+    assert_eq!(workers_started(&server), 1);
 }
 
 #[test]

@@ -5,7 +5,9 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::support::{plugin_library, read_response, wait_until, Scheme, Server, IO_DEADLINE};
+use crate::support::{
+    executor_pids, is_gone, plugin_library, read_response, wait_until, Scheme, Server, IO_DEADLINE,
+};
 
 /// How long a dropped file may take to serve (the bound; the watcher polls every
 /// 250 ms and waits one poll for the file to settle).
@@ -41,6 +43,8 @@ fn a_plugin_is_dropped_in_replaced_and_removed_live() {
         s == 200 && t == "ping"
     });
 
+    let first = executor_pids(&server, "swap");
+    assert_eq!(first.len(), 1, "one executor serves /swap");
     // A different build under the same name: the next calls reach the new code.
     fs::copy(
         plugin_library("hello"),
@@ -51,10 +55,21 @@ fn a_plugin_is_dropped_in_replaced_and_removed_live() {
         s == 200 && t.starts_with("Hello, world!")
     });
     server.wait_for_log("replacing generation", IO_DEADLINE);
+    // The old version really goes away: its executor exits, its library with it.
+    wait_until("the old executor to exit", IO_DEADLINE, || {
+        is_gone(first[0]).then_some(())
+    });
+    let second = executor_pids(&server, "swap");
+    assert!(second.len() == 1 && second != first, "{second:?}");
 
     fs::remove_file(server.plugins_dir.join("libswap.so")).expect("remove the plugin");
     wait_for_answer(&server, "/swap", "/swap to be 404", |s, _| s == 404);
     server.wait_for_log("is no longer served", IO_DEADLINE);
+    wait_until(
+        "the removed version's executor to exit",
+        IO_DEADLINE,
+        || is_gone(second[0]).then_some(()),
+    );
 }
 
 #[test]

@@ -214,3 +214,55 @@ fn the_binary_serves_under_systemd_socket_activation() {
     assert_eq!(answer.text(), "activated", "{log:#?}");
     assert!(log.iter().any(|l| l.contains("ready")), "{log:#?}");
 }
+
+#[test]
+fn the_worker_runs_two_threads_under_load_and_maps_no_plugin() {
+    let mut server = Server::start_over(Scheme::Http, &["echo", "burn"], &[]);
+    let ready = server.wait_for_log("] ready", IO_DEADLINE);
+    let worker: u32 = ready
+        .split("worker [")
+        .nth(1)
+        .and_then(|rest| rest.split(']').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no worker pid in {ready}"));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..6)
+        .map(|i| {
+            let addr = server.addr;
+            let stop = std::sync::Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut stream = TcpStream::connect(addr).expect("connect");
+                stream.set_read_timeout(Some(IO_DEADLINE)).expect("timeout");
+                let mut served = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && served < 2000 {
+                    let path = if i % 2 == 0 { "/echo" } else { "/burn?ms=1" };
+                    let raw =
+                        format!("POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi");
+                    stream.write_all(raw.as_bytes()).expect("send");
+                    assert_eq!(read_response(&mut stream).map(|r| r.status), Some(200));
+                    served += 1;
+                }
+                served
+            })
+        })
+        .collect();
+    let mut most_threads = 0;
+    for _ in 0..50 {
+        let threads = std::fs::read_dir(format!("/proc/{worker}/task"))
+            .map(|tasks| tasks.count())
+            .expect("the worker's tasks");
+        most_threads = most_threads.max(threads);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let maps = std::fs::read_to_string(format!("/proc/{worker}/maps")).expect("the worker's maps");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let served: usize = clients
+        .into_iter()
+        .map(|c| c.join().expect("a client"))
+        .sum();
+    assert!(served > 0);
+    assert_eq!(most_threads, 2, "the loop and the watcher");
+    assert!(
+        !maps.contains("echo-") && !maps.contains("burn-") && !maps.contains("libecho"),
+        "the worker maps no plugin library"
+    );
+}

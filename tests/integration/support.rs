@@ -552,3 +552,30 @@ pub fn wait_until<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> 
         thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// The executor pids `/-/plugins` lists for `route`.
+pub fn executor_pids(server: &Server, route: &str) -> Vec<u32> {
+    let json = server.get("/-/plugins").text();
+    let start = format!("{{\"route\":\"{route}\"");
+    let Some(at) = json.find(&start) else {
+        return Vec::new();
+    };
+    let entry = &json[at..];
+    let entry = &entry[..entry.find("]}").map_or(entry.len(), |end| end + 2)];
+    entry
+        .split("\"pid\":")
+        .skip(1)
+        .filter_map(|rest| rest.split(',').next()?.parse().ok())
+        .collect()
+}
+
+/// Whether process `pid` is gone (or only a zombie nobody has reaped yet).
+pub fn is_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    }
+}

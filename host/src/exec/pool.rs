@@ -427,6 +427,10 @@ impl Pool {
                 self.on_ready(generation, meta, registry);
             }
             (Phase::ExpectReady { .. }, Message::Refused { reason, .. }) => {
+                self.count_crash(slot);
+                let Some(executor) = self.executors.get_mut(slot).and_then(Option::as_mut) else {
+                    return;
+                };
                 executor.phase = Phase::ExpectExit {
                     look: Instant::now(),
                     why: DeathContext::AtStart(Some(reason)),
@@ -577,9 +581,11 @@ impl Pool {
             _ if !executor.calls.is_empty() => DeathContext::MidCall,
             _ => DeathContext::Idle,
         };
+        let generation = executor.generation;
+        self.count_crash(slot);
         let route = self
             .versions
-            .get(&executor.generation)
+            .get(&generation)
             .map(|v| v.new.name.to_string())
             .unwrap_or_default();
         self.fail_calls(slot, 502, &format!("plugin {route} crashed\n"), out);
@@ -590,6 +596,20 @@ impl Pool {
             };
         }
         self.deregister(slot, registry);
+    }
+
+    /// Counts a death its version did not ask for, now (not at reaping, which comes later):
+    /// executors that keep dying young push the next start back (the crash-loop backoff).
+    fn count_crash(&mut self, slot: usize) {
+        let Some(executor) = self.executors.get(slot).and_then(Option::as_ref) else {
+            return;
+        };
+        let Some(version) = self.versions.get_mut(&executor.generation) else {
+            return;
+        };
+        let young = executor.started_at.elapsed() < HEALTHY_AFTER && executor.answered == 0;
+        version.crashes_in_row = if young { version.crashes_in_row + 1 } else { 1 };
+        version.not_before = Instant::now() + crash_backoff(version.crashes_in_row);
     }
 
     /// Answers the running call of `slot` with `status` and requeues the rest.
@@ -643,6 +663,7 @@ impl Pool {
                             "its init did not finish within {seconds:.1} s (--init-timeout)"
                         ))),
                     };
+                    self.count_crash(slot);
                     self.deregister(slot, registry);
                 }
                 Phase::Retiring { until: Some(until) } if now >= *until => {
@@ -745,27 +766,12 @@ impl Pool {
             };
             executor.drain_output(&label, registry, &mut [0u8; 4096]);
             self.free.push(slot);
-            self.exited(
-                executor.generation,
-                executor.pid,
-                executor.started_at,
-                executor.answered,
-                status,
-                why,
-            );
+            self.exited(executor.generation, executor.pid, status, why);
         }
     }
 
     /// The consequences of an executor's exit for its version.
-    fn exited(
-        &mut self,
-        generation: Generation,
-        pid: u32,
-        started_at: Instant,
-        answered: u64,
-        status: ExitStatus,
-        why: DeathContext,
-    ) {
+    fn exited(&mut self, generation: Generation, pid: u32, status: ExitStatus, why: DeathContext) {
         let cause = describe_exit(status);
         let Some(version) = self.versions.get_mut(&generation) else {
             return;
@@ -787,10 +793,7 @@ impl Pool {
                 version.stage = Stage::Retired;
             }
             context => {
-                let young = started_at.elapsed() < HEALTHY_AFTER && answered == 0;
-                version.crashes_in_row = if young { version.crashes_in_row + 1 } else { 1 };
                 let pause = crash_backoff(version.crashes_in_row);
-                version.not_before = Instant::now() + pause;
                 self.counters.died(Death::of_exit(status));
                 let when = match &context {
                     DeathContext::MidCall => "during a call; that request got 502".to_owned(),
