@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::exec::frame::{FrameReader, Message};
-use crate::exec::spawn::{self, HandlerKind};
+use crate::exec::spawn;
+use crate::ids::HandlerKind;
 use crate::ids::PluginName;
 
 /// The `plugin-api` this binary was built with, for `new`'s path dependency.

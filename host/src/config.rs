@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::admission::BusyMode;
+use crate::intake::admission::BusyMode;
 
 /// What the server runs with. Built by [`parse`]; tests may also build one directly.
 #[derive(Clone, Debug)]
@@ -22,9 +22,9 @@ pub struct Config {
     /// keeps them on the HTTP listener.
     pub admin: Option<SocketAddr>,
     /// How log lines are written.
-    pub log_format: crate::log::Format,
+    pub log_format: crate::observe::log::Format,
     /// The most verbose level logged.
-    pub log_level: crate::log::Level,
+    pub log_level: crate::observe::log::Level,
     /// One line per answered request.
     pub access_log: bool,
     /// The PEM certificate chain for HTTPS.
@@ -81,8 +81,8 @@ impl Default for Config {
             http: Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
             https: Some(SocketAddr::from(([127, 0, 0, 1], 8443))),
             admin: None,
-            log_format: crate::log::Format::Human,
-            log_level: crate::log::Level::Info,
+            log_format: crate::observe::log::Format::Human,
+            log_level: crate::observe::log::Level::Info,
             access_log: false,
             cert: PathBuf::from("certs/cert.pem"),
             key: PathBuf::from("certs/key.pem"),
@@ -208,15 +208,15 @@ const SETTINGS: &[Setting] = &[
         help: "log lines for people, or one JSON object per line for collectors",
         set: |c, v| {
             c.log_format = match v {
-                "human" => crate::log::Format::Human,
-                "json" => crate::log::Format::Json,
+                "human" => crate::observe::log::Format::Human,
+                "json" => crate::observe::log::Format::Json,
                 _ => return Err("human or json"),
             };
             Ok(())
         },
         show_default: |c| match c.log_format {
-            crate::log::Format::Human => "human".to_owned(),
-            crate::log::Format::Json => "json".to_owned(),
+            crate::observe::log::Format::Human => "human".to_owned(),
+            crate::observe::log::Format::Json => "json".to_owned(),
         },
     },
     Setting {
@@ -226,15 +226,15 @@ const SETTINGS: &[Setting] = &[
         help: "info logs lifecycle events too; warn only what needs attention",
         set: |c, v| {
             c.log_level = match v {
-                "info" => crate::log::Level::Info,
-                "warn" => crate::log::Level::Warn,
+                "info" => crate::observe::log::Level::Info,
+                "warn" => crate::observe::log::Level::Warn,
                 _ => return Err("info or warn"),
             };
             Ok(())
         },
         show_default: |c| match c.log_level {
-            crate::log::Level::Info => "info".to_owned(),
-            crate::log::Level::Warn => "warn".to_owned(),
+            crate::observe::log::Level::Info => "info".to_owned(),
+            crate::observe::log::Level::Warn => "warn".to_owned(),
         },
     },
     Setting {

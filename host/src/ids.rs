@@ -31,6 +31,34 @@ impl fmt::Display for ContentHash {
     }
 }
 
+/// What serves a route: a library loaded once, or a program run per request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HandlerKind {
+    /// A `.so` plugin: loaded once, called per request.
+    Native,
+    /// An executable run per request as a CGI/1.1 script.
+    Cgi,
+}
+
+impl HandlerKind {
+    /// The name on the executor's command line (and in `/-/plugins`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandlerKind::Native => "native",
+            HandlerKind::Cgi => "cgi",
+        }
+    }
+
+    /// The kind named on a command line.
+    pub fn parse(text: &str) -> Option<HandlerKind> {
+        match text {
+            "native" => Some(HandlerKind::Native),
+            "cgi" => Some(HandlerKind::Cgi),
+            _ => None,
+        }
+    }
+}
+
 /// A route name: `[a-z0-9_-]{1,64}`. The only way a name from a file or a URL becomes one.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PluginName(String);

@@ -11,29 +11,16 @@
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
-pub mod admin;
-pub mod admission;
 pub mod authoring;
-pub mod backoff;
-pub mod cgi;
 pub mod config;
-pub mod conn;
 pub mod exec;
-pub mod files;
 pub mod http;
 pub mod ids;
 pub mod intake;
-pub mod listener;
-pub mod loader;
-pub mod log;
-pub mod metrics;
-pub mod queue;
-pub mod signals;
-pub mod supervisor;
-pub mod tls;
-pub mod transport;
-pub mod trust;
-pub mod watcher;
+pub mod net;
+pub mod observe;
+pub mod plugins;
+pub mod process;
 
 use std::fmt;
 use std::io;
@@ -43,8 +30,11 @@ use std::sync::Arc;
 use config::Config;
 use exec::pool::{Pool, PoolSettings};
 use intake::{Intake, IntakeSettings, WAKER};
-use listener::Scheme;
-use watcher::{LoopLink, Watcher};
+use net::listener::{self, Scheme};
+use net::tls;
+use plugins::files;
+use plugins::watcher::{LoopLink, Watcher};
+use process::signals;
 
 /// Why the server could not start or stopped.
 #[derive(Debug)]
@@ -157,7 +147,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         certs,
         pool,
         incoming,
-        admission::Admission::new(config.max_conns, config.max_conns_per_ip, config.busy),
+        intake::admission::Admission::new(config.max_conns, config.max_conns_per_ip, config.busy),
         config.queue,
         config.queue_bytes,
         IntakeSettings {

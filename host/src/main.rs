@@ -26,13 +26,17 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(Command::Serve(config)) => {
-            fiddler_crab::log::configure(config.log_format, config.log_level, config.access_log);
+            fiddler_crab::observe::log::configure(
+                config.log_format,
+                config.log_level,
+                config.access_log,
+            );
             // A worker is started with its listeners in LISTEN_FDS; otherwise this process is
             // the supervisor, unless told to run alone.
             let worker = config.no_supervisor || std::env::var_os("LISTEN_FDS").is_some();
             let result = match worker {
                 true => fiddler_crab::run(*config).map(|()| 0),
-                false => fiddler_crab::supervisor::supervise(&config),
+                false => fiddler_crab::process::supervisor::supervise(&config),
             };
             match result {
                 Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),

@@ -73,32 +73,40 @@
 //!
 //! # Lifecycle
 //!
+//! Every version of a plugin runs in a process of its own (an *executor*), never in the process
+//! that holds the server's clients.
+//!
 //! - **Load.** When a `.so` lands in the plugins folder (and has stopped changing), the server
-//!   copies it privately, loads it, checks its interface, and calls [`Plugin::init`] once. The
-//!   state `init` returns is that version's: load models, open files, build tables there. An
-//!   `Err` or a panic refuses the version (one log line; the previous version keeps serving).
-//! - **Calls.** [`Plugin::handle`] gets `&self` and one [`Request`] at a time (one lane; with
-//!   `--lanes N`, up to N at once, hence `Sync`). Each call runs on an executor thread.
-//! - **Swap.** A changed `.so` is a new version with a fresh `init`; calls already running finish
-//!   on the old one, whose state is dropped once the last of them returns. The library itself
-//!   stays mapped (never unloaded), so statics and threads of old versions live on.
-//! - **Removal.** Deleting the file stops routing to it; the state is dropped when idle.
+//!   copies it privately and starts an executor for it, which loads it, checks its interface,
+//!   and calls [`Plugin::init`] once. The state `init` returns is that version's: load models,
+//!   open files, build tables there. An `Err`, a panic, a crash, or an `init` slower than the
+//!   server's `--init-timeout` refuses the version (one log line; the previous version keeps
+//!   serving).
+//! - **Calls.** [`Plugin::handle`] gets `&self` and one [`Request`] at a time: an executor runs
+//!   one call at a time. With `--lanes N` the server may start up to N executors of the same
+//!   version, each with its own `init` and state (so state is per process, not shared).
+//!   `Sync` is still required: the bound keeps the contract open for in-process lanes.
+//! - **Swap.** A changed `.so` is a new version: a new executor, a fresh `init`. Once it is
+//!   ready, new calls go to it; calls already running finish on the old one, which then drops
+//!   its state and exits, taking its library, statics and threads with it.
+//! - **Removal.** Deleting the file stops routing to it; its executor exits once idle.
 //!
 //! # Deadlines and threads
 //!
-//! A call has `DEADLINE_MS` (else the server's `--deadline`). Past it the client gets 504 and the
-//! plugin answers 503 until the late call returns: the thread running it cannot be stopped, so
-//! your code keeps running to its end. Check the time in long loops, and pass deadlines on to
-//! what you call. After eight such abandoned calls the server replaces its worker process.
-//! Threads you spawn outlive the call (and the version): only spawn them if you mean to.
+//! A call has `DEADLINE_MS` (else the server's `--deadline`). Past it the client gets 504 and
+//! the executor's whole process group is killed (your code stops at once, whatever it was
+//! doing); a fresh executor starts and runs `init` again before the next call. Keep `init`
+//! cheap to repeat, or keep calls well inside their deadline. Threads you spawn live as long as
+//! the executor process.
 //!
-//! # Crashes
+//! # Crashes and output
 //!
-//! Panics are caught (500 for that request). A segfault, `abort`, stack overflow or
-//! `std::process::exit` in a plugin kills the worker process; the supervisor starts another in
-//! milliseconds and only the requests in flight are lost, but do not count on it: it reloads
-//! every plugin. A plugin that crashes while loading is skipped after one restart.
-//!
+//! Panics are caught (500 for that request; the executor goes on). A segfault, `abort`, stack
+//! overflow, `std::process::exit` or running out of memory ends the executor: that request gets
+//! 502, every other request is served, and a fresh executor starts at once (with a growing
+//! pause if they keep dying young). Whatever you print on stdout or stderr goes to the server's
+//! log with your route in front, at most 20 lines a second.
+
 //! # Calling programs
 //!
 //! Use [`Program`]: arguments without a shell, stdin bytes, a deadline that kills the program's

@@ -16,11 +16,13 @@ use std::time::Duration;
 
 use plugin_api::{Request, Response};
 
-use crate::cgi::{self, CgiProgram};
-use crate::exec::frame::{self, FrameReader, HandlerMeta, Message};
-use crate::exec::spawn::{HandlerKind, EXECUTOR_FD};
+use crate::exec::frame::{self, FrameReader, Message};
+use crate::exec::spawn::EXECUTOR_FD;
+use crate::ids::HandlerKind;
 use crate::ids::PluginName;
-use crate::loader::{self, LoadError, LoadedPlugin};
+use crate::plugins::cgi::{self, CgiProgram};
+use crate::plugins::loader::{self, LoadError, LoadedPlugin};
+use crate::plugins::version::HandlerMeta;
 
 /// What an executor process raises its OOM score by: the kernel's OOM killer picks the
 /// executor (expendable, restarted) long before the worker (which holds every client).

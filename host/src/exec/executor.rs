@@ -14,11 +14,12 @@ use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 
 use crate::exec::frame::{FrameError, FrameReader, Message};
+use crate::exec::job::Job;
 use crate::exec::output::Output;
-use crate::exec::spawn::{self, HandlerKind};
+use crate::exec::spawn;
 use crate::exec::stats::Death;
+use crate::ids::HandlerKind;
 use crate::ids::{Generation, PluginName};
-use crate::queue::Job;
 
 /// Where an executor is in its life. Named for what it waits for.
 #[derive(Debug)]
@@ -307,7 +308,7 @@ fn feed_all(
 pub fn describe_exit(status: ExitStatus) -> String {
     match (status.code(), status.signal()) {
         (Some(code), _) => format!("exit code {code}"),
-        (None, Some(signal)) => crate::signals::name(signal),
+        (None, Some(signal)) => crate::process::signals::name(signal),
         _ => "unknown status".to_owned(),
     }
 }

@@ -29,6 +29,8 @@ use std::fmt;
 
 use plugin_api::{Header, RString, RVec, Request, Response};
 
+use crate::plugins::version::HandlerMeta;
+
 /// The version of this layout, sent in `Ready`.
 pub const PROTOCOL: u16 = 1;
 /// The largest metadata block (headers and names).
@@ -97,21 +99,6 @@ impl fmt::Display for FrameError {
 }
 
 impl std::error::Error for FrameError {}
-
-/// What a handler says about itself, as the executor reports it in `Ready`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct HandlerMeta {
-    /// The plugin crate's name (`cgi` for programs).
-    pub crate_name: String,
-    /// The plugin crate's version (a content hash for programs).
-    pub version: String,
-    /// One line on what it does.
-    pub description: String,
-    /// Its own call deadline in milliseconds, if any.
-    pub deadline_ms: Option<u64>,
-    /// Its own body limit, if any.
-    pub max_body: Option<u64>,
-}
 
 /// A decoded frame.
 #[derive(Debug)]

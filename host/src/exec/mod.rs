@@ -9,6 +9,7 @@
 pub mod child;
 pub mod executor;
 pub mod frame;
+pub mod job;
 pub mod output;
 pub mod pool;
 pub mod spawn;

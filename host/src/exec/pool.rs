@@ -16,7 +16,6 @@
 //! executor's process group is killed, which frees the CPU at once.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -25,14 +24,15 @@ use std::time::{Duration, Instant, SystemTime};
 use mio::{Registry, Token};
 use plugin_api::Response;
 
-use crate::backoff::crash_backoff;
 use crate::exec::executor::{describe_exit, Call, DeathContext, Executor, Phase, Received};
-use crate::exec::frame::{self, HandlerMeta, Message};
-use crate::exec::spawn::HandlerKind;
+use crate::exec::frame::{self, Message};
+use crate::exec::job::Job;
 use crate::exec::stats::{Death, ExecutorCounters, PluginStats};
 use crate::http::response::text;
+use crate::ids::HandlerKind;
 use crate::ids::{ConnId, ContentHash, Generation, PluginName};
-use crate::queue::Job;
+use crate::plugins::version::{HandlerMeta, NewVersion};
+use crate::process::backoff::crash_backoff;
 use crate::{info, warn};
 
 /// Small requests written ahead to a busy executor of the same route.
@@ -48,25 +48,6 @@ const HEALTHY_AFTER: Duration = Duration::from_secs(1);
 const REAP_AGAIN: Duration = Duration::from_millis(2);
 /// How long a retired executor may take to exit after its socket is closed.
 const RETIRE_GRACE: Duration = Duration::from_secs(2);
-
-/// A version the watcher found, for the pool to start.
-#[derive(Debug)]
-pub struct NewVersion {
-    /// Its route.
-    pub name: PluginName,
-    /// Which version.
-    pub generation: Generation,
-    /// Library or program.
-    pub kind: HandlerKind,
-    /// The file its executors get (a private copy for libraries).
-    pub file: PathBuf,
-    /// Whether `file` is the pool's to delete once the version is gone (a private copy).
-    pub owns_file: bool,
-    /// The file in the plugins folder (for log lines).
-    pub source: PathBuf,
-    /// Its contents' hash.
-    pub hash: ContentHash,
-}
 
 /// Where a version is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -317,7 +298,7 @@ impl Pool {
         // A CGI program is killed at its deadline by its executor, which then answers 504
         // itself; the worker steps in only if that answer does not come.
         let deadline = match version.new.kind {
-            HandlerKind::Cgi => deadline + crate::cgi::EXECUTOR_SLACK,
+            HandlerKind::Cgi => deadline + crate::plugins::cgi::EXECUTOR_SLACK,
             HandlerKind::Native => deadline,
         };
         if executor.calls.is_empty() {

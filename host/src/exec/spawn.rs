@@ -10,40 +10,16 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
+use crate::ids::HandlerKind;
 use crate::ids::PluginName;
 
 /// The hidden subcommand an executor runs under.
 pub const EXECUTOR_COMMAND: &str = "__executor";
+/// The running binary as the kernel keeps it open (the original file, whatever its path holds
+/// now).
+const OWN_BINARY: &str = "/proc/self/exe";
 /// The descriptor an executor finds its socket on.
 pub const EXECUTOR_FD: RawFd = 3;
-
-/// What an executor serves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HandlerKind {
-    /// A `.so` plugin: loaded once, called per request.
-    Native,
-    /// An executable run per request as a CGI/1.1 script.
-    Cgi,
-}
-
-impl HandlerKind {
-    /// The name on the executor's command line (and in `/-/plugins`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HandlerKind::Native => "native",
-            HandlerKind::Cgi => "cgi",
-        }
-    }
-
-    /// The kind named on a command line.
-    pub fn parse(text: &str) -> Option<HandlerKind> {
-        match text {
-            "native" => Some(HandlerKind::Native),
-            "cgi" => Some(HandlerKind::Cgi),
-            _ => None,
-        }
-    }
-}
 
 /// A started executor, as its starter holds it.
 pub struct Spawned {
@@ -66,9 +42,12 @@ pub fn spawn(
     let (ours, theirs) = UnixStream::pair()?;
     let (output_read, output_write) = pipe()?;
     let output_err = output_write.try_clone()?;
-    let exe = std::env::current_exe()?;
-    let mut command = Command::new(exe);
+    // The worker's own binary, even if the file was replaced or removed since it started
+    // (an upgrade in place): an executor always speaks its worker's protocol. A planned
+    // restart (SIGHUP) is how a new binary takes over.
+    let mut command = Command::new(OWN_BINARY);
     command
+        .arg0("fiddler-crab")
         .arg(EXECUTOR_COMMAND)
         .arg(kind.as_str())
         .arg(route.as_str())

@@ -149,7 +149,7 @@ impl Intake {
         };
         let took = shape.started.elapsed();
         self.counters.latency.observe(took.as_secs_f64());
-        if crate::log::access_enabled() {
+        if crate::observe::log::access_enabled() {
             crate::info!(
                 "access {peer} /{route} {} {} bytes {:.1} ms",
                 response.status,

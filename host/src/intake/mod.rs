@@ -12,8 +12,12 @@
 //! heads and requests into queued jobs or answers, `dispatch` hands jobs to executors and takes
 //! their answers, `deadlines` closes what is late and drains on shutdown.
 
+pub mod admin;
+pub mod admission;
+pub mod conn;
 mod deadlines;
 mod dispatch;
+pub mod queue;
 mod requests;
 
 use std::collections::VecDeque;
@@ -27,23 +31,24 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use plugin_api::{Header, RVec, Request, Response};
 
-use crate::admin::{self, AdminView};
-use crate::admission::{answer_busy, Admission, BusyMode};
-use crate::conn::{Conn, Outgoing, Phase, ReplyShape, Step};
+use crate::exec::job::Job;
 use crate::exec::pool::{Place, Pool, PoolEvent};
 use crate::http::body::BodyReader;
 use crate::http::error::HttpError;
 use crate::http::parse::{Framing, Head, HeadLimits};
 use crate::http::response::{is_bodiless, reason, text, write_head, Persistence};
 use crate::ids::ConnId;
-use crate::listener::Scheme;
-use crate::metrics::{Counters, Reason};
-use crate::queue::{ByteBudget, Job, Queue};
-use crate::signals;
-use crate::tls::CertStore;
-use crate::transport::Transport;
+use crate::net::listener::Scheme;
+use crate::net::tls::CertStore;
+use crate::net::transport::Transport;
+use crate::observe::metrics::{Counters, Reason};
+use crate::plugins::watcher::Change;
+use crate::process::signals;
 use crate::warn;
-use crate::watcher::Change;
+use admin::AdminView;
+use admission::{answer_busy, Admission, BusyMode};
+use conn::{Conn, Outgoing, Phase, ReplyShape, Step};
+use queue::{ByteBudget, Queue};
 
 /// The token of the waker the watcher uses. Listener `i` has `Token(usize::MAX - 1 - i)`;
 /// connection tokens are their slot numbers; executors' tokens start at
@@ -211,7 +216,7 @@ impl Intake {
     }
 
     /// Starts `versions` (the folder's contents at start-up).
-    pub fn install(&mut self, versions: Vec<crate::exec::pool::NewVersion>) {
+    pub fn install(&mut self, versions: Vec<crate::plugins::version::NewVersion>) {
         for version in versions {
             self.pool.install(version, self.poll.registry());
         }

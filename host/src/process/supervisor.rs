@@ -17,10 +17,11 @@ use std::process::{Child, Command, ExitStatus};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::backoff::{crash_backoff, MAX_BACKOFF};
 use crate::config::Config;
-use crate::listener::{Scheme, FIRST_INHERITED_FD};
-use crate::{info, signals, warn, RunError};
+use crate::net::listener::{Scheme, FIRST_INHERITED_FD};
+use crate::process::backoff::{crash_backoff, MAX_BACKOFF};
+use crate::process::signals;
+use crate::{info, warn, RunError};
 
 /// How often the supervisor looks at its children and the signal flags.
 const TICK: Duration = Duration::from_millis(20);
@@ -43,7 +44,7 @@ pub fn supervise(config: &Config) -> Result<i32, RunError> {
     signals::install();
     if config.https.is_some() {
         // Refuse a bad certificate here, once, rather than in a loop of dying workers.
-        crate::tls::CertStore::load(&config.cert, &config.key).map_err(RunError::Tls)?;
+        crate::net::tls::CertStore::load(&config.cert, &config.key).map_err(RunError::Tls)?;
     }
     let listeners = crate::bind_listeners(config)?;
     for (socket, scheme) in &listeners {

@@ -14,9 +14,9 @@ use crate::http::body::BodyReader;
 use crate::http::error::HttpError;
 use crate::http::parse::{parse_head, Head, HeadLimits};
 use crate::ids::ConnId;
-use crate::listener::Scheme;
-use crate::queue::ByteBudget;
-use crate::transport::Transport;
+use crate::intake::queue::ByteBudget;
+use crate::net::listener::Scheme;
+use crate::net::transport::Transport;
 
 /// The buffer a connection keeps between requests (more is released after a big body).
 const IDLE_INBUF: usize = 4096;

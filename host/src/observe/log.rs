@@ -215,13 +215,13 @@ pub fn escape_into(out: &mut String, text: &str) {
 /// Logs an informational line: `info!("loaded {name}")`.
 #[macro_export]
 macro_rules! info {
-    ($($arg:tt)*) => { $crate::log::write($crate::log::Level::Info, format_args!($($arg)*)) };
+    ($($arg:tt)*) => { $crate::observe::log::write($crate::observe::log::Level::Info, format_args!($($arg)*)) };
 }
 
 /// Logs a warning line: `warn!("refused {file}: {why}")`.
 #[macro_export]
 macro_rules! warn {
-    ($($arg:tt)*) => { $crate::log::write($crate::log::Level::Warn, format_args!($($arg)*)) };
+    ($($arg:tt)*) => { $crate::observe::log::write($crate::observe::log::Level::Warn, format_args!($($arg)*)) };
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::path::Path;
 use abi_stable::library::{lib_header_from_path, LibraryError, RootModuleError};
 use plugin_api::{PluginModuleRef, PluginState, Request, Response};
 
-use crate::exec::frame::HandlerMeta;
+use crate::plugins::version::HandlerMeta;
 
 /// One loaded plugin: its module and the state its `init` built.
 pub struct LoadedPlugin {

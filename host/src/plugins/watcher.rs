@@ -18,10 +18,10 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use crate::exec::pool::NewVersion;
-use crate::exec::spawn::HandlerKind;
-use crate::files::{HandlerFile, PrivateDir};
+use crate::ids::HandlerKind;
 use crate::ids::{ContentHash, Generation, PluginName};
+use crate::plugins::files::{HandlerFile, PrivateDir};
+use crate::plugins::version::NewVersion;
 use crate::{info, warn};
 
 /// What identifies a version of a file without reading it.
@@ -136,7 +136,7 @@ impl Watcher {
     /// skipped; any other file is reported once as ignored.
     fn list(&mut self) -> Option<BTreeMap<PathBuf, Stamp>> {
         let distrusted = match fs::metadata(&self.dir) {
-            Ok(meta) if !self.insecure => crate::trust::distrust(&meta),
+            Ok(meta) if !self.insecure => crate::plugins::trust::distrust(&meta),
             _ => None,
         };
         if let Some(why) = distrusted {
@@ -294,7 +294,7 @@ impl Watcher {
         if !self.insecure {
             if let Some(why) = fs::metadata(path)
                 .ok()
-                .and_then(|m| crate::trust::distrust(&m))
+                .and_then(|m| crate::plugins::trust::distrust(&m))
             {
                 if self.ignored.insert(path.to_owned()) {
                     warn!(

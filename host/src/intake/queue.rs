@@ -9,28 +9,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use plugin_api::Request;
-
-use crate::ids::ConnId;
-
-/// One complete request, ready to run.
-pub struct Job {
-    /// The connection waiting for the answer.
-    pub conn: ConnId,
-    /// The route (first path segment), not yet checked against the registry.
-    pub route: String,
-    /// The request as the plugin will see it.
-    pub request: Request,
-    /// When it entered the queue.
-    pub enqueued_at: Instant,
-}
-
-impl Job {
-    /// The body bytes this job holds against the budget.
-    pub fn body_bytes(&self) -> usize {
-        self.request.body.len()
-    }
-}
+use crate::exec::job::Job;
 
 /// The queue refused a job: it holds its capacity already.
 #[derive(Debug, PartialEq, Eq)]
@@ -155,6 +134,8 @@ impl ByteBudget {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::ConnId;
+    use plugin_api::Request;
 
     fn job(slot: usize, at: Instant) -> Job {
         Job {

@@ -10,7 +10,7 @@ use plugin_api::Response;
 use crate::exec::pool::RouteInfo;
 use crate::exec::stats::ExecutorCounters;
 use crate::http::response::text;
-use crate::metrics::{self, Counters, Gauges};
+use crate::observe::metrics::{self, Counters, Gauges};
 
 /// What the admin routes may read of intake's state.
 pub struct AdminView<'a> {
@@ -109,7 +109,7 @@ fn plugins_json(view: &AdminView<'_>) -> String {
 fn json_string(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
     out.push('"');
-    crate::log::escape_into(&mut out, text);
+    crate::observe::log::escape_into(&mut out, text);
     out.push('"');
     out
 }

@@ -1,0 +1,41 @@
+//! What a handler version is, as it passes from the watcher (which finds it) to the executor
+//! pool (which starts it) and from the executor (which loads it) back: its file and identity,
+//! and what the handler says about itself.
+
+use std::path::PathBuf;
+
+use crate::ids::{ContentHash, Generation, HandlerKind, PluginName};
+
+/// A version the watcher found, for the pool to start.
+#[derive(Debug)]
+pub struct NewVersion {
+    /// Its route.
+    pub name: PluginName,
+    /// Which version.
+    pub generation: Generation,
+    /// Library or program.
+    pub kind: HandlerKind,
+    /// The file its executors get (a private copy for libraries).
+    pub file: PathBuf,
+    /// Whether `file` is the pool's to delete once the version is gone (a private copy).
+    pub owns_file: bool,
+    /// The file in the plugins folder (for log lines).
+    pub source: PathBuf,
+    /// Its contents' hash.
+    pub hash: ContentHash,
+}
+
+/// What a handler says about itself, as the executor reports it in `Ready`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HandlerMeta {
+    /// The plugin crate's name (`cgi` for programs).
+    pub crate_name: String,
+    /// The plugin crate's version (a content hash for programs).
+    pub version: String,
+    /// One line on what it does.
+    pub description: String,
+    /// Its own call deadline in milliseconds, if any.
+    pub deadline_ms: Option<u64>,
+    /// Its own body limit, if any.
+    pub max_body: Option<u64>,
+}
