@@ -256,6 +256,11 @@ impl Executor {
     /// Closes its socket: it exits on end of file, after its plugin's `drop_state`.
     pub fn close(&mut self, registry: &Registry) {
         self.deregister(registry);
+        self.shut();
+    }
+
+    /// Shuts its socket without deregistering (the worker is exiting).
+    pub fn shut(&self) {
         let _ = self.socket.shutdown(std::net::Shutdown::Both);
     }
 
@@ -264,10 +269,13 @@ impl Executor {
         spawn::kill_group(self.pid);
     }
 
-    /// Kills it and waits for it (only when the worker itself is going).
+    /// Kills it and waits for it, unless it was reaped already (only when the worker itself
+    /// is going).
     pub fn kill_and_wait(&mut self) {
-        self.kill();
-        let _ = self.child.wait();
+        if let Ok(None) = self.child.try_wait() {
+            self.kill();
+            let _ = self.child.wait();
+        }
     }
 
     /// Its exit status, if it has exited (reaping it).

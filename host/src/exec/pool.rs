@@ -15,7 +15,7 @@
 //! starts at once (then with a crash-loop backoff); a call past its deadline gets 504 and its
 //! executor's process group is killed, which frees the CPU at once.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::process::ExitStatus;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -46,6 +46,8 @@ pub const FIRST_TOKEN: usize = usize::MAX / 2;
 const HEALTHY_AFTER: Duration = Duration::from_secs(1);
 /// How soon an executor that is dying but not yet reapable is looked at again.
 const REAP_AGAIN: Duration = Duration::from_millis(2);
+/// How long executors may take to exit when the worker itself stops.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
 /// How long a retired executor may take to exit after its socket is closed.
 const RETIRE_GRACE: Duration = Duration::from_secs(2);
 
@@ -154,8 +156,9 @@ pub struct Pool {
     free: Vec<usize>,
     /// Executors with at least one call (at most `settings.lanes`, pipelining aside).
     busy: usize,
-    /// Contents whose executor refused them: not tried again.
-    refused: HashSet<ContentHash>,
+    /// Contents whose executor refused them, with their route: not tried again until that
+    /// route's file is removed (a deliberate drop-in again retries).
+    refused: HashMap<ContentHash, PluginName>,
     /// Counters for `/-/metrics`.
     pub counters: ExecutorCounters,
 }
@@ -171,7 +174,7 @@ impl Pool {
             executors: Vec::new(),
             free: Vec::new(),
             busy: 0,
-            refused: HashSet::new(),
+            refused: HashMap::new(),
             counters: ExecutorCounters::default(),
         }
     }
@@ -201,8 +204,17 @@ impl Pool {
     /// executor is ready.
     pub fn install(&mut self, new: NewVersion, registry: &Registry) {
         let current = self.live.get(&new.name).and_then(|g| self.versions.get(g));
-        if current.is_some_and(|v| v.new.hash == new.hash) || self.refused.contains(&new.hash) {
-            // The same bytes as the live version, or bytes refused before: nothing to do.
+        if current.is_some_and(|v| v.new.hash == new.hash) {
+            // The same bytes as the live version: nothing to do.
+            remove_copy(&new);
+            return;
+        }
+        if self.refused.contains_key(&new.hash) {
+            info!(
+                "skipped {}: the same bytes were refused before (remove the file, then drop it \
+                 in again to retry)",
+                new.source.display()
+            );
             remove_copy(&new);
             return;
         }
@@ -230,8 +242,10 @@ impl Pool {
         self.start_executor(generation, registry);
     }
 
-    /// Stops serving `name`: new jobs get 404; calls already running finish.
+    /// Stops serving `name`: new jobs get 404; calls already running finish. Bytes refused for
+    /// it may be tried again.
     pub fn remove(&mut self, name: &PluginName, registry: &Registry) {
+        self.refused.retain(|_, route| route != name);
         if let Some(candidate) = self.candidates.remove(name) {
             self.retire(candidate, registry);
         }
@@ -769,7 +783,7 @@ impl Pool {
                     .map(|g| format!("; generation {} keeps serving /{route}", g.0))
                     .unwrap_or_default();
                 warn!("refused {}: {reason}{keeps}", version.new.source.display());
-                self.refused.insert(version.new.hash);
+                self.refused.insert(version.new.hash, route.clone());
                 self.candidates.remove(&route);
                 version.stage = Stage::Retired;
             }
@@ -979,7 +993,26 @@ impl Pool {
 }
 
 impl Drop for Pool {
+    /// The worker is going: executors get end of file (their plugins drop their state), a
+    /// moment to exit, then the kill.
     fn drop(&mut self) {
+        for executor in self.executors.iter_mut().flatten() {
+            executor.shut();
+        }
+        let until = Instant::now() + SHUTDOWN_GRACE;
+        while Instant::now() < until {
+            let left = self
+                .executors
+                .iter_mut()
+                .flatten()
+                .map(|e| e.try_reap().is_none())
+                .filter(|running| *running)
+                .count();
+            if left == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
         for executor in self.executors.iter_mut().flatten() {
             executor.kill_and_wait();
         }
