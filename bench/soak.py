@@ -74,6 +74,18 @@ def load(worker):
             count("lost_near_crash" if near else "lost")
 
 
+def expect(path, wanted, key):
+    """GET path on a new connection; counts `key` if it answers `wanted`, else a loss."""
+    conn = http.client.HTTPConnection(host, port, timeout=30)
+    try:
+        status, _ = request(conn, "GET", path, None)
+        count(key if status == wanted else "lost")
+    except Exception:
+        count("lost")
+    finally:
+        conn.close()
+
+
 def chaos():
     rng = random.Random(99)
     turn = 0
@@ -86,29 +98,14 @@ def chaos():
         shutil.copyfile(lib, temporary)
         os.rename(temporary, os.path.join(plugins, "libswap.so"))
         count("swaps")
-        conn = http.client.HTTPConnection(host, port, timeout=30)
-        try:
-            if rng.random() < 0.5:
-                status, _ = request(conn, "GET", "/panic", None)
-                count("panics" if status == 500 else "lost")
-            else:
-                status, _ = request(conn, "GET", "/slow?ms=1500", None)
-                count("timeouts" if status == 504 else "lost")
-        except Exception:
-            count("lost")
-        finally:
-            conn.close()
+        if rng.random() < 0.5:
+            expect("/panic", 500, "panics")
+        else:
+            expect("/slow?ms=1500", 504, "timeouts")
         if time.time() >= next_segfault:
             next_segfault = time.time() + 30
             last_crash[0] = time.time()
-            conn = http.client.HTTPConnection(host, port, timeout=30)
-            try:
-                status, _ = request(conn, "GET", "/crash/segfault", None)
-                count("segfaults" if status == 502 else "lost")
-            except Exception:
-                count("lost")
-            finally:
-                conn.close()
+            expect("/crash/segfault", 502, "segfaults")
 
 
 def slowloris():

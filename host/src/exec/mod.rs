@@ -2,8 +2,9 @@
 //! served by an executor (this binary under a hidden subcommand) over a Unix socketpair.
 //!
 //! `frame` is the wire format, `spawn` starts a process, `child` is the executor's own side,
-//! `executor` is one process as the worker holds it (its IO), `pool` decides (versions, which
-//! executor takes which call, what a death or a deadline costs), `output` turns what an
+//! `executor` is one process as the worker holds it (its IO), `versions` says what each route's
+//! versions are (blue/green, refusals, backoff), `pool` decides (which executor takes which
+//! call, what a death or a deadline costs, when executors start and stop), `output` turns what an
 //! executor prints into log lines, `stats` counts.
 
 pub mod child;
@@ -14,3 +15,4 @@ pub mod output;
 pub mod pool;
 pub mod spawn;
 pub mod stats;
+pub mod versions;

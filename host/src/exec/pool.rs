@@ -15,7 +15,6 @@
 //! starts at once (then with a crash-loop backoff); a call past its deadline gets 504 and its
 //! executor's process group is killed, which frees the CPU at once.
 
-use std::collections::HashMap;
 use std::process::ExitStatus;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -28,12 +27,13 @@ use crate::exec::executor::{describe_exit, Call, DeathContext, Executor, Phase, 
 use crate::exec::frame::{self, Message};
 use crate::exec::job::Job;
 use crate::exec::stats::{Death, ExecutorCounters, PluginStats};
+use crate::exec::versions::{Offer, Stage, Versions};
 use crate::http::response::text;
 use crate::ids::HandlerKind;
-use crate::ids::{ConnId, ContentHash, Generation, PluginName};
+use crate::ids::{ConnId, Generation, PluginName};
 use crate::plugins::version::{HandlerMeta, NewVersion};
 use crate::process::backoff::crash_backoff;
-use crate::{info, warn};
+use crate::warn;
 
 /// Small requests written ahead to a busy executor of the same route.
 pub const PIPELINE_DEPTH: usize = 4;
@@ -50,34 +50,6 @@ const REAP_AGAIN: Duration = Duration::from_millis(2);
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
 /// How long a retired executor may take to exit after its socket is closed.
 const RETIRE_GRACE: Duration = Duration::from_secs(2);
-
-/// Where a version is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Stage {
-    /// Its first executor is starting; the route still points elsewhere (or nowhere).
-    Candidate,
-    /// It serves its route.
-    Live,
-    /// Replaced or removed: its executors finish what they hold and exit.
-    Retired,
-}
-
-struct Version {
-    new: NewVersion,
-    stage: Stage,
-    /// What its handler said in `Ready` (empty until then).
-    meta: HandlerMeta,
-    stats: Arc<PluginStats>,
-    loaded_at: SystemTime,
-    /// The version it replaces, for the log line when it goes live.
-    replaces: Option<Generation>,
-    /// Executors started after the first (crashes, deadlines, more lanes).
-    restarts: u64,
-    /// Deaths in a row of executors that died young (the crash-loop backoff).
-    crashes_in_row: u32,
-    /// No executor is started for it before this (the backoff).
-    not_before: Instant,
-}
 
 /// A decision for the job at the front of what may run.
 #[derive(Debug, PartialEq, Eq)]
@@ -144,21 +116,14 @@ pub struct RouteInfo {
 /// Every executor and version of the worker.
 pub struct Pool {
     settings: PoolSettings,
-    /// Invariant: a version stays here while any executor of it is in `executors`.
-    versions: HashMap<Generation, Version>,
-    /// The live version of each route.
-    live: HashMap<PluginName, Generation>,
-    /// A version starting to replace (or become) a route's live one.
-    candidates: HashMap<PluginName, Generation>,
+    /// What each route's versions are; a version outlives its executors here.
+    versions: Versions,
     /// Slot `i` uses tokens `FIRST_TOKEN + 2i` (socket) and `+ 1` (output).
     /// Invariant: `free` lists the `None` slots.
     executors: Vec<Option<Executor>>,
     free: Vec<usize>,
     /// Executors with at least one call (at most `settings.lanes`, pipelining aside).
     busy: usize,
-    /// Contents whose executor refused them, with their route: not tried again until that
-    /// route's file is removed (a deliberate drop-in again retries).
-    refused: HashMap<ContentHash, PluginName>,
     /// Counters for `/-/metrics`.
     pub counters: ExecutorCounters,
 }
@@ -168,13 +133,10 @@ impl Pool {
     pub fn new(settings: PoolSettings) -> Pool {
         Pool {
             settings,
-            versions: HashMap::new(),
-            live: HashMap::new(),
-            candidates: HashMap::new(),
+            versions: Versions::default(),
             executors: Vec::new(),
             free: Vec::new(),
             busy: 0,
-            refused: HashMap::new(),
             counters: ExecutorCounters::default(),
         }
     }
@@ -186,7 +148,7 @@ impl Pool {
 
     /// Whether versions are still starting (intake waits for the first ones before accepting).
     pub fn is_starting(&self) -> bool {
-        !self.candidates.is_empty()
+        self.versions.is_starting()
     }
 
     /// Whether no executor holds a call.
@@ -196,67 +158,34 @@ impl Pool {
 
     /// The body limit a route sets for itself, if any.
     pub fn max_body(&self, route: &str) -> Option<u64> {
-        let generation = self.live.get(route)?;
-        self.versions.get(generation)?.meta.max_body
+        self.versions.max_body(route)
     }
 
     /// Starts a new version: its first executor starts now; the route moves to it once that
     /// executor is ready.
     pub fn install(&mut self, new: NewVersion, registry: &Registry) {
-        let current = self.live.get(&new.name).and_then(|g| self.versions.get(g));
-        if current.is_some_and(|v| v.new.hash == new.hash) {
-            // The same bytes as the live version: nothing to do.
-            remove_copy(&new);
-            return;
-        }
-        if self.refused.contains_key(&new.hash) {
-            info!(
-                "skipped {}: the same bytes were refused before (remove the file, then drop it \
-                 in again to retry)",
-                new.source.display()
-            );
-            remove_copy(&new);
-            return;
-        }
-        if let Some(older) = self.candidates.remove(&new.name) {
-            self.retire(older, registry);
-        }
-        let replaces = self.live.get(&new.name).copied();
-        let name = new.name.clone();
-        let generation = new.generation;
-        self.versions.insert(
+        if let Offer::Start {
             generation,
-            Version {
-                new,
-                stage: Stage::Candidate,
-                meta: HandlerMeta::default(),
-                stats: Arc::default(),
-                loaded_at: SystemTime::now(),
-                replaces,
-                restarts: 0,
-                crashes_in_row: 0,
-                not_before: Instant::now(),
-            },
-        );
-        self.candidates.insert(name, generation);
-        self.start_executor(generation, registry);
+            displaced,
+        } = self.versions.offer(new)
+        {
+            if let Some(older) = displaced {
+                self.retire(older, registry);
+            }
+            self.start_executor(generation, registry);
+        }
     }
 
-    /// Stops serving `name`: new jobs get 404; calls already running finish. Bytes refused for
-    /// it may be tried again.
+    /// Stops serving `name`: new jobs get 404; calls already running finish.
     pub fn remove(&mut self, name: &PluginName, registry: &Registry) {
-        self.refused.retain(|_, route| route != name);
-        if let Some(candidate) = self.candidates.remove(name) {
-            self.retire(candidate, registry);
-        }
-        if let Some(live) = self.live.remove(name) {
-            self.retire(live, registry);
+        for generation in self.versions.remove(name) {
+            self.retire(generation, registry);
         }
     }
 
     /// Decides what happens to a queued job for `route` with a body of `body_len` bytes.
     pub fn place(&mut self, route: &str, body_len: usize, registry: &Registry) -> Place {
-        let Some(&generation) = self.live.get(route) else {
+        let Some(generation) = self.versions.live(route) else {
             return Place::NoRoute;
         };
         if self.busy < self.settings.lanes {
@@ -299,14 +228,10 @@ impl Pool {
         let Some(executor) = self.executors.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
-        let Some(version) = self.versions.get(&executor.generation) else {
+        let Some(version) = self.versions.get(executor.generation) else {
             return;
         };
-        let deadline = version
-            .meta
-            .deadline_ms
-            .map(Duration::from_millis)
-            .unwrap_or(self.settings.deadline);
+        let deadline = version.deadline(self.settings.deadline);
         version.stats.calls.fetch_add(1, Ordering::Relaxed);
         let head = frame::request(&job.request, deadline.as_millis() as u64);
         // A CGI program is killed at its deadline by its executor, which then answers 504
@@ -349,10 +274,7 @@ impl Pool {
         let Some(executor) = self.executors.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
-        let label = match self.versions.get(&executor.generation) {
-            Some(v) => format!("/{} [{}]", v.new.name, executor.pid),
-            None => format!("executor [{}]", executor.pid),
-        };
+        let label = self.versions.label(executor.generation, executor.pid);
         executor.drain_output(&label, registry, scratch);
     }
 
@@ -449,38 +371,10 @@ impl Pool {
         }
     }
 
-    /// An executor of `generation` said `Ready`.
+    /// An executor of `generation` said `Ready`: a candidate goes live, the version it
+    /// replaces is retired.
     fn on_ready(&mut self, generation: Generation, meta: HandlerMeta, registry: &Registry) {
-        let Some(version) = self.versions.get_mut(&generation) else {
-            return;
-        };
-        version.meta = meta;
-        if version.stage != Stage::Candidate {
-            return;
-        }
-        version.stage = Stage::Live;
-        let name = version.new.name.clone();
-        let replacing = version
-            .replaces
-            .map(|g| format!(", replacing generation {}", g.0))
-            .unwrap_or_default();
-        match version.new.kind {
-            HandlerKind::Native => info!(
-                "loaded {} as /{name}: {} {} ({}), generation {}{replacing}",
-                version.new.source.display(),
-                version.meta.crate_name,
-                version.meta.version,
-                version.meta.description,
-                generation.0
-            ),
-            HandlerKind::Cgi => info!(
-                "serving {} as /{name}: a program run per request (CGI), generation {}{replacing}",
-                version.new.source.display(),
-                generation.0
-            ),
-        }
-        self.candidates.remove(&name);
-        if let Some(old) = self.live.insert(name, generation) {
+        if let Some(old) = self.versions.ready(generation, meta) {
             self.retire(old, registry);
         }
     }
@@ -512,7 +406,7 @@ impl Pool {
         let generation = executor.generation;
         let retiring =
             matches!(executor.phase, Phase::Retiring { .. }) && executor.calls.is_empty();
-        let Some(version) = self.versions.get_mut(&generation) else {
+        let Some(version) = self.versions.get_mut(generation) else {
             // Not reached: a version outlives its executors. Deliver what came anyway.
             if let Ok(response) = result {
                 out.push(PoolEvent::Answer {
@@ -580,7 +474,7 @@ impl Pool {
         self.count_crash(slot);
         let route = self
             .versions
-            .get(&generation)
+            .get(generation)
             .map(|v| v.new.name.to_string())
             .unwrap_or_default();
         self.fail_calls(slot, 502, &format!("plugin {route} crashed\n"), out);
@@ -599,12 +493,10 @@ impl Pool {
         let Some(executor) = self.executors.get(slot).and_then(Option::as_ref) else {
             return;
         };
-        let Some(version) = self.versions.get_mut(&executor.generation) else {
-            return;
-        };
         let young = executor.started_at.elapsed() < HEALTHY_AFTER && executor.answered == 0;
-        version.crashes_in_row = if young { version.crashes_in_row + 1 } else { 1 };
-        version.not_before = Instant::now() + crash_backoff(version.crashes_in_row);
+        if let Some(version) = self.versions.get_mut(executor.generation) {
+            version.count_crash(young);
+        }
     }
 
     /// Answers the running call of `slot` with `status` and requeues the rest.
@@ -618,7 +510,7 @@ impl Pool {
             self.busy -= 1;
         }
         if let Some(running) = calls.pop_front() {
-            if let Some(version) = self.versions.get(&generation) {
+            if let Some(version) = self.versions.get(generation) {
                 version.stats.errors.fetch_add(1, Ordering::Relaxed);
                 version.stats.count_response(status);
             }
@@ -683,15 +575,10 @@ impl Pool {
             }
         }
         self.reap(registry);
-        let waiting: Vec<Generation> = self
-            .versions
-            .iter()
-            .filter(|(_, v)| v.stage == Stage::Live && now >= v.not_before)
-            .map(|(g, _)| *g)
-            .filter(|g| self.count_executors(*g).0 == 0)
-            .collect();
-        for generation in waiting {
-            self.start_executor(generation, registry);
+        for generation in self.versions.due(now) {
+            if self.count_executors(generation).0 == 0 {
+                self.start_executor(generation, registry);
+            }
         }
     }
 
@@ -703,7 +590,7 @@ impl Pool {
         let pid = executor.pid;
         let generation = executor.generation;
         let deadline = executor.calls.front().map_or(0, |c| c.deadline.as_millis());
-        let route = match self.versions.get(&generation) {
+        let route = match self.versions.get(generation) {
             Some(version) => {
                 version.stats.timeouts.fetch_add(1, Ordering::Relaxed);
                 version.new.name.to_string()
@@ -755,20 +642,17 @@ impl Pool {
             let Some(mut executor) = self.executors[slot].take() else {
                 continue;
             };
-            let label = match self.versions.get(&executor.generation) {
-                Some(v) => format!("/{} [{}]", v.new.name, executor.pid),
-                None => format!("executor [{}]", executor.pid),
-            };
+            let label = self.versions.label(executor.generation, executor.pid);
             executor.drain_output(&label, registry, &mut [0u8; 4096]);
             self.free.push(slot);
             self.exited(executor.generation, executor.pid, status, why);
         }
     }
 
-    /// The consequences of an executor's exit for its version.
+    /// The consequences of an executor's exit for its version, and the log line.
     fn exited(&mut self, generation: Generation, pid: u32, status: ExitStatus, why: DeathContext) {
         let cause = describe_exit(status);
-        let Some(version) = self.versions.get_mut(&generation) else {
+        let Some(version) = self.versions.get(generation) else {
             return;
         };
         let route = version.new.name.clone();
@@ -778,14 +662,7 @@ impl Pool {
                 self.counters.died(Death::Init);
                 let reason = reason
                     .unwrap_or_else(|| format!("its executor died while loading it ({cause})"));
-                let keeps = version
-                    .replaces
-                    .map(|g| format!("; generation {} keeps serving /{route}", g.0))
-                    .unwrap_or_default();
-                warn!("refused {}: {reason}{keeps}", version.new.source.display());
-                self.refused.insert(version.new.hash, route.clone());
-                self.candidates.remove(&route);
-                version.stage = Stage::Retired;
+                self.versions.refuse(generation, &reason);
             }
             context => {
                 let pause = crash_backoff(version.crashes_in_row);
@@ -815,28 +692,19 @@ impl Pool {
 
     /// Drops a retired version once its last executor is gone (and its private copy).
     fn forget_if_done(&mut self, generation: Generation) {
-        let retired = self
-            .versions
-            .get(&generation)
-            .is_some_and(|v| v.stage == Stage::Retired);
         let any_left = self
             .executors
             .iter()
             .flatten()
             .any(|e| e.generation == generation);
-        if retired && !any_left {
-            if let Some(version) = self.versions.remove(&generation) {
-                remove_copy(&version.new);
-            }
+        if !any_left {
+            self.versions.forget(generation);
         }
     }
 
     /// Retires a version: idle executors are closed now, busy ones once their calls end.
     fn retire(&mut self, generation: Generation, registry: &Registry) {
-        let Some(version) = self.versions.get_mut(&generation) else {
-            return;
-        };
-        version.stage = Stage::Retired;
+        self.versions.retire(generation);
         for slot in 0..self.executors.len() {
             let Some(executor) = self.executors[slot].as_mut() else {
                 continue;
@@ -888,7 +756,7 @@ impl Pool {
 
     /// Starts an executor for `generation` (not before its backoff).
     fn start_executor(&mut self, generation: Generation, registry: &Registry) {
-        let Some(version) = self.versions.get_mut(&generation) else {
+        let Some(version) = self.versions.get_mut(generation) else {
             return;
         };
         if Instant::now() < version.not_before {
@@ -939,38 +807,29 @@ impl Pool {
                 Phase::ExpectExit { look, .. } => Some(*look),
                 _ => e.calls.front().and_then(|c| Some(c.started? + c.deadline)),
             });
-        let backoffs = self
-            .versions
-            .values()
-            .filter(|v| v.stage == Stage::Live && v.not_before > now)
-            .map(|v| v.not_before);
-        executors.chain(backoffs).min()
+        executors.chain(self.versions.next_backoff_end(now)).min()
     }
 
     /// Every route served, sorted, for the admin routes.
     pub fn routes(&self) -> Vec<RouteInfo> {
         let mut routes: Vec<RouteInfo> = self
-            .live
-            .iter()
-            .filter_map(|(name, generation)| {
-                let version = self.versions.get(generation)?;
-                let executors = self
+            .versions
+            .live_routes()
+            .map(|(generation, version)| RouteInfo {
+                name: version.new.name.clone(),
+                kind: version.new.kind,
+                meta: version.meta.clone(),
+                generation,
+                loaded_at: version.loaded_at,
+                stats: Arc::clone(&version.stats),
+                restarts: version.restarts,
+                executors: self
                     .executors
                     .iter()
                     .flatten()
-                    .filter(|e| e.generation == *generation)
+                    .filter(|e| e.generation == generation)
                     .map(|e| (e.pid, e.phase_name(), e.started_at.elapsed().as_secs()))
-                    .collect();
-                Some(RouteInfo {
-                    name: name.clone(),
-                    kind: version.new.kind,
-                    meta: version.meta.clone(),
-                    generation: *generation,
-                    loaded_at: version.loaded_at,
-                    stats: Arc::clone(&version.stats),
-                    restarts: version.restarts,
-                    executors,
-                })
+                    .collect(),
             })
             .collect();
         routes.sort_by(|a, b| a.name.cmp(&b.name));
@@ -1016,14 +875,6 @@ impl Drop for Pool {
         for executor in self.executors.iter_mut().flatten() {
             executor.kill_and_wait();
         }
-        for version in self.versions.values() {
-            remove_copy(&version.new);
-        }
-    }
-}
-
-fn remove_copy(version: &NewVersion) {
-    if version.owns_file {
-        let _ = std::fs::remove_file(&version.file);
+        // The versions (and their private copies) go when `self.versions` is dropped.
     }
 }

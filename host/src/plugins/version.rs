@@ -25,6 +25,15 @@ pub struct NewVersion {
     pub hash: ContentHash,
 }
 
+impl NewVersion {
+    /// Deletes its private copy, if it has one (the version is gone or was never needed).
+    pub fn remove_copy(&self) {
+        if self.owns_file {
+            let _ = std::fs::remove_file(&self.file);
+        }
+    }
+}
+
 /// What a handler says about itself, as the executor reports it in `Ready`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HandlerMeta {
