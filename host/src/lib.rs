@@ -8,6 +8,22 @@
 //!
 //! A request's way: socket -> intake (TLS, parse, limits) -> queue -> dispatch -> executor
 //! (frame out) -> plugin -> executor (frame back) -> intake -> socket.
+//!
+//! What each failure costs (DESIGN.md's first promise, kept by the process boundary):
+//!
+//! | what happens in plugin code | that request | everything else |
+//! | --- | --- | --- |
+//! | panic | 500 naming the plugin | served; the executor stays |
+//! | segfault, abort, stack overflow, `exit`, OOM kill, `SIGKILL` | 502 | served; a fresh executor starts at once, then with a crash-loop backoff |
+//! | past its deadline | 504 at once | served; the executor's process group is killed, a fresh one starts |
+//! | `init` fails, crashes or passes `--init-timeout` | (no request yet) | that version is refused; the previous one serves |
+//! | prints | | its lines go to the log with the route, 20 a second at most |
+//!
+//! The stages, in the order a request meets them: `net` (listeners, TLS), `http` (sans-IO
+//! parsing), `intake` (the loop, admission, connections, queue, dispatch), `exec` (frames,
+//! executors, the pool), `plugins` (the watcher, handler files, the loader, CGI). `process` is
+//! the supervisor around the worker, `observe` the counters and the log, `ids` the identities
+//! they share.
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 

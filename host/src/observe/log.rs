@@ -7,7 +7,7 @@
 //! reads, a stuck journal) must not freeze it. A pipe or terminal is reopened with its own
 //! non-blocking file description (through `/proc/self/fd/2`, so the shared one is untouched),
 //! a socket is written with `MSG_DONTWAIT`; a line that does not fit is dropped and counted,
-//! and the count is written before the next line that fits. Lines are cut at [`MAX_LINE`]
+//! and the count is written before the next line that fits. Lines are cut at 4000
 //! bytes, so each is one atomic write.
 
 use std::fmt::{Arguments, Write as _};
