@@ -66,6 +66,9 @@ fn an_exit_costs_one_request() {
 #[test]
 fn fifty_requests_behind_a_segfault_lose_only_the_one_that_crashed() {
     let server = Server::start_over(Scheme::Http, &["crash", "echo"], &[]);
+    // Measured once each, so 49 of them are expected to fit in --queue-wait.
+    assert_eq!(server.get("/crash/warm").status, 200);
+    assert_eq!(server.post("/echo", b"warm").status, 200);
     let gate = server.plugins_dir.with_file_name("gate");
     let mut victim = server.connect_tcp();
     victim

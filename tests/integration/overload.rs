@@ -169,6 +169,9 @@ fn a_request_whose_client_left_while_queued_is_not_run() {
 #[test]
 fn a_request_queued_past_its_wait_is_dropped_unrun() {
     let server = Server::start_over(Scheme::Http, &["sleep", "echo"], &["--queue-wait", "200"]);
+    // A quick call first: sleep is then expected to be quick, so the request behind the slow
+    // call below is admitted (the prediction is wrong) and must be dropped at its wait.
+    assert_eq!(server.get("/sleep?ms=1").status, 200);
     let mut blocker = server.connect_tcp();
     blocker
         .write_all(b"GET /sleep?ms=900 HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -257,4 +260,125 @@ fn running_out_of_descriptors_pauses_accepting_and_recovers() {
             .map(|_| ())
     });
     server.wait_for_log("accepting again", IO_DEADLINE);
+}
+
+/// The admin address a server started with `--admin 127.0.0.1:0` logged.
+fn admin_address(server: &mut Server) -> SocketAddr {
+    let line = server.wait_for_log("admin routes on http://", IO_DEADLINE);
+    line.rsplit("http://")
+        .next()
+        .and_then(|a| a.trim_end_matches("/-/").parse().ok())
+        .unwrap_or_else(|| panic!("unparsable: {line}"))
+}
+
+/// One sample of `/-/metrics` on the admin address.
+fn admin_metric(admin: SocketAddr, sample: &str) -> u64 {
+    let mut stream = TcpStream::connect(admin).expect("connect to the admin address");
+    stream.set_read_timeout(Some(IO_DEADLINE)).expect("timeout");
+    stream
+        .write_all(b"GET /-/metrics HTTP/1.1\r\nHost: t\r\n\r\n")
+        .expect("send");
+    let text = read_response(&mut stream).expect("metrics").text();
+    text.lines()
+        .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {sample} in:\n{text}"))
+}
+
+#[test]
+fn requests_beyond_the_predicted_wait_are_turned_away_and_every_admitted_one_is_answered() {
+    let mut server = Server::start_over(
+        Scheme::Http,
+        &["sleep"],
+        &[
+            "--queue-wait",
+            "1000",
+            "--busy",
+            "503",
+            "--admin",
+            "127.0.0.1:0",
+        ],
+    );
+    let admin = admin_address(&mut server);
+    // Measured: a call takes 200 ms. A second of predicted wait is then about five calls.
+    for _ in 0..3 {
+        assert_eq!(server.get("/sleep?ms=200").status, 200);
+    }
+    let mut admitted = Vec::new();
+    let mut turned_away = Vec::new();
+    for _ in 0..12 {
+        let queued = admin_metric(admin, "fiddler_requests_queued_total");
+        let busy = admin_metric(admin, "fiddler_busy_answers_total");
+        let mut stream = server.connect_tcp();
+        stream
+            .write_all(b"GET /sleep?ms=200 HTTP/1.1\r\nHost: t\r\n\r\n")
+            .expect("send");
+        let was_admitted = wait_until(
+            "the request to be queued or turned away",
+            IO_DEADLINE,
+            || {
+                if admin_metric(admin, "fiddler_requests_queued_total") > queued {
+                    Some(true)
+                } else if admin_metric(admin, "fiddler_busy_answers_total") > busy {
+                    Some(false)
+                } else {
+                    None
+                }
+            },
+        );
+        match was_admitted {
+            true => admitted.push(stream),
+            false => turned_away.push(stream),
+        }
+    }
+    assert!(
+        (4..=8).contains(&admitted.len()) && turned_away.len() >= 4,
+        "{} admitted, {} turned away",
+        admitted.len(),
+        turned_away.len()
+    );
+    for stream in &mut turned_away {
+        let response = read_response(stream).expect("a 503");
+        let retry_after: u64 = response
+            .header("retry-after")
+            .and_then(|v| v.parse().ok())
+            .expect("a Retry-After in seconds");
+        assert_eq!(response.status, 503);
+        assert!((1..=2).contains(&retry_after), "Retry-After {retry_after}");
+    }
+    for stream in &mut admitted {
+        assert_eq!(read_response(stream).map(|r| r.status), Some(200));
+    }
+    assert_eq!(
+        admin_metric(admin, "fiddler_dropped_total{reason=\"expired\"}"),
+        0
+    );
+}
+
+#[test]
+fn regression_the_admin_address_answers_while_the_queue_is_full() {
+    // Admin requests used to be parked like public ones when the queue had no room, so an
+    // operator could not read /-/metrics of a server whose queue was full.
+    let mut server = Server::start_over(
+        Scheme::Http,
+        &["sleep"],
+        &["--queue", "2", "--admin", "127.0.0.1:0"],
+    );
+    let admin = admin_address(&mut server);
+    let mut held = Vec::new();
+    for (i, ms) in [900, 10, 10, 10, 10, 10].into_iter().enumerate() {
+        let mut stream = server.connect_tcp();
+        stream
+            .write_all(format!("GET /sleep?ms={ms} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+            .expect("send");
+        held.push(stream);
+        wait_until("the request to be queued", IO_DEADLINE, || {
+            (admin_metric(admin, "fiddler_requests_queued_total") == i as u64 + 1).then_some(())
+        });
+    }
+    // The 900 ms call runs, three are written ahead to its executor and two fill the queue.
+    // The admin address still answers, and sees all five waiting.
+    assert_eq!(admin_metric(admin, "fiddler_queue_depth"), 5);
+    for stream in &mut held {
+        assert_eq!(read_response(stream).map(|r| r.status), Some(200));
+    }
 }

@@ -1,7 +1,7 @@
 //! A job: one complete request for a route, from a connection, as the queue holds it and an
 //! executor takes it.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use plugin_api::Request;
 
@@ -17,6 +17,9 @@ pub struct Job {
     pub request: Request,
     /// When it entered the queue.
     pub enqueued_at: Instant,
+    /// How long its call is expected to take (its route's estimate when it was queued): what
+    /// it adds to the wait of every request behind it.
+    pub expected: Duration,
 }
 
 impl Job {

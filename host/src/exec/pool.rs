@@ -109,6 +109,8 @@ pub struct RouteInfo {
     pub stats: Arc<PluginStats>,
     /// Executors started for it after the first.
     pub restarts: u64,
+    /// How long its next call is expected to take.
+    pub expected_call: Duration,
     /// Its executors: pid, state, seconds up.
     pub executors: Vec<(u32, &'static str, u64)>,
 }
@@ -418,6 +420,9 @@ impl Pool {
             return;
         };
         version.crashes_in_row = 0;
+        if let Some(started) = call.started {
+            version.service.record(now.duration_since(started));
+        }
         let route = version.new.name.as_str();
         let stats = &version.stats;
         let response = match result {
@@ -589,18 +594,24 @@ impl Pool {
         executor.kill();
         let pid = executor.pid;
         let generation = executor.generation;
-        let deadline = executor.calls.front().map_or(0, |c| c.deadline.as_millis());
-        let route = match self.versions.get(generation) {
+        let deadline = executor
+            .calls
+            .front()
+            .map_or(Duration::ZERO, |c| c.deadline);
+        let route = match self.versions.get_mut(generation) {
             Some(version) => {
+                // It took at least that long: what the next such call will cost, too.
+                version.service.record(deadline);
                 version.stats.timeouts.fetch_add(1, Ordering::Relaxed);
                 version.new.name.to_string()
             }
             None => String::new(),
         };
         warn!(
-            "plugin {route} (generation {}) passed its {deadline} ms deadline; its executor \
+            "plugin {route} (generation {}) passed its {} ms deadline; its executor \
              [{pid}] was killed and a fresh one starts",
-            generation.0
+            generation.0,
+            deadline.as_millis()
         );
         self.fail_calls(
             slot,
@@ -810,6 +821,38 @@ impl Pool {
         executors.chain(self.versions.next_backoff_end(now)).min()
     }
 
+    /// How long a call to `route` is expected to take (zero for a route nobody serves: it is
+    /// answered 404 at once).
+    pub fn expected_call(&self, route: &str) -> Duration {
+        self.versions
+            .live(route)
+            .and_then(|g| self.versions.get(g))
+            .map_or(Duration::ZERO, |v| v.expected_call(self.settings.deadline))
+    }
+
+    /// The work executors hold: what is left of each running call (by its estimate) plus the
+    /// calls written ahead.
+    pub fn work_in_flight(&self, now: Instant) -> Duration {
+        let mut work = Duration::ZERO;
+        for executor in self.executors.iter().flatten() {
+            for call in &executor.calls {
+                work += match call.started {
+                    Some(started) => call
+                        .job
+                        .expected
+                        .saturating_sub(now.saturating_duration_since(started)),
+                    None => call.job.expected,
+                };
+            }
+        }
+        work
+    }
+
+    /// Calls that may run at once.
+    pub fn lanes(&self) -> usize {
+        self.settings.lanes
+    }
+
     /// Every route served, sorted, for the admin routes.
     pub fn routes(&self) -> Vec<RouteInfo> {
         let mut routes: Vec<RouteInfo> = self
@@ -823,6 +866,7 @@ impl Pool {
                 loaded_at: version.loaded_at,
                 stats: Arc::clone(&version.stats),
                 restarts: version.restarts,
+                expected_call: version.expected_call(self.settings.deadline),
                 executors: self
                     .executors
                     .iter()

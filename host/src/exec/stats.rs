@@ -1,6 +1,46 @@
 //! Counters of handler versions and executors, for `/-/plugins` and `/-/metrics`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Calls remembered per version for its service-time estimate.
+const RECENT_CALLS: usize = 16;
+
+/// How long a version's calls take: the median of its last [`RECENT_CALLS`] calls, so one
+/// outlier (a cold cache, one huge input) does not swing it. Admission predicts the wait
+/// ahead of a new request from it.
+#[derive(Clone, Debug, Default)]
+pub struct ServiceTime {
+    /// Invariant: the first `len` entries (in ring order from `next`) are measured calls.
+    recent: [Duration; RECENT_CALLS],
+    len: usize,
+    next: usize,
+}
+
+impl ServiceTime {
+    /// Remembers one call's duration.
+    pub fn record(&mut self, took: Duration) {
+        self.recent[self.next] = took;
+        self.next = (self.next + 1) % RECENT_CALLS;
+        self.len = (self.len + 1).min(RECENT_CALLS);
+    }
+
+    /// The median of the calls remembered; `None` before the first.
+    pub fn estimate(&self) -> Option<Duration> {
+        if self.len == 0 {
+            return None;
+        }
+        let mut sorted = self.recent;
+        let measured = &mut sorted[..self.len];
+        measured.sort_unstable();
+        Some(measured[self.len / 2])
+    }
+
+    /// Whether no call was measured yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
 
 /// A handler version's counters. Atomics so a snapshot can be shared with the admin view
 /// without a copy; only the worker's loop writes them.
@@ -87,5 +127,26 @@ impl ExecutorCounters {
         if let Some(i) = Death::ALL.iter().position(|d| *d == death) {
             self.deaths[i] += 1;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_estimate_is_the_median_of_recent_calls() {
+        let ms = Duration::from_millis;
+        let mut service = ServiceTime::default();
+        assert_eq!(service.estimate(), None);
+        service.record(ms(200));
+        assert_eq!(service.estimate(), Some(ms(200)));
+        service.record(ms(30_000)); // one outlier
+        service.record(ms(210));
+        assert_eq!(service.estimate(), Some(ms(210)));
+        for _ in 0..RECENT_CALLS {
+            service.record(ms(5));
+        }
+        assert_eq!(service.estimate(), Some(ms(5)), "old calls are forgotten");
     }
 }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::exec::stats::PluginStats;
+use crate::exec::stats::{PluginStats, ServiceTime};
 use crate::ids::{ContentHash, Generation, HandlerKind, PluginName};
 use crate::plugins::version::{HandlerMeta, NewVersion};
 use crate::process::backoff::crash_backoff;
@@ -34,6 +34,8 @@ pub struct Version {
     pub meta: HandlerMeta,
     /// Its counters.
     pub stats: Arc<PluginStats>,
+    /// How long its calls take (inherited from the version it replaces until it has its own).
+    pub service: ServiceTime,
     /// When it was found.
     pub loaded_at: SystemTime,
     /// The version it replaces, for the log lines.
@@ -53,6 +55,14 @@ impl Version {
             .deadline_ms
             .map(Duration::from_millis)
             .unwrap_or(default)
+    }
+
+    /// How long its next call is expected to take: the median of its recent calls, else its
+    /// deadline (the most a call may take).
+    pub fn expected_call(&self, default_deadline: Duration) -> Duration {
+        self.service
+            .estimate()
+            .unwrap_or_else(|| self.deadline(default_deadline))
     }
 
     /// Counts a death it did not ask for; returns the pause before its next executor.
@@ -121,6 +131,7 @@ impl Versions {
                 stage: Stage::Candidate,
                 meta: HandlerMeta::default(),
                 stats: Arc::default(),
+                service: ServiceTime::default(),
                 loaded_at: SystemTime::now(),
                 replaces,
                 restarts: 0,
@@ -172,7 +183,17 @@ impl Versions {
             ),
         }
         self.candidates.remove(&name);
-        self.live.insert(name, generation)
+        let replaced = self.live.insert(name, generation);
+        // A new version of a route is expected to cost what the old one did until measured.
+        let inherited = replaced
+            .and_then(|old| self.versions.get(&old))
+            .map(|old| old.service.clone());
+        if let (Some(service), Some(version)) = (inherited, self.versions.get_mut(&generation)) {
+            if version.service.is_empty() {
+                version.service = service;
+            }
+        }
+        replaced
     }
 
     /// A candidate's executor refused it or died before `Ready`: the version is refused (one

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
 
 use plugin_api::Response;
 
@@ -20,6 +20,10 @@ pub struct AdminView<'a> {
     pub executors: &'a ExecutorCounters,
     /// Executors alive now.
     pub executors_alive: usize,
+    /// How long a request queued now is expected to wait before it starts.
+    pub predicted_wait: Duration,
+    /// The longest a request may wait in the queue (`--queue-wait`).
+    pub queue_wait: Duration,
     /// Requests waiting in the queue.
     pub queued: usize,
     /// The queue's capacity.
@@ -34,15 +38,33 @@ pub struct AdminView<'a> {
 pub fn answer(rest: &str, view: &AdminView<'_>) -> Response {
     match rest {
         "/health" => text(200, "ok\n"),
-        // Not ready above the queue's high-water mark (three quarters), so a load balancer
-        // sends traffic elsewhere before requests have to wait for room.
-        "/ready" if view.queued * 4 >= view.queue_capacity * 3 => text(
-            503,
-            &format!("busy: {} of {} queued\n", view.queued, view.queue_capacity),
-        ),
+        // Not ready above the queue's high-water mark (three quarters of its count, or of
+        // --queue-wait in predicted wait), so a load balancer sends traffic elsewhere before
+        // requests have to wait for room or would wait too long.
+        "/ready"
+            if view.queued * 4 >= view.queue_capacity * 3
+                || view.predicted_wait * 4 >= view.queue_wait * 3 =>
+        {
+            text(
+                503,
+                &format!(
+                    "busy: {} of {} queued, predicted wait {} ms of {}\n",
+                    view.queued,
+                    view.queue_capacity,
+                    view.predicted_wait.as_millis(),
+                    view.queue_wait.as_millis()
+                ),
+            )
+        }
         "/ready" => text(
             200,
-            &format!("ready: {} of {} queued\n", view.queued, view.queue_capacity),
+            &format!(
+                "ready: {} of {} queued, predicted wait {} ms of {}\n",
+                view.queued,
+                view.queue_capacity,
+                view.predicted_wait.as_millis(),
+                view.queue_wait.as_millis()
+            ),
         ),
         "/plugins" => Response::json(plugins_json(view)),
         "/metrics" => {
@@ -51,6 +73,7 @@ pub fn answer(rest: &str, view: &AdminView<'_>) -> Response {
                 queued: view.queued,
                 executors: view.executors,
                 executors_alive: view.executors_alive,
+                predicted_wait: view.predicted_wait,
                 routes: view.routes,
             };
             Response::status(200)
@@ -66,11 +89,13 @@ pub fn answer(rest: &str, view: &AdminView<'_>) -> Response {
 
 /// `{"executors_alive":N,"plugins":[{"route":..,"kind":..,"crate":..,"version":..,
 /// "description":..,"generation":..,"loaded_at":..,"calls":..,"errors":..,"restarts":..,
-/// "executors":[{"pid":..,"state":..,"uptime_s":..}]}]}`
+/// "service_ms":..,"executors":[{"pid":..,"state":..,"uptime_s":..}]}]}` with the top-level
+/// `"predicted_wait_ms"` after `executors_alive`
 fn plugins_json(view: &AdminView<'_>) -> String {
     let mut json = format!(
-        "{{\"executors_alive\":{},\"plugins\":[",
-        view.executors_alive
+        "{{\"executors_alive\":{},\"predicted_wait_ms\":{},\"plugins\":[",
+        view.executors_alive,
+        view.predicted_wait.as_millis()
     );
     for (i, route) in view.routes.iter().enumerate() {
         let loaded_at = route
@@ -80,7 +105,7 @@ fn plugins_json(view: &AdminView<'_>) -> String {
             .as_secs();
         let _ = write!(
             json,
-            "{}{{\"route\":{},\"kind\":\"{}\",\"crate\":{},\"version\":{},\"description\":{},\"generation\":{},\"loaded_at\":{loaded_at},\"calls\":{},\"errors\":{},\"restarts\":{},\"executors\":[",
+            "{}{{\"route\":{},\"kind\":\"{}\",\"crate\":{},\"version\":{},\"description\":{},\"generation\":{},\"loaded_at\":{loaded_at},\"calls\":{},\"errors\":{},\"restarts\":{},\"service_ms\":{:.3},\"executors\":[",
             if i == 0 { "" } else { "," },
             json_string(route.name.as_str()),
             route.kind.as_str(),
@@ -91,6 +116,7 @@ fn plugins_json(view: &AdminView<'_>) -> String {
             route.stats.calls.load(Ordering::Relaxed),
             route.stats.errors.load(Ordering::Relaxed),
             route.restarts,
+            route.expected_call.as_secs_f64() * 1000.0,
         );
         for (k, (pid, state, uptime)) in route.executors.iter().enumerate() {
             let _ = write!(
@@ -129,6 +155,8 @@ mod tests {
             routes: &[],
             executors: &ExecutorCounters::default(),
             executors_alive: 2,
+            predicted_wait: Duration::ZERO,
+            queue_wait: Duration::from_secs(60),
             queued: 4,
             queue_capacity: 4,
             open: 1,
@@ -144,12 +172,12 @@ mod tests {
         let view = AdminView { queued: 2, ..view };
         assert_eq!(
             answer("/ready", &view).body_str(),
-            Some("ready: 2 of 4 queued\n")
+            Some("ready: 2 of 4 queued, predicted wait 0 ms of 60000\n")
         );
         assert_eq!(answer("/health", &view).status, 200);
         assert_eq!(
             answer("/plugins", &view).body_str(),
-            Some("{\"executors_alive\":2,\"plugins\":[]}\n")
+            Some("{\"executors_alive\":2,\"predicted_wait_ms\":0,\"plugins\":[]}\n")
         );
         assert_eq!(answer("/nope", &view).status, 404);
     }

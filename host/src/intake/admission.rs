@@ -23,10 +23,6 @@ pub enum BusyMode {
     Answer503,
 }
 
-/// The answer `Answer503` sends; static, so shedding allocates nothing.
-const BUSY_REPLY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n\
-Content-Type: text/plain\r\nContent-Length: 5\r\nConnection: close\r\n\r\nbusy\n";
-
 /// Connection counts. Invariant: `open` and the sum of `by_ip` count the same connections
 /// (when the per-IP cap is on).
 pub struct Admission {
@@ -94,13 +90,25 @@ impl Admission {
     }
 }
 
-/// Answers a connection there is no room for with `503` and closes it, best effort and without
-/// blocking. The request bytes already received are read first, so the close is a FIN and not a
+/// Answers a connection there is no room for with `503` and `Retry-After` (the predicted wait,
+/// in whole seconds) and closes it, best effort and without blocking. The request bytes already received are read first, so the close is a FIN and not a
 /// reset that could destroy the answer before the client reads it.
-pub fn answer_busy(mut stream: TcpStream) {
+pub fn answer_busy(mut stream: TcpStream, retry_after_secs: u64) {
     let mut scratch = [0u8; 4096];
     let _ = stream.read(&mut scratch);
-    let _ = stream.write(BUSY_REPLY);
+    // Written into a stack buffer: shedding allocates nothing.
+    let mut reply = [0u8; 192];
+    let mut free = &mut reply[..];
+    let written = write!(
+        free,
+        "HTTP/1.1 503 Service Unavailable\r\nRetry-After: {retry_after_secs}\r\n\
+         Content-Type: text/plain\r\nContent-Length: 5\r\nConnection: close\r\n\r\nbusy\n"
+    );
+    let left = free.len();
+    let len = reply.len() - left;
+    if written.is_ok() {
+        let _ = stream.write(&reply[..len]);
+    }
     let _ = stream.shutdown(std::net::Shutdown::Write);
 }
 

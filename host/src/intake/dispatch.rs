@@ -72,7 +72,7 @@ impl Intake {
     /// room.
     pub(super) fn resume_stalled(&mut self) {
         let header_timeout = self.timeout(self.settings.header_timeout);
-        while !self.queue.is_full() && !self.budget.is_spent() {
+        while self.queue_has_room() {
             let Some(id) = self.stalled.pop_front() else {
                 return;
             };

@@ -299,7 +299,24 @@ impl Intake {
     }
 
     fn has_room(&self) -> bool {
-        self.admission.has_room() && !self.queue.is_full() && !self.budget.is_spent()
+        self.admission.has_room() && self.queue_has_room()
+    }
+
+    /// Whether another request may be queued: the queue's count and byte bounds, and under
+    /// them the time bound (a request queued now must be expected to start within
+    /// `--queue-wait`).
+    fn queue_has_room(&self) -> bool {
+        !self.queue.is_full()
+            && !self.budget.is_spent()
+            && self.predicted_wait() <= self.settings.queue_wait
+    }
+
+    /// How long a request queued now is expected to wait before it starts: the expected time
+    /// of the work ahead of it (queued, written ahead, and what is left of the running calls)
+    /// shared among the lanes (Little's law).
+    fn predicted_wait(&self) -> Duration {
+        let work = self.queue.work() + self.pool.work_in_flight(Instant::now());
+        work / u32::try_from(self.pool.lanes()).unwrap_or(1).max(1)
     }
 
     /// Whether to call `accept` now: for a slot, or to answer `503` in busy mode.
@@ -363,7 +380,9 @@ impl Intake {
                         // Busy mode: answer 503 (plain HTTP) or close (HTTPS), no slot taken.
                         self.counters.busy_answers += 1;
                         if scheme == Scheme::Http {
-                            answer_busy(stream);
+                            let wait = self.predicted_wait();
+                            let retry_after = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                            answer_busy(stream, retry_after.max(1));
                         }
                     }
                 }
@@ -483,13 +502,15 @@ impl Intake {
         loop {
             let limits = self.settings.head_limits;
             let header_timeout = self.timeout(self.settings.header_timeout);
-            let no_room = self.queue.is_full() || self.budget.is_spent();
+            let no_room = !self.queue_has_room();
             let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
                 return;
             };
-            if no_room && matches!(conn.phase, Phase::ExpectHead) {
+            if no_room && conn.kind != Scheme::Admin && matches!(conn.phase, Phase::ExpectHead) {
                 // Backpressure instead of shedding: read the next request only once it can be
-                // queued. Closing here would only make the client reconnect at once.
+                // queued. Closing here would only make the client reconnect at once. The admin
+                // listener's requests never queue, so they are always read: an operator can
+                // look at a server whose queue is full.
                 conn.phase = Phase::AwaitRoom;
                 self.stalled.push_back(conn.id);
                 return;

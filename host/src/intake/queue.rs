@@ -18,6 +18,8 @@ pub struct Full;
 /// Requests waiting for a lane, oldest first.
 pub struct Queue {
     jobs: VecDeque<Job>,
+    /// Invariant: the sum of the jobs' `expected` call times.
+    work: Duration,
     /// Invariant: `jobs.len() <= capacity`, plus jobs handed back by executors that died
     /// (at most lanes x the pipeline depth).
     capacity: usize,
@@ -28,6 +30,7 @@ impl Queue {
     pub fn new(capacity: usize) -> Queue {
         Queue {
             jobs: VecDeque::with_capacity(capacity.min(1024)),
+            work: Duration::ZERO,
             capacity,
         }
     }
@@ -57,8 +60,14 @@ impl Queue {
         if self.is_full() {
             return Err(Full);
         }
+        self.work += job.expected;
         self.jobs.push_back(job);
         Ok(())
+    }
+
+    /// The time the queued jobs are expected to take to run, one after another.
+    pub fn work(&self) -> Duration {
+        self.work
     }
 
     /// The job at `index` (0 is the oldest).
@@ -68,11 +77,14 @@ impl Queue {
 
     /// Takes the job at `index` out.
     pub fn remove(&mut self, index: usize) -> Option<Job> {
-        self.jobs.remove(index)
+        let job = self.jobs.remove(index)?;
+        self.work = self.work.saturating_sub(job.expected);
+        Some(job)
     }
 
     /// Puts a job handed back by an executor that died before starting it at the front.
     pub fn push_front(&mut self, job: Job) {
+        self.work += job.expected;
         self.jobs.push_front(job);
     }
 
@@ -80,7 +92,7 @@ impl Queue {
     pub fn pop_expired(&mut self, now: Instant, max_wait: Duration) -> Option<Job> {
         let oldest = self.jobs.front()?;
         if now.duration_since(oldest.enqueued_at) > max_wait {
-            self.jobs.pop_front()
+            self.remove(0)
         } else {
             None
         }
@@ -146,6 +158,7 @@ mod tests {
             route: "echo".into(),
             request: Request::new("POST", "/"),
             enqueued_at: at,
+            expected: Duration::from_millis(slot as u64),
         }
     }
 
@@ -156,8 +169,10 @@ mod tests {
         assert!(queue.push(job(1, now)).is_ok());
         assert!(queue.push(job(2, now)).is_ok());
         assert_eq!(queue.push(job(3, now)), Err(Full));
+        assert_eq!(queue.work(), Duration::from_millis(3));
         assert_eq!(queue.remove(0).map(|j| j.conn.slot), Some(1));
         queue.push_front(job(4, now));
+        assert_eq!(queue.work(), Duration::from_millis(6));
         assert_eq!(queue.remove(0).map(|j| j.conn.slot), Some(4));
         assert_eq!(queue.remove(0).map(|j| j.conn.slot), Some(2));
         assert!(queue.remove(0).is_none());

@@ -54,7 +54,10 @@ impl Intake {
         if route == "-" {
             self.budget.release(body.len());
             let routes = self.pool.routes();
+            let predicted_wait = self.predicted_wait();
             let view = AdminView {
+                predicted_wait,
+                queue_wait: self.settings.queue_wait,
                 routes: &routes,
                 executors: &self.pool.counters,
                 executors_alive: self.pool.alive(),
@@ -91,6 +94,7 @@ impl Intake {
             route: route.to_owned(),
             request,
             enqueued_at: Instant::now(),
+            expected: self.pool.expected_call(route),
         };
         let body_bytes = job.body_bytes();
         if self.queue.push(job).is_err() {

@@ -161,6 +161,8 @@ pub struct Gauges<'a> {
     pub executors: &'a ExecutorCounters,
     /// Executors alive now.
     pub executors_alive: usize,
+    /// How long a request queued now is expected to wait.
+    pub predicted_wait: std::time::Duration,
     /// The routes, with their plugins' counters.
     pub routes: &'a [RouteInfo],
 }
@@ -215,6 +217,19 @@ pub fn render(counters: &Counters, gauges: &Gauges<'_>) -> String {
         "Requests waiting for a lane.",
         |o| {
             let _ = writeln!(o, "fiddler_queue_depth {}", gauges.queued);
+        },
+    );
+    family(
+        o,
+        "fiddler_predicted_wait_seconds",
+        "gauge",
+        "How long a request queued now is expected to wait before it starts.",
+        |o| {
+            let _ = writeln!(
+                o,
+                "fiddler_predicted_wait_seconds {:.6}",
+                gauges.predicted_wait.as_secs_f64()
+            );
         },
     );
     family(
@@ -337,6 +352,22 @@ pub fn render(counters: &Counters, gauges: &Gauges<'_>) -> String {
     }
     family(
         o,
+        "fiddler_plugin_service_seconds",
+        "gauge",
+        "Expected duration of a call per plugin route (median of its recent calls).",
+        |o| {
+            for route in gauges.routes {
+                let _ = writeln!(
+                    o,
+                    "fiddler_plugin_service_seconds{{plugin=\"{}\"}} {:.6}",
+                    route.name,
+                    route.expected_call.as_secs_f64()
+                );
+            }
+        },
+    );
+    family(
+        o,
         "fiddler_plugin_responses_total",
         "counter",
         "Answers per plugin route and status class.",
@@ -406,11 +437,13 @@ mod tests {
             queued: 1,
             executors: &ExecutorCounters::default(),
             executors_alive: 2,
+            predicted_wait: std::time::Duration::from_millis(1500),
             routes: &[],
         };
         let text = render(&counters, &gauges);
         assert!(text.contains("fiddler_dropped_total{reason=\"client_gone\"} 1\n"));
         assert!(text.contains("fiddler_refused_total{status=\"413\"} 1\n"));
+        assert!(text.contains("fiddler_predicted_wait_seconds 1.500000\n"));
         assert!(text.contains("fiddler_responses_total{class=\"2xx\"} 1\n"));
         assert!(text.contains("fiddler_request_duration_seconds_bucket{le=\"0.005\"} 1\n"));
         assert!(text.contains("fiddler_request_duration_seconds_bucket{le=\"+Inf\"} 2\n"));
