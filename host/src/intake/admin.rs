@@ -174,6 +174,15 @@ mod tests {
             answer("/ready", &view).body_str(),
             Some("ready: 2 of 4 queued, predicted wait 0 ms of 60000\n")
         );
+        let slow = AdminView {
+            predicted_wait: Duration::from_secs(45),
+            ..view
+        };
+        assert_eq!(
+            answer("/ready", &slow).status,
+            503,
+            "3/4 of --queue-wait in predicted wait is the high-water mark too"
+        );
         assert_eq!(answer("/health", &view).status, 200);
         assert_eq!(
             answer("/plugins", &view).body_str(),
