@@ -21,7 +21,7 @@ impl Intake {
         crate::info!(
             "draining: stopped accepting; {} connection(s) open, {} queued",
             self.admission.open(),
-            self.queue.len()
+            self.dispatch.waiting()
         );
     }
 
@@ -29,8 +29,7 @@ impl Intake {
     /// unfinished until their last chance (`DRAIN_IDLE`) has passed and the sweep closed them:
     /// exiting earlier would cut off a request already on its way.
     pub(super) fn drained(&self) -> bool {
-        self.queue.is_empty()
-            && self.pool.is_idle()
+        self.dispatch.is_drained()
             && self
                 .conns
                 .iter()
@@ -40,7 +39,7 @@ impl Intake {
 
     /// Closes connections past their deadline and drops jobs that waited too long.
     pub(super) fn sweep(&mut self, now: Instant) {
-        while let Some(job) = self.queue.pop_expired(now, self.settings.queue_wait) {
+        while let Some(job) = self.dispatch.pop_expired(now, self.settings.queue_wait) {
             self.budget.release(job.body_bytes());
             self.counters.drop_for(Reason::Expired);
             if self.conn_mut(job.conn).is_some() {

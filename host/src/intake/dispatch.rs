@@ -1,163 +1,223 @@
-//! Between the queue and the executors: placing queued jobs (in order, skipping the gone, and
-//! letting jobs for other routes pass one whose route is restarting), letting parked
-//! connections read again when the queue has room, and taking the pool's answers and the
-//! watcher's changes.
+//! Dispatch: the stage between the queue and the executors. It owns the queue and the executor
+//! pool, places queued jobs (in order, letting jobs for other routes pass one whose route is
+//! restarting), hands back what executors answered, puts back what they took and never
+//! started, and predicts how long a request queued now would wait. Connections are intake's:
+//! dispatch names them by `ConnId` and asks intake whether each is still waiting.
 
-use super::*;
+use std::time::{Duration, Instant};
 
-impl Intake {
-    /// Places queued jobs with the pool until every lane is busy or nothing can run.
-    pub(super) fn dispatch(&mut self) {
+use mio::{Registry, Token};
+use plugin_api::Response;
+
+use crate::exec::job::Job;
+use crate::exec::pool::{Place, Pool, PoolEvent};
+use crate::ids::ConnId;
+use crate::intake::queue::{Full, Queue};
+use crate::plugins::version::NewVersion;
+use crate::plugins::watcher::Change;
+
+/// What became of a job taken out of the queue.
+pub enum Placed {
+    /// Sent to an executor after waiting this long in the queue.
+    Sent(Duration),
+    /// Its client had gone: dropped unrun.
+    Gone(ConnId),
+    /// No version serves its route: answer 404.
+    NoRoute(ConnId, String),
+}
+
+/// An answer to write.
+pub struct Answer {
+    /// Who asked.
+    pub conn: ConnId,
+    /// The route it went to (for the access log).
+    pub route: String,
+    /// The answer.
+    pub response: Response,
+}
+
+/// The queue and the executors behind it.
+pub struct Dispatch {
+    queue: Queue,
+    pool: Pool,
+    /// What the pool said and dispatch has not acted on yet.
+    events: Vec<PoolEvent>,
+    /// Jobs may be placeable: one was queued, or an answer freed a lane.
+    pending: bool,
+}
+
+impl Dispatch {
+    /// Dispatch over an empty queue and a pool.
+    pub fn new(queue: Queue, pool: Pool) -> Dispatch {
+        Dispatch {
+            queue,
+            pool,
+            events: Vec::new(),
+            pending: false,
+        }
+    }
+
+    /// Queues a job, or refuses it when the queue holds its capacity.
+    pub fn enqueue(&mut self, job: Job) -> Result<(), Full> {
+        self.queue.push(job)?;
+        self.pending = true;
+        Ok(())
+    }
+
+    /// Asks for another placing pass (the loop does one per turn).
+    pub fn wake(&mut self) {
+        self.pending = true;
+    }
+
+    /// Whether a placing pass is due; clears the flag.
+    pub fn take_pending(&mut self) -> bool {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// Places queued jobs until every lane is busy or nothing can run. `waiting` says whether
+    /// a connection still waits for its answer (checked at the last moment: a client's close
+    /// may have come while its request sat unread). Returns, per job taken out of the queue,
+    /// what became of it and the body bytes it held.
+    pub fn place(
+        &mut self,
+        registry: &Registry,
+        mut waiting: impl FnMut(ConnId) -> bool,
+    ) -> Vec<(Placed, usize)> {
+        let mut placed = Vec::new();
         let mut at = 0;
         while let Some(job) = self.queue.get(at) {
-            let place = self
-                .pool
-                .place(&job.route, job.body_bytes(), self.poll.registry());
-            let slot = match place {
+            let place = self.pool.place(&job.route, job.body_bytes(), registry);
+            match place {
                 Place::Wait => {
                     at += 1;
                     continue;
                 }
                 Place::Full => break,
-                Place::NoRoute | Place::Run(_) => place,
-            };
+                Place::NoRoute | Place::Run(_) => {}
+            }
             let Some(job) = self.queue.remove(at) else {
                 break;
             };
-            self.budget.release(job.body_bytes());
-            // Checked here, at the last moment, because the client's close may have come while
-            // the request still sat unread (its event then said nothing new).
-            let waiting = self
-                .conn_mut(job.conn)
-                .map(|conn| matches!(conn.phase, Phase::AwaitAnswer(_)) && !conn.peer_has_closed());
-            if waiting != Some(true) {
-                self.counters.drop_for(Reason::ClientGone);
-                if waiting.is_some() {
-                    self.close(job.conn.slot);
-                }
+            let bytes = job.body_bytes();
+            if !waiting(job.conn) {
+                placed.push((Placed::Gone(job.conn), bytes));
                 continue;
             }
-            match slot {
+            match place {
                 Place::Run(executor) => {
-                    self.counters
-                        .queue_wait
-                        .observe(job.enqueued_at.elapsed().as_secs_f64());
-                    let mut events = std::mem::take(&mut self.pool_events);
-                    self.pool
-                        .send(executor, job, self.poll.registry(), &mut events);
-                    self.pool_events = events;
+                    placed.push((Placed::Sent(job.enqueued_at.elapsed()), bytes));
+                    self.pool.send(executor, job, registry, &mut self.events);
                 }
-                _ => {
-                    let body = format!("no plugin serves /{}\n", job.route);
-                    self.answer(job.conn, &job.route, text(404, &body));
+                _ => placed.push((Placed::NoRoute(job.conn, job.route), bytes)),
+            }
+        }
+        placed
+    }
+
+    /// The answers the pool has; jobs it handed back go to the front of the queue (their body
+    /// bytes are returned, to take back from the budget). Any of either calls for another
+    /// placing pass.
+    pub fn take_answers(&mut self) -> (Vec<Answer>, usize) {
+        let mut answers = Vec::new();
+        let mut requeued = 0;
+        // Requeued jobs come in reverse order, so pushing each to the front keeps theirs.
+        for event in std::mem::take(&mut self.events) {
+            self.pending = true;
+            match event {
+                PoolEvent::Answer {
+                    conn,
+                    route,
+                    response,
+                } => answers.push(Answer {
+                    conn,
+                    route,
+                    response,
+                }),
+                PoolEvent::Requeue(job) => {
+                    requeued += job.body_bytes();
+                    self.queue.push_front(job);
                 }
             }
         }
-        self.accept();
+        (answers, requeued)
     }
 
-    /// Takes the pool's events and places jobs until neither has anything left to do.
-    pub(super) fn settle(&mut self) {
-        loop {
-            self.take_pool_events();
-            if !self.dispatch_pending {
-                return;
-            }
-            self.dispatch_pending = false;
-            self.dispatch();
-        }
+    /// Whether the pool said something not yet taken.
+    pub fn has_answers(&self) -> bool {
+        !self.events.is_empty()
     }
 
-    /// Lets waiting connections read their next request, oldest first, while the queue has
-    /// room.
-    pub(super) fn resume_stalled(&mut self) {
-        let header_timeout = self.timeout(self.settings.header_timeout);
-        while self.queue_has_room() {
-            let Some(id) = self.stalled.pop_front() else {
-                return;
-            };
-            let Some(conn) = self.conn_mut(id) else {
-                continue;
-            };
-            if !matches!(conn.phase, Phase::AwaitRoom) {
-                continue;
-            }
-            conn.phase = Phase::ExpectHead;
-            conn.set_deadline(header_timeout);
-            self.drive(id.slot);
-        }
-    }
-
-    /// Hands an executor event to the pool.
-    pub(super) fn on_executor_event(&mut self, token: Token) {
-        let mut events = std::mem::take(&mut self.pool_events);
+    /// Hands an executor's poll event to the pool.
+    pub fn on_executor_event(&mut self, token: Token, registry: &Registry, scratch: &mut [u8]) {
         self.pool
-            .on_event(token, self.poll.registry(), &mut self.scratch, &mut events);
-        self.pool_events = events;
+            .on_event(token, registry, scratch, &mut self.events);
     }
 
-    /// The pool's deadlines, reaps and restarts.
-    pub(super) fn sweep_pool(&mut self, now: Instant) {
-        let mut events = std::mem::take(&mut self.pool_events);
-        self.pool.sweep(now, self.poll.registry(), &mut events);
-        self.pool_events = events;
-    }
-
-    /// Answers and requeued jobs from the pool (each frees or refills a lane: dispatch again).
-    fn take_pool_events(&mut self) {
-        while !self.pool_events.is_empty() {
-            // Requeued jobs come in reverse order, so pushing each to the front keeps theirs.
-            for event in std::mem::take(&mut self.pool_events) {
-                match event {
-                    PoolEvent::Answer {
-                        conn,
-                        route,
-                        response,
-                    } => self.answer(conn, &route, response),
-                    PoolEvent::Requeue(job) => {
-                        self.budget.take_back(job.body_bytes());
-                        self.queue.push_front(job);
-                    }
-                }
-            }
-            self.dispatch_pending = true;
+    /// The pool's deadlines, reaps and restarts, when one is due.
+    pub fn sweep(&mut self, now: Instant, registry: &Registry) {
+        if self.pool.next_deadline().is_some_and(|at| at <= now) {
+            self.pool.sweep(now, registry, &mut self.events);
         }
     }
 
-    /// Starts or removes versions as the watcher says.
-    pub(super) fn take_changes(&mut self) {
-        while let Ok(change) = self.changes.try_recv() {
-            match change {
-                Change::Install(version) => self.pool.install(version, self.poll.registry()),
-                Change::Remove(name) => {
-                    crate::info!("/{name} is no longer served");
-                    self.pool.remove(&name, self.poll.registry());
-                }
+    /// When the pool next has something to do.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.pool.next_deadline()
+    }
+
+    /// Starts the versions found at start-up.
+    pub fn install(&mut self, versions: Vec<NewVersion>, registry: &Registry) {
+        for version in versions {
+            self.pool.install(version, registry);
+        }
+    }
+
+    /// Starts or removes a version as the watcher says.
+    pub fn apply(&mut self, change: Change, registry: &Registry) {
+        match change {
+            Change::Install(version) => self.pool.install(version, registry),
+            Change::Remove(name) => {
+                crate::info!("/{name} is no longer served");
+                self.pool.remove(&name, registry);
             }
         }
     }
 
-    /// Writes `response` to the connection waiting for it, if it still waits.
-    fn answer(&mut self, conn: ConnId, route: &str, response: Response) {
-        let (shape, peer) = match self.conn_mut(conn) {
-            Some(Conn {
-                phase: Phase::AwaitAnswer(shape),
-                peer,
-                ..
-            }) => (*shape, *peer),
-            _ => return, // the client left; drop the answer
-        };
-        let took = shape.started.elapsed();
-        self.counters.latency.observe(took.as_secs_f64());
-        if crate::observe::log::access_enabled() {
-            crate::info!(
-                "access {peer} /{route} {} {} bytes {:.1} ms",
-                response.status,
-                response.body.len(),
-                took.as_secs_f64() * 1000.0
-            );
-        }
-        self.respond(conn.slot, response, shape);
-        self.drive(conn.slot);
+    /// Takes the oldest job if it waited past `max_wait`.
+    pub fn pop_expired(&mut self, now: Instant, max_wait: Duration) -> Option<Job> {
+        self.queue.pop_expired(now, max_wait)
+    }
+
+    /// How long a request queued now is expected to wait before it starts: the expected time
+    /// of the work ahead of it (queued, written ahead, and what is left of the running calls)
+    /// shared among the lanes (Little's law).
+    pub fn predicted_wait(&self) -> Duration {
+        let work = self.queue.work() + self.pool.work_in_flight(Instant::now());
+        work / u32::try_from(self.pool.lanes()).unwrap_or(1).max(1)
+    }
+
+    /// Jobs waiting to start: queued, or written ahead to a busy executor.
+    pub fn waiting(&self) -> usize {
+        self.queue.len() + self.pool.written_ahead()
+    }
+
+    /// Whether the queue holds its capacity.
+    pub fn is_full(&self) -> bool {
+        self.queue.is_full()
+    }
+
+    /// The queue's capacity.
+    pub fn capacity(&self) -> usize {
+        self.queue.capacity()
+    }
+
+    /// Whether nothing is queued and no executor holds a call.
+    pub fn is_drained(&self) -> bool {
+        self.queue.is_empty() && self.pool.is_idle()
+    }
+
+    /// The executors, to read (admin routes, body limits, estimates).
+    pub fn pool(&self) -> &Pool {
+        &self.pool
     }
 }

@@ -9,14 +9,14 @@
 //! Intake owns the connections, the queue, the budget and the executor pool.
 //!
 //! This file owns the loop, the listeners and the connection table; `requests` turns complete
-//! heads and requests into queued jobs or answers, `dispatch` hands jobs to executors and takes
-//! their answers, `deadlines` closes what is late and drains on shutdown.
+//! heads and requests into queued jobs or answers, `dispatch` is the stage from the queue to the
+//! executors (its own struct), `deadlines` closes what is late and drains on shutdown.
 
 pub mod admin;
 pub mod admission;
 pub mod conn;
 mod deadlines;
-mod dispatch;
+pub mod dispatch;
 pub mod queue;
 mod requests;
 
@@ -32,7 +32,7 @@ use mio::{Events, Interest, Poll, Token};
 use plugin_api::{Header, RVec, Request, Response};
 
 use crate::exec::job::Job;
-use crate::exec::pool::{Place, Pool, PoolEvent};
+use crate::exec::pool::Pool;
 use crate::http::body::BodyReader;
 use crate::http::error::HttpError;
 use crate::http::parse::{Framing, Head, HeadLimits};
@@ -48,6 +48,7 @@ use crate::warn;
 use admin::AdminView;
 use admission::{answer_busy, Admission, BusyMode};
 use conn::{Conn, Outgoing, Phase, ReplyShape, Step};
+use dispatch::{Answer, Dispatch, Placed};
 use queue::{ByteBudget, Queue};
 
 /// The token of the waker the watcher uses. Listener `i` has `Token(usize::MAX - 1 - i)`;
@@ -115,14 +116,9 @@ pub struct Intake {
     free: Vec<usize>,
     admission: Admission,
     next_serial: u64,
-    queue: Queue,
     budget: ByteBudget,
-    /// The executors and the versions they serve.
-    pool: Pool,
-    /// What the pool said and intake has not acted on yet.
-    pool_events: Vec<PoolEvent>,
-    /// Jobs may be placeable: a request was queued, an answer freed a lane.
-    dispatch_pending: bool,
+    /// The queue and the executors behind it.
+    dispatch: Dispatch,
     /// New and removed versions from the watcher.
     changes: Receiver<Change>,
     /// Whether the worker accepts yet: not before the first versions' executors are ready (or
@@ -184,11 +180,8 @@ impl Intake {
             free: Vec::new(),
             admission,
             next_serial: 0,
-            queue: Queue::new(queue),
             budget: ByteBudget::new(queue_bytes),
-            pool,
-            pool_events: Vec::new(),
-            dispatch_pending: false,
+            dispatch: Dispatch::new(Queue::new(queue), pool),
             changes,
             accepting: false,
             settings,
@@ -217,9 +210,7 @@ impl Intake {
 
     /// Starts `versions` (the folder's contents at start-up).
     pub fn install(&mut self, versions: Vec<crate::plugins::version::NewVersion>) {
-        for version in versions {
-            self.pool.install(version, self.poll.registry());
-        }
+        self.dispatch.install(versions, self.poll.registry());
     }
 
     /// Runs the loop until it has drained after SIGTERM (or a second signal, or the drain
@@ -230,14 +221,14 @@ impl Intake {
         let mut next_sweep = Instant::now() + SWEEP_EVERY;
         let mut on_ready = Some(on_ready);
         loop {
-            if !self.accepting && !self.pool.is_starting() {
+            if !self.accepting && !self.dispatch.pool().is_starting() {
                 self.accepting = true;
                 if let Some(ready) = on_ready.take() {
                     ready();
                 }
                 self.accept();
             }
-            let wake_at = match self.pool.next_deadline() {
+            let wake_at = match self.dispatch.next_deadline() {
                 Some(at) => at.min(next_sweep),
                 None => next_sweep,
             };
@@ -259,7 +250,7 @@ impl Intake {
                 if signals::terminations() > 1 || Instant::now() >= until {
                     warn!(
                         "exiting with {} queued and {} connection(s) unfinished",
-                        self.queue.len(),
+                        self.dispatch.waiting(),
                         self.admission.open()
                     );
                     return Ok(());
@@ -271,7 +262,8 @@ impl Intake {
                     continue;
                 }
                 if Pool::owns(token) {
-                    self.on_executor_event(token);
+                    self.dispatch
+                        .on_executor_event(token, self.poll.registry(), &mut self.scratch);
                     continue;
                 }
                 match self.listener_index(token) {
@@ -282,12 +274,12 @@ impl Intake {
                     None => self.on_socket_event(token.0, event.is_readable()),
                 }
             }
-            self.take_changes();
-            let now = Instant::now();
-            if self.pool.next_deadline().is_some_and(|at| at <= now) {
-                self.sweep_pool(now);
+            while let Ok(change) = self.changes.try_recv() {
+                self.dispatch.apply(change, self.poll.registry());
             }
-            self.dispatch_pending = true;
+            let now = Instant::now();
+            self.dispatch.sweep(now, self.poll.registry());
+            self.dispatch.wake();
             self.settle();
             self.resume_stalled();
             self.settle();
@@ -306,17 +298,9 @@ impl Intake {
     /// them the time bound (a request queued now must be expected to start within
     /// `--queue-wait`).
     fn queue_has_room(&self) -> bool {
-        !self.queue.is_full()
+        !self.dispatch.is_full()
             && !self.budget.is_spent()
-            && self.predicted_wait() <= self.settings.queue_wait
-    }
-
-    /// How long a request queued now is expected to wait before it starts: the expected time
-    /// of the work ahead of it (queued, written ahead, and what is left of the running calls)
-    /// shared among the lanes (Little's law).
-    fn predicted_wait(&self) -> Duration {
-        let work = self.queue.work() + self.pool.work_in_flight(Instant::now());
-        work / u32::try_from(self.pool.lanes()).unwrap_or(1).max(1)
+            && self.dispatch.predicted_wait() <= self.settings.queue_wait
     }
 
     /// Whether to call `accept` now: for a slot, or to answer `503` in busy mode.
@@ -329,7 +313,7 @@ impl Intake {
     /// The queue is above its high-water mark (three quarters): answers close their
     /// connections instead of keeping them.
     fn queue_under_pressure(&self) -> bool {
-        (self.queue.len() + self.pool.written_ahead()) * 4 >= self.queue.capacity() * 3
+        self.dispatch.waiting() * 4 >= self.dispatch.capacity() * 3
     }
 
     /// `base`, or the pressure timeout if it is shorter and connections are above the mark.
@@ -380,7 +364,7 @@ impl Intake {
                         // Busy mode: answer 503 (plain HTTP) or close (HTTPS), no slot taken.
                         self.counters.busy_answers += 1;
                         if scheme == Scheme::Http {
-                            let wait = self.predicted_wait();
+                            let wait = self.dispatch.predicted_wait();
                             let retry_after = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
                             answer_busy(stream, retry_after.max(1));
                         }
@@ -540,6 +524,115 @@ impl Intake {
             }
         }
     }
+}
+
+impl Intake {
+    /// Hands answers to their connections and places queued jobs until neither has anything
+    /// left to do (an answer can free a lane; a connection answered can queue its next
+    /// request).
+    fn settle(&mut self) {
+        loop {
+            while self.dispatch.has_answers() {
+                let (answers, requeued_bytes) = self.dispatch.take_answers();
+                self.budget.take_back(requeued_bytes);
+                for answer in answers {
+                    self.answer(answer);
+                }
+            }
+            if !self.dispatch.take_pending() {
+                return;
+            }
+            self.place_jobs();
+        }
+    }
+
+    /// One placing pass: jobs go to executors; the gone are dropped, the unrouted answered.
+    fn place_jobs(&mut self) {
+        let conns = &self.conns;
+        let placed = self.dispatch.place(self.poll.registry(), |id| {
+            conn_in(conns, id).is_some_and(|conn| {
+                matches!(conn.phase, Phase::AwaitAnswer(_)) && !conn.peer_has_closed()
+            })
+        });
+        for (outcome, bytes) in placed {
+            self.budget.release(bytes);
+            match outcome {
+                Placed::Sent(waited) => self.counters.queue_wait.observe(waited.as_secs_f64()),
+                Placed::Gone(conn) => {
+                    self.counters.drop_for(Reason::ClientGone);
+                    if self.conn_mut(conn).is_some() {
+                        self.close(conn.slot);
+                    }
+                }
+                Placed::NoRoute(conn, route) => {
+                    let body = format!("no plugin serves /{route}\n");
+                    self.answer(Answer {
+                        conn,
+                        route,
+                        response: text(404, &body),
+                    });
+                }
+            }
+        }
+        self.accept();
+    }
+
+    /// Lets waiting connections read their next request, oldest first, while the queue has
+    /// room.
+    fn resume_stalled(&mut self) {
+        let header_timeout = self.timeout(self.settings.header_timeout);
+        while self.queue_has_room() {
+            let Some(id) = self.stalled.pop_front() else {
+                return;
+            };
+            let Some(conn) = self.conn_mut(id) else {
+                continue;
+            };
+            if !matches!(conn.phase, Phase::AwaitRoom) {
+                continue;
+            }
+            conn.phase = Phase::ExpectHead;
+            conn.set_deadline(header_timeout);
+            self.drive(id.slot);
+        }
+    }
+
+    /// Writes an answer to the connection waiting for it, if it still waits.
+    fn answer(&mut self, answer: Answer) {
+        let Answer {
+            conn,
+            route,
+            response,
+        } = answer;
+        let (shape, peer) = match self.conn_mut(conn) {
+            Some(Conn {
+                phase: Phase::AwaitAnswer(shape),
+                peer,
+                ..
+            }) => (*shape, *peer),
+            _ => return, // the client left; drop the answer
+        };
+        let took = shape.started.elapsed();
+        self.counters.latency.observe(took.as_secs_f64());
+        if crate::observe::log::access_enabled() {
+            crate::info!(
+                "access {peer} /{route} {} {} bytes {:.1} ms",
+                response.status,
+                response.body.len(),
+                took.as_secs_f64() * 1000.0
+            );
+        }
+        self.respond(conn.slot, response, shape);
+        self.drive(conn.slot);
+    }
+}
+
+/// The connection `id` names, if it is still the one in its slot.
+fn conn_in(conns: &[Option<Conn>], id: ConnId) -> Option<&Conn> {
+    conns
+        .get(id.slot)
+        .and_then(Option::as_ref)
+        .filter(|conn| conn.id == id)
 }
 
 fn listener_token(i: usize) -> Token {

@@ -6,7 +6,8 @@ use super::*;
 impl Intake {
     pub(super) fn body_limit(&self, route: &str) -> usize {
         let own = self
-            .pool
+            .dispatch
+            .pool()
             .max_body(route)
             .and_then(|limit| usize::try_from(limit).ok());
         own.map_or(self.settings.max_body, |own| {
@@ -53,16 +54,17 @@ impl Intake {
         }
         if route == "-" {
             self.budget.release(body.len());
-            let routes = self.pool.routes();
-            let predicted_wait = self.predicted_wait();
+            let pool = self.dispatch.pool();
+            let routes = pool.routes();
+            let predicted_wait = self.dispatch.predicted_wait();
             let view = AdminView {
                 predicted_wait,
                 queue_wait: self.settings.queue_wait,
                 routes: &routes,
-                executors: &self.pool.counters,
-                executors_alive: self.pool.alive(),
-                queued: self.queue.len() + self.pool.written_ahead(),
-                queue_capacity: self.queue.capacity(),
+                executors: &pool.counters,
+                executors_alive: pool.alive(),
+                queued: self.dispatch.waiting(),
+                queue_capacity: self.dispatch.capacity(),
                 open: self.admission.open(),
                 counters: &self.counters,
             };
@@ -94,10 +96,10 @@ impl Intake {
             route: route.to_owned(),
             request,
             enqueued_at: Instant::now(),
-            expected: self.pool.expected_call(route),
+            expected: self.dispatch.pool().expected_call(route),
         };
         let body_bytes = job.body_bytes();
-        if self.queue.push(job).is_err() {
+        if self.dispatch.enqueue(job).is_err() {
             // Full: shed silently, as at accept time.
             self.budget.release(body_bytes);
             self.counters.drop_for(Reason::QueueFull);
@@ -105,7 +107,6 @@ impl Intake {
         }
         self.counters.queued += 1;
         conn.phase = Phase::AwaitAnswer(shape);
-        self.dispatch_pending = true;
     }
 
     /// Answers a refused request and closes the connection afterwards.
