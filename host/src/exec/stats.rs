@@ -15,6 +15,8 @@ pub struct ServiceTime {
     recent: [Duration; RECENT_CALLS],
     len: usize,
     next: usize,
+    /// The median of `recent`, kept by `record` (read on every request, so not recomputed).
+    median: Option<Duration>,
 }
 
 impl ServiceTime {
@@ -23,17 +25,15 @@ impl ServiceTime {
         self.recent[self.next] = took;
         self.next = (self.next + 1) % RECENT_CALLS;
         self.len = (self.len + 1).min(RECENT_CALLS);
+        let mut sorted = self.recent;
+        let measured = &mut sorted[..self.len];
+        measured.sort_unstable();
+        self.median = Some(measured[self.len / 2]);
     }
 
     /// The median of the calls remembered; `None` before the first.
     pub fn estimate(&self) -> Option<Duration> {
-        if self.len == 0 {
-            return None;
-        }
-        let mut sorted = self.recent;
-        let measured = &mut sorted[..self.len];
-        measured.sort_unstable();
-        Some(measured[self.len / 2])
+        self.median
     }
 
     /// Whether no call was measured yet.

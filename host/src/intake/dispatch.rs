@@ -76,14 +76,14 @@ impl Dispatch {
 
     /// Places queued jobs until every lane is busy or nothing can run. `waiting` says whether
     /// a connection still waits for its answer (checked at the last moment: a client's close
-    /// may have come while its request sat unread). Returns, per job taken out of the queue,
-    /// what became of it and the body bytes it held.
+    /// may have come while its request sat unread). Appends to `placed`, per job taken out of
+    /// the queue, what became of it and the body bytes it held.
     pub fn place(
         &mut self,
         registry: &Registry,
+        placed: &mut Vec<(Placed, usize)>,
         mut waiting: impl FnMut(ConnId) -> bool,
-    ) -> Vec<(Placed, usize)> {
-        let mut placed = Vec::new();
+    ) {
         let mut at = 0;
         while let Some(job) = self.queue.get(at) {
             let place = self.pool.place(&job.route, job.body_bytes(), registry);
@@ -111,17 +111,15 @@ impl Dispatch {
                 _ => placed.push((Placed::NoRoute(job.conn, job.route), bytes)),
             }
         }
-        placed
     }
 
-    /// The answers the pool has; jobs it handed back go to the front of the queue (their body
-    /// bytes are returned, to take back from the budget). Any of either calls for another
-    /// placing pass.
-    pub fn take_answers(&mut self) -> (Vec<Answer>, usize) {
-        let mut answers = Vec::new();
+    /// Appends the answers the pool has to `answers`; jobs it handed back go to the front of
+    /// the queue (their body bytes are returned, to take back from the budget). Any of either
+    /// calls for another placing pass.
+    pub fn take_answers(&mut self, answers: &mut Vec<Answer>) -> usize {
         let mut requeued = 0;
         // Requeued jobs come in reverse order, so pushing each to the front keeps theirs.
-        for event in std::mem::take(&mut self.events) {
+        for event in self.events.drain(..) {
             self.pending = true;
             match event {
                 PoolEvent::Answer {
@@ -139,7 +137,7 @@ impl Dispatch {
                 }
             }
         }
-        (answers, requeued)
+        requeued
     }
 
     /// Whether the pool said something not yet taken.

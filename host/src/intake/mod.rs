@@ -119,6 +119,9 @@ pub struct Intake {
     budget: ByteBudget,
     /// The queue and the executors behind it.
     dispatch: Dispatch,
+    /// Reused buffers for what dispatch hands back (empty between turns).
+    answers: Vec<Answer>,
+    placed: Vec<(Placed, usize)>,
     /// New and removed versions from the watcher.
     changes: Receiver<Change>,
     /// Whether the worker accepts yet: not before the first versions' executors are ready (or
@@ -182,6 +185,8 @@ impl Intake {
             next_serial: 0,
             budget: ByteBudget::new(queue_bytes),
             dispatch: Dispatch::new(Queue::new(queue), pool),
+            answers: Vec::new(),
+            placed: Vec::new(),
             changes,
             accepting: false,
             settings,
@@ -486,11 +491,17 @@ impl Intake {
         loop {
             let limits = self.settings.head_limits;
             let header_timeout = self.timeout(self.settings.header_timeout);
-            let no_room = !self.queue_has_room();
+            // Only a connection about to read a new request asks (the time bound is not free).
+            let about_to_read = self
+                .conns
+                .get(slot)
+                .and_then(Option::as_ref)
+                .is_some_and(|c| c.kind != Scheme::Admin && matches!(c.phase, Phase::ExpectHead));
+            let no_room = about_to_read && !self.queue_has_room();
             let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
                 return;
             };
-            if no_room && conn.kind != Scheme::Admin && matches!(conn.phase, Phase::ExpectHead) {
+            if no_room {
                 // Backpressure instead of shedding: read the next request only once it can be
                 // queued. Closing here would only make the client reconnect at once. The admin
                 // listener's requests never queue, so they are always read: an operator can
@@ -533,11 +544,14 @@ impl Intake {
     fn settle(&mut self) {
         loop {
             while self.dispatch.has_answers() {
-                let (answers, requeued_bytes) = self.dispatch.take_answers();
+                let mut answers = std::mem::take(&mut self.answers);
+                let requeued_bytes = self.dispatch.take_answers(&mut answers);
                 self.budget.take_back(requeued_bytes);
-                for answer in answers {
+                for answer in answers.drain(..) {
                     self.answer(answer);
                 }
+                // The buffer keeps its capacity: no allocation per answer.
+                self.answers = answers;
             }
             if !self.dispatch.take_pending() {
                 return;
@@ -549,12 +563,14 @@ impl Intake {
     /// One placing pass: jobs go to executors; the gone are dropped, the unrouted answered.
     fn place_jobs(&mut self) {
         let conns = &self.conns;
-        let placed = self.dispatch.place(self.poll.registry(), |id| {
-            conn_in(conns, id).is_some_and(|conn| {
-                matches!(conn.phase, Phase::AwaitAnswer(_)) && !conn.peer_has_closed()
-            })
-        });
-        for (outcome, bytes) in placed {
+        let mut placed = std::mem::take(&mut self.placed);
+        self.dispatch
+            .place(self.poll.registry(), &mut placed, |id| {
+                conn_in(conns, id).is_some_and(|conn| {
+                    matches!(conn.phase, Phase::AwaitAnswer(_)) && !conn.peer_has_closed()
+                })
+            });
+        for (outcome, bytes) in placed.drain(..) {
             self.budget.release(bytes);
             match outcome {
                 Placed::Sent(waited) => self.counters.queue_wait.observe(waited.as_secs_f64()),
@@ -574,6 +590,7 @@ impl Intake {
                 }
             }
         }
+        self.placed = placed;
         self.accept();
     }
 
