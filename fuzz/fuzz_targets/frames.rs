@@ -18,7 +18,8 @@ fuzz_target!(|data: &[u8]| {
     while at < rest.len() {
         let end = (at + piece).min(rest.len());
         let used = match reader.direct() {
-            Some(body) => {
+            Err(_) => return,
+            Ok(Some(body)) => {
                 let n = body.len().min(end - at);
                 body[..n].copy_from_slice(&rest[at..at + n]);
                 match reader.filled(n) {
@@ -26,7 +27,7 @@ fuzz_target!(|data: &[u8]| {
                     Err(_) => return,
                 }
             }
-            None => match reader.feed(&rest[at..end]) {
+            Ok(None) => match reader.feed(&rest[at..end]) {
                 Ok((used, _)) => used,
                 Err(_) => return,
             },

@@ -115,8 +115,12 @@ fn serve(socket: &mut UnixStream, handler: &Handler) -> i32 {
     let mut buffer = vec![0u8; 64 * 1024];
     loop {
         let read = match reader.direct() {
-            Some(body) => socket.read(body).map(|n| (n, true)),
-            None => socket.read(&mut buffer).map(|n| (n, false)),
+            Ok(Some(body)) => socket.read(body).map(|n| (n, true)),
+            Ok(None) => socket.read(&mut buffer).map(|n| (n, false)),
+            Err(e) => {
+                eprintln!("executor: {e}; exiting");
+                return EXIT_PROTOCOL;
+            }
         };
         let (n, direct) = match read {
             Ok((0, _)) => return 0,

@@ -212,8 +212,9 @@ impl Executor {
     pub fn receive(&mut self, scratch: &mut [u8], out: &mut Vec<Message>) -> Received {
         loop {
             let read = match self.reader.direct() {
-                Some(body) => self.socket.read(body).map(|n| (n, true)),
-                None => self.socket.read(scratch).map(|n| (n, false)),
+                Ok(Some(body)) => self.socket.read(body).map(|n| (n, true)),
+                Ok(None) => self.socket.read(scratch).map(|n| (n, false)),
+                Err(e) => return Received::Bad(e),
             };
             let parsed = match read {
                 Ok((0, _)) => return Received::Gone,

@@ -39,6 +39,10 @@ pub const MAX_META: usize = 1 << 20;
 pub const MAX_BODY: usize = 1 << 30;
 /// Bytes in a frame head.
 const HEAD: usize = 9;
+/// The most body room a reader prepares ahead of the bytes that arrived: a frame that declares
+/// a large body commits memory only as the body really comes, and running out of memory for
+/// it is an error value, not an abort.
+const DIRECT_CHUNK: usize = 1 << 20;
 
 /// What kind of frame it is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -363,8 +367,9 @@ enum Stage {
 /// Turns a byte stream into frames without doing IO: feed it what a socket gave, take out
 /// whole frames. A large body can be read straight into its final buffer ([`direct`]).
 ///
-/// Invariant: `meta.len() <= MAX_META` and `body.len() <= MAX_BODY`; in `ExpectRest`,
-/// `meta.len() <= meta_len` and `body.len() <= body_len`.
+/// Invariant: `meta.len() <= MAX_META`; in `ExpectRest`, `meta.len() <= meta_len` and
+/// `body_got <= body.len() <= body_len <= MAX_BODY` (bytes past `body_got` are room prepared
+/// by `direct`, not yet filled).
 ///
 /// [`direct`]: FrameReader::direct
 pub struct FrameReader {
@@ -420,9 +425,7 @@ impl FrameReader {
                     self.meta.extend_from_slice(&input[used..used + n]);
                     used += n;
                     let n = (body_len - self.body_got).min(input.len() - used);
-                    self.body[self.body_got..self.body_got + n]
-                        .copy_from_slice(&input[used..used + n]);
-                    self.body_got += n;
+                    self.put_body(&input[used..used + n])?;
                     used += n;
                     if self.meta.len() == meta_len && self.body_got == body_len {
                         return Ok((used, Some(self.finish(kind)?)));
@@ -433,15 +436,38 @@ impl FrameReader {
         }
     }
 
-    /// The rest of the current body, when the metadata is complete and body bytes are still
-    /// missing: read into it directly, then call [`filled`](FrameReader::filled).
-    pub fn direct(&mut self) -> Option<&mut [u8]> {
-        match self.stage {
-            Stage::ExpectRest { meta_len, .. } if self.meta.len() == meta_len => {
-                Some(&mut self.body[self.body_got..]).filter(|rest| !rest.is_empty())
-            }
-            _ => None,
+    /// Room for the next body bytes (at most [`DIRECT_CHUNK`]), when the metadata is complete
+    /// and body bytes are still missing: read into it directly, then call
+    /// [`filled`](FrameReader::filled). `Err` when memory for it cannot be had.
+    pub fn direct(&mut self) -> Result<Option<&mut [u8]>, FrameError> {
+        let Stage::ExpectRest {
+            meta_len, body_len, ..
+        } = self.stage
+        else {
+            return Ok(None);
+        };
+        if self.meta.len() < meta_len || self.body_got == body_len {
+            return Ok(None);
         }
+        if self.body.len() == self.body_got {
+            let room = (body_len - self.body_got).min(DIRECT_CHUNK);
+            // Within the capacity reserved at the head: no reallocation, no abort.
+            self.body.resize(self.body_got + room, 0);
+        }
+        Ok(Some(&mut self.body[self.body_got..]))
+    }
+
+    /// Appends body bytes: into room `direct` prepared, then past it.
+    fn put_body(&mut self, bytes: &[u8]) -> Result<(), FrameError> {
+        let prepared = (self.body.len() - self.body_got).min(bytes.len());
+        self.body[self.body_got..self.body_got + prepared].copy_from_slice(&bytes[..prepared]);
+        let rest = &bytes[prepared..];
+        self.body
+            .try_reserve(rest.len())
+            .map_err(|_| FrameError::TooLarge)?;
+        self.body.extend_from_slice(rest);
+        self.body_got += bytes.len();
+        Ok(())
     }
 
     /// Counts `n` bytes read into [`direct`](FrameReader::direct)'s slice; returns the frame
@@ -450,7 +476,7 @@ impl FrameReader {
         let Stage::ExpectRest { kind, body_len, .. } = self.stage else {
             return Ok(None);
         };
-        self.body_got = (self.body_got + n).min(body_len);
+        self.body_got = (self.body_got + n).min(self.body.len());
         if self.body_got == body_len {
             return Ok(Some(self.finish(kind)?));
         }
@@ -472,8 +498,13 @@ impl FrameReader {
             return Err(FrameError::TooLarge);
         }
         self.meta = Vec::with_capacity(meta_len);
-        // Zeroed pages come from the allocator for free at this size; a direct read fills it.
-        self.body = vec![0; body_len];
+        // Address space for the whole body at once (no reallocation while it arrives; a length
+        // that cannot be had is an error, not an abort), but memory is only touched as the
+        // body comes: a declared length is only a claim.
+        self.body = Vec::new();
+        self.body
+            .try_reserve_exact(body_len)
+            .map_err(|_| FrameError::TooLarge)?;
         self.body_got = 0;
         self.stage = Stage::ExpectRest {
             kind,
@@ -486,7 +517,8 @@ impl FrameReader {
     fn finish(&mut self, kind: Kind) -> Result<Message, FrameError> {
         self.stage = Stage::ExpectHead { got: 0 };
         let meta = std::mem::take(&mut self.meta);
-        let body = std::mem::take(&mut self.body);
+        let mut body = std::mem::take(&mut self.body);
+        body.truncate(self.body_got);
         decode(kind, &meta, body)
     }
 }
@@ -578,13 +610,40 @@ mod tests {
         let mut reader = FrameReader::default();
         let (used, frame) = reader.feed(&head).expect("a valid head");
         assert_eq!((used, frame.is_none()), (head.len(), true));
-        let rest = reader.direct().expect("the body is next");
+        let rest = reader
+            .direct()
+            .expect("memory for it")
+            .expect("the body is next");
         assert_eq!(rest.len(), body.len());
         rest.copy_from_slice(&body);
         match reader.filled(body.len()).expect("valid") {
             Some(Message::Response(r)) => assert_eq!(r.body.as_slice(), &body[..]),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_declared_body_costs_memory_only_as_it_arrives() {
+        let mut head = response(&Response::status(200));
+        // Claim a 1 GiB body, then send 3 bytes of it.
+        head[5..9].copy_from_slice(&(MAX_BODY as u32).to_le_bytes());
+        let mut reader = FrameReader::default();
+        let (used, frame) = reader.feed(&head).expect("a valid head");
+        assert_eq!((used, frame.is_none()), (head.len(), true));
+        let room = reader.direct().expect("memory").expect("the body is next");
+        assert_eq!(
+            room.len(),
+            DIRECT_CHUNK,
+            "room is prepared a chunk at a time"
+        );
+        room[..3].copy_from_slice(b"abc");
+        assert!(reader.filled(3).expect("valid").is_none());
+        let (used, frame) = reader.feed(b"de").expect("valid");
+        assert_eq!((used, frame.is_none()), (2, true));
+        assert!(
+            reader.body.len() <= DIRECT_CHUNK,
+            "only the prepared room is touched, not the declared gigabyte"
+        );
     }
 
     #[test]
