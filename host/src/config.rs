@@ -79,7 +79,8 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             http: Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
-            https: Some(SocketAddr::from(([127, 0, 0, 1], 8443))),
+            // A build without TLS serves plain HTTP only unless asked (then it says why not).
+            https: cfg!(feature = "tls").then(|| SocketAddr::from(([127, 0, 0, 1], 8443))),
             admin: None,
             log_format: crate::observe::log::Format::Human,
             log_level: crate::observe::log::Level::Info,

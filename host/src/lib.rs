@@ -72,11 +72,12 @@ impl fmt::Display for RunError {
         match self {
             RunError::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
             RunError::PrivateDir(e) => write!(f, "cannot make the private plugin directory: {e}"),
-            RunError::Tls(e) => write!(
+            RunError::Tls(e) if cfg!(feature = "tls") => write!(
                 f,
                 "HTTPS: {e} (make a development certificate with certs/make-dev-cert, or pass \
                  --https off)"
             ),
+            RunError::Tls(e) => write!(f, "HTTPS: {e}"),
             RunError::EventLoop(e) => write!(f, "event loop failed: {e}"),
             RunError::Worker(e) => write!(f, "cannot start a worker process: {e}"),
         }

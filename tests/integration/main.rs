@@ -19,7 +19,8 @@
 //! - `crashes`: segfault, abort, stack overflow, exit and hang cost one request; crash at load;
 //!   SIGTERM drains; SIGHUP restarts without losing a request.
 //! - `hotswap`: plugins dropped in, replaced, removed and refused while the server runs.
-//! - `tls`: bad input on the TLS port, certificate renewal without a restart.
+//! - `tls`: bad input on the TLS port, certificate renewal without a restart (only in a build
+//!   with the `tls` feature, like every `https::` variant).
 
 mod authoring;
 mod cgi;
@@ -32,4 +33,5 @@ mod operability;
 mod overload;
 mod serving;
 mod support;
+#[cfg(feature = "tls")]
 mod tls;

@@ -266,3 +266,24 @@ fn the_worker_runs_two_threads_under_load_and_maps_no_plugin() {
         "the worker maps no plugin library"
     );
 }
+
+#[cfg(not(feature = "tls"))]
+#[test]
+fn a_build_without_tls_says_so_when_asked_for_https() {
+    let dir = TempDir::new("notls");
+    let output = Command::new(env!("CARGO_BIN_EXE_fiddler-crab"))
+        .args([
+            "--http",
+            "127.0.0.1:0",
+            "--https",
+            "127.0.0.1:0",
+            "--plugins",
+        ])
+        .arg(&dir.0)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run fiddler-crab");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("this build has no TLS"), "{stderr}");
+}

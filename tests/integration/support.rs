@@ -68,17 +68,23 @@ pub fn plugin_library(crate_name: &str) -> PathBuf {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scheme {
     Http,
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
     Https,
 }
 
+/// Whether the server under test was built with HTTPS (the `tls` feature): without it, the
+/// HTTPS variants of the tests are not generated and servers start without an HTTPS listener.
+pub const HTTPS: bool = cfg!(feature = "tls");
+
 /// Generates `http::NAME` and `https::NAME` tests from `fn NAME(scheme: Scheme)`, so one test
-/// body covers both transports.
+/// body covers both transports (`https::` only in a build with TLS).
 #[macro_export]
 macro_rules! over_both_schemes {
     ($($name:ident),* $(,)?) => {
         mod http {
             $( #[test] fn $name() { super::$name($crate::support::Scheme::Http) } )*
         }
+        #[cfg(feature = "tls")]
         mod https {
             $( #[test] fn $name() { super::$name($crate::support::Scheme::Https) } )*
         }
@@ -165,6 +171,7 @@ pub struct Server {
     /// The plugins folder the server watches.
     pub plugins_dir: PathBuf,
     /// The certificate folder (cert.pem, key.pem, dev-ca.pem).
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
     pub certs_dir: PathBuf,
     /// What `connect` trusts for HTTPS (the test CA the server started with).
     pub tls: Arc<rustls::ClientConfig>,
@@ -252,7 +259,7 @@ impl Server {
                 "--http",
                 "127.0.0.1:0",
                 "--https",
-                "127.0.0.1:0",
+                if HTTPS { "127.0.0.1:0" } else { "off" },
                 "--plugins",
             ])
             .arg(&plugins_dir)
@@ -290,7 +297,9 @@ impl Server {
             _root: root,
         };
         server.http_addr = server.listening_on("http");
-        server.https_addr = server.listening_on("https");
+        if HTTPS {
+            server.https_addr = server.listening_on("https");
+        }
         if !args.contains(&"--no-supervisor") {
             // The supervisor listens first; the worker then loads the plugins and says so.
             server.wait_for_log("] ready", START_DEADLINE);

@@ -24,7 +24,6 @@ use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::mpsc::Receiver;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpListener;
@@ -407,15 +406,13 @@ impl Intake {
         let _ = stream.set_nodelay(true);
         let mut transport = match (scheme, &self.certs) {
             (Scheme::Http | Scheme::Admin, _) => Transport::Plain(stream),
-            (Scheme::Https, Some(certs)) => {
-                match rustls::ServerConnection::new(Arc::clone(certs.config())) {
-                    Ok(tls) => Transport::tls(stream, tls),
-                    Err(e) => {
-                        self.release_slot(scheme, peer);
-                        return warn!("cannot start TLS for {peer}: {e}");
-                    }
+            (Scheme::Https, Some(certs)) => match certs.accept(stream) {
+                Ok(transport) => transport,
+                Err(e) => {
+                    self.release_slot(scheme, peer);
+                    return warn!("cannot start TLS for {peer}: {e}");
                 }
-            }
+            },
             (Scheme::Https, None) => return self.release_slot(scheme, peer),
         };
         let slot = self.free.pop().unwrap_or(self.conns.len());

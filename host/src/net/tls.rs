@@ -13,6 +13,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::ServerConfig;
 
+use crate::net::transport::Transport;
 use crate::{info, warn};
 
 /// Why a certificate or key could not be used.
@@ -110,6 +111,12 @@ impl CertStore {
             stamps,
             current,
         })
+    }
+
+    /// A TLS transport over a newly accepted socket (its handshake runs as it reads).
+    pub fn accept(&self, socket: mio::net::TcpStream) -> Result<Transport, rustls::Error> {
+        let session = rustls::ServerConnection::new(Arc::clone(self.config()))?;
+        Ok(Transport::tls(socket, session))
     }
 
     /// The configuration for new connections.

@@ -3,11 +3,13 @@
 //! Both read and write plaintext without blocking. For TLS, reading pumps records from the
 //! socket into rustls (which also answers the handshake), and writing hands plaintext to rustls,
 //! then pushes the records it made to the socket. Whatever the socket did not take yet is
-//! pushed by the next `flush` (intake calls it on every writable event).
+//! pushed by the next `flush` (intake calls it on every writable event). Without the `tls`
+//! feature there is only the plain pipe.
 
 use std::io::{self, IoSlice, Read, Write};
 
 use mio::net::TcpStream;
+#[cfg(feature = "tls")]
 use rustls::ServerConnection;
 
 /// Plain or TLS.
@@ -15,10 +17,12 @@ pub enum Transport {
     /// Plain TCP.
     Plain(TcpStream),
     /// TLS over TCP.
+    #[cfg(feature = "tls")]
     Tls(Box<TlsTransport>),
 }
 
 /// A TLS connection: the socket and rustls' state for it.
+#[cfg(feature = "tls")]
 pub struct TlsTransport {
     socket: TcpStream,
     tls: ServerConnection,
@@ -26,6 +30,7 @@ pub struct TlsTransport {
 
 impl Transport {
     /// A TLS transport over `socket`.
+    #[cfg(feature = "tls")]
     pub fn tls(socket: TcpStream, tls: ServerConnection) -> Transport {
         Transport::Tls(Box::new(TlsTransport { socket, tls }))
     }
@@ -34,6 +39,7 @@ impl Transport {
     pub fn socket(&self) -> &TcpStream {
         match self {
             Transport::Plain(socket) => socket,
+            #[cfg(feature = "tls")]
             Transport::Tls(t) => &t.socket,
         }
     }
@@ -42,19 +48,25 @@ impl Transport {
     pub fn socket_mut(&mut self) -> &mut TcpStream {
         match self {
             Transport::Plain(socket) => socket,
+            #[cfg(feature = "tls")]
             Transport::Tls(t) => &mut t.socket,
         }
     }
 
     /// Whether this is TLS.
     pub fn is_tls(&self) -> bool {
-        matches!(self, Transport::Tls(_))
+        match self {
+            Transport::Plain(_) => false,
+            #[cfg(feature = "tls")]
+            Transport::Tls(_) => true,
+        }
     }
 
     /// Reads plaintext. `Ok(0)` is the end of the stream; `WouldBlock` means wait.
     pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Transport::Plain(socket) => socket.read(buf),
+            #[cfg(feature = "tls")]
             Transport::Tls(t) => t.read(buf),
         }
     }
@@ -63,6 +75,7 @@ impl Transport {
     pub fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match self {
             Transport::Plain(socket) => socket.write_vectored(bufs),
+            #[cfg(feature = "tls")]
             Transport::Tls(t) => t.write_vectored(bufs),
         }
     }
@@ -72,12 +85,14 @@ impl Transport {
     pub fn flush(&mut self) -> io::Result<()> {
         match self {
             Transport::Plain(_) => Ok(()),
+            #[cfg(feature = "tls")]
             Transport::Tls(t) => t.flush(),
         }
     }
 
     /// Ends our direction: a TLS close_notify (best effort), then a TCP shutdown for writing.
     pub fn close_write(&mut self) {
+        #[cfg(feature = "tls")]
         if let Transport::Tls(t) = self {
             t.tls.send_close_notify();
             let _ = t.flush();
@@ -86,6 +101,7 @@ impl Transport {
     }
 }
 
+#[cfg(feature = "tls")]
 impl TlsTransport {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
