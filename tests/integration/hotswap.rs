@@ -142,3 +142,30 @@ fn a_running_call_finishes_on_the_version_it_started_with() {
         "answered by the new version"
     );
 }
+
+#[test]
+fn regression_a_quick_roll_back_wins_over_the_version_still_starting() {
+    // A version still in its init used to go live after its file was rolled back to the bytes
+    // already serving (the roll-back was ignored as "the same bytes").
+    let mut server = Server::start_over(Scheme::Http, &["echo"], &[]);
+    let echo = fs::read(plugin_library("echo")).expect("read echo");
+    overwrite(
+        &server.plugins_dir,
+        "libecho.so",
+        &fs::read(plugin_library("slowinit")).expect("read slowinit"),
+    );
+    wait_until("the slow version to be starting", SWAP_DEADLINE, || {
+        server
+            .get("/-/plugins")
+            .text()
+            .contains("\"state\":\"idle\"")
+            .then(|| server.metric("fiddler_executor_starts_total"))
+            .filter(|starts| *starts == 2)
+    });
+    overwrite(&server.plugins_dir, "libecho.so", &echo);
+    wait_until("the starting version to be retired", SWAP_DEADLINE, || {
+        (server.metric("fiddler_executor_deaths_total{cause=\"retired\"}") == 1).then_some(())
+    });
+    assert_eq!(server.post("/echo", b"still echo").text(), "still echo");
+    assert!(!server.try_log("as /echo: slowinit"), "{:#?}", server.log);
+}

@@ -242,6 +242,8 @@ impl Executor {
         let _ = registry.deregister(&mut SourceFd(&output.raw_fd()));
         self.output = None;
         if matches!(self.phase, Phase::Retiring { until: Some(_) }) {
+            // Closing its output is the end of its exit; make sure it does end.
+            self.kill();
             self.phase = Phase::ExpectExit {
                 look: Instant::now(),
                 why: DeathContext::Killed(Death::Retired),

@@ -166,15 +166,21 @@ impl Pool {
     /// Starts a new version: its first executor starts now; the route moves to it once that
     /// executor is ready.
     pub fn install(&mut self, new: NewVersion, registry: &Registry) {
-        if let Offer::Start {
-            generation,
-            displaced,
-        } = self.versions.offer(new)
-        {
-            if let Some(older) = displaced {
-                self.retire(older, registry);
+        match self.versions.offer(new) {
+            Offer::Start {
+                generation,
+                displaced,
+            } => {
+                if let Some(older) = displaced {
+                    self.retire(older, registry);
+                }
+                self.start_executor(generation, registry);
             }
-            self.start_executor(generation, registry);
+            Offer::Ignored { displaced } => {
+                if let Some(older) = displaced {
+                    self.retire(older, registry);
+                }
+            }
         }
     }
 
@@ -227,10 +233,13 @@ impl Pool {
     /// Sends `job` to the executor in `slot` (as `place` chose). If the executor turns out to
     /// be gone, what that costs lands in `out`.
     pub fn send(&mut self, slot: usize, job: Job, registry: &Registry, out: &mut Vec<PoolEvent>) {
-        let Some(executor) = self.executors.get_mut(slot).and_then(Option::as_mut) else {
-            return;
-        };
-        let Some(version) = self.versions.get(executor.generation) else {
+        let executor = self.executors.get_mut(slot).and_then(Option::as_mut);
+        let version = executor
+            .as_ref()
+            .and_then(|e| self.versions.get(e.generation));
+        let (Some(executor), Some(version)) = (executor, version) else {
+            // Not reached (`place` chose a live executor): never drop a job, put it back.
+            out.push(PoolEvent::Requeue(job));
             return;
         };
         let deadline = version.deadline(self.settings.deadline);
@@ -268,8 +277,10 @@ impl Pool {
         if (token.0 - FIRST_TOKEN) % 2 == 1 {
             return self.drain_output(slot, registry, scratch);
         }
-        self.write(slot, registry, out);
+        // Answers first: an executor that died after answering is read to its end before
+        // its death is handled.
         self.read(slot, registry, scratch, out);
+        self.write(slot, registry, out);
     }
 
     fn drain_output(&mut self, slot: usize, registry: &Registry, scratch: &mut [u8]) {
@@ -281,12 +292,13 @@ impl Pool {
     }
 
     /// Writes what is pending to the executor in `slot`.
-    fn write(&mut self, slot: usize, registry: &Registry, out: &mut Vec<PoolEvent>) {
-        let Some(executor) = self.executors.get_mut(slot).and_then(Option::as_mut) else {
-            return;
-        };
-        if executor.write_pending().is_err() {
-            self.died(slot, registry, out);
+    ///
+    /// A broken socket is not handled here: the answers the executor wrote before it went may
+    /// still wait to be read, and its end of file arrives as a poll event, which reads them
+    /// first and then counts the death.
+    fn write(&mut self, slot: usize, _registry: &Registry, _out: &mut Vec<PoolEvent>) {
+        if let Some(executor) = self.executors.get_mut(slot).and_then(Option::as_mut) {
+            let _ = executor.write_pending();
         }
     }
 
@@ -350,6 +362,8 @@ impl Pool {
                 let Some(executor) = self.executors.get_mut(slot).and_then(Option::as_mut) else {
                     return;
                 };
+                // It exits by itself; the kill makes sure a plugin cannot linger.
+                executor.kill();
                 executor.phase = Phase::ExpectExit {
                     look: Instant::now(),
                     why: DeathContext::AtStart(Some(reason)),
@@ -567,12 +581,15 @@ impl Pool {
                     self.deregister(slot, registry);
                 }
                 Phase::Serving | Phase::Retiring { .. } => {
-                    let late = executor
-                        .calls
-                        .front()
-                        .and_then(|c| Some((c.started?, c.deadline)))
-                        .is_some_and(|(started, deadline)| now >= started + deadline);
-                    if late {
+                    if !self.is_late(slot, now) {
+                        continue;
+                    }
+                    // Its answer may have come since the poll returned: read before judging,
+                    // or a call that answered in time would get 504 (and the next one, already
+                    // started, would run twice).
+                    let mut scratch = [0u8; 16 * 1024];
+                    self.read(slot, registry, &mut scratch, out);
+                    if self.is_late(slot, now) {
                         self.deadline_passed(slot, registry, out);
                     }
                 }
@@ -585,6 +602,17 @@ impl Pool {
                 self.start_executor(generation, registry);
             }
         }
+    }
+
+    /// Whether the call the executor in `slot` runs has passed its deadline at `now`.
+    fn is_late(&self, slot: usize, now: Instant) -> bool {
+        self.executors
+            .get(slot)
+            .and_then(Option::as_ref)
+            .filter(|e| matches!(e.phase, Phase::Serving | Phase::Retiring { .. }))
+            .and_then(|e| e.calls.front())
+            .and_then(|c| Some((c.started?, c.deadline)))
+            .is_some_and(|(started, deadline)| now >= started + deadline)
     }
 
     fn deadline_passed(&mut self, slot: usize, registry: &Registry, out: &mut Vec<PoolEvent>) {
@@ -787,11 +815,19 @@ impl Pool {
         let executor = match started {
             Ok(executor) => executor,
             Err(e) => {
-                warn!("cannot start an executor for /{}: {e}", version.new.name);
-                version.not_before = Instant::now() + crash_backoff(2);
                 if slot < self.executors.len() {
                     self.free.push(slot);
                 }
+                if version.stage == Stage::Candidate {
+                    // A new version that cannot get a process is refused (the previous one
+                    // keeps serving); dropping the file in again retries it.
+                    let reason = format!("cannot start an executor for it: {e}");
+                    self.versions.refuse(generation, &reason);
+                    self.versions.forget(generation);
+                    return;
+                }
+                warn!("cannot start an executor for /{}: {e}", version.new.name);
+                version.not_before = Instant::now() + crash_backoff(2);
                 return;
             }
         };

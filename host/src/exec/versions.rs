@@ -83,8 +83,13 @@ pub enum Offer {
         /// A candidate it displaces (a file replaced again before it was ready).
         displaced: Option<Generation>,
     },
-    /// Nothing to do: the same bytes serve already, or were refused before.
-    Ignored,
+    /// Nothing to start: the same bytes serve already, or were refused before. A candidate
+    /// still starting for the route is displaced all the same (the file on disk is what
+    /// serves: a quick roll-back must win over the version it rolled back from).
+    Ignored {
+        /// The candidate to retire, if one was starting.
+        displaced: Option<Generation>,
+    },
 }
 
 /// Every version the pool knows.
@@ -109,7 +114,8 @@ impl Versions {
         let current = self.live.get(&new.name).and_then(|g| self.versions.get(g));
         if current.is_some_and(|v| v.new.hash == new.hash) {
             new.remove_copy();
-            return Offer::Ignored;
+            let displaced = self.candidates.remove(&new.name);
+            return Offer::Ignored { displaced };
         }
         if self.refused.contains_key(&new.hash) {
             info!(
@@ -118,7 +124,8 @@ impl Versions {
                 new.source.display()
             );
             new.remove_copy();
-            return Offer::Ignored;
+            let displaced = self.candidates.remove(&new.name);
+            return Offer::Ignored { displaced };
         }
         let displaced = self.candidates.remove(&new.name);
         let replaces = self.live.get(&new.name).copied();
