@@ -255,6 +255,18 @@ fn an_init_past_the_init_timeout_is_refused() {
 }
 
 #[test]
+fn a_plugin_that_writes_frames_of_its_own_gets_its_executor_killed() {
+    let mut server = Server::start_over(Scheme::Http, &["crash", "echo"], &[]);
+    let response = server.get("/crash/spam");
+    // The first frame it wrote answers its call; the flood after it kills the executor.
+    assert!(matches!(response.status, 200 | 502), "{}", response.status);
+    server.wait_for_log("sent more frames than it had calls", IO_DEADLINE);
+    assert_eq!(server.get("/crash/fine").text(), "alive\n");
+    assert_eq!(server.post("/echo", b"fine").text(), "fine");
+    assert_eq!(workers_started(&server), 1);
+}
+
+#[test]
 fn what_a_plugin_prints_is_logged_with_its_route_and_capped() {
     let mut server = Server::start_over(Scheme::Http, &["crash"], &[]);
     assert_eq!(server.get("/crash/print?lines=200").text(), "printed\n");

@@ -112,6 +112,9 @@ pub enum Received {
     Gone,
     /// It sent bytes that are not a frame.
     Bad(FrameError),
+    /// It sent more frames than it could owe (one per call, plus `Ready`): the first ones
+    /// are in `out`, the rest were not read.
+    TooMany,
 }
 
 impl Executor {
@@ -208,9 +211,16 @@ impl Executor {
     }
 
     /// Reads until the socket would block, appending whole frames to `out`; a large body is
-    /// read straight into its buffer.
+    /// read straight into its buffer. Stops with `TooMany` once it has more frames than the
+    /// executor can owe, so a plugin writing frames in a loop cannot hold the worker's loop or
+    /// grow `out` without bound.
     pub fn receive(&mut self, scratch: &mut [u8], out: &mut Vec<Message>) -> Received {
+        let owed = self.calls.len() + usize::from(matches!(self.phase, Phase::ExpectReady { .. }));
         loop {
+            if out.len() > owed {
+                out.truncate(owed);
+                return Received::TooMany;
+            }
             let read = match self.reader.direct() {
                 Ok(Some(body)) => self.socket.read(body).map(|n| (n, true)),
                 Ok(None) => self.socket.read(scratch).map(|n| (n, false)),

@@ -6,6 +6,8 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+/// The most bytes read from one executor's output in one turn of the loop.
+const MAX_DRAIN: usize = 1 << 20;
 /// The longest line logged (the rest of it is cut).
 const MAX_LINE: usize = 1024;
 /// Lines logged per executor per window; more are counted and summarised.
@@ -46,10 +48,16 @@ impl Output {
         self.fd.as_raw_fd()
     }
 
-    /// Reads everything available (edge-triggered polling needs it all) and logs whole lines
-    /// as `label: line`. Returns `false` once the pipe is closed (the process is gone).
+    /// Reads what is available, at most [`MAX_DRAIN`] bytes a turn (a plugin printing in a
+    /// loop cannot hold the worker's loop; its next write signals the pipe again), and logs
+    /// whole lines as `label: line`. Returns `false` once the pipe is closed (the process is
+    /// gone).
     pub fn drain(&mut self, label: &str, scratch: &mut [u8]) -> bool {
+        let mut read = 0;
         loop {
+            if read >= MAX_DRAIN {
+                return true;
+            }
             // SAFETY: read into a buffer we own, of its length, from a descriptor we own.
             let n = unsafe {
                 libc::read(
@@ -63,7 +71,10 @@ impl Output {
                     self.flush(label);
                     return false;
                 }
-                n if n > 0 => self.take(label, &scratch[..n as usize]),
+                n if n > 0 => {
+                    read += n as usize;
+                    self.take(label, &scratch[..n as usize]);
+                }
                 _ => {
                     let e = io::Error::last_os_error();
                     match e.kind() {

@@ -328,6 +328,13 @@ impl Pool {
                 self.died(slot, registry, out);
             }
             Received::Gone => self.died(slot, registry, out),
+            Received::TooMany => {
+                warn!(
+                    "executor [{}] sent more frames than it had calls; killing it",
+                    self.pid(slot)
+                );
+                self.died(slot, registry, out);
+            }
         }
     }
 
