@@ -255,6 +255,25 @@ fn an_init_past_the_init_timeout_is_refused() {
 }
 
 #[test]
+fn a_helper_program_a_plugin_started_goes_with_its_executor() {
+    // The helper once inherited the executor's socket and held it open, so the worker never
+    // saw the executor die.
+    let mut server = Server::start_over(Scheme::Http, &["crash"], &[]);
+    let helper: u32 = server
+        .get("/crash/helper")
+        .text()
+        .parse()
+        .expect("the helper's pid");
+    assert!(!is_gone(helper), "the helper runs");
+    assert_eq!(server.get("/crash/exit").status, 502);
+    server.wait_for_log("died (exit code 3)", IO_DEADLINE);
+    wait_until("the helper to be gone", IO_DEADLINE, || {
+        is_gone(helper).then_some(())
+    });
+    assert_eq!(server.get("/crash/fine").text(), "alive\n");
+}
+
+#[test]
 fn a_plugin_that_writes_frames_of_its_own_gets_its_executor_killed() {
     let mut server = Server::start_over(Scheme::Http, &["crash", "echo"], &[]);
     let response = server.get("/crash/spam");

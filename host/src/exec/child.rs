@@ -49,8 +49,10 @@ pub fn main(args: &[String]) -> i32 {
         return EXIT_USAGE;
     };
     let _ = std::fs::write("/proc/self/oom_score_adj", OOM_SCORE_ADJ);
-    // SAFETY: F_GETFD only reads the flags of descriptor 3, if it is open.
-    if unsafe { libc::fcntl(EXECUTOR_FD, libc::F_GETFD) } < 0 {
+    // Close-on-exec from here on: a program the plugin starts must not inherit the socket, or
+    // it would keep it open after this process died and the worker would never see the end.
+    // SAFETY: F_SETFD only changes the flags of descriptor 3; it fails if 3 is not open.
+    if unsafe { libc::fcntl(EXECUTOR_FD, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
         eprintln!("executor: no socket on descriptor {EXECUTOR_FD} (it is started by the worker)");
         return EXIT_USAGE;
     }
