@@ -232,7 +232,7 @@ impl Pool {
 
     /// Sends `job` to the executor in `slot` (as `place` chose). If the executor turns out to
     /// be gone, what that costs lands in `out`.
-    pub fn send(&mut self, slot: usize, job: Job, registry: &Registry, out: &mut Vec<PoolEvent>) {
+    pub fn send(&mut self, slot: usize, job: Job, out: &mut Vec<PoolEvent>) {
         let executor = self.executors.get_mut(slot).and_then(Option::as_mut);
         let version = executor
             .as_ref()
@@ -262,7 +262,7 @@ impl Pool {
             started,
             deadline,
         });
-        self.write(slot, registry, out);
+        self.write(slot);
     }
 
     /// Handles a poll event on an executor token.
@@ -280,7 +280,7 @@ impl Pool {
         // Answers first: an executor that died after answering is read to its end before
         // its death is handled.
         self.read(slot, registry, scratch, out);
-        self.write(slot, registry, out);
+        self.write(slot);
     }
 
     fn drain_output(&mut self, slot: usize, registry: &Registry, scratch: &mut [u8]) {
@@ -296,7 +296,7 @@ impl Pool {
     /// A broken socket is not handled here: the answers the executor wrote before it went may
     /// still wait to be read, and its end of file arrives as a poll event, which reads them
     /// first and then counts the death.
-    fn write(&mut self, slot: usize, _registry: &Registry, _out: &mut Vec<PoolEvent>) {
+    fn write(&mut self, slot: usize) {
         if let Some(executor) = self.executors.get_mut(slot).and_then(Option::as_mut) {
             let _ = executor.write_pending();
         }

@@ -106,7 +106,7 @@ impl Dispatch {
             match place {
                 Place::Run(executor) => {
                     placed.push((Placed::Sent(job.enqueued_at.elapsed()), bytes));
-                    self.pool.send(executor, job, registry, &mut self.events);
+                    self.pool.send(executor, job, &mut self.events);
                 }
                 _ => placed.push((Placed::NoRoute(job.conn, job.route), bytes)),
             }
