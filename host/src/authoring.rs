@@ -320,13 +320,10 @@ fn first_message(socket: &mut std::os::unix::net::UnixStream) -> Option<Message>
             Ok(0) | Err(_) => return None,
             Ok(n) => n,
         };
-        let mut input = &buffer[..n];
-        while !input.is_empty() {
-            let (used, message) = reader.feed(input).ok()?;
-            if message.is_some() {
-                return message;
-            }
-            input = &input[used..];
+        let mut messages = Vec::new();
+        reader.feed_all(&buffer[..n], &mut messages).ok()?;
+        if let Some(first) = messages.into_iter().next() {
+            return Some(first);
         }
     }
 }

@@ -69,24 +69,9 @@ fn fifty_requests_behind_a_segfault_lose_only_the_one_that_crashed() {
     // Measured once each, so 49 of them are expected to fit in --queue-wait.
     assert_eq!(server.get("/crash/warm").status, 200);
     assert_eq!(server.post("/echo", b"warm").status, 200);
-    let gate = server.plugins_dir.with_file_name("gate");
-    let mut victim = server.connect_tcp();
-    victim
-        .write_all(
-            format!(
-                "GET /crash/segfault?gate={} HTTP/1.1\r\nHost: t\r\n\r\n",
-                gate.display()
-            )
-            .as_bytes(),
-        )
-        .expect("send the crashing request");
-    wait_until("the crashing call to run", IO_DEADLINE, || {
-        server
-            .get("/-/plugins")
-            .text()
-            .contains("\"state\":\"busy\"")
-            .then_some(())
-    });
+    let gate = server.gate();
+    let mut victim = server.start_get(&format!("/crash/segfault?{}", gate.query()));
+    server.wait_busy(1);
     // 49 more, each seen waiting before the next is sent: the first ten go to the crashing
     // plugin itself (some are written ahead to its doomed executor and must come back), the
     // rest to another plugin.
@@ -106,7 +91,7 @@ fn fifty_requests_behind_a_segfault_lose_only_the_one_that_crashed() {
             (server.metric("fiddler_queue_depth") == i + 1).then_some(())
         });
     }
-    std::fs::write(&gate, b"open").expect("open the gate");
+    gate.open();
     let crashed = read_response(&mut victim).expect("the crashing call is answered");
     assert_eq!(crashed.status, 502);
     for (i, stream) in &mut waiting {
@@ -168,27 +153,12 @@ fn an_allocation_without_bound_fails_its_request_and_nothing_else() {
 #[test]
 fn an_executor_killed_from_outside_mid_call_costs_that_call() {
     let mut server = Server::start_over(Scheme::Http, &["crash", "echo"], &[]);
-    let gate = server.plugins_dir.with_file_name("gate");
+    let gate = server.gate();
     let [pid] = executor_pids(&server, "crash")[..] else {
         panic!("one executor for /crash");
     };
-    let mut running = server.connect_tcp();
-    running
-        .write_all(
-            format!(
-                "GET /crash/x?gate={} HTTP/1.1\r\nHost: t\r\n\r\n",
-                gate.display()
-            )
-            .as_bytes(),
-        )
-        .expect("send");
-    wait_until("the call to run", IO_DEADLINE, || {
-        server
-            .get("/-/plugins")
-            .text()
-            .contains("\"state\":\"busy\"")
-            .then_some(())
-    });
+    let mut running = server.start_get(&format!("/crash/x?{}", gate.query()));
+    server.wait_busy(1);
     // SAFETY: kill on a pid the server just listed as its executor.
     unsafe {
         libc::kill(pid as libc::pid_t, libc::SIGKILL);

@@ -99,12 +99,7 @@ fn ready_turns_503_at_the_queue_high_water_mark_and_back() {
 #[test]
 fn the_admin_routes_can_live_on_their_own_address() {
     let mut server = Server::start_over(Scheme::Http, &["echo"], &["--admin", "127.0.0.1:0"]);
-    let line = server.wait_for_log("admin routes on http://", IO_DEADLINE);
-    let admin: SocketAddr = line
-        .rsplit("http://")
-        .next()
-        .and_then(|a| a.trim_end_matches("/-/").parse().ok())
-        .unwrap_or_else(|| panic!("unparsable: {line}"));
+    let admin = server.admin_addr();
     let ask = |addr: SocketAddr, raw: &[u8]| {
         let mut stream = TcpStream::connect(addr).expect("connect");
         stream.set_read_timeout(Some(IO_DEADLINE)).expect("timeout");

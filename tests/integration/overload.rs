@@ -262,15 +262,6 @@ fn running_out_of_descriptors_pauses_accepting_and_recovers() {
     server.wait_for_log("accepting again", IO_DEADLINE);
 }
 
-/// The admin address a server started with `--admin 127.0.0.1:0` logged.
-fn admin_address(server: &mut Server) -> SocketAddr {
-    let line = server.wait_for_log("admin routes on http://", IO_DEADLINE);
-    line.rsplit("http://")
-        .next()
-        .and_then(|a| a.trim_end_matches("/-/").parse().ok())
-        .unwrap_or_else(|| panic!("unparsable: {line}"))
-}
-
 /// One sample of `/-/metrics` on the admin address.
 fn admin_metric(admin: SocketAddr, sample: &str) -> u64 {
     let mut stream = TcpStream::connect(admin).expect("connect to the admin address");
@@ -298,7 +289,7 @@ fn requests_beyond_the_predicted_wait_are_turned_away_and_every_admitted_one_is_
             "127.0.0.1:0",
         ],
     );
-    let admin = admin_address(&mut server);
+    let admin = server.admin_addr();
     // Measured: a call takes 200 ms. A second of predicted wait is then about five calls.
     for _ in 0..3 {
         assert_eq!(server.get("/sleep?ms=200").status, 200);
@@ -363,7 +354,7 @@ fn regression_the_admin_address_answers_while_the_queue_is_full() {
         &["sleep"],
         &["--queue", "2", "--admin", "127.0.0.1:0"],
     );
-    let admin = admin_address(&mut server);
+    let admin = server.admin_addr();
     let mut held = Vec::new();
     for (i, ms) in [900, 10, 10, 10, 10, 10].into_iter().enumerate() {
         let mut stream = server.connect_tcp();

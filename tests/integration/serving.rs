@@ -274,30 +274,16 @@ crate::over_both_schemes!(
 #[test]
 fn with_two_lanes_two_calls_to_one_route_run_at_once_on_two_executors() {
     let server = Server::start_over(Scheme::Http, &["crash"], &["--lanes", "2"]);
-    let gate = server.plugins_dir.with_file_name("gate");
-    let mut calls = Vec::new();
-    for _ in 0..2 {
-        let mut stream = server.connect();
-        stream
-            .write_all(
-                format!(
-                    "GET /crash/x?gate={} HTTP/1.1\r\nHost: t\r\n\r\n",
-                    gate.display()
-                )
-                .as_bytes(),
-            )
-            .expect("send a gated call");
-        calls.push(stream);
-    }
+    let gate = server.gate();
+    let mut calls: Vec<_> = (0..2)
+        .map(|_| server.start_get(&format!("/crash/x?{}", gate.query())))
+        .collect();
     // The second call does not wait for the first: a second executor of the same version
     // starts for it, and both are busy at once.
-    wait_until("two busy executors", IO_DEADLINE, || {
-        let plugins = server.get("/-/plugins").text();
-        (plugins.matches("\"state\":\"busy\"").count() == 2).then_some(())
-    });
+    server.wait_busy(2);
     let pids = crate::support::executor_pids(&server, "crash");
     assert_eq!(pids.len(), 2, "{pids:?}");
-    std::fs::write(&gate, b"open").expect("open the gate");
+    gate.open();
     for stream in &mut calls {
         assert_eq!(
             read_response(stream).map(|r| r.text()),

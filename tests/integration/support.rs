@@ -426,6 +426,39 @@ impl Server {
         self.send(format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes())
     }
 
+    /// The admin address of a server started with `--admin 127.0.0.1:0`, from its log.
+    pub fn admin_addr(&mut self) -> SocketAddr {
+        let line = self.wait_for_log("admin routes on http://", IO_DEADLINE);
+        line.rsplit("http://")
+            .next()
+            .and_then(|a| a.trim_end_matches("/-/").parse().ok())
+            .unwrap_or_else(|| panic!("unparsable: {line}"))
+    }
+
+    /// A gate beside the plugins folder: a crash-fixture call given `?{gate.query()}` waits
+    /// until the test opens it.
+    pub fn gate(&self) -> Gate {
+        Gate(self.plugins_dir.with_file_name("gate"))
+    }
+
+    /// Sends `GET path` on a new connection and leaves the answer unread (a call the test
+    /// holds running, or reads later).
+    pub fn start_get(&self, path: &str) -> Client {
+        let mut stream = self.connect();
+        stream
+            .write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+            .expect("send the request");
+        stream
+    }
+
+    /// Waits until `/-/plugins` shows `busy` executors running a call.
+    pub fn wait_busy(&self, busy: usize) {
+        wait_until(&format!("{busy} busy executor(s)"), IO_DEADLINE, || {
+            let plugins = self.get("/-/plugins").text();
+            (plugins.matches("\"state\":\"busy\"").count() == busy).then_some(())
+        });
+    }
+
     /// The value of one sample of `/-/metrics`, e.g. `fiddler_dropped_total{reason="expired"}`.
     pub fn metric(&self, sample: &str) -> u64 {
         let text = self.get("/-/metrics").text();
@@ -586,5 +619,20 @@ pub fn is_gone(pid: u32) -> bool {
             .rsplit(')')
             .next()
             .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    }
+}
+
+/// A file whose existence releases the calls held on it (see `Server::gate`).
+pub struct Gate(PathBuf);
+
+impl Gate {
+    /// The query parameter that holds a crash-fixture call on this gate.
+    pub fn query(&self) -> String {
+        format!("gate={}", self.0.display())
+    }
+
+    /// Releases every call held on it.
+    pub fn open(&self) {
+        fs::write(&self.0, b"open").expect("open the gate");
     }
 }

@@ -134,7 +134,7 @@ fn serve(socket: &mut UnixStream, handler: &Handler) -> i32 {
         let result = if direct {
             reader.filled(n).map(|m| messages.extend(m))
         } else {
-            feed_all(&mut reader, &buffer[..n], &mut messages)
+            reader.feed_all(&buffer[..n], &mut messages)
         };
         if let Err(e) = result {
             eprintln!("executor: {e}; exiting");
@@ -154,19 +154,6 @@ fn serve(socket: &mut UnixStream, handler: &Handler) -> i32 {
             }
         }
     }
-}
-
-fn feed_all(
-    reader: &mut FrameReader,
-    mut input: &[u8],
-    out: &mut Vec<Message>,
-) -> Result<(), frame::FrameError> {
-    while !input.is_empty() {
-        let (used, message) = reader.feed(input)?;
-        input = &input[used..];
-        out.extend(message);
-    }
-    Ok(())
 }
 
 /// One call, with the host side's own `catch_unwind`.

@@ -229,7 +229,7 @@ impl Executor {
             let parsed = match read {
                 Ok((0, _)) => return Received::Gone,
                 Ok((n, true)) => self.reader.filled(n).map(|m| out.extend(m)),
-                Ok((n, false)) => feed_all(&mut self.reader, &scratch[..n], out),
+                Ok((n, false)) => self.reader.feed_all(&scratch[..n], out),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Received::WouldBlock,
                 Err(_) => return Received::Gone,
@@ -309,27 +309,5 @@ impl Executor {
             Phase::Retiring { .. } => "retiring",
             Phase::ExpectExit { .. } => "exiting",
         }
-    }
-}
-
-fn feed_all(
-    reader: &mut FrameReader,
-    mut input: &[u8],
-    out: &mut Vec<Message>,
-) -> Result<(), FrameError> {
-    while !input.is_empty() {
-        let (used, message) = reader.feed(input)?;
-        input = &input[used..];
-        out.extend(message);
-    }
-    Ok(())
-}
-
-/// An exit status in words: `SIGSEGV`, `exit code 3`.
-pub fn describe_exit(status: ExitStatus) -> String {
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exit code {code}"),
-        (None, Some(signal)) => crate::process::signals::name(signal),
-        _ => "unknown status".to_owned(),
     }
 }

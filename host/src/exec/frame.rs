@@ -436,6 +436,16 @@ impl FrameReader {
         }
     }
 
+    /// Feeds all of `input`, appending every frame it completes to `out`.
+    pub fn feed_all(&mut self, mut input: &[u8], out: &mut Vec<Message>) -> Result<(), FrameError> {
+        while !input.is_empty() {
+            let (used, message) = self.feed(input)?;
+            input = &input[used..];
+            out.extend(message);
+        }
+        Ok(())
+    }
+
     /// Room for the next body bytes (at most [`DIRECT_CHUNK`]), when the metadata is complete
     /// and body bytes are still missing: read into it directly, then call
     /// [`filled`](FrameReader::filled). `Err` when memory for it cannot be had.

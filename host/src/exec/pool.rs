@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 use mio::{Registry, Token};
 use plugin_api::Response;
 
-use crate::exec::executor::{describe_exit, Call, DeathContext, Executor, Phase, Received};
+use crate::exec::executor::{Call, DeathContext, Executor, Phase, Received};
 use crate::exec::frame::{self, Message};
 use crate::exec::job::Job;
 use crate::exec::stats::{Death, ExecutorCounters, PluginStats};
@@ -33,6 +33,7 @@ use crate::ids::HandlerKind;
 use crate::ids::{ConnId, Generation, PluginName};
 use crate::plugins::version::{HandlerMeta, NewVersion};
 use crate::process::backoff::crash_backoff;
+use crate::process::signals::describe_exit;
 use crate::warn;
 
 /// Small requests written ahead to a busy executor of the same route.

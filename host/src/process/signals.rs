@@ -47,6 +47,16 @@ pub fn take_restart() -> bool {
     RESTART.swap(false, Ordering::SeqCst)
 }
 
+/// How a process ended, in words for log lines: `SIGSEGV`, `exit code 3`.
+pub fn describe_exit(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(signal)) => name(signal),
+        _ => "unknown status".to_owned(),
+    }
+}
+
 /// The name of a signal number, for log lines.
 pub fn name(signal: i32) -> String {
     let known = match signal {

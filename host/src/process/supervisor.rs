@@ -11,9 +11,9 @@ use std::fs;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::DirBuilderExt;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus};
+use std::process::{Child, Command};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -85,7 +85,7 @@ pub fn supervise(config: &Config) -> Result<i32, RunError> {
             if let Ok(Some(status)) = next.child.try_wait() {
                 warn!(
                     "the new worker died before it was ready ({}); the old one stays",
-                    describe(status)
+                    signals::describe_exit(status)
                 );
                 successor = None;
             } else if next.is_ready() || next.started.elapsed() > READY_DEADLINE {
@@ -113,7 +113,10 @@ pub fn supervise(config: &Config) -> Result<i32, RunError> {
         };
         if forwarded > 0 {
             if retiring.is_empty() {
-                info!("worker exited ({}); stopped", describe(status));
+                info!(
+                    "worker exited ({}); stopped",
+                    signals::describe_exit(status)
+                );
                 return Ok(if status.success() { 0 } else { 1 });
             }
             continue;
@@ -128,7 +131,7 @@ pub fn supervise(config: &Config) -> Result<i32, RunError> {
         warn!(
             "worker {} died ({}) after {:.1} s; starting another in {} ms",
             current.child.id(),
-            describe(status),
+            signals::describe_exit(status),
             lived.as_secs_f64(),
             backoff.as_millis()
         );
@@ -152,14 +155,6 @@ pub fn supervise(config: &Config) -> Result<i32, RunError> {
                 }
             }
         };
-    }
-}
-
-fn describe(status: ExitStatus) -> String {
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exit code {code}"),
-        (None, Some(signal)) => signals::name(signal),
-        _ => "unknown status".to_owned(),
     }
 }
 
