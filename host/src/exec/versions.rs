@@ -165,6 +165,10 @@ impl Versions {
     pub fn ready(&mut self, generation: Generation, meta: HandlerMeta) -> Option<Generation> {
         let version = self.versions.get_mut(&generation)?;
         version.meta = meta;
+        if version.meta.version.is_empty() {
+            // A program has no crate version: its contents' hash tells its versions apart.
+            version.meta.version = version.new.hash.to_string();
+        }
         if version.stage != Stage::Candidate {
             return None;
         }
