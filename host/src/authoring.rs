@@ -238,7 +238,15 @@ pub fn check(file: &Path, verbose: bool) -> Verdict {
                 .clone()
                 .unwrap_or_else(|| PluginName::parse("check").expect("a valid route name"));
             let absolute = std::path::absolute(file).unwrap_or_else(|_| file.to_owned());
-            match spawn::spawn(HandlerKind::Native, &name, &absolute, None) {
+            let launch = spawn::Launch {
+                kind: HandlerKind::Native,
+                route: &name,
+                file: &absolute,
+                memory_limit: None,
+                init_timeout: CHECK_TIMEOUT,
+                runtime_dir: &std::env::temp_dir(),
+            };
+            match spawn::spawn(&launch) {
                 Ok(spawned) => report(spawned, verbose, &mut text),
                 Err(e) => {
                     let _ = writeln!(

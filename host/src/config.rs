@@ -519,7 +519,7 @@ const SETTINGS: &[Setting] = &[
 ];
 
 /// A byte count with an optional K, M or G suffix (powers of 1024).
-fn size(value: &str) -> Result<u64, &'static str> {
+pub(crate) fn size(value: &str) -> Result<u64, &'static str> {
     let (digits, unit) = match value.as_bytes().last() {
         Some(b'K' | b'k') => (&value[..value.len() - 1], 1u64 << 10),
         Some(b'M' | b'm') => (&value[..value.len() - 1], 1 << 20),

@@ -38,6 +38,8 @@ pub enum HandlerKind {
     Native,
     /// An executable run per request as a CGI/1.1 script.
     Cgi,
+    /// A folder whose `serve` is started once per version and stays up, called over HTTP.
+    Program,
 }
 
 impl HandlerKind {
@@ -46,6 +48,7 @@ impl HandlerKind {
         match self {
             HandlerKind::Native => "native",
             HandlerKind::Cgi => "cgi",
+            HandlerKind::Program => "program",
         }
     }
 
@@ -54,6 +57,7 @@ impl HandlerKind {
         match text {
             "native" => Some(HandlerKind::Native),
             "cgi" => Some(HandlerKind::Cgi),
+            "program" => Some(HandlerKind::Program),
             _ => None,
         }
     }

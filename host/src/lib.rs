@@ -129,6 +129,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
     };
     let state_dir = std::env::var_os("FIDDLER_STATE_DIR").map(std::path::PathBuf::from);
     let private = files::PrivateDir::create(state_dir.as_deref()).map_err(RunError::PrivateDir)?;
+    let runtime_dir = private.path().to_owned();
     let mut watcher = Watcher::new(
         &config.plugins,
         private,
@@ -151,12 +152,15 @@ pub fn run(config: Config) -> Result<(), RunError> {
     watcher
         .spawn(LoopLink { changes, waker })
         .map_err(RunError::EventLoop)?;
-    let pool = Pool::new(PoolSettings {
-        lanes: config.lanes,
-        deadline: config.deadline,
-        init_timeout: config.init_timeout,
-        memory_limit: config.executor_memory,
-    });
+    let pool = Pool::new(
+        PoolSettings {
+            lanes: config.lanes,
+            deadline: config.deadline,
+            init_timeout: config.init_timeout,
+            memory_limit: config.executor_memory,
+        },
+        runtime_dir,
+    );
 
     let mut intake = Intake::new(
         poll,

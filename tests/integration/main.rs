@@ -15,6 +15,8 @@
 //!   minimum rates, slow readers, running out of descriptors.
 //! - `authoring`: `fiddler-crab check` on good and bad files; `new` -> build -> serve.
 //! - `cgi`: executables in the plugins folder served as CGI programs.
+//! - `programs`: folders with a `serve` that stays up (standard-library Python, uvicorn): calls,
+//!   streaming, a killed program, a hung call, a swap under load, a program that never listens.
 //! - `conformance`: RFC 9110/9112 rules as a table of raw inputs, statuses and closes.
 //! - `crashes`: segfault, abort, stack overflow, exit and hang cost one request; crash at load;
 //!   SIGTERM drains; SIGHUP restarts without losing a request.
@@ -31,6 +33,7 @@ mod limits;
 mod loading;
 mod operability;
 mod overload;
+mod programs;
 mod serving;
 mod support;
 #[cfg(feature = "tls")]

@@ -548,6 +548,13 @@ fn read_response_to(stream: &mut impl Read, head_only: bool) -> Option<Response>
     if status == 100 {
         return read_response_to(stream, head_only);
     }
+    let chunked = response
+        .header("transfer-encoding")
+        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+    if chunked && !head_only {
+        response.body = read_chunked(stream);
+        return Some(response);
+    }
     let length: usize = response
         .header("content-length")
         .and_then(|v| v.parse().ok())
@@ -559,6 +566,44 @@ fn read_response_to(stream: &mut impl Read, head_only: bool) -> Option<Response>
             .expect("read the response body");
     }
     Some(response)
+}
+
+/// Reads one line ending in CRLF (without it).
+pub fn read_line(stream: &mut impl Read) -> String {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while !line.ends_with(b"\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => line.push(byte[0]),
+            other => panic!("the connection ended inside a line ({other:?}): {line:?}"),
+        }
+    }
+    line.truncate(line.len() - 2);
+    String::from_utf8(line).expect("a UTF-8 line")
+}
+
+/// Reads one chunk of a chunked body: its data, empty for the last chunk (whose trailer
+/// section, empty, is read too).
+pub fn read_chunk(stream: &mut impl Read) -> Vec<u8> {
+    let size_line = read_line(stream);
+    let size = usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16)
+        .unwrap_or_else(|_| panic!("bad chunk size line {size_line:?}"));
+    let mut data = vec![0u8; size];
+    stream.read_exact(&mut data).expect("read a chunk");
+    assert_eq!(read_line(stream), "", "chunk data ends with CRLF");
+    data
+}
+
+/// Reads a chunked body to its last chunk.
+pub fn read_chunked(stream: &mut impl Read) -> Vec<u8> {
+    let mut body = Vec::new();
+    loop {
+        let chunk = read_chunk(stream);
+        if chunk.is_empty() {
+            return body;
+        }
+        body.extend_from_slice(&chunk);
+    }
 }
 
 /// Reads until the server closes the connection; returns what arrived (an error counts as

@@ -2,12 +2,13 @@
 //!
 //! It raises its own `oom_score_adj` (so the kernel kills an executor before the worker), takes
 //! its socket from descriptor 3, loads its handler (a native plugin: dlopen + `init`, once; a
-//! CGI program: nothing to load), says `Ready` or `Refused`, then serves one call at a time:
-//! read a `Request` frame, call, write a `Response` (or `Panicked`) frame. The plugin's own
+//! CGI program: nothing to load; a program that stays up: started, and waited for until it
+//! listens), says `Ready` or `Refused`, then serves one call at a time: read a `Request`
+//! frame, call, write a `Response` (or `Panicked`) frame, or a streamed answer. The plugin's own
 //! shim catches its panics; the call is wrapped again here. End of file on the socket (the
 //! worker retired it, or died) ends it. Blocking IO is fine here: this process does one thing.
 
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, Read};
 use std::os::fd::FromRawFd;
 use std::os::unix::net::UnixStream;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -17,6 +18,8 @@ use std::time::Duration;
 use plugin_api::{Request, Response};
 
 use crate::exec::frame::{self, FrameReader, Message};
+use crate::exec::program::{self, RunningProgram};
+use crate::exec::proxy::Proxy;
 use crate::exec::spawn::EXECUTOR_FD;
 use crate::ids::HandlerKind;
 use crate::ids::PluginName;
@@ -36,12 +39,15 @@ const EXIT_REFUSED: i32 = 66;
 enum Handler {
     Native(LoadedPlugin),
     Cgi(CgiProgram),
+    Program(RunningProgram, Proxy),
 }
 
 /// Runs the executor; returns its exit code.
 pub fn main(args: &[String]) -> i32 {
     let [kind, route, file] = args else {
-        eprintln!("usage: fiddler-crab __executor native|cgi ROUTE FILE (started by the worker)");
+        eprintln!(
+            "usage: fiddler-crab __executor native|cgi|program ROUTE FILE (started by the worker)"
+        );
         return EXIT_USAGE;
     };
     let (Some(kind), Some(route)) = (HandlerKind::parse(kind), PluginName::parse(route)) else {
@@ -59,40 +65,50 @@ pub fn main(args: &[String]) -> i32 {
     // SAFETY: the worker passed one end of a socketpair as descriptor 3 for this process
     // alone; nothing else here owns it.
     let mut socket = unsafe { UnixStream::from_raw_fd(EXECUTOR_FD) };
-    let handler = match start(kind, route, Path::new(file)) {
+    let mut handler = match start(kind, route, Path::new(file)) {
         Ok((handler, meta)) => {
-            if send(&mut socket, &frame::ready(&meta), &[]).is_err() {
+            if frame::send(&mut socket, &frame::ready(&meta), &[]).is_err() {
                 return 0;
             }
             handler
         }
-        Err(e) => {
-            let (reason, detail) = match &e {
-                LoadError::Library { plain, detail } => (plain.clone(), detail.clone()),
-                LoadError::Init(_) => (e.to_string(), String::new()),
-            };
-            let _ = send(&mut socket, &frame::refused(&reason, &detail), &[]);
+        Err((reason, detail)) => {
+            let _ = frame::send(&mut socket, &frame::refused(&reason, &detail), &[]);
             return EXIT_REFUSED;
         }
     };
-    serve(&mut socket, &handler)
+    let code = serve(&mut socket, &mut handler);
+    if let Handler::Program(program, _) = &handler {
+        program.stop();
+    }
+    code
 }
 
-/// Loads the handler (under `catch_unwind`: a host-side panic is a refusal, not a crash).
+/// Loads or starts the handler (under `catch_unwind`: a host-side panic is a refusal, not a
+/// crash); a refusal is its reason and its detail.
 fn start(
     kind: HandlerKind,
     route: PluginName,
     file: &Path,
-) -> Result<(Handler, HandlerMeta), LoadError> {
+) -> Result<(Handler, HandlerMeta), (String, String)> {
     match kind {
         HandlerKind::Native => {
-            let plugin = catch_unwind(|| loader::load(file)).unwrap_or_else(|_| {
+            let loaded = catch_unwind(|| loader::load(file)).unwrap_or_else(|_| {
                 Err(LoadError::Init(
                     "loading panicked on the host side".to_owned(),
                 ))
+            });
+            let plugin = loaded.map_err(|e| match e {
+                LoadError::Library { plain, detail } => (plain, detail),
+                LoadError::Init(_) => (e.to_string(), String::new()),
             })?;
             let meta = plugin.meta.clone();
             Ok((Handler::Native(plugin), meta))
+        }
+        HandlerKind::Program => {
+            let (running, meta) = program::start(&route, file).map_err(|e| (e.reason, e.detail))?;
+            let proxy = Proxy::new(running.upstream.clone(), route.as_str());
+            Ok((Handler::Program(running, proxy), meta))
         }
         HandlerKind::Cgi => {
             let meta = HandlerMeta {
@@ -112,7 +128,7 @@ fn start(
 }
 
 /// Answers requests until the worker closes the socket.
-fn serve(socket: &mut UnixStream, handler: &Handler) -> i32 {
+fn serve(socket: &mut UnixStream, handler: &mut Handler) -> i32 {
     let mut reader = FrameReader::default();
     let mut buffer = vec![0u8; 64 * 1024];
     loop {
@@ -145,9 +161,16 @@ fn serve(socket: &mut UnixStream, handler: &Handler) -> i32 {
                 eprintln!("executor: the worker sent a frame other than a request; exiting");
                 return EXIT_PROTOCOL;
             };
-            let written = match call(handler, request, Duration::from_millis(deadline_ms)) {
-                Ok(response) => send(socket, &frame::response(&response), &response.body),
-                Err(why) => send(socket, &frame::panicked(&why), &[]),
+            let written = match handler {
+                Handler::Program(program, proxy) => {
+                    proxy.call(&request, socket, &|| program.exit_if_gone())
+                }
+                _ => match call(handler, request, Duration::from_millis(deadline_ms)) {
+                    Ok(response) => {
+                        frame::send(socket, &frame::response(&response), &response.body)
+                    }
+                    Err(why) => frame::send(socket, &frame::panicked(&why), &[]),
+                },
             };
             if written.is_err() {
                 return 0;
@@ -161,24 +184,7 @@ fn call(handler: &Handler, request: Request, deadline: Duration) -> Result<Respo
     catch_unwind(AssertUnwindSafe(|| match handler {
         Handler::Native(plugin) => plugin.call(request),
         Handler::Cgi(program) => Ok(cgi::call(program, request, deadline)),
+        Handler::Program(..) => Err("a program is called through its proxy".to_owned()),
     }))
     .unwrap_or_else(|_| Err("the host side of the call panicked".to_owned()))
-}
-
-/// Writes a frame's head and its body.
-fn send(socket: &mut UnixStream, head: &[u8], body: &[u8]) -> io::Result<()> {
-    let (mut head, mut body) = (head, body);
-    while !head.is_empty() || !body.is_empty() {
-        match socket.write_vectored(&[IoSlice::new(head), IoSlice::new(body)]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                let from_head = n.min(head.len());
-                head = &head[from_head..];
-                body = &body[n - from_head..];
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }

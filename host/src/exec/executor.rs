@@ -5,7 +5,6 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
 use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
@@ -18,8 +17,7 @@ use crate::exec::job::Job;
 use crate::exec::output::Output;
 use crate::exec::spawn;
 use crate::exec::stats::Death;
-use crate::ids::HandlerKind;
-use crate::ids::{Generation, PluginName};
+use crate::ids::Generation;
 
 /// Where an executor is in its life. Named for what it waits for.
 #[derive(Debug)]
@@ -70,6 +68,8 @@ pub struct Call {
     pub started: Option<Instant>,
     /// How long it may run.
     pub deadline: Duration,
+    /// The status of its streamed answer, once the `Head` came.
+    pub streaming: Option<u16>,
 }
 
 impl Call {
@@ -98,6 +98,10 @@ pub struct Executor {
     pub started_at: Instant,
     /// Calls it answered.
     pub answered: u64,
+    /// Frames may wait on its socket that were left unread (a streamed answer's pieces beyond
+    /// one turn's share, or held back while the client's connection was full). Edge-triggered
+    /// polling will not say so again: the pool reads it on a later turn.
+    pub unread: bool,
 }
 
 /// The executor's socket is broken: the process is gone or going.
@@ -115,27 +119,29 @@ pub enum Received {
     /// It sent more frames than it could owe (one per call, plus `Ready`): the first ones
     /// are in `out`, the rest were not read.
     TooMany,
+    /// It sent a turn's share of streamed pieces; the rest waits (`unread` is set).
+    Paused,
 }
+
+/// The most bytes of streamed pieces read from one executor in one turn: a fast stream cannot
+/// hold the loop, and a slow client holds at most about this much beyond its own buffer.
+pub const PIECES_PER_TURN: usize = 256 * 1024;
 
 impl Executor {
     /// Starts an executor for a version and registers its socket as `token` and its output
-    /// as `token + 1`; it is expected to say `Ready` by `init_until`.
-    #[allow(clippy::too_many_arguments)]
+    /// as `token + 1`; it is expected to say `Ready` within `launch.init_timeout`.
     pub fn start(
         generation: Generation,
-        kind: HandlerKind,
-        route: &PluginName,
-        file: &Path,
-        memory_limit: Option<u64>,
-        init_until: Instant,
+        launch: &spawn::Launch<'_>,
         token: usize,
         registry: &Registry,
     ) -> io::Result<Executor> {
+        let init_until = Instant::now() + launch.init_timeout;
         let spawn::Spawned {
             mut child,
             socket,
             output,
-        } = spawn::spawn(kind, route, file, memory_limit)?;
+        } = spawn::spawn(launch)?;
         let pid = child.id();
         let registered = socket
             .set_nonblocking(true)
@@ -177,6 +183,7 @@ impl Executor {
             calls: VecDeque::new(),
             started_at: Instant::now(),
             answered: 0,
+            unread: false,
         })
     }
 
@@ -212,14 +219,32 @@ impl Executor {
 
     /// Reads until the socket would block, appending whole frames to `out`; a large body is
     /// read straight into its buffer. Stops with `TooMany` once it has more frames than the
-    /// executor can owe, so a plugin writing frames in a loop cannot hold the worker's loop or
-    /// grow `out` without bound.
+    /// executor can owe (a streamed answer's `Head` and `Piece`s owe nothing), and with
+    /// `Paused` after [`PIECES_PER_TURN`] bytes of pieces, so a plugin writing frames in a loop
+    /// cannot hold the worker's loop or grow `out` without bound.
     pub fn receive(&mut self, scratch: &mut [u8], out: &mut Vec<Message>) -> Received {
         let owed = self.calls.len() + usize::from(matches!(self.phase, Phase::ExpectReady { .. }));
+        let (mut scanned, mut settled, mut pieces) = (out.len(), 0, 0);
         loop {
-            if out.len() > owed {
-                out.truncate(owed);
+            let mut over = None;
+            for (at, message) in out.iter().enumerate().skip(scanned) {
+                settled += usize::from(message.settles());
+                if settled > owed {
+                    over = Some(at);
+                    break;
+                }
+                if let Message::Piece(bytes) = message {
+                    pieces += bytes.len();
+                }
+            }
+            if let Some(at) = over {
+                out.truncate(at);
                 return Received::TooMany;
+            }
+            scanned = out.len();
+            if pieces >= PIECES_PER_TURN {
+                self.unread = true;
+                return Received::Paused;
             }
             let read = match self.reader.direct() {
                 Ok(Some(body)) => self.socket.read(body).map(|n| (n, true)),
@@ -231,13 +256,24 @@ impl Executor {
                 Ok((n, true)) => self.reader.filled(n).map(|m| out.extend(m)),
                 Ok((n, false)) => self.reader.feed_all(&scratch[..n], out),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Received::WouldBlock,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.unread = false;
+                    return Received::WouldBlock;
+                }
                 Err(_) => return Received::Gone,
             };
             if let Err(e) = parsed {
                 return Received::Bad(e);
             }
         }
+    }
+
+    /// The connection its running call answers, when that call is streaming.
+    pub fn streaming_to(&self) -> Option<crate::ids::ConnId> {
+        self.calls
+            .front()
+            .filter(|c| c.streaming.is_some())
+            .map(|c| c.job.conn)
     }
 
     /// Logs what it printed as `label: line`; once the pipe closes, a retired executor is

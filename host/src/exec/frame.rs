@@ -18,25 +18,33 @@
 //! | 3 `Request` | worker | str method, str path, str query, str client, u8 tls, u64 deadline_ms, u32 n, n x (str name, bytes value) | request body |
 //! | 4 `Response` | executor | u16 status, u32 n, n x (str name, bytes value) | response body |
 //! | 5 `Panicked` | executor | str message | empty |
+//! | 6 `Head` | executor | u16 status, u32 n, n x (str name, bytes value), opt length | empty |
+//! | 7 `Piece` | executor | empty | the next bytes of the body (at most [`MAX_PIECE`]) |
+//! | 8 `End` | executor | u8 complete | empty |
 //!
-//! An executor speaks first (`Ready` or `Refused`), then answers each `Request` with one
-//! `Response` or `Panicked`, in order. `PROTOCOL` changes whenever the layout does; both ends are
+//! An executor speaks first (`Ready` or `Refused`), then answers each `Request` in order with
+//! one `Response` or `Panicked`, or with a streamed answer: one `Head`, any number of `Piece`s,
+//! and one `End` (`complete` 0 when the body broke off: the client's connection is cut, since
+//! nothing else can tell it). `PROTOCOL` changes whenever the layout does; both ends are
 //! the same binary, so a mismatch means a stale executor binary and is refused.
 //! Bounds: metadata at most [`MAX_META`], a body at most [`MAX_BODY`]; more is a
 //! [`FrameError::TooLarge`].
 
 use std::fmt;
+use std::io::{self, IoSlice, Write};
 
 use plugin_api::{Header, RString, RVec, Request, Response};
 
 use crate::plugins::version::HandlerMeta;
 
 /// The version of this layout, sent in `Ready`.
-pub const PROTOCOL: u16 = 1;
+pub const PROTOCOL: u16 = 2;
 /// The largest metadata block (headers and names).
 pub const MAX_META: usize = 1 << 20;
 /// The largest body a frame carries.
 pub const MAX_BODY: usize = 1 << 30;
+/// The largest piece of a streamed body.
+pub const MAX_PIECE: usize = 1 << 20;
 /// Bytes in a frame head.
 const HEAD: usize = 9;
 /// The most body room a reader prepares ahead of the bytes that arrived: a frame that declares
@@ -58,6 +66,12 @@ pub enum Kind {
     Response = 4,
     /// The handler panicked (caught); the executor goes on.
     Panicked = 5,
+    /// The status and headers of a streamed answer.
+    Head = 6,
+    /// The next bytes of a streamed answer's body.
+    Piece = 7,
+    /// The end of a streamed answer.
+    End = 8,
 }
 
 impl Kind {
@@ -68,6 +82,9 @@ impl Kind {
             3 => Kind::Request,
             4 => Kind::Response,
             5 => Kind::Panicked,
+            6 => Kind::Head,
+            7 => Kind::Piece,
+            8 => Kind::End,
             _ => return None,
         })
     }
@@ -122,6 +139,13 @@ pub enum Message {
     Response(Response),
     /// The handler panicked; the message says why.
     Panicked(String),
+    /// A streamed answer starts: its status and headers (the body is empty), and its length
+    /// when known.
+    Head(Response, Option<u64>),
+    /// The next bytes of the streamed answer.
+    Piece(Vec<u8>),
+    /// The streamed answer ends; `false` when it broke off.
+    End(bool),
 }
 
 impl Message {
@@ -133,7 +157,18 @@ impl Message {
             Message::Request(..) => "Request",
             Message::Response(_) => "Response",
             Message::Panicked(_) => "Panicked",
+            Message::Head(..) => "Head",
+            Message::Piece(_) => "Piece",
+            Message::End(_) => "End",
         }
+    }
+
+    /// Whether it ends what an executor owes for one call (or for its start).
+    pub fn settles(&self) -> bool {
+        !matches!(
+            self,
+            Message::Head(..) | Message::Piece(_) | Message::Request(..)
+        )
     }
 }
 
@@ -221,6 +256,44 @@ pub fn response(response: &Response) -> Vec<u8> {
     m.extend_from_slice(&response.status.to_le_bytes());
     put_headers(&mut m, &response.headers);
     encode(Kind::Response, &m, response.body.len())
+}
+
+/// The head and metadata of a `Head` frame (a streamed answer's status and headers; its body
+/// is ignored).
+pub fn stream_head(response: &Response, length: Option<u64>) -> Vec<u8> {
+    let mut m = Vec::with_capacity(128);
+    m.extend_from_slice(&response.status.to_le_bytes());
+    put_headers(&mut m, &response.headers);
+    put_option(&mut m, length);
+    encode(Kind::Head, &m, 0)
+}
+
+/// The head of a `Piece` frame of `len` bytes (at most [`MAX_PIECE`]); the bytes follow it.
+pub fn piece(len: usize) -> Vec<u8> {
+    encode(Kind::Piece, &[], len.min(MAX_PIECE))
+}
+
+/// An `End` frame.
+pub fn end(complete: bool) -> Vec<u8> {
+    encode(Kind::End, &[u8::from(complete)], 0)
+}
+
+/// Writes a frame's head and its body to a blocking writer (the executor's side).
+pub fn send(socket: &mut (impl Write + ?Sized), head: &[u8], body: &[u8]) -> io::Result<()> {
+    let (mut head, mut body) = (head, body);
+    while !head.is_empty() || !body.is_empty() {
+        match socket.write_vectored(&[IoSlice::new(head), IoSlice::new(body)]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                let from_head = n.min(head.len());
+                head = &head[from_head..];
+                body = &body[n - from_head..];
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Reads metadata fields in order.
@@ -347,6 +420,14 @@ fn decode(kind: Kind, meta: &[u8], body: Vec<u8>) -> Result<Message, FrameError>
             f.end()?;
             return Ok(Message::Response(response));
         }
+        Kind::Head => {
+            let status = f.u16()?;
+            let mut response = Response::status(status);
+            response.headers = f.headers()?;
+            Message::Head(response, f.option()?)
+        }
+        Kind::Piece => Message::Piece(body),
+        Kind::End => Message::End(f.u8()? != 0),
     };
     f.end()?;
     Ok(message)
@@ -504,7 +585,10 @@ impl FrameReader {
             ]) as usize
         };
         let (meta_len, body_len) = (word(1), word(5));
-        if meta_len > MAX_META || body_len > MAX_BODY {
+        if meta_len > MAX_META
+            || body_len > MAX_BODY
+            || (kind == Kind::Piece && body_len > MAX_PIECE)
+        {
             return Err(FrameError::TooLarge);
         }
         self.meta = Vec::with_capacity(meta_len);
@@ -577,9 +661,13 @@ mod tests {
         stream.extend(with_body(response(&answer), &answer.body));
         stream.extend(panicked("boom"));
         stream.extend(refused("not a library", "detail"));
+        let head = Response::status(201).with_header("X-S", "1");
+        stream.extend(stream_head(&head, None));
+        stream.extend(with_body(piece(3), b"abc"));
+        stream.extend(end(true));
         for step in [1, 2, 7, 64, stream.len()] {
             let frames = read_all(&stream, step);
-            assert_eq!(frames.len(), 5, "step {step}");
+            assert_eq!(frames.len(), 8, "step {step}");
             match &frames[0] {
                 Message::Ready(m) => assert_eq!(m, &meta),
                 other => panic!("{other:?}"),
@@ -605,6 +693,15 @@ mod tests {
             assert!(
                 matches!(&frames[4], Message::Refused { reason, .. } if reason == "not a library")
             );
+            assert!(
+                matches!(&frames[5], Message::Head(r, None) if r.status == 201 && r.header("x-s") == Some("1"))
+            );
+            assert!(matches!(&frames[6], Message::Piece(b) if b == b"abc"));
+            assert!(matches!(&frames[7], Message::End(true)));
+            assert!(frames
+                .iter()
+                .map(Message::settles)
+                .eq([true, false, true, true, true, false, false, true]));
         }
     }
 

@@ -1,9 +1,9 @@
 //! A job: one complete request for a route, from a connection, as the queue holds it and an
-//! executor takes it.
+//! executor takes it; and the reply that comes back for it.
 
 use std::time::{Duration, Instant};
 
-use plugin_api::Request;
+use plugin_api::{Request, Response};
 
 use crate::ids::ConnId;
 
@@ -27,4 +27,19 @@ impl Job {
     pub fn body_bytes(&self) -> usize {
         self.request.body.len()
     }
+}
+
+/// What an executor's answer to a job is, as it reaches the job's connection: a whole
+/// response, or a streamed one in parts (a head, pieces of body, an end).
+pub enum Reply {
+    /// The whole answer. For a connection already streaming, a `Whole` (the 502 or 504 of a
+    /// crash or a deadline) means the stream broke: the connection is cut.
+    Whole(Response),
+    /// A streamed answer starts: status and headers (its body is empty) and its length if
+    /// known.
+    Head(Response, Option<u64>),
+    /// The next bytes of the streamed answer.
+    Piece(Vec<u8>),
+    /// The streamed answer ended; `false` when it broke off.
+    End(bool),
 }

@@ -1,7 +1,8 @@
 //! Executor processes: plugin code never runs in the worker. Each live handler version is
 //! served by an executor (this binary under a hidden subcommand) over a Unix socketpair.
 //!
-//! `frame` is the wire format, `spawn` starts a process, `child` is the executor's own side,
+//! `frame` is the wire format, `spawn` starts a process, `child` is the executor's own side
+//! (`program` and `proxy` are its side of a program that stays up),
 //! `executor` is one process as the worker holds it (its IO), `versions` says what each route's
 //! versions are (blue/green, refusals, backoff), `pool` decides (which executor takes which
 //! call, what a death or a deadline costs, when executors start and stop), `output` turns what an
@@ -13,6 +14,8 @@ pub mod frame;
 pub mod job;
 pub mod output;
 pub mod pool;
+pub mod program;
+pub mod proxy;
 pub mod spawn;
 pub mod stats;
 pub mod versions;

@@ -15,6 +15,7 @@
 //! starts at once (then with a crash-loop backoff); a call past its deadline gets 504 and its
 //! executor's process group is killed, which frees the CPU at once.
 
+use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -25,7 +26,8 @@ use plugin_api::Response;
 
 use crate::exec::executor::{Call, DeathContext, Executor, Phase, Received};
 use crate::exec::frame::{self, Message};
-use crate::exec::job::Job;
+use crate::exec::job::{Job, Reply};
+use crate::exec::spawn::Launch;
 use crate::exec::stats::{Death, ExecutorCounters, PluginStats};
 use crate::exec::versions::{Offer, Stage, Versions};
 use crate::http::response::text;
@@ -67,17 +69,33 @@ pub enum Place {
 
 /// What the pool tells intake.
 pub enum PoolEvent {
-    /// The answer for a connection.
+    /// The answer (or a part of a streamed answer) for a connection.
     Answer {
         /// Who asked.
         conn: ConnId,
         /// The route it went to (for the access log).
         route: String,
         /// The answer.
-        response: Response,
+        reply: Reply,
     },
     /// A job an executor took but never started (it died): back to the front of the queue.
     Requeue(Job),
+}
+
+/// How a call ended.
+enum Finished {
+    /// A whole answer, or the handler's panic.
+    Whole(Result<Response, String>),
+    /// A streamed answer's `End`: complete, or broken off.
+    Stream(bool),
+}
+
+/// Whether a frame is a part of a streamed answer.
+fn is_streamed(message: &Message) -> bool {
+    matches!(
+        message,
+        Message::Head(..) | Message::Piece(_) | Message::End(_)
+    )
 }
 
 /// The limits the pool works within.
@@ -129,13 +147,16 @@ pub struct Pool {
     busy: usize,
     /// Counters for `/-/metrics`.
     pub counters: ExecutorCounters,
+    /// The worker's private directory (programs' sockets go there).
+    runtime_dir: PathBuf,
 }
 
 impl Pool {
-    /// An empty pool.
-    pub fn new(settings: PoolSettings) -> Pool {
+    /// An empty pool; `runtime_dir` is the worker's private directory.
+    pub fn new(settings: PoolSettings, runtime_dir: PathBuf) -> Pool {
         Pool {
             settings,
+            runtime_dir,
             versions: Versions::default(),
             executors: Vec::new(),
             free: Vec::new(),
@@ -250,7 +271,7 @@ impl Pool {
         // itself; the worker steps in only if that answer does not come.
         let deadline = match version.new.kind {
             HandlerKind::Cgi => deadline + crate::plugins::cgi::EXECUTOR_SLACK,
-            HandlerKind::Native => deadline,
+            HandlerKind::Native | HandlerKind::Program => deadline,
         };
         if executor.calls.is_empty() {
             self.busy += 1;
@@ -262,17 +283,21 @@ impl Pool {
             sent: 0,
             started,
             deadline,
+            streaming: None,
         });
         self.write(slot);
     }
 
-    /// Handles a poll event on an executor token.
+    /// Handles a poll event on an executor token. `takes_more` says whether a connection
+    /// takes more of a streamed answer now (a client that reads slowly holds its executor
+    /// back instead of growing the worker's buffers).
     pub fn on_event(
         &mut self,
         token: Token,
         registry: &Registry,
         scratch: &mut [u8],
         out: &mut Vec<PoolEvent>,
+        takes_more: impl Fn(ConnId) -> bool,
     ) {
         let slot = (token.0 - FIRST_TOKEN) / 2;
         if (token.0 - FIRST_TOKEN) % 2 == 1 {
@@ -280,8 +305,46 @@ impl Pool {
         }
         // Answers first: an executor that died after answering is read to its end before
         // its death is handled.
-        self.read(slot, registry, scratch, out);
+        self.read_if_taken(slot, registry, scratch, out, &takes_more);
         self.write(slot);
+    }
+
+    /// Reads the executors that were left with frames unread, where their client takes more
+    /// now (once per loop turn).
+    pub fn pump(
+        &mut self,
+        registry: &Registry,
+        scratch: &mut [u8],
+        out: &mut Vec<PoolEvent>,
+        takes_more: impl Fn(ConnId) -> bool,
+    ) {
+        for slot in 0..self.executors.len() {
+            if self.executors[slot].as_ref().is_some_and(|e| e.unread) {
+                self.read_if_taken(slot, registry, scratch, out, &takes_more);
+            }
+        }
+    }
+
+    /// Reads the executor in `slot` unless its streamed answer's client is still full.
+    fn read_if_taken(
+        &mut self,
+        slot: usize,
+        registry: &Registry,
+        scratch: &mut [u8],
+        out: &mut Vec<PoolEvent>,
+        takes_more: &impl Fn(ConnId) -> bool,
+    ) {
+        let Some(executor) = self.executors.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        if executor
+            .streaming_to()
+            .is_some_and(|conn| !takes_more(conn))
+        {
+            executor.unread = true;
+            return;
+        }
+        self.read(slot, registry, scratch, out);
     }
 
     fn drain_output(&mut self, slot: usize, registry: &Registry, scratch: &mut [u8]) {
@@ -320,7 +383,7 @@ impl Pool {
             self.on_message(slot, message, registry, out);
         }
         match ended {
-            Received::WouldBlock => {}
+            Received::WouldBlock | Received::Paused => {}
             Received::Bad(e) => {
                 warn!(
                     "executor [{}] sent a bad frame ({e}); killing it",
@@ -378,11 +441,18 @@ impl Pool {
                 };
                 self.deregister(slot, registry);
             }
-            (Phase::Serving | Phase::Retiring { .. }, Message::Response(response)) => {
-                self.answered(slot, Ok(response), registry, out);
+            (Phase::Serving | Phase::Retiring { .. }, message) if is_streamed(&message) => {
+                self.on_stream(slot, message, registry, out);
             }
-            (Phase::Serving | Phase::Retiring { .. }, Message::Panicked(why)) => {
-                self.answered(slot, Err(why), registry, out);
+            (Phase::Serving | Phase::Retiring { .. }, Message::Response(response))
+                if executor.streaming_to().is_none() =>
+            {
+                self.answered(slot, Finished::Whole(Ok(response)), registry, out);
+            }
+            (Phase::Serving | Phase::Retiring { .. }, Message::Panicked(why))
+                if executor.streaming_to().is_none() =>
+            {
+                self.answered(slot, Finished::Whole(Err(why)), registry, out);
             }
             (_, other) => {
                 warn!(
@@ -403,11 +473,51 @@ impl Pool {
         }
     }
 
-    /// The front call of the executor in `slot` ended with `result`.
+    /// A part of a streamed answer from the executor in `slot`: a `Head` starts one for the
+    /// running call, `Piece`s go to its client, `End` finishes the call. Any of them out of
+    /// that order is a broken executor.
+    fn on_stream(
+        &mut self,
+        slot: usize,
+        message: Message,
+        registry: &Registry,
+        out: &mut Vec<PoolEvent>,
+    ) {
+        let Some(executor) = self.executors.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        let pid = executor.pid;
+        let Some(call) = executor.calls.front_mut() else {
+            warn!("executor [{pid}] streamed an answer for no call; killing it");
+            return self.died(slot, registry, out);
+        };
+        let (conn, route) = (call.job.conn, call.job.route.clone());
+        let reply = match (call.streaming, message) {
+            (None, Message::Head(response, length)) if (200..=999).contains(&response.status) => {
+                call.streaming = Some(response.status);
+                Reply::Head(response, length)
+            }
+            (Some(_), Message::Piece(bytes)) => Reply::Piece(bytes),
+            (Some(_), Message::End(complete)) => {
+                return self.answered(slot, Finished::Stream(complete), registry, out);
+            }
+            (_, message) => {
+                warn!(
+                    "executor [{pid}] sent a {} frame out of a streamed answer's order; \
+                     killing it",
+                    message.name()
+                );
+                return self.died(slot, registry, out);
+            }
+        };
+        out.push(PoolEvent::Answer { conn, route, reply });
+    }
+
+    /// The front call of the executor in `slot` ended as `finished` says.
     fn answered(
         &mut self,
         slot: usize,
-        result: Result<Response, String>,
+        finished: Finished,
         registry: &Registry,
         out: &mut Vec<PoolEvent>,
     ) {
@@ -432,13 +542,16 @@ impl Pool {
             matches!(executor.phase, Phase::Retiring { .. }) && executor.calls.is_empty();
         let Some(version) = self.versions.get_mut(generation) else {
             // Not reached: a version outlives its executors. Deliver what came anyway.
-            if let Ok(response) = result {
-                out.push(PoolEvent::Answer {
-                    conn: call.job.conn,
-                    route: call.job.route,
-                    response,
-                });
-            }
+            let reply = match finished {
+                Finished::Whole(Ok(response)) => Reply::Whole(response),
+                Finished::Whole(Err(_)) => Reply::Whole(text(500, "the plugin panicked\n")),
+                Finished::Stream(complete) => Reply::End(complete),
+            };
+            out.push(PoolEvent::Answer {
+                conn: call.job.conn,
+                route: call.job.route,
+                reply,
+            });
             return;
         };
         version.crashes_in_row = 0;
@@ -447,6 +560,24 @@ impl Pool {
         }
         let route = version.new.name.as_str();
         let stats = &version.stats;
+        let result = match finished {
+            Finished::Whole(result) => result,
+            Finished::Stream(complete) => {
+                stats.count_response(call.streaming.unwrap_or(200));
+                if !complete {
+                    stats.errors.fetch_add(1, Ordering::Relaxed);
+                }
+                out.push(PoolEvent::Answer {
+                    conn: call.job.conn,
+                    route: call.job.route,
+                    reply: Reply::End(complete),
+                });
+                if retiring {
+                    self.close_retired(slot, registry);
+                }
+                return;
+            }
+        };
         let response = match result {
             Ok(response) if (200..=999).contains(&response.status) => response,
             Ok(response) => {
@@ -474,7 +605,7 @@ impl Pool {
         out.push(PoolEvent::Answer {
             conn: call.job.conn,
             route: call.job.route,
-            response,
+            reply: Reply::Whole(response),
         });
         if retiring {
             self.close_retired(slot, registry);
@@ -544,7 +675,7 @@ impl Pool {
             out.push(PoolEvent::Answer {
                 conn: running.job.conn,
                 route: running.job.route,
-                response: text(status, body),
+                reply: Reply::Whole(text(status, body)),
             });
         }
         // Back to the front of the queue in their order (pushed front last-first).
@@ -570,7 +701,12 @@ impl Pool {
             match &executor.phase {
                 Phase::ExpectReady { until } if now >= *until => {
                     executor.kill();
-                    let seconds = self.settings.init_timeout.as_secs_f64();
+                    let seconds = self
+                        .versions
+                        .get(executor.generation)
+                        .and_then(|v| v.new.init_timeout)
+                        .unwrap_or(self.settings.init_timeout)
+                        .as_secs_f64();
                     executor.phase = Phase::ExpectExit {
                         look: Instant::now(),
                         why: DeathContext::AtStart(Some(format!(
@@ -810,16 +946,18 @@ impl Pool {
             return;
         }
         let slot = self.free.pop().unwrap_or(self.executors.len());
-        let started = Executor::start(
-            generation,
-            version.new.kind,
-            &version.new.name,
-            &version.new.file,
-            self.settings.memory_limit,
-            Instant::now() + self.settings.init_timeout,
-            FIRST_TOKEN + 2 * slot,
-            registry,
-        );
+        let launch = Launch {
+            kind: version.new.kind,
+            route: &version.new.name,
+            file: &version.new.file,
+            memory_limit: self.settings.memory_limit,
+            init_timeout: version
+                .new
+                .init_timeout
+                .unwrap_or(self.settings.init_timeout),
+            runtime_dir: &self.runtime_dir,
+        };
+        let started = Executor::start(generation, &launch, FIRST_TOKEN + 2 * slot, registry);
         let executor = match started {
             Ok(executor) => executor,
             Err(e) => {

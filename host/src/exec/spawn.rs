@@ -9,6 +9,7 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 use crate::ids::HandlerKind;
 use crate::ids::PluginName;
@@ -31,14 +32,40 @@ pub struct Spawned {
     pub output: OwnedFd,
 }
 
-/// Starts an executor for `file` serving `route`. `memory_limit` caps its address space
-/// (`RLIMIT_AS`), so a plugin that allocates without bound fails inside its own process.
-pub fn spawn(
-    kind: HandlerKind,
-    route: &PluginName,
-    file: &Path,
-    memory_limit: Option<u64>,
-) -> io::Result<Spawned> {
+/// The environment variable that tells an executor how long it has to be ready (a program
+/// gives up a little before it, to say why).
+pub const INIT_TIMEOUT_ENV: &str = "FIDDLER_EXECUTOR_INIT_MS";
+/// The environment variable that names the worker's private directory (programs' sockets go
+/// there, so they vanish with the worker).
+pub const RUNTIME_DIR_ENV: &str = "FIDDLER_EXECUTOR_RUNTIME";
+
+/// What an executor is started with.
+pub struct Launch<'a> {
+    /// Library, program or folder.
+    pub kind: HandlerKind,
+    /// The route it serves.
+    pub route: &'a PluginName,
+    /// Its file (a private copy for libraries, the folder for programs that stay up).
+    pub file: &'a Path,
+    /// Caps its address space (`RLIMIT_AS`), so a plugin that allocates without bound fails
+    /// inside its own process.
+    pub memory_limit: Option<u64>,
+    /// How long it has to say `Ready`.
+    pub init_timeout: Duration,
+    /// The worker's private directory.
+    pub runtime_dir: &'a Path,
+}
+
+/// Starts an executor as `launch` says.
+pub fn spawn(launch: &Launch<'_>) -> io::Result<Spawned> {
+    let Launch {
+        kind,
+        route,
+        file,
+        memory_limit,
+        init_timeout,
+        runtime_dir,
+    } = *launch;
     let (ours, theirs) = UnixStream::pair()?;
     let (output_read, output_write) = pipe()?;
     let output_err = output_write.try_clone()?;
@@ -58,7 +85,9 @@ pub fn spawn(
         .env_remove("LISTEN_FDS")
         .env_remove("LISTEN_FDNAMES")
         .env_remove("LISTEN_PID")
-        .env_remove("FIDDLER_READY_FD");
+        .env_remove("FIDDLER_READY_FD")
+        .env(INIT_TIMEOUT_ENV, init_timeout.as_millis().to_string())
+        .env(RUNTIME_DIR_ENV, runtime_dir);
     let socket_fd = theirs.as_raw_fd();
     let limit = memory_limit.map(|bytes| libc::rlimit {
         rlim_cur: bytes as libc::rlim_t,

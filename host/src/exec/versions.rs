@@ -192,6 +192,12 @@ impl Versions {
                 version.new.source.display(),
                 generation.0
             ),
+            HandlerKind::Program => info!(
+                "serving {} as /{name}: a program that stays up ({}), generation {}{replacing}",
+                version.new.source.display(),
+                version.meta.description,
+                generation.0
+            ),
         }
         self.candidates.remove(&name);
         let replaced = self.live.insert(name, generation);

@@ -90,12 +90,38 @@ fn is_field_value(value: &[u8]) -> bool {
         .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
 }
 
+/// How a response's head says where its body ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyLength {
+    /// `Content-Length: n`.
+    Known(u64),
+    /// `Transfer-Encoding: chunked` (a streamed body of unknown length, HTTP/1.1).
+    Chunked,
+    /// Neither: the connection's close ends the body (HTTP/1.0 clients of a stream).
+    UntilClose,
+}
+
 /// Writes the status line and fields of a response whose body is `body_len` bytes. Returns the
 /// head and how many of the plugin's headers were dropped as malformed (the caller logs it).
 pub fn write_head(
     status: u16,
     headers: &[Header],
     body_len: usize,
+    persistence: Persistence,
+) -> (Vec<u8>, usize) {
+    write_head_with(
+        status,
+        headers,
+        BodyLength::Known(body_len as u64),
+        persistence,
+    )
+}
+
+/// [`write_head`] for any [`BodyLength`].
+pub fn write_head_with(
+    status: u16,
+    headers: &[Header],
+    length: BodyLength,
     persistence: Persistence,
 ) -> (Vec<u8>, usize) {
     let mut head = Vec::with_capacity(128 + headers.len() * 48);
@@ -114,9 +140,18 @@ pub fn write_head(
         head.extend_from_slice(&header.value);
         head.extend_from_slice(b"\r\n");
     }
-    if !is_bodiless(status) {
-        head.extend_from_slice(format!("Content-Length: {body_len}\r\n").as_bytes());
+    match length {
+        _ if is_bodiless(status) => {}
+        BodyLength::Known(n) => {
+            head.extend_from_slice(format!("Content-Length: {n}\r\n").as_bytes())
+        }
+        BodyLength::Chunked => head.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        BodyLength::UntilClose => {}
     }
+    let persistence = match length {
+        BodyLength::UntilClose => Persistence::Close,
+        _ => persistence,
+    };
     match persistence {
         Persistence::KeepAlive { http10: true } => {
             head.extend_from_slice(b"Connection: keep-alive\r\n")
@@ -155,6 +190,21 @@ mod tests {
         assert_eq!(
             String::from_utf8_lossy(&head),
             "HTTP/1.1 204 No Content\r\nConnection: keep-alive\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn streamed_heads_say_chunked_or_close() {
+        let (head, _) = write_head_with(200, &[], BodyLength::Chunked, Persistence::Close);
+        assert_eq!(
+            String::from_utf8_lossy(&head),
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        );
+        let keep = Persistence::KeepAlive { http10: true };
+        let (head, _) = write_head_with(200, &[], BodyLength::UntilClose, keep);
+        assert_eq!(
+            String::from_utf8_lossy(&head),
+            "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n"
         );
     }
 }

@@ -15,6 +15,7 @@ use crate::http::error::HttpError;
 use crate::http::parse::{parse_head, Head, HeadLimits};
 use crate::ids::ConnId;
 use crate::intake::queue::ByteBudget;
+use crate::intake::stream::Stream;
 use crate::net::listener::Scheme;
 use crate::net::transport::Transport;
 
@@ -92,6 +93,10 @@ pub enum Phase {
     AwaitAnswer(ReplyShape),
     /// The socket to take the rest of a response (deadline: idle, renewed by each write).
     Sending(Outgoing),
+    /// A streamed response: its pieces are written as its executor sends them (deadline:
+    /// idle, renewed by each write, and only while bytes wait for the client; waiting for the
+    /// executor is the call's deadline, not the client's).
+    Streaming(Stream),
     /// The peer to close its end after our last response (our end is shut for writing).
     /// Closing at once while request bytes are still arriving would reset the connection and
     /// could destroy the response before the client reads it (RFC 9112 section 9.6).
@@ -179,6 +184,7 @@ impl Conn {
         match &self.phase {
             Phase::ExpectBody(pending) => Some(pending.body.len()),
             Phase::Sending(out) => Some(out.sent),
+            Phase::Streaming(stream) if !stream.waits_on_server() => Some(stream.moved),
             _ => None,
         }
     }
@@ -216,7 +222,7 @@ impl Conn {
         budget: &mut ByteBudget,
         scratch: &mut [u8],
     ) -> Step {
-        if !matches!(self.phase, Phase::Sending(_)) {
+        if !matches!(self.phase, Phase::Sending(_) | Phase::Streaming(_)) {
             // TLS records still owed to the peer (handshake messages) go out first.
             let _ = self.transport.flush();
         }
@@ -225,6 +231,7 @@ impl Conn {
             Phase::ExpectBody(_) => self.advance_body(budget, scratch),
             Phase::AwaitRoom | Phase::AwaitAnswer(_) => Step::Blocked,
             Phase::Sending(_) => self.advance_send(),
+            Phase::Streaming(_) => self.advance_stream(),
             Phase::Lingering { .. } => self.advance_linger(),
         }
     }
@@ -342,6 +349,63 @@ impl Conn {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return Step::Gone,
             }
+        }
+    }
+
+    fn advance_stream(&mut self) -> Step {
+        loop {
+            let Phase::Streaming(stream) = &mut self.phase else {
+                return Step::Blocked;
+            };
+            if stream.unwritten().is_empty() {
+                let close = stream.close_after;
+                let done = stream.is_done();
+                return match self.transport.flush() {
+                    Ok(()) if done => Step::Sent { close },
+                    Ok(()) => Step::Blocked,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Step::Blocked,
+                    Err(_) => Step::Gone,
+                };
+            }
+            match self
+                .transport
+                .write_vectored(&[IoSlice::new(stream.unwritten())])
+            {
+                Ok(0) => return Step::Gone,
+                Ok(n) => {
+                    stream.wrote(n);
+                    self.deadline = Instant::now() + stream.idle;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Blocked,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Step::Gone,
+            }
+        }
+    }
+
+    /// Adds a piece to a streamed response (and `finish`es it when `last`); a stream that
+    /// was waiting on its executor starts the client's clocks now.
+    pub fn stream_piece(&mut self, piece: &[u8], last: bool) {
+        let Phase::Streaming(stream) = &mut self.phase else {
+            return;
+        };
+        if stream.waits_on_server() {
+            stream.moved = 0;
+            self.since = Instant::now();
+            self.deadline = self.since + stream.idle;
+        }
+        stream.push(piece);
+        if last {
+            stream.finish();
+        }
+    }
+
+    /// Whether it takes more of a streamed response now (anything else takes nothing, and a
+    /// gone connection's pieces are dropped: both say yes, so its executor is not held).
+    pub fn takes_more(&self) -> bool {
+        match &self.phase {
+            Phase::Streaming(stream) => stream.has_room(),
+            _ => true,
         }
     }
 

@@ -83,6 +83,8 @@ fn expired(
 ) -> Option<Option<Reason>> {
     let reason = match conn.phase {
         Phase::AwaitRoom | Phase::AwaitAnswer(_) => return None,
+        Phase::Streaming(ref stream) if stream.waits_on_server() => return None,
+        Phase::Streaming(_) => Some(Reason::IdleDeadline),
         Phase::Lingering { .. } => None,
         Phase::ExpectHead => Some(Reason::HeaderDeadline),
         Phase::ExpectBody(_) | Phase::Sending(_) => Some(Reason::IdleDeadline),

@@ -6,15 +6,13 @@
 
 use std::time::{Duration, Instant};
 
-use mio::{Registry, Token};
-use plugin_api::Response;
-
-use crate::exec::job::Job;
+use crate::exec::job::{Job, Reply};
 use crate::exec::pool::{Place, Pool, PoolEvent};
 use crate::ids::ConnId;
 use crate::intake::queue::{Full, Queue};
 use crate::plugins::version::NewVersion;
 use crate::plugins::watcher::Change;
+use mio::{Registry, Token};
 
 /// What became of a job taken out of the queue.
 pub enum Placed {
@@ -32,8 +30,8 @@ pub struct Answer {
     pub conn: ConnId,
     /// The route it went to (for the access log).
     pub route: String,
-    /// The answer.
-    pub response: Response,
+    /// The answer, or a part of a streamed one.
+    pub reply: Reply,
 }
 
 /// The queue and the executors behind it.
@@ -122,15 +120,9 @@ impl Dispatch {
         for event in self.events.drain(..) {
             self.pending = true;
             match event {
-                PoolEvent::Answer {
-                    conn,
-                    route,
-                    response,
-                } => answers.push(Answer {
-                    conn,
-                    route,
-                    response,
-                }),
+                PoolEvent::Answer { conn, route, reply } => {
+                    answers.push(Answer { conn, route, reply })
+                }
                 PoolEvent::Requeue(job) => {
                     requeued += job.body_bytes();
                     self.queue.push_front(job);
@@ -145,10 +137,28 @@ impl Dispatch {
         !self.events.is_empty()
     }
 
-    /// Hands an executor's poll event to the pool.
-    pub fn on_executor_event(&mut self, token: Token, registry: &Registry, scratch: &mut [u8]) {
+    /// Hands an executor's poll event to the pool; `takes_more` says whether a connection
+    /// takes more of a streamed answer now.
+    pub fn on_executor_event(
+        &mut self,
+        token: Token,
+        registry: &Registry,
+        scratch: &mut [u8],
+        takes_more: impl Fn(ConnId) -> bool,
+    ) {
         self.pool
-            .on_event(token, registry, scratch, &mut self.events);
+            .on_event(token, registry, scratch, &mut self.events, takes_more);
+    }
+
+    /// Reads what executors left unread (streamed answers whose clients take more now).
+    pub fn pump(
+        &mut self,
+        registry: &Registry,
+        scratch: &mut [u8],
+        takes_more: impl Fn(ConnId) -> bool,
+    ) {
+        self.pool
+            .pump(registry, scratch, &mut self.events, takes_more);
     }
 
     /// The pool's deadlines, reaps and restarts, when one is due.

@@ -19,6 +19,7 @@ mod deadlines;
 pub mod dispatch;
 pub mod queue;
 mod requests;
+pub mod stream;
 
 use std::collections::VecDeque;
 use std::io;
@@ -30,7 +31,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use plugin_api::{Header, RVec, Request, Response};
 
-use crate::exec::job::Job;
+use crate::exec::job::{Job, Reply};
 use crate::exec::pool::Pool;
 use crate::http::body::BodyReader;
 use crate::http::error::HttpError;
@@ -266,8 +267,13 @@ impl Intake {
                     continue;
                 }
                 if Pool::owns(token) {
-                    self.dispatch
-                        .on_executor_event(token, self.poll.registry(), &mut self.scratch);
+                    let conns = &self.conns;
+                    self.dispatch.on_executor_event(
+                        token,
+                        self.poll.registry(),
+                        &mut self.scratch,
+                        |id| conn_in(conns, id).is_none_or(Conn::takes_more),
+                    );
                     continue;
                 }
                 match self.listener_index(token) {
@@ -281,6 +287,11 @@ impl Intake {
             while let Ok(change) = self.changes.try_recv() {
                 self.dispatch.apply(change, self.poll.registry());
             }
+            let conns = &self.conns;
+            self.dispatch
+                .pump(self.poll.registry(), &mut self.scratch, |id| {
+                    conn_in(conns, id).is_none_or(Conn::takes_more)
+                });
             let now = Instant::now();
             self.dispatch.sweep(now, self.poll.registry());
             self.dispatch.wake();
@@ -582,7 +593,7 @@ impl Intake {
                     self.answer(Answer {
                         conn,
                         route,
-                        response: text(404, &body),
+                        reply: Reply::Whole(text(404, &body)),
                     });
                 }
             }
@@ -611,33 +622,54 @@ impl Intake {
         }
     }
 
-    /// Writes an answer to the connection waiting for it, if it still waits.
+    /// Writes an answer (or a part of a streamed one) to the connection waiting for it, if
+    /// it still waits.
     fn answer(&mut self, answer: Answer) {
-        let Answer {
-            conn,
-            route,
-            response,
-        } = answer;
-        let (shape, peer) = match self.conn_mut(conn) {
-            Some(Conn {
-                phase: Phase::AwaitAnswer(shape),
-                peer,
-                ..
-            }) => (*shape, *peer),
-            _ => return, // the client left; drop the answer
+        let Answer { conn, route, reply } = answer;
+        let Some(state) = self.conn_mut(conn) else {
+            return; // the client left; drop the answer
         };
+        match (&state.phase, reply) {
+            (Phase::AwaitAnswer(shape), Reply::Whole(response)) => {
+                let (shape, peer) = (*shape, state.peer);
+                self.log_answer(peer, &route, response.status, response.body.len(), shape);
+                self.respond(conn.slot, response, shape);
+            }
+            (Phase::AwaitAnswer(shape), Reply::Head(response, length)) => {
+                let (shape, peer) = (*shape, state.peer);
+                self.log_answer(peer, &route, response.status, 0, shape);
+                self.start_stream(conn.slot, response, length, shape);
+            }
+            (Phase::Streaming(_), Reply::Piece(bytes)) => state.stream_piece(&bytes, false),
+            (Phase::Streaming(_), Reply::End(true)) => state.stream_piece(&[], true),
+            (Phase::Streaming(_), Reply::End(false) | Reply::Whole(_)) => {
+                // The stream broke off (its executor died, passed its deadline, or its
+                // program's answer ended early): cutting the connection is the only way left
+                // to tell the client its answer is not whole.
+                return self.close(conn.slot);
+            }
+            _ => return,
+        }
+        self.drive(conn.slot);
+    }
+
+    /// The latency histogram (to the first byte of the answer) and the access log line.
+    fn log_answer(
+        &mut self,
+        peer: SocketAddr,
+        route: &str,
+        status: u16,
+        bytes: usize,
+        shape: ReplyShape,
+    ) {
         let took = shape.started.elapsed();
         self.counters.latency.observe(took.as_secs_f64());
         if crate::observe::log::access_enabled() {
             crate::info!(
-                "access {peer} /{route} {} {} bytes {:.1} ms",
-                response.status,
-                response.body.len(),
+                "access {peer} /{route} {status} {bytes} bytes {:.1} ms",
                 took.as_secs_f64() * 1000.0
             );
         }
-        self.respond(conn.slot, response, shape);
-        self.drive(conn.slot);
     }
 }
 

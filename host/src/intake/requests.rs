@@ -2,6 +2,8 @@
 //! answer (or a refusal) on the connection.
 
 use super::*;
+use crate::http::response::{write_head_with, BodyLength};
+use crate::intake::stream::{Delimit, Stream};
 
 impl Intake {
     pub(super) fn body_limit(&self, route: &str) -> usize {
@@ -163,6 +165,51 @@ impl Intake {
         };
         conn.phase = Phase::Sending(Outgoing::new(head, body, !keep_alive));
         conn.set_deadline(idle_timeout);
+    }
+}
+
+impl Intake {
+    /// Starts writing a streamed response (its pieces follow as its executor sends them).
+    pub(super) fn start_stream(
+        &mut self,
+        slot: usize,
+        response: Response,
+        length: Option<u64>,
+        shape: ReplyShape,
+    ) {
+        self.counters.respond(response.status);
+        let keep_alive =
+            shape.keep_alive && !self.queue_under_pressure() && self.drain_until.is_none();
+        let idle = self.timeout(self.settings.idle_timeout);
+        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        let persistence = if keep_alive {
+            Persistence::KeepAlive {
+                http10: shape.http10,
+            }
+        } else {
+            Persistence::Close
+        };
+        let (body_length, delimit) = match length {
+            Some(n) => (BodyLength::Known(n), Delimit::Length),
+            None if shape.http10 => (BodyLength::UntilClose, Delimit::Close),
+            None => (BodyLength::Chunked, Delimit::Chunked),
+        };
+        let delimit = match shape.head_only || is_bodiless(response.status) {
+            true => Delimit::Nothing,
+            false => delimit,
+        };
+        let (head, dropped) =
+            write_head_with(response.status, &response.headers, body_length, persistence);
+        if dropped > 0 {
+            warn!(
+                "dropped {dropped} malformed response header(s) for {}",
+                conn.peer
+            );
+        }
+        conn.phase = Phase::Streaming(Stream::new(head, delimit, !keep_alive, idle));
+        conn.set_deadline(idle);
     }
 }
 

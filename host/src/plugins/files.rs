@@ -67,6 +67,11 @@ impl PrivateDir {
         Ok(PrivateDir { path })
     }
 
+    /// Where it is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Writes `file`'s bytes as a copy for `name` at `generation`; returns its path. The copy
     /// is owner-only and written once (`create_new`).
     pub fn copy(

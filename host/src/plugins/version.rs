@@ -23,6 +23,9 @@ pub struct NewVersion {
     pub source: PathBuf,
     /// Its contents' hash.
     pub hash: ContentHash,
+    /// How long its executor may take to be ready, when it sets its own (a program's
+    /// `start_timeout`); else `--init-timeout`.
+    pub init_timeout: Option<std::time::Duration>,
 }
 
 impl NewVersion {

@@ -1,7 +1,8 @@
 //! Watches the plugins folder and turns file changes into handler versions for the pool.
 //!
-//! Every interval it lists the `*.so` files and executable programs and their stamps (size,
-//! mtime, inode, mode, owner). A new or changed file is taken only once its stamp has held for
+//! Every interval it lists the `*.so` files, executable programs and program folders (a folder
+//! holding an executable `serve`) and their stamps (size, mtime, inode, mode, owner; for a
+//! folder, a hash over every entry's). A new or changed file is taken only once its stamp has held for
 //! one whole interval (so a file still being written is not loaded); then it is read and
 //! hashed and, unless the same bytes were already offered for that route, offered to the pool
 //! as a new version (a library through a private copy). The pool starts its executor; loading
@@ -21,6 +22,7 @@ use std::time::Duration;
 use crate::ids::HandlerKind;
 use crate::ids::{ContentHash, Generation, PluginName};
 use crate::plugins::files::{HandlerFile, PrivateDir};
+use crate::plugins::program::{self, ProgramSettings};
 use crate::plugins::version::NewVersion;
 use crate::{info, warn};
 
@@ -173,6 +175,28 @@ impl Watcher {
             let Ok(meta) = fs::metadata(&path) else {
                 continue;
             };
+            if meta.is_dir() {
+                if program::is_program_dir(&path) {
+                    if let Ok((hash, total)) = program::folder_stamp(&path) {
+                        let stamp = Stamp {
+                            len: total,
+                            modified: hash as i64,
+                            modified_nanos: 0,
+                            inode: meta.ino(),
+                            mode: meta.mode(),
+                            owner: meta.uid(),
+                        };
+                        files.insert(path, stamp);
+                    }
+                } else if path.join(program::SERVE).exists() && self.ignored.insert(path.clone()) {
+                    // Other folders (a plugin's source beside its .so) are none of ours.
+                    crate::info!(
+                        "ignored {}: its serve is not executable (chmod +x it)",
+                        path.display()
+                    );
+                }
+                continue;
+            }
             if !meta.is_file() {
                 continue;
             }
@@ -280,8 +304,8 @@ impl Watcher {
                 return None;
             }
         };
-        let current = self.offered.get(&name);
-        if let Some(current) = current.filter(|c| c.path != path) {
+        let current_hash = self.offered.get(&name).map(|c| c.hash);
+        if let Some(current) = self.offered.get(&name).filter(|c| c.path != path) {
             if self.ignored.insert(path.to_owned()) {
                 warn!(
                     "ignored {}: /{name} is already served by {}",
@@ -291,34 +315,54 @@ impl Watcher {
             }
             return None;
         }
+        let folder = path.is_dir();
         if !self.insecure {
-            if let Some(why) = fs::metadata(path)
-                .ok()
-                .and_then(|m| crate::plugins::trust::distrust(&m))
-            {
+            let mut checked = vec![path.to_owned()];
+            if folder {
+                checked.extend(
+                    [program::SERVE, program::SETTINGS, program::ENV].map(|f| path.join(f)),
+                );
+            }
+            if let Some(why) = checked.iter().find_map(|p| {
+                fs::metadata(p)
+                    .ok()
+                    .and_then(|m| crate::plugins::trust::distrust(&m))
+                    .map(|why| format!("{}: {why}", p.display()))
+            }) {
                 if self.ignored.insert(path.to_owned()) {
-                    warn!(
-                        "refused {}: {why} (or pass --insecure-plugins-dir)",
-                        path.display()
-                    );
+                    warn!("refused {why} (or pass --insecure-plugins-dir)");
                 }
                 return None;
             }
         }
-        let file = match HandlerFile::read(path) {
-            Ok(file) => file,
-            Err(e) => {
-                warn!("refused {}: cannot read it: {e}", path.display());
-                return None;
-            }
+        let program = match folder {
+            true => Some(self.read_program(path)?),
+            false => None,
         };
-        if current.is_some_and(|c| c.hash == file.hash) {
+        let hash = match program {
+            Some((hash, _)) => hash,
+            None => match HandlerFile::read(path) {
+                Ok(file) => file.hash,
+                Err(e) => {
+                    warn!("refused {}: cannot read it: {e}", path.display());
+                    return None;
+                }
+            },
+        };
+        if current_hash == Some(hash) {
             return None;
         }
         let generation = Generation(self.next_generation);
         self.next_generation += 1;
-        let (kind, handler_file, owns_file) = if is_library(path) {
-            match self.private.copy(&name, generation, &file) {
+        // Absolute: a program runs in its own folder, where a relative path (`--plugins
+        // plugins`) would no longer lead to it.
+        let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+        let (kind, handler_file, owns_file) = if folder {
+            (HandlerKind::Program, absolute, false)
+        } else if is_library(path) {
+            let copied = HandlerFile::read(path)
+                .and_then(|file| self.private.copy(&name, generation, &file));
+            match copied {
                 Ok(copy) => (HandlerKind::Native, copy, true),
                 Err(e) => {
                     warn!(
@@ -329,16 +373,13 @@ impl Watcher {
                 }
             }
         } else {
-            // Absolute: the program runs with the plugins folder as its working directory,
-            // where a relative path (`--plugins plugins`) would no longer lead to it.
-            let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
             (HandlerKind::Cgi, absolute, false)
         };
         self.offered.insert(
             name.clone(),
             Offered {
                 path: path.to_owned(),
-                hash: file.hash,
+                hash,
             },
         );
         Some(Change::Install(NewVersion {
@@ -348,8 +389,31 @@ impl Watcher {
             file: handler_file,
             owns_file,
             source: path.to_owned(),
-            hash: file.hash,
+            hash,
+            init_timeout: program.and_then(|(_, settings)| settings.start_timeout),
         }))
+    }
+}
+
+impl Watcher {
+    /// A program folder's hash and settings; `None` (logged once) when they cannot be read.
+    fn read_program(&mut self, dir: &Path) -> Option<(ContentHash, ProgramSettings)> {
+        let read = program::version_hash(dir)
+            .map_err(|e| format!("cannot read it: {e}"))
+            .and_then(|hash| Ok((hash, program::read_settings(dir)?)))
+            .and_then(|read| program::read_env(dir).map(|_| read));
+        match read {
+            Ok(read) => {
+                self.ignored.remove(dir);
+                Some(read)
+            }
+            Err(why) => {
+                if self.ignored.insert(dir.to_owned()) {
+                    warn!("refused {}: {why}", dir.display());
+                }
+                None
+            }
+        }
     }
 }
 

@@ -1,0 +1,458 @@
+//! A program that stays up, inside its executor: its folder's `serve` started once, in the
+//! folder, with a clean environment (`PATH`, `HOME`, `LANG`, then `PORT`, `FIDDLER_SOCKET`,
+//! `FIDDLER_ROUTE`, then the folder's `env` lines); watched until it listens on one of the two
+//! (and its `GET /health`, if it has one, answers 2xx); called through `proxy`; stopped with
+//! SIGTERM, then SIGKILL, when its executor is told to go.
+//!
+//! It shares its executor's process group (a kill past the deadline takes both and whatever it
+//! started) and dies with its executor (`PR_SET_PDEATHSIG`). Its stdout goes where the
+//! executor's goes (the worker logs it with the route); its stderr too, line by line, and the
+//! last lines are kept to say why a program never became ready. A program that exits takes its
+//! executor with it: the worker sees the death (502 for the call in flight, a restart with
+//! backoff).
+
+use std::collections::VecDeque;
+use std::fs;
+use std::io::{self, BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::exec::proxy::{read_head, Upstream};
+use crate::exec::spawn::{INIT_TIMEOUT_ENV, RUNTIME_DIR_ENV};
+use crate::ids::PluginName;
+use crate::plugins::program::{self, ProgramSettings};
+use crate::plugins::version::HandlerMeta;
+use crate::process::signals::describe_exit;
+
+/// The executor's exit code when its program exited while serving.
+pub const EXIT_PROGRAM_GONE: i32 = 67;
+/// Stderr lines kept for a refusal.
+const TAIL_LINES: usize = 8;
+/// The longest stderr line kept (longer ones are cut).
+const MAX_LINE: usize = 2048;
+/// Between two looks at whether it listens.
+const PROBE_EVERY: Duration = Duration::from_millis(50);
+/// How long the `/health` probe waits for an answer.
+const HEALTH_WAIT: Duration = Duration::from_secs(2);
+/// How long a failed call waits to learn whether the program exited.
+const GONE_WAIT: Duration = Duration::from_millis(500);
+/// Between SIGTERM and SIGKILL when it is stopped.
+const STOP_GRACE: Duration = Duration::from_millis(1500);
+/// The environment variables passed on from the executor's own.
+const PASSED_ON: &[&str] = &["PATH", "HOME", "LANG"];
+/// `PATH` when the executor has none.
+const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+/// The longest Unix socket path (`sun_path` holds 108 bytes with its NUL).
+const MAX_SOCKET_PATH: usize = 100;
+
+/// Where the program's life is, as its waiter thread must know.
+const STARTING: u8 = 0;
+const SERVING: u8 = 1;
+const STOPPING: u8 = 2;
+
+/// Why a program could not be started or never became ready.
+pub struct StartError {
+    /// One or two sentences for the log.
+    pub reason: String,
+    /// Its last stderr lines.
+    pub detail: String,
+}
+
+/// What the waiter thread shares: the program's state and its exit.
+struct Life {
+    state: AtomicU8,
+    exit: Mutex<Option<ExitStatus>>,
+    exited: Condvar,
+}
+
+/// A started program.
+pub struct RunningProgram {
+    pid: u32,
+    /// Where it listens.
+    pub upstream: Upstream,
+    /// Its private socket directory (removed when it stops).
+    socket_dir: PathBuf,
+    life: Arc<Life>,
+}
+
+/// Starts `dir/serve` for `route` and waits until it listens (within the start timeout its
+/// executor was given); returns it and what it reports about itself.
+pub fn start(route: &PluginName, dir: &Path) -> Result<(RunningProgram, HandlerMeta), StartError> {
+    let plain = |reason: String| StartError {
+        reason,
+        detail: String::new(),
+    };
+    let settings = program::read_settings(dir).map_err(plain)?;
+    let extra_env = program::read_env(dir).map_err(plain)?;
+    let socket_dir =
+        socket_dir().map_err(|e| plain(format!("cannot make its socket folder: {e}")))?;
+    let socket = socket_dir.join("sock");
+    let port = free_port().map_err(|e| plain(format!("cannot find a free port: {e}")))?;
+    let mut command = Command::new(dir.join(program::SERVE));
+    command
+        .current_dir(dir)
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::piped());
+    for name in PASSED_ON {
+        if let Some(value) = std::env::var_os(name) {
+            command.env(name, value);
+        }
+    }
+    if std::env::var_os("PATH").is_none() {
+        command.env("PATH", DEFAULT_PATH);
+    }
+    command
+        .env("PORT", port.to_string())
+        .env("FIDDLER_SOCKET", &socket)
+        .env("FIDDLER_ROUTE", route.as_str())
+        .envs(extra_env);
+    // SAFETY: between fork and exec only prctl, which is async-signal-safe, is called.
+    unsafe {
+        command.pre_exec(|| {
+            // Dies with its executor, even if the executor is killed outright.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().map_err(|e| {
+        let _ = fs::remove_dir_all(&socket_dir);
+        plain(format!("cannot run its serve: {e}"))
+    })?;
+    let tail = Arc::new(Mutex::new(VecDeque::new()));
+    if let Some(stderr) = child.stderr.take() {
+        relay_stderr(stderr, Arc::clone(&tail));
+    }
+    let life = Arc::new(Life {
+        state: AtomicU8::new(STARTING),
+        exit: Mutex::new(None),
+        exited: Condvar::new(),
+    });
+    let running = RunningProgram {
+        pid: child.id(),
+        upstream: Upstream::Tcp(SocketAddr::from((Ipv4Addr::LOCALHOST, port))),
+        socket_dir: socket_dir.clone(),
+        life: Arc::clone(&life),
+    };
+    watch_exit(child, Arc::clone(&life), socket_dir);
+    let last_words = || {
+        let lines = tail.lock().map(|t| t.iter().cloned().collect::<Vec<_>>());
+        lines.unwrap_or_default().join("\n")
+    };
+    let upstream = match wait_until_listening(&running, &socket, port, start_deadline(&settings)) {
+        Ok(upstream) => upstream,
+        Err(reason) => {
+            running.abandon();
+            let detail = last_words();
+            let reason = match detail.lines().last() {
+                Some(last) => format!("{reason}; its last stderr line: {last}"),
+                None => format!("{reason} (it printed nothing on stderr)"),
+            };
+            return Err(StartError { reason, detail });
+        }
+    };
+    let running = RunningProgram {
+        upstream: upstream.clone(),
+        ..running
+    };
+    life.state.store(SERVING, Ordering::SeqCst);
+    if running.exit_status().is_some() {
+        // It exited between the last look and now: the waiter saw it still starting.
+        running.remove_socket_dir();
+        std::process::exit(EXIT_PROGRAM_GONE);
+    }
+    let meta = HandlerMeta {
+        crate_name: "program".to_owned(),
+        version: String::new(),
+        description: format!("{}/serve on {upstream}", dir.display()),
+        deadline_ms: settings.deadline_ms,
+        max_body: settings.max_body,
+    };
+    Ok((running, meta))
+}
+
+impl RunningProgram {
+    /// Its exit status, once it has exited.
+    fn exit_status(&self) -> Option<ExitStatus> {
+        self.life.exit.lock().ok().and_then(|e| *e)
+    }
+
+    /// Ends the executor if its program has exited (waiting a moment for its waiter to see
+    /// it): a failed connection is then the program's death, not a failed call.
+    pub fn exit_if_gone(&self) {
+        let until = Instant::now() + GONE_WAIT;
+        let Ok(mut exit) = self.life.exit.lock() else {
+            return;
+        };
+        while exit.is_none() && Instant::now() < until {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.life.exited.wait_timeout(exit, left) {
+                Ok((next, _)) => exit = next,
+                Err(_) => return,
+            }
+        }
+        if let Some(status) = *exit {
+            eprintln!(
+                "its serve [{}] exited ({}); the executor exits with it",
+                self.pid,
+                describe_exit(status)
+            );
+            self.remove_socket_dir();
+            std::process::exit(EXIT_PROGRAM_GONE);
+        }
+    }
+
+    fn remove_socket_dir(&self) {
+        let _ = fs::remove_dir_all(&self.socket_dir);
+    }
+
+    /// Stops it: SIGTERM, a grace to exit, then SIGKILL for its executor's whole group (this
+    /// process included: stopping is the executor's last act; once the program has exited,
+    /// its waiter ends the executor).
+    pub fn stop(&self) {
+        self.life.state.store(STOPPING, Ordering::SeqCst);
+        if !self.terminate() {
+            self.remove_socket_dir();
+            // SAFETY: our own process group; this process goes with it, as intended.
+            unsafe {
+                libc::kill(0, libc::SIGKILL);
+            }
+        }
+    }
+
+    /// Stops a program that never became ready, leaving the executor to say so.
+    fn abandon(&self) {
+        if !self.terminate() {
+            self.signal(libc::SIGKILL);
+        }
+        self.remove_socket_dir();
+    }
+
+    /// SIGTERM, then up to [`STOP_GRACE`] for it to exit; whether it did.
+    fn terminate(&self) -> bool {
+        self.signal(libc::SIGTERM);
+        let until = Instant::now() + STOP_GRACE;
+        let Ok(mut exit) = self.life.exit.lock() else {
+            return false;
+        };
+        while exit.is_none() && Instant::now() < until {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.life.exited.wait_timeout(exit, left) {
+                Ok((next, _)) => exit = next,
+                Err(_) => return false,
+            }
+        }
+        exit.is_some()
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        if self.exit_status().is_some() {
+            return;
+        }
+        if let Ok(pid) = libc::pid_t::try_from(self.pid) {
+            // SAFETY: kill on our own child. Its waiter records the exit as soon as it reaps
+            // it, and that was checked just above; only in the moment between the two could
+            // the pid be a new process's.
+            unsafe {
+                libc::kill(pid, signal);
+            }
+        }
+    }
+}
+
+/// The start deadline: the executor's init timeout, less a margin to report why.
+fn start_deadline(settings: &ProgramSettings) -> Instant {
+    let timeout = std::env::var(INIT_TIMEOUT_ENV)
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+        .map(Duration::from_millis)
+        .or(settings.start_timeout)
+        .unwrap_or(Duration::from_secs(60));
+    let margin = (timeout / 10).min(Duration::from_secs(1));
+    Instant::now() + timeout - margin
+}
+
+/// Looks until it accepts a connection on its socket or port (and its `/health`, if it has
+/// one, says 2xx), it exits, or `until` passes.
+fn wait_until_listening(
+    running: &RunningProgram,
+    socket: &Path,
+    port: u16,
+    until: Instant,
+) -> Result<Upstream, String> {
+    let tcp = Upstream::Tcp(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+    let unix = Upstream::Unix(socket.to_owned());
+    let mut unhealthy = None;
+    loop {
+        if let Some(status) = running.exit_status() {
+            return Err(format!(
+                "its serve exited ({}) before it listened",
+                describe_exit(status)
+            ));
+        }
+        let candidates = match socket.exists() {
+            true => [&unix, &tcp],
+            false => [&tcp, &tcp],
+        };
+        for upstream in candidates {
+            match probe(upstream) {
+                Probe::Ready => return Ok(upstream.clone()),
+                Probe::Unhealthy(status) => unhealthy = Some(status),
+                Probe::NotListening => {}
+            }
+        }
+        if Instant::now() >= until {
+            return Err(match unhealthy {
+                Some(status) => {
+                    format!("its GET /health still answered {status} when its start timeout passed")
+                }
+                None => "it did not listen on $PORT or $FIDDLER_SOCKET before its start timeout \
+                         (--init-timeout, or start_timeout in its settings)"
+                    .to_owned(),
+            });
+        }
+        thread::sleep(PROBE_EVERY);
+    }
+}
+
+/// What one look at a program found.
+enum Probe {
+    /// It accepts and its `/health` says 2xx, or it has no `/health` (404, 405, 501).
+    Ready,
+    /// It accepts but its `/health` says this (a model still loading: 503).
+    Unhealthy(u16),
+    /// Nothing accepts there (yet).
+    NotListening,
+}
+
+fn probe(upstream: &Upstream) -> Probe {
+    let Ok(mut wire) = upstream.connect() else {
+        return Probe::NotListening;
+    };
+    let _ = wire.set_read_timeout(Some(HEALTH_WAIT));
+    let ask = b"GET /health HTTP/1.1\r\nHost: localhost\r\nUser-Agent: fiddler-crab\r\n\
+                Connection: close\r\n\r\n";
+    if wire.write_all(ask).is_err() {
+        return Probe::NotListening;
+    }
+    let mut buf = Vec::new();
+    match read_head(&mut wire, &mut buf) {
+        Ok(head) if (200..300).contains(&head.status) => Probe::Ready,
+        Ok(head) if matches!(head.status, 404 | 405 | 501) => Probe::Ready,
+        Ok(head) => Probe::Unhealthy(head.status),
+        Err(_) => Probe::NotListening,
+    }
+}
+
+/// A free loopback port, found by binding port 0 and letting it go (the program binds it a
+/// moment later; another process taking it in between makes the start fail and retry).
+fn free_port() -> io::Result<u16> {
+    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+        .local_addr()?
+        .port())
+}
+
+/// A new 0700 folder for the program's socket, in the worker's private directory (so it goes
+/// with the worker), named for this executor; folders of executors that are gone are removed.
+fn socket_dir() -> io::Result<PathBuf> {
+    let mut base = std::env::var_os(RUNTIME_DIR_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let name = format!("p{}", std::process::id());
+    if base.join(&name).join("sock").as_os_str().len() > MAX_SOCKET_PATH {
+        base = std::env::temp_dir();
+    }
+    if let Ok(entries) = fs::read_dir(&base) {
+        for entry in entries.flatten() {
+            let stale = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix('p'))
+                .and_then(|pid| pid.parse::<u32>().ok())
+                .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+            if stale {
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    let dir = base.join(name);
+    let _ = fs::remove_dir_all(&dir);
+    fs::DirBuilder::new().mode(0o700).create(&dir)?;
+    Ok(dir)
+}
+
+/// Copies the program's stderr to the executor's, line by line, keeping the last lines.
+fn relay_stderr(stderr: ChildStderr, tail: Arc<Mutex<VecDeque<String>>>) {
+    let relay = move || {
+        let mut reader = BufReader::new(stderr);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match reader.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            let text = String::from_utf8_lossy(&line[..line.len().min(MAX_LINE)]);
+            let text = text.trim_end();
+            let _ = writeln!(io::stderr(), "{text}");
+            if let Ok(mut tail) = tail.lock() {
+                if tail.len() == TAIL_LINES {
+                    tail.pop_front();
+                }
+                tail.push_back(text.to_owned());
+            }
+        }
+    };
+    if thread::Builder::new()
+        .name("stderr".to_owned())
+        .spawn(relay)
+        .is_err()
+    {
+        eprintln!("executor: cannot start the thread that relays its program's stderr");
+    }
+}
+
+/// Waits for the program to exit on a thread of its own. While it serves, its exit ends the
+/// executor; while it starts, the exit is reported to the start (which says why).
+fn watch_exit(mut child: Child, life: Arc<Life>, socket_dir: PathBuf) {
+    let pid = child.id();
+    let watch = move || {
+        let status = child.wait().unwrap_or_else(|_| ExitStatus::from_raw(0));
+        if let Ok(mut exit) = life.exit.lock() {
+            *exit = Some(status);
+        }
+        life.exited.notify_all();
+        match life.state.load(Ordering::SeqCst) {
+            SERVING => {
+                eprintln!(
+                    "its serve [{pid}] exited ({}); the executor exits with it",
+                    describe_exit(status)
+                );
+                let _ = fs::remove_dir_all(&socket_dir);
+                std::process::exit(EXIT_PROGRAM_GONE);
+            }
+            STOPPING => {
+                let _ = fs::remove_dir_all(&socket_dir);
+                std::process::exit(0);
+            }
+            _ => {}
+        }
+    };
+    if thread::Builder::new()
+        .name("waiter".to_owned())
+        .spawn(watch)
+        .is_err()
+    {
+        eprintln!("executor: cannot start the thread that watches its program");
+    }
+}

@@ -1,0 +1,267 @@
+//! Programs that stay up: folders with an executable `serve`, started once per version and
+//! called over HTTP (a standard-library Python server on `$PORT`, uvicorn on
+//! `$FIDDLER_SOCKET`), killed, hung, streamed, swapped and refused while the server runs.
+
+use std::fs;
+use std::io::Write;
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use crate::support::{
+    is_gone, read_chunk, read_head_response, read_response, wait_until, Client, Scheme, Server,
+    IO_DEADLINE,
+};
+
+/// How long a changed folder may take to be served (a settled poll, then the program's start).
+const SWAP_DEADLINE: Duration = Duration::from_secs(15);
+
+/// Copies the fixture program `fixture` (under `tests/fixtures/programs/`) to
+/// `plugins/<route>/`, with extra files.
+fn install(plugins: &Path, fixture: &str, route: &str, extra: &[(&str, &str)]) {
+    let from = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/programs")
+        .join(fixture);
+    let to = plugins.join(route);
+    fs::create_dir_all(&to).expect("make the program folder");
+    for entry in fs::read_dir(&from).expect("read the fixture").flatten() {
+        fs::copy(entry.path(), to.join(entry.file_name())).expect("copy a fixture file");
+    }
+    for (name, text) in extra {
+        fs::write(to.join(name), text).expect("write an extra file");
+    }
+}
+
+/// A server with one program, `fixture` installed at `/<route>` with `extra` files.
+fn start(scheme: Scheme, fixture: &str, route: &str, extra: &[(&str, &str)]) -> Server {
+    Server::start_with(scheme, &[], &[], |dir| install(dir, fixture, route, extra))
+}
+
+fn pid_of(server: &Server, route: &str) -> u32 {
+    let response = server.get(&format!("/{route}/pid"));
+    assert_eq!(response.status, 200, "{}", response.text());
+    response.text().parse().expect("a pid")
+}
+
+fn a_program_answers_with_its_settings_env_and_forwarding(scheme: Scheme) {
+    let extra = [
+        ("env", "MODEL=/models/tiny.gguf\n"),
+        ("settings", "max_body=1K\n"),
+    ];
+    let server = start(scheme, "stdlib", "std", &extra);
+    let response = server.send(
+        b"POST /std/echo?x=1 HTTP/1.1\r\nHost: t\r\nConnection: keep-alive\r\nX-Forwarded-For: 10.9.8.7\r\nContent-Length: 5\r\n\r\nhello",
+    );
+    assert_eq!(response.status, 200, "{}", response.text());
+    let text = response.text();
+    let proto = match scheme {
+        Scheme::Http => "http",
+        Scheme::Https => "https",
+    };
+    for expected in [
+        "\"method\": \"POST\"".to_owned(),
+        "\"path\": \"/echo\"".to_owned(),
+        "\"query\": \"x=1\"".to_owned(),
+        "\"body_len\": 5".to_owned(),
+        "\"xff\": \"10.9.8.7, 127.0.0.1\"".to_owned(),
+        format!("\"proto\": \"{proto}\""),
+        "\"connection\": null".to_owned(),
+        "\"route\": \"std\"".to_owned(),
+        "\"model\": \"/models/tiny.gguf\"".to_owned(),
+    ] {
+        assert!(text.contains(&expected), "{expected} not in {text}");
+    }
+    assert_eq!(server.post("/std/echo", &[b'x'; 2000]).status, 413);
+    let plugins = server.get("/-/plugins").text();
+    assert!(plugins.contains("\"kind\":\"program\""), "{plugins}");
+}
+
+fn a_streamed_answer_reaches_the_client_before_the_program_has_finished(scheme: Scheme) {
+    let server = start(scheme, "stdlib", "std", &[]);
+    let gate = server.gate();
+    let mut client = server.start_get(&format!("/std/stream?{}", gate.query()));
+    let head = read_head_response(&mut client).expect("a response head");
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(head.header("content-type"), Some("text/event-stream"));
+    // The program is still blocked on the gate: this piece came while it had not finished.
+    assert_eq!(read_chunk(&mut client), b"data: token0\n\n");
+    gate.open();
+    let mut rest = Vec::new();
+    loop {
+        let chunk = read_chunk(&mut client);
+        if chunk.is_empty() {
+            break;
+        }
+        rest.extend_from_slice(&chunk);
+    }
+    assert_eq!(rest, b"data: token1\n\ndata: token2\n\ndata: token3\n\n");
+    // The connection is kept and serves the next request.
+    client
+        .write_all(b"GET /std/echo HTTP/1.1\r\nHost: t\r\n\r\n")
+        .expect("send a second request");
+    assert_eq!(read_response(&mut client).expect("an answer").status, 200);
+}
+
+crate::over_both_schemes!(
+    a_program_answers_with_its_settings_env_and_forwarding,
+    a_streamed_answer_reaches_the_client_before_the_program_has_finished,
+);
+
+#[test]
+fn a_program_killed_mid_call_costs_that_call_and_the_queued_ones_are_answered_after() {
+    let mut server = start(Scheme::Http, "stdlib", "std", &[]);
+    let before = pid_of(&server, "std");
+    let gate = server.gate();
+    let mut held = server.start_get(&format!("/std/wait?{}", gate.query()));
+    server.wait_busy(1);
+    let queued_before = server.metric("fiddler_requests_queued_total");
+    let mut queued: Vec<Client> = (0..3).map(|_| server.start_get("/std/echo")).collect();
+    wait_until("three more queued", IO_DEADLINE, || {
+        (server.metric("fiddler_requests_queued_total") >= queued_before + 3).then_some(())
+    });
+    // SAFETY: a signal to the fixture program's pid, which this test just read from it.
+    assert_eq!(unsafe { libc::kill(before as i32, libc::SIGKILL) }, 0);
+    let cost = read_response(&mut held).expect("an answer for the call in flight");
+    assert_eq!(cost.status, 502, "{}", cost.text());
+    for client in queued.iter_mut() {
+        let response = read_response(client).expect("an answer after the restart");
+        assert_eq!(response.status, 200, "{}", response.text());
+    }
+    let after = pid_of(&server, "std");
+    assert_ne!(before, after, "a fresh program serves");
+    server.wait_for_log("died", IO_DEADLINE);
+}
+
+#[test]
+fn a_hung_call_gets_504_and_the_program_is_restarted() {
+    let mut server = start(
+        Scheme::Http,
+        "stdlib",
+        "slow",
+        &[("settings", "deadline=1500\n")],
+    );
+    let before = pid_of(&server, "slow");
+    let response = server.get("/slow/hang");
+    assert_eq!(response.status, 504, "{}", response.text());
+    wait_until("the hung program to be killed", IO_DEADLINE, || {
+        is_gone(before).then_some(())
+    });
+    assert_ne!(pid_of(&server, "slow"), before);
+    server.wait_for_log("passed its 1500 ms deadline", IO_DEADLINE);
+}
+
+#[test]
+fn a_changed_folder_is_swapped_in_with_no_failed_request_under_load() {
+    let server = start(Scheme::Http, "stdlib", "std", &[("VERSION", "v1\n")]);
+    assert_eq!(server.get("/std/version").text(), "v1");
+    let old = pid_of(&server, "std");
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let load = {
+        let (addr, stop, sent) = (server.addr, Arc::clone(&stop), Arc::clone(&sent));
+        thread::spawn(move || {
+            let mut answers = Vec::new();
+            while !stop.load(Ordering::SeqCst) && answers.len() < 20_000 {
+                sent.fetch_add(1, Ordering::SeqCst);
+                let mut stream = TcpStream::connect(addr).expect("connect");
+                stream
+                    .set_read_timeout(Some(IO_DEADLINE))
+                    .expect("a read timeout");
+                stream
+                    .write_all(b"GET /std/version HTTP/1.1\r\nHost: t\r\n\r\n")
+                    .expect("send");
+                let response = read_response(&mut stream).expect("an answer");
+                answers.push((response.status, response.text()));
+            }
+            answers
+        })
+    };
+    wait_until("the load to run", IO_DEADLINE, || {
+        (sent.load(Ordering::SeqCst) > 10).then_some(())
+    });
+    fs::write(server.plugins_dir.join("std/VERSION"), "v2\n").expect("change a file");
+    wait_until("the new version to answer", SWAP_DEADLINE, || {
+        (server.get("/std/version").text() == "v2").then_some(())
+    });
+    wait_until("the old program to be stopped", IO_DEADLINE, || {
+        is_gone(old).then_some(())
+    });
+    stop.store(true, Ordering::SeqCst);
+    let answers = load.join().expect("the load thread");
+    let failed: Vec<_> = answers
+        .iter()
+        .filter(|(status, _)| *status != 200)
+        .collect();
+    assert!(failed.is_empty(), "failed during the swap: {failed:?}");
+    assert!(
+        answers.iter().any(|(_, v)| v == "v1"),
+        "load ran before the swap"
+    );
+    assert_eq!(answers.last().map(|(_, v)| v.as_str()), Some("v2"));
+}
+
+#[test]
+fn a_program_that_never_listens_is_refused_with_its_stderr() {
+    let mut server = start(Scheme::Http, "stdlib", "std", &[]);
+    let mute = server.plugins_dir.join("mute");
+    fs::create_dir_all(&mute).expect("mkdir");
+    fs::write(mute.join("settings"), "start_timeout=1500\n").expect("settings");
+    let serve = mute.join(".serve.tmp");
+    fs::write(
+        &serve,
+        "#!/bin/sh\necho 'cannot load weights.bin' >&2\nexec sleep 60\n",
+    )
+    .expect("write serve");
+    fs::set_permissions(&serve, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    fs::rename(&serve, mute.join("serve")).expect("rename into place");
+    let line = server.wait_for_log("refused", SWAP_DEADLINE);
+    assert!(line.contains("did not listen"), "{line}");
+    assert!(line.contains("cannot load weights.bin"), "{line}");
+    assert_eq!(server.get("/mute").status, 404);
+    assert_eq!(
+        server.get("/std/echo").status,
+        200,
+        "the others still serve"
+    );
+}
+
+#[test]
+fn a_uvicorn_app_on_the_unix_socket_answers_and_streams() {
+    let found = Command::new("python3")
+        .args(["-c", "import uvicorn"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        found,
+        "this test needs uvicorn (pip install uvicorn; .ci/run installs it)"
+    );
+    let server = start(Scheme::Http, "asgi", "uv", &[]);
+    let plugins = server.get("/-/plugins").text();
+    assert!(
+        plugins.contains("on unix:"),
+        "it listens on the socket: {plugins}"
+    );
+    let response = server.post("/uv/echo", b"hi");
+    assert_eq!(
+        (response.status, response.text().as_str()),
+        (200, "uvicorn uv: hi")
+    );
+    let mut client = server.start_get("/uv/stream");
+    let head = read_head_response(&mut client).expect("a head");
+    assert_eq!(head.header("transfer-encoding"), Some("chunked"));
+    let mut events = Vec::new();
+    loop {
+        let chunk = read_chunk(&mut client);
+        if chunk.is_empty() {
+            break;
+        }
+        events.extend_from_slice(&chunk);
+    }
+    assert_eq!(events, b"data: 0\n\ndata: 1\n\ndata: 2\n\n");
+}
