@@ -834,9 +834,14 @@ impl Pool {
 
     /// The consequences of an executor's exit for its version, and the log line.
     fn exited(&mut self, generation: Generation, pid: u32, status: ExitStatus, why: DeathContext) {
-        let cause = describe_exit(status);
         let Some(version) = self.versions.get(generation) else {
             return;
+        };
+        let cause = match (version.new.kind, status.code()) {
+            (HandlerKind::Program, Some(crate::exec::program::EXIT_PROGRAM_GONE)) => {
+                "its program exited".to_owned()
+            }
+            _ => describe_exit(status),
         };
         let route = version.new.name.clone();
         match why {
