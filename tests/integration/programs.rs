@@ -184,7 +184,12 @@ fn a_changed_folder_is_swapped_in_with_no_failed_request_under_load() {
     wait_until("the load to run", IO_DEADLINE, || {
         (sent.load(Ordering::SeqCst) > 10).then_some(())
     });
+    // A new serve (and the "model" file it loads at start) dropped in while requests run.
+    let serve = server.plugins_dir.join("std/serve");
+    let mut code = fs::read_to_string(&serve).expect("read serve");
+    code.push_str("\n# version 2\n");
     fs::write(server.plugins_dir.join("std/VERSION"), "v2\n").expect("change a file");
+    fs::write(&serve, code).expect("change serve");
     wait_until("the new version to answer", SWAP_DEADLINE, || {
         (server.get("/std/version").text() == "v2").then_some(())
     });

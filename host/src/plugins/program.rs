@@ -20,9 +20,11 @@ pub const SERVE: &str = "serve";
 pub const SETTINGS: &str = "settings";
 /// Its environment file.
 pub const ENV: &str = "env";
-/// The most entries looked at in a folder (a virtualenv holds thousands): beyond them, changes
-/// are not seen.
-const MAX_ENTRIES: usize = 50_000;
+/// The most entries looked at in a folder on each poll: beyond them, changes are not seen.
+/// (A virtualenv holds thousands of files: in `.venv` it is skipped, like every hidden name.)
+const MAX_ENTRIES: usize = 10_000;
+/// Folders never looked into: caches and package trees that change without being the program.
+const SKIPPED: &[&str] = &["__pycache__", "node_modules"];
 /// How deep the folder is walked.
 const MAX_DEPTH: usize = 12;
 /// The largest settings or env file read.
@@ -45,8 +47,8 @@ pub fn is_program_dir(dir: &Path) -> bool {
 }
 
 /// What identifies the folder's contents without reading them: a hash over every entry's
-/// relative path, size, modification time, inode and mode (hidden names and `__pycache__`
-/// skipped), and the entries' total size. A model file rewritten in place changes it.
+/// relative path, size, modification time, inode and mode (hidden names, `__pycache__` and
+/// `node_modules` skipped), and the entries' total size. A model file rewritten in place changes it.
 pub fn folder_stamp(dir: &Path) -> io::Result<(u64, u64)> {
     let mut hasher = DefaultHasher::new();
     let mut total = 0u64;
@@ -58,7 +60,7 @@ pub fn folder_stamp(dir: &Path) -> io::Result<(u64, u64)> {
         for entry in entries {
             let name = entry.file_name();
             let text = name.to_string_lossy();
-            if text.starts_with('.') || text == "__pycache__" {
+            if text.starts_with('.') || SKIPPED.contains(&text.as_ref()) {
                 continue;
             }
             seen += 1;

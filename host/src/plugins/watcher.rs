@@ -83,7 +83,14 @@ pub struct Watcher {
     unreadable: bool,
     /// Skip the ownership and permission checks (`--insecure-plugins-dir`).
     insecure: bool,
+    /// Program folders' stamps, walked only every [`FOLDER_EVERY`] polls (a folder can hold
+    /// thousands of entries), and the polls since.
+    folder_stamps: HashMap<PathBuf, Stamp>,
+    polls: u32,
 }
+
+/// A program folder is walked on one poll in this many (about once a second by default).
+const FOLDER_EVERY: u32 = 4;
 
 impl Watcher {
     /// A watcher of `dir` that polls every `interval`, copying libraries into `private`.
@@ -98,6 +105,8 @@ impl Watcher {
             ignored: HashSet::new(),
             unreadable: false,
             insecure,
+            folder_stamps: HashMap::new(),
+            polls: 0,
         }
     }
 
@@ -177,15 +186,7 @@ impl Watcher {
             };
             if meta.is_dir() {
                 if program::is_program_dir(&path) {
-                    if let Ok((hash, total)) = program::folder_stamp(&path) {
-                        let stamp = Stamp {
-                            len: total,
-                            modified: hash as i64,
-                            modified_nanos: 0,
-                            inode: meta.ino(),
-                            mode: meta.mode(),
-                            owner: meta.uid(),
-                        };
+                    if let Some(stamp) = self.folder_stamp(&path, &meta) {
                         files.insert(path, stamp);
                     }
                 } else if path.join(program::SERVE).exists() && self.ignored.insert(path.clone()) {
@@ -223,7 +224,29 @@ impl Watcher {
         Some(files)
     }
 
+    /// A program folder's stamp: walked afresh every [`FOLDER_EVERY`] polls (and the first
+    /// time), else the last one.
+    fn folder_stamp(&mut self, path: &Path, meta: &fs::Metadata) -> Option<Stamp> {
+        if self.polls % FOLDER_EVERY != 0 {
+            if let Some(stamp) = self.folder_stamps.get(path) {
+                return Some(*stamp);
+            }
+        }
+        let (hash, total) = program::folder_stamp(path).ok()?;
+        let stamp = Stamp {
+            len: total,
+            modified: hash as i64,
+            modified_nanos: 0,
+            inode: meta.ino(),
+            mode: meta.mode(),
+            owner: meta.uid(),
+        };
+        self.folder_stamps.insert(path.to_owned(), stamp);
+        Some(stamp)
+    }
+
     fn poll(&mut self) -> Vec<Change> {
+        self.polls = self.polls.wrapping_add(1);
         let Some(listing) = self.list() else {
             // An unreadable folder is not an empty one: change nothing.
             return Vec::new();
@@ -237,6 +260,7 @@ impl Watcher {
             .collect();
         for path in gone {
             self.files.remove(&path);
+            self.folder_stamps.remove(&path);
             self.ignored.remove(&path);
             let Some(name) = self
                 .offered
