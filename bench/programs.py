@@ -14,6 +14,8 @@ import signal
 import sys
 import time
 
+from proctree import children, rss_kib
+
 
 def calls(addr, path, count):
     host, port = addr.rsplit(":", 1)
@@ -37,21 +39,8 @@ def descendants(pid):
     while pending:
         current = pending.pop()
         found.append(current)
-        try:
-            for task in os.listdir(f"/proc/{current}/task"):
-                with open(f"/proc/{current}/task/{task}/children") as f:
-                    pending += [int(k) for k in f.read().split()]
-        except OSError:
-            pass
+        pending += children(current)
     return found
-
-
-def rss_kib(pid):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
-    except (OSError, StopIteration):
-        return 0
 
 
 def tree_peak(pid):

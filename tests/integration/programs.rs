@@ -13,8 +13,8 @@ use std::thread;
 use std::time::Duration;
 
 use crate::support::{
-    is_gone, read_chunk, read_head_response, read_response, wait_until, Client, Scheme, Server,
-    IO_DEADLINE,
+    is_gone, read_chunk, read_chunked, read_head_response, read_response, wait_until, Client,
+    Scheme, Server, IO_DEADLINE,
 };
 
 /// How long a changed folder may take to be served (a settled poll, then the program's start).
@@ -91,14 +91,7 @@ fn a_streamed_answer_reaches_the_client_before_the_program_has_finished(scheme: 
     // The program is still blocked on the gate: this piece came while it had not finished.
     assert_eq!(read_chunk(&mut client), b"data: token0\n\n");
     gate.open();
-    let mut rest = Vec::new();
-    loop {
-        let chunk = read_chunk(&mut client);
-        if chunk.is_empty() {
-            break;
-        }
-        rest.extend_from_slice(&chunk);
-    }
+    let rest = read_chunked(&mut client);
     assert_eq!(rest, b"data: token1\n\ndata: token2\n\ndata: token3\n\n");
     // The connection is kept and serves the next request.
     client
@@ -260,13 +253,6 @@ fn a_uvicorn_app_on_the_unix_socket_answers_and_streams() {
     let mut client = server.start_get("/uv/stream");
     let head = read_head_response(&mut client).expect("a head");
     assert_eq!(head.header("transfer-encoding"), Some("chunked"));
-    let mut events = Vec::new();
-    loop {
-        let chunk = read_chunk(&mut client);
-        if chunk.is_empty() {
-            break;
-        }
-        events.extend_from_slice(&chunk);
-    }
+    let events = read_chunked(&mut client);
     assert_eq!(events, b"data: 0\n\ndata: 1\n\ndata: 2\n\n");
 }

@@ -101,24 +101,9 @@ pub enum BodyLength {
     UntilClose,
 }
 
-/// Writes the status line and fields of a response whose body is `body_len` bytes. Returns the
-/// head and how many of the plugin's headers were dropped as malformed (the caller logs it).
+/// Writes the status line and fields of a response whose body ends as `length` says. Returns
+/// the head and how many of the plugin's headers were dropped as malformed (the caller logs it).
 pub fn write_head(
-    status: u16,
-    headers: &[Header],
-    body_len: usize,
-    persistence: Persistence,
-) -> (Vec<u8>, usize) {
-    write_head_with(
-        status,
-        headers,
-        BodyLength::Known(body_len as u64),
-        persistence,
-    )
-}
-
-/// [`write_head`] for any [`BodyLength`].
-pub fn write_head_with(
     status: u16,
     headers: &[Header],
     length: BodyLength,
@@ -176,7 +161,7 @@ mod tests {
             Header::new("Bad Name", "x"),
             Header::new("X-Split", "a\r\nInjected: 1"),
         ];
-        let (head, dropped) = write_head(200, &headers, 5, Persistence::Close);
+        let (head, dropped) = write_head(200, &headers, BodyLength::Known(5), Persistence::Close);
         assert_eq!(
             String::from_utf8_lossy(&head),
             "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nConnection: close\r\n\r\n"
@@ -186,7 +171,12 @@ mod tests {
 
     #[test]
     fn no_content_has_no_length_and_http10_keeps_alive_explicitly() {
-        let (head, _) = write_head(204, &[], 0, Persistence::KeepAlive { http10: true });
+        let (head, _) = write_head(
+            204,
+            &[],
+            BodyLength::Known(0),
+            Persistence::KeepAlive { http10: true },
+        );
         assert_eq!(
             String::from_utf8_lossy(&head),
             "HTTP/1.1 204 No Content\r\nConnection: keep-alive\r\n\r\n"
@@ -195,13 +185,13 @@ mod tests {
 
     #[test]
     fn streamed_heads_say_chunked_or_close() {
-        let (head, _) = write_head_with(200, &[], BodyLength::Chunked, Persistence::Close);
+        let (head, _) = write_head(200, &[], BodyLength::Chunked, Persistence::Close);
         assert_eq!(
             String::from_utf8_lossy(&head),
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
         );
         let keep = Persistence::KeepAlive { http10: true };
-        let (head, _) = write_head_with(200, &[], BodyLength::UntilClose, keep);
+        let (head, _) = write_head(200, &[], BodyLength::UntilClose, keep);
         assert_eq!(
             String::from_utf8_lossy(&head),
             "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n"

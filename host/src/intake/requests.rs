@@ -2,7 +2,7 @@
 //! answer (or a refusal) on the connection.
 
 use super::*;
-use crate::http::response::{write_head_with, BodyLength};
+use crate::http::response::BodyLength;
 use crate::intake::stream::{Delimit, Stream};
 
 impl Intake {
@@ -132,43 +132,21 @@ impl Intake {
 
     /// Starts writing `response` on the connection in `slot`.
     pub(super) fn respond(&mut self, slot: usize, response: Response, shape: ReplyShape) {
-        self.counters.respond(response.status);
-        let keep_alive =
-            shape.keep_alive && !self.queue_under_pressure() && self.drain_until.is_none();
-        let idle_timeout = self.timeout(self.settings.idle_timeout);
-        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+        let length = BodyLength::Known(response.body.len() as u64);
+        let Some((head, keep_alive, idle)) = self.reply_head(slot, &response, shape, length) else {
             return;
         };
-        let persistence = if keep_alive {
-            Persistence::KeepAlive {
-                http10: shape.http10,
-            }
-        } else {
-            Persistence::Close
-        };
-        let (head, dropped) = write_head(
-            response.status,
-            &response.headers,
-            response.body.len(),
-            persistence,
-        );
-        if dropped > 0 {
-            warn!(
-                "dropped {dropped} malformed response header(s) for {}",
-                conn.peer
-            );
-        }
         let body = if shape.head_only || is_bodiless(response.status) {
             RVec::new()
         } else {
             response.body
         };
-        conn.phase = Phase::Sending(Outgoing::new(head, body, !keep_alive));
-        conn.set_deadline(idle_timeout);
+        if let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) {
+            conn.phase = Phase::Sending(Outgoing::new(head, body, !keep_alive));
+            conn.set_deadline(idle);
+        }
     }
-}
 
-impl Intake {
     /// Starts writing a streamed response (its pieces follow as its executor sends them).
     pub(super) fn start_stream(
         &mut self,
@@ -177,20 +155,6 @@ impl Intake {
         length: Option<u64>,
         shape: ReplyShape,
     ) {
-        self.counters.respond(response.status);
-        let keep_alive =
-            shape.keep_alive && !self.queue_under_pressure() && self.drain_until.is_none();
-        let idle = self.timeout(self.settings.idle_timeout);
-        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
-            return;
-        };
-        let persistence = if keep_alive {
-            Persistence::KeepAlive {
-                http10: shape.http10,
-            }
-        } else {
-            Persistence::Close
-        };
         let (body_length, delimit) = match length {
             Some(n) => (BodyLength::Known(n), Delimit::Length),
             None if shape.http10 => (BodyLength::UntilClose, Delimit::Close),
@@ -200,16 +164,45 @@ impl Intake {
             true => Delimit::Nothing,
             false => delimit,
         };
-        let (head, dropped) =
-            write_head_with(response.status, &response.headers, body_length, persistence);
+        let Some((head, keep_alive, idle)) = self.reply_head(slot, &response, shape, body_length)
+        else {
+            return;
+        };
+        if let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) {
+            conn.phase = Phase::Streaming(Stream::new(head, delimit, !keep_alive, idle));
+            conn.set_deadline(idle);
+        }
+    }
+
+    /// Counts an answer and writes its head; with whether the connection stays open after it
+    /// and the idle deadline to write it under. `None` when the connection is gone.
+    fn reply_head(
+        &mut self,
+        slot: usize,
+        response: &Response,
+        shape: ReplyShape,
+        length: BodyLength,
+    ) -> Option<(Vec<u8>, bool, Duration)> {
+        self.counters.respond(response.status);
+        let keep_alive =
+            shape.keep_alive && !self.queue_under_pressure() && self.drain_until.is_none();
+        let idle = self.timeout(self.settings.idle_timeout);
+        let conn = self.conns.get(slot).and_then(Option::as_ref)?;
+        let persistence = if keep_alive {
+            Persistence::KeepAlive {
+                http10: shape.http10,
+            }
+        } else {
+            Persistence::Close
+        };
+        let (head, dropped) = write_head(response.status, &response.headers, length, persistence);
         if dropped > 0 {
             warn!(
                 "dropped {dropped} malformed response header(s) for {}",
                 conn.peer
             );
         }
-        conn.phase = Phase::Streaming(Stream::new(head, delimit, !keep_alive, idle));
-        conn.set_deadline(idle);
+        Some((head, keep_alive, idle))
     }
 }
 

@@ -1,0 +1,333 @@
+//! Executors' lives: deadlines (a call past its deadline, an init that takes too long, a retired
+//! executor that lingers), reaping and the log line of each death, retiring versions, and
+//! starting executors (not before a version's backoff).
+
+use std::process::ExitStatus;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use mio::Registry;
+
+use super::{Pool, PoolEvent, FIRST_TOKEN, REAP_AGAIN, RETIRE_GRACE};
+use crate::exec::executor::{DeathContext, Executor, Phase};
+use crate::exec::spawn::Launch;
+use crate::exec::stats::Death;
+use crate::exec::versions::Stage;
+use crate::ids::{Generation, HandlerKind};
+use crate::process::backoff::crash_backoff;
+use crate::process::signals::describe_exit;
+use crate::warn;
+
+impl Pool {
+    /// Deadlines: calls past theirs get 504 and their executor is killed; executors that did
+    /// not say `Ready` in time are killed; retired executors past their grace are killed;
+    /// versions without an executor get one once their backoff has passed.
+    pub fn sweep(&mut self, now: Instant, registry: &Registry, out: &mut Vec<PoolEvent>) {
+        for slot in 0..self.executors.len() {
+            let Some(executor) = self.executors[slot].as_mut() else {
+                continue;
+            };
+            match &executor.phase {
+                Phase::ExpectReady { until } if now >= *until => {
+                    executor.kill();
+                    let seconds = self
+                        .versions
+                        .get(executor.generation)
+                        .and_then(|v| v.new.init_timeout)
+                        .unwrap_or(self.settings.init_timeout)
+                        .as_secs_f64();
+                    executor.phase = Phase::ExpectExit {
+                        look: Instant::now(),
+                        why: DeathContext::AtStart(Some(format!(
+                            "its init did not finish within {seconds:.1} s (--init-timeout)"
+                        ))),
+                    };
+                    self.count_crash(slot);
+                    self.deregister(slot, registry);
+                }
+                Phase::Retiring { until: Some(until) } if now >= *until => {
+                    executor.kill();
+                    executor.phase = Phase::ExpectExit {
+                        look: Instant::now(),
+                        why: DeathContext::Killed(Death::Retired),
+                    };
+                    self.deregister(slot, registry);
+                }
+                Phase::Serving | Phase::Retiring { .. } => {
+                    if !self.is_late(slot, now) {
+                        continue;
+                    }
+                    // Its answer may have come since the poll returned: read before judging,
+                    // or a call that answered in time would get 504 (and the next one, already
+                    // started, would run twice).
+                    let mut scratch = [0u8; 16 * 1024];
+                    self.read(slot, registry, &mut scratch, out);
+                    if self.is_late(slot, now) {
+                        self.deadline_passed(slot, registry, out);
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.reap(registry);
+        for generation in self.versions.due(now) {
+            if self.count_executors(generation).0 == 0 {
+                self.start_executor(generation, registry);
+            }
+        }
+    }
+
+    /// Whether the call the executor in `slot` runs has passed its deadline at `now`.
+    pub(super) fn is_late(&self, slot: usize, now: Instant) -> bool {
+        self.executors
+            .get(slot)
+            .and_then(Option::as_ref)
+            .filter(|e| matches!(e.phase, Phase::Serving | Phase::Retiring { .. }))
+            .and_then(|e| e.calls.front())
+            .and_then(|c| Some((c.started?, c.deadline)))
+            .is_some_and(|(started, deadline)| now >= started + deadline)
+    }
+
+    pub(super) fn deadline_passed(
+        &mut self,
+        slot: usize,
+        registry: &Registry,
+        out: &mut Vec<PoolEvent>,
+    ) {
+        let Some(executor) = self.executors.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        executor.kill();
+        let pid = executor.pid;
+        let generation = executor.generation;
+        let deadline = executor
+            .calls
+            .front()
+            .map_or(Duration::ZERO, |c| c.deadline);
+        let route = match self.versions.get_mut(generation) {
+            Some(version) => {
+                // It took at least that long: what the next such call will cost, too.
+                version.service.record(deadline);
+                version.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                version.new.name.to_string()
+            }
+            None => String::new(),
+        };
+        warn!(
+            "plugin {route} (generation {}) passed its {} ms deadline; its executor \
+             [{pid}] was killed and a fresh one starts",
+            generation.0,
+            deadline.as_millis()
+        );
+        self.fail_calls(
+            slot,
+            504,
+            &format!("plugin {route} did not answer within its deadline\n"),
+            out,
+        );
+        if let Some(executor) = self.executors.get_mut(slot).and_then(Option::as_mut) {
+            executor.phase = Phase::ExpectExit {
+                look: Instant::now(),
+                why: DeathContext::Killed(Death::Deadline),
+            };
+        }
+        self.deregister(slot, registry);
+    }
+
+    /// Collects executors that have exited, logs why, and starts what must replace them.
+    pub fn reap(&mut self, registry: &Registry) {
+        let now = Instant::now();
+        for slot in 0..self.executors.len() {
+            let Some(executor) = self.executors[slot].as_mut() else {
+                continue;
+            };
+            let Phase::ExpectExit { why, look } = &executor.phase else {
+                continue;
+            };
+            if now < *look {
+                continue;
+            }
+            let why = why.clone();
+            let Some(status) = executor.try_reap() else {
+                // Dying processes go within milliseconds; look again soon, not in a spin.
+                executor.phase = Phase::ExpectExit {
+                    why,
+                    look: now + REAP_AGAIN,
+                };
+                continue;
+            };
+            let Some(mut executor) = self.executors[slot].take() else {
+                continue;
+            };
+            let label = self.versions.label(executor.generation, executor.pid);
+            executor.drain_output(&label, registry, &mut [0u8; 4096]);
+            self.free.push(slot);
+            self.exited(executor.generation, executor.pid, status, why);
+        }
+    }
+
+    /// The consequences of an executor's exit for its version, and the log line.
+    pub(super) fn exited(
+        &mut self,
+        generation: Generation,
+        pid: u32,
+        status: ExitStatus,
+        why: DeathContext,
+    ) {
+        let Some(version) = self.versions.get(generation) else {
+            return;
+        };
+        let cause = match (version.new.kind, status.code()) {
+            (HandlerKind::Program, Some(crate::exec::program::EXIT_PROGRAM_GONE)) => {
+                "its program exited".to_owned()
+            }
+            _ => describe_exit(status),
+        };
+        let route = version.new.name.clone();
+        match why {
+            DeathContext::Killed(death) => self.counters.died(death),
+            DeathContext::AtStart(reason) if version.stage == Stage::Candidate => {
+                self.counters.died(Death::Init);
+                let reason = reason
+                    .unwrap_or_else(|| format!("its executor died while loading it ({cause})"));
+                self.versions.refuse(generation, &reason);
+            }
+            context => {
+                let pause = crash_backoff(version.crashes_in_row);
+                self.counters.died(Death::of_exit(status));
+                let when = match &context {
+                    DeathContext::MidCall => "during a call; that request got 502".to_owned(),
+                    DeathContext::AtStart(Some(reason)) => format!("at start: {reason}"),
+                    DeathContext::AtStart(None) => "at start".to_owned(),
+                    _ => "between calls".to_owned(),
+                };
+                let next = match (version.stage, pause.is_zero()) {
+                    (Stage::Live, true) => "; a fresh one starts now".to_owned(),
+                    (Stage::Live, false) => format!(
+                        "; a fresh one starts in {} ms (it keeps dying young)",
+                        pause.as_millis()
+                    ),
+                    _ => String::new(),
+                };
+                warn!(
+                    "executor [{pid}] for /{route} (generation {}) died ({cause}) {when}{next}",
+                    generation.0
+                );
+            }
+        }
+        self.forget_if_done(generation);
+    }
+
+    /// Drops a retired version once its last executor is gone (and its private copy).
+    pub(super) fn forget_if_done(&mut self, generation: Generation) {
+        let any_left = self
+            .executors
+            .iter()
+            .flatten()
+            .any(|e| e.generation == generation);
+        if !any_left {
+            self.versions.forget(generation);
+        }
+    }
+
+    /// Retires a version: idle executors are closed now, busy ones once their calls end.
+    pub(super) fn retire(&mut self, generation: Generation, registry: &Registry) {
+        self.versions.retire(generation);
+        for slot in 0..self.executors.len() {
+            let Some(executor) = self.executors[slot].as_mut() else {
+                continue;
+            };
+            if executor.generation != generation {
+                continue;
+            }
+            match executor.phase {
+                Phase::ExpectExit { .. } => {}
+                Phase::ExpectReady { .. } => {
+                    executor.kill();
+                    executor.phase = Phase::ExpectExit {
+                        look: Instant::now(),
+                        why: DeathContext::Killed(Death::Retired),
+                    };
+                    self.deregister(slot, registry);
+                }
+                _ if executor.calls.is_empty() => self.close_retired(slot, registry),
+                _ => executor.phase = Phase::Retiring { until: None },
+            }
+        }
+        self.forget_if_done(generation);
+    }
+
+    /// Closes a retired executor's socket: it exits on end of file (running its plugin's
+    /// `drop_state`); killed if it is still there after a grace.
+    pub(super) fn close_retired(&mut self, slot: usize, registry: &Registry) {
+        let Some(executor) = self.executors.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        executor.close(registry);
+        executor.phase = Phase::Retiring {
+            until: Some(Instant::now() + RETIRE_GRACE),
+        };
+    }
+
+    /// (executors of `generation` that are not dead, of which starting)
+    pub(super) fn count_executors(&self, generation: Generation) -> (usize, usize) {
+        self.executors
+            .iter()
+            .flatten()
+            .filter(|e| e.generation == generation)
+            .fold((0, 0), |(all, starting), e| match e.phase {
+                Phase::ExpectExit { .. } | Phase::Retiring { .. } => (all, starting),
+                Phase::ExpectReady { .. } => (all + 1, starting + 1),
+                Phase::Serving => (all + 1, starting),
+            })
+    }
+
+    /// Starts an executor for `generation` (not before its backoff).
+    pub(super) fn start_executor(&mut self, generation: Generation, registry: &Registry) {
+        let Some(version) = self.versions.get_mut(generation) else {
+            return;
+        };
+        if Instant::now() < version.not_before {
+            return;
+        }
+        let slot = self.free.pop().unwrap_or(self.executors.len());
+        let launch = Launch {
+            kind: version.new.kind,
+            route: &version.new.name,
+            file: &version.new.file,
+            memory_limit: self.settings.memory_limit,
+            init_timeout: version
+                .new
+                .init_timeout
+                .unwrap_or(self.settings.init_timeout),
+            runtime_dir: &self.runtime_dir,
+        };
+        let started = Executor::start(generation, &launch, FIRST_TOKEN + 2 * slot, registry);
+        let executor = match started {
+            Ok(executor) => executor,
+            Err(e) => {
+                if slot < self.executors.len() {
+                    self.free.push(slot);
+                }
+                if version.stage == Stage::Candidate {
+                    // A new version that cannot get a process is refused (the previous one
+                    // keeps serving); dropping the file in again retries it.
+                    let reason = format!("cannot start an executor for it: {e}");
+                    self.versions.refuse(generation, &reason);
+                    self.versions.forget(generation);
+                    return;
+                }
+                warn!("cannot start an executor for /{}: {e}", version.new.name);
+                version.not_before = Instant::now() + crash_backoff(2);
+                return;
+            }
+        };
+        if slot == self.executors.len() {
+            self.executors.push(None);
+        }
+        // Every executor after a version's first is a restart (or another lane).
+        version.restarts += u64::from(version.stage == Stage::Live);
+        self.counters.started += 1;
+        self.executors[slot] = Some(executor);
+    }
+}

@@ -1,0 +1,519 @@
+//! The worker's executors: which version serves each route, the processes that serve each
+//! version, and every call in flight. Driven entirely by intake's event loop: executor sockets
+//! and output pipes are registered in its poll, frames are read and written without blocking,
+//! and deadlines are checked in the same sweep as the connections'.
+//!
+//! "Serial" keeps its meaning: at most `lanes` executors have calls in flight (default 1), and
+//! jobs are placed in queue order. To keep an executor from sleeping between small calls, up
+//! to [`PIPELINE_DEPTH`] small requests may be written ahead to an executor that is already
+//! busy with the same route; it still runs them one at a time, and if it dies, the ones it had
+//! not started go back to the front of the queue instead of being lost.
+//!
+//! Versions are blue/green: a new version gets its own executor; once that says `Ready`, the
+//! route points to it and the old version's executors finish what they hold and exit (their
+//! library goes with them). When an executor dies mid-call its request gets 502 and a fresh one
+//! starts at once (then with a crash-loop backoff); a call past its deadline gets 504 and its
+//! executor's process group is killed, which frees the CPU at once.
+//!
+//! This file holds the pool, placement, and the frame IO; `answers` is what executors' frames
+//! and deaths mean for the calls, `life` their deadlines, deaths, retirements and starts.
+
+mod answers;
+mod life;
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use mio::{Registry, Token};
+
+use crate::exec::executor::{Call, Executor, Phase, Received};
+use crate::exec::frame;
+use crate::exec::job::{Job, Reply};
+use crate::exec::stats::{ExecutorCounters, PluginStats};
+use crate::exec::versions::{Offer, Versions};
+use crate::ids::HandlerKind;
+use crate::ids::{ConnId, Generation, PluginName};
+use crate::plugins::version::{HandlerMeta, NewVersion};
+use crate::warn;
+
+/// Small requests written ahead to a busy executor of the same route.
+pub const PIPELINE_DEPTH: usize = 4;
+/// Only bodies up to this size are written ahead (so calls held outside the queue's byte
+/// budget stay small: at most lanes x depth x this).
+pub const PIPELINE_MAX_BODY: usize = 64 * 1024;
+/// The first executor token; each executor has two (its socket, then its output pipe).
+pub const FIRST_TOKEN: usize = usize::MAX / 2;
+/// An executor that lived this long, or answered a call, resets its version's crash count.
+const HEALTHY_AFTER: Duration = Duration::from_secs(1);
+/// How soon an executor that is dying but not yet reapable is looked at again.
+const REAP_AGAIN: Duration = Duration::from_millis(2);
+/// How long executors may take to exit when the worker itself stops.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
+/// How long a retired executor may take to exit after its socket is closed.
+const RETIRE_GRACE: Duration = Duration::from_secs(2);
+
+/// A decision for the job at the front of what may run.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Place {
+    /// Send it to this executor now.
+    Run(usize),
+    /// Its route's executor is starting or restarting: leave it queued, let others pass.
+    Wait,
+    /// Every lane is busy: nothing behind it may pass either (FIFO).
+    Full,
+    /// No version serves its route.
+    NoRoute,
+}
+
+/// What the pool tells intake.
+pub enum PoolEvent {
+    /// The answer (or a part of a streamed answer) for a connection.
+    Answer {
+        /// Who asked.
+        conn: ConnId,
+        /// The route it went to (for the access log).
+        route: String,
+        /// The answer.
+        reply: Reply,
+    },
+    /// A job an executor took but never started (it died): back to the front of the queue.
+    Requeue(Job),
+}
+
+/// The limits the pool works within.
+#[derive(Clone, Copy, Debug)]
+pub struct PoolSettings {
+    /// Executors with calls in flight at once.
+    pub lanes: usize,
+    /// Call deadline for handlers that set none.
+    pub deadline: Duration,
+    /// How long an executor may take to say `Ready`.
+    pub init_timeout: Duration,
+    /// Address-space limit per executor.
+    pub memory_limit: Option<u64>,
+}
+
+/// What `/-/plugins` and `/-/metrics` show of one route.
+#[derive(Clone, Debug)]
+pub struct RouteInfo {
+    /// The route.
+    pub name: PluginName,
+    /// Library or program.
+    pub kind: HandlerKind,
+    /// What the handler says about itself.
+    pub meta: HandlerMeta,
+    /// Which version serves it.
+    pub generation: Generation,
+    /// When that version was found.
+    pub loaded_at: SystemTime,
+    /// Its counters.
+    pub stats: Arc<PluginStats>,
+    /// Executors started for it after the first.
+    pub restarts: u64,
+    /// How long its next call is expected to take.
+    pub expected_call: Duration,
+    /// Its executors: pid, state, seconds up.
+    pub executors: Vec<(u32, &'static str, u64)>,
+}
+
+/// Every executor and version of the worker.
+pub struct Pool {
+    settings: PoolSettings,
+    /// What each route's versions are; a version outlives its executors here.
+    versions: Versions,
+    /// Slot `i` uses tokens `FIRST_TOKEN + 2i` (socket) and `+ 1` (output).
+    /// Invariant: `free` lists the `None` slots.
+    executors: Vec<Option<Executor>>,
+    free: Vec<usize>,
+    /// Executors with at least one call (at most `settings.lanes`, pipelining aside).
+    busy: usize,
+    /// Counters for `/-/metrics`.
+    pub counters: ExecutorCounters,
+    /// The worker's private directory (programs' sockets go there).
+    runtime_dir: PathBuf,
+}
+
+impl Pool {
+    /// An empty pool; `runtime_dir` is the worker's private directory.
+    pub fn new(settings: PoolSettings, runtime_dir: PathBuf) -> Pool {
+        Pool {
+            settings,
+            runtime_dir,
+            versions: Versions::default(),
+            executors: Vec::new(),
+            free: Vec::new(),
+            busy: 0,
+            counters: ExecutorCounters::default(),
+        }
+    }
+
+    /// Whether `token` is an executor's.
+    pub fn owns(token: Token) -> bool {
+        token.0 >= FIRST_TOKEN && token.0 < usize::MAX - 1024
+    }
+
+    /// Whether versions are still starting (intake waits for the first ones before accepting).
+    pub fn is_starting(&self) -> bool {
+        self.versions.is_starting()
+    }
+
+    /// Whether no executor holds a call.
+    pub fn is_idle(&self) -> bool {
+        self.busy == 0
+    }
+
+    /// The body limit a route sets for itself, if any.
+    pub fn max_body(&self, route: &str) -> Option<u64> {
+        self.versions.max_body(route)
+    }
+
+    /// Starts a new version: its first executor starts now; the route moves to it once that
+    /// executor is ready.
+    pub fn install(&mut self, new: NewVersion, registry: &Registry) {
+        match self.versions.offer(new) {
+            Offer::Start {
+                generation,
+                displaced,
+            } => {
+                if let Some(older) = displaced {
+                    self.retire(older, registry);
+                }
+                self.start_executor(generation, registry);
+            }
+            Offer::Ignored { displaced } => {
+                if let Some(older) = displaced {
+                    self.retire(older, registry);
+                }
+            }
+        }
+    }
+
+    /// Stops serving `name`: new jobs get 404; calls already running finish.
+    pub fn remove(&mut self, name: &PluginName, registry: &Registry) {
+        for generation in self.versions.remove(name) {
+            self.retire(generation, registry);
+        }
+    }
+
+    /// Decides what happens to a queued job for `route` with a body of `body_len` bytes.
+    pub fn place(&mut self, route: &str, body_len: usize, registry: &Registry) -> Place {
+        let Some(generation) = self.versions.live(route) else {
+            return Place::NoRoute;
+        };
+        if self.busy < self.settings.lanes {
+            if let Some(slot) = self.executors.iter().position(|e| {
+                e.as_ref()
+                    .is_some_and(|e| e.is_ready_for(generation) && e.calls.is_empty())
+            }) {
+                return Place::Run(slot);
+            }
+            let (count, starting) = self.count_executors(generation);
+            if count < self.settings.lanes && starting == 0 {
+                self.start_executor(generation, registry);
+            }
+            return Place::Wait;
+        }
+        if body_len <= PIPELINE_MAX_BODY {
+            let ahead = self
+                .executors
+                .iter()
+                .enumerate()
+                .filter_map(|(slot, e)| Some((slot, e.as_ref()?)))
+                .filter(|(_, e)| {
+                    e.is_ready_for(generation)
+                        && (1..PIPELINE_DEPTH).contains(&e.calls.len())
+                        && e.calls
+                            .iter()
+                            .all(|c| c.job.request.body.len() <= PIPELINE_MAX_BODY)
+                })
+                .min_by_key(|(_, e)| e.calls.len());
+            if let Some((slot, _)) = ahead {
+                return Place::Run(slot);
+            }
+        }
+        Place::Full
+    }
+
+    /// Sends `job` to the executor in `slot` (as `place` chose). If the executor turns out to
+    /// be gone, what that costs lands in `out`.
+    pub fn send(&mut self, slot: usize, job: Job, out: &mut Vec<PoolEvent>) {
+        let executor = self.executors.get_mut(slot).and_then(Option::as_mut);
+        let version = executor
+            .as_ref()
+            .and_then(|e| self.versions.get(e.generation));
+        let (Some(executor), Some(version)) = (executor, version) else {
+            // Not reached (`place` chose a live executor): never drop a job, put it back.
+            out.push(PoolEvent::Requeue(job));
+            return;
+        };
+        let deadline = version.deadline(self.settings.deadline);
+        version.stats.calls.fetch_add(1, Ordering::Relaxed);
+        let head = frame::request(&job.request, deadline.as_millis() as u64);
+        // A CGI program is killed at its deadline by its executor, which then answers 504
+        // itself; the worker steps in only if that answer does not come.
+        let deadline = match version.new.kind {
+            HandlerKind::Cgi => deadline + crate::plugins::cgi::EXECUTOR_SLACK,
+            HandlerKind::Native | HandlerKind::Program => deadline,
+        };
+        if executor.calls.is_empty() {
+            self.busy += 1;
+        }
+        let started = executor.calls.is_empty().then(Instant::now);
+        executor.calls.push_back(Call {
+            job,
+            head,
+            sent: 0,
+            started,
+            deadline,
+            streaming: None,
+        });
+        self.write(slot);
+    }
+
+    /// Handles a poll event on an executor token. `takes_more` says whether a connection
+    /// takes more of a streamed answer now (a client that reads slowly holds its executor
+    /// back instead of growing the worker's buffers).
+    pub fn on_event(
+        &mut self,
+        token: Token,
+        registry: &Registry,
+        scratch: &mut [u8],
+        out: &mut Vec<PoolEvent>,
+        takes_more: impl Fn(ConnId) -> bool,
+    ) {
+        let slot = (token.0 - FIRST_TOKEN) / 2;
+        if (token.0 - FIRST_TOKEN) % 2 == 1 {
+            return self.drain_output(slot, registry, scratch);
+        }
+        // Answers first: an executor that died after answering is read to its end before
+        // its death is handled.
+        self.read_if_taken(slot, registry, scratch, out, &takes_more);
+        self.write(slot);
+    }
+
+    /// Reads the executors that were left with frames unread, where their client takes more
+    /// now (once per loop turn).
+    pub fn pump(
+        &mut self,
+        registry: &Registry,
+        scratch: &mut [u8],
+        out: &mut Vec<PoolEvent>,
+        takes_more: impl Fn(ConnId) -> bool,
+    ) {
+        for slot in 0..self.executors.len() {
+            if self.executors[slot].as_ref().is_some_and(|e| e.unread) {
+                self.read_if_taken(slot, registry, scratch, out, &takes_more);
+            }
+        }
+    }
+
+    /// Reads the executor in `slot` unless its streamed answer's client is still full.
+    fn read_if_taken(
+        &mut self,
+        slot: usize,
+        registry: &Registry,
+        scratch: &mut [u8],
+        out: &mut Vec<PoolEvent>,
+        takes_more: &impl Fn(ConnId) -> bool,
+    ) {
+        let Some(executor) = self.executors.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        if executor
+            .streaming_to()
+            .is_some_and(|conn| !takes_more(conn))
+        {
+            executor.unread = true;
+            return;
+        }
+        self.read(slot, registry, scratch, out);
+    }
+
+    fn drain_output(&mut self, slot: usize, registry: &Registry, scratch: &mut [u8]) {
+        let Some(executor) = self.executors.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        let label = self.versions.label(executor.generation, executor.pid);
+        executor.drain_output(&label, registry, scratch);
+    }
+
+    /// Writes what is pending to the executor in `slot`.
+    ///
+    /// A broken socket is not handled here: the answers the executor wrote before it went may
+    /// still wait to be read, and its end of file arrives as a poll event, which reads them
+    /// first and then counts the death.
+    fn write(&mut self, slot: usize) {
+        if let Some(executor) = self.executors.get_mut(slot).and_then(Option::as_mut) {
+            let _ = executor.write_pending();
+        }
+    }
+
+    /// Reads and handles frames from the executor in `slot` until it would block.
+    fn read(
+        &mut self,
+        slot: usize,
+        registry: &Registry,
+        scratch: &mut [u8],
+        out: &mut Vec<PoolEvent>,
+    ) {
+        let Some(executor) = self.executors.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        let mut messages = Vec::new();
+        let ended = executor.receive(scratch, &mut messages);
+        for message in messages {
+            self.on_message(slot, message, registry, out);
+        }
+        match ended {
+            Received::WouldBlock | Received::Paused => {}
+            Received::Bad(e) => {
+                warn!(
+                    "executor [{}] sent a bad frame ({e}); killing it",
+                    self.pid(slot)
+                );
+                self.died(slot, registry, out);
+            }
+            Received::Gone => self.died(slot, registry, out),
+            Received::TooMany => {
+                warn!(
+                    "executor [{}] sent more frames than it had calls; killing it",
+                    self.pid(slot)
+                );
+                self.died(slot, registry, out);
+            }
+        }
+    }
+
+    fn pid(&self, slot: usize) -> u32 {
+        self.executors
+            .get(slot)
+            .and_then(Option::as_ref)
+            .map_or(0, |e| e.pid)
+    }
+
+    fn deregister(&mut self, slot: usize, registry: &Registry) {
+        if let Some(executor) = self.executors.get_mut(slot).and_then(Option::as_mut) {
+            executor.deregister(registry);
+        }
+    }
+
+    /// The soonest instant the sweep has work: a call's deadline, an init deadline, a dead
+    /// executor to reap (now), a backoff ending.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let now = Instant::now();
+        let executors = self
+            .executors
+            .iter()
+            .flatten()
+            .filter_map(|e| match &e.phase {
+                Phase::ExpectReady { until } => Some(*until),
+                Phase::Retiring { until: Some(until) } => Some(*until),
+                Phase::ExpectExit { look, .. } => Some(*look),
+                _ => e.calls.front().and_then(|c| Some(c.started? + c.deadline)),
+            });
+        executors.chain(self.versions.next_backoff_end(now)).min()
+    }
+
+    /// How long a call to `route` is expected to take (zero for a route nobody serves: it is
+    /// answered 404 at once).
+    pub fn expected_call(&self, route: &str) -> Duration {
+        self.versions
+            .live(route)
+            .and_then(|g| self.versions.get(g))
+            .map_or(Duration::ZERO, |v| v.expected_call(self.settings.deadline))
+    }
+
+    /// The work executors hold: what is left of each running call (by its estimate) plus the
+    /// calls written ahead.
+    pub fn work_in_flight(&self, now: Instant) -> Duration {
+        let mut work = Duration::ZERO;
+        for executor in self.executors.iter().flatten() {
+            for call in &executor.calls {
+                work += match call.started {
+                    Some(started) => call
+                        .job
+                        .expected
+                        .saturating_sub(now.saturating_duration_since(started)),
+                    None => call.job.expected,
+                };
+            }
+        }
+        work
+    }
+
+    /// Calls that may run at once.
+    pub fn lanes(&self) -> usize {
+        self.settings.lanes
+    }
+
+    /// Every route served, sorted, for the admin routes.
+    pub fn routes(&self) -> Vec<RouteInfo> {
+        let mut routes: Vec<RouteInfo> = self
+            .versions
+            .live_routes()
+            .map(|(generation, version)| RouteInfo {
+                name: version.new.name.clone(),
+                kind: version.new.kind,
+                meta: version.meta.clone(),
+                generation,
+                loaded_at: version.loaded_at,
+                stats: Arc::clone(&version.stats),
+                restarts: version.restarts,
+                expected_call: version.expected_call(self.settings.deadline),
+                executors: self
+                    .executors
+                    .iter()
+                    .flatten()
+                    .filter(|e| e.generation == generation)
+                    .map(|e| (e.pid, e.phase_name(), e.started_at.elapsed().as_secs()))
+                    .collect(),
+            })
+            .collect();
+        routes.sort_by(|a, b| a.name.cmp(&b.name));
+        routes
+    }
+
+    /// Executors alive now (any phase but exited).
+    pub fn alive(&self) -> usize {
+        self.executors.iter().flatten().count()
+    }
+
+    /// Calls written ahead to executors and not started yet: they wait like queued jobs.
+    pub fn written_ahead(&self) -> usize {
+        self.executors
+            .iter()
+            .flatten()
+            .map(|e| e.calls.len().saturating_sub(1))
+            .sum()
+    }
+}
+
+impl Drop for Pool {
+    /// The worker is going: executors get end of file (their plugins drop their state), a
+    /// moment to exit, then the kill.
+    fn drop(&mut self) {
+        for executor in self.executors.iter_mut().flatten() {
+            executor.shut();
+        }
+        let until = Instant::now() + SHUTDOWN_GRACE;
+        while Instant::now() < until {
+            let left = self
+                .executors
+                .iter_mut()
+                .flatten()
+                .map(|e| e.try_reap().is_none())
+                .filter(|running| *running)
+                .count();
+            if left == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        for executor in self.executors.iter_mut().flatten() {
+            executor.kill_and_wait();
+        }
+        // The versions (and their private copies) go when `self.versions` is dropped.
+    }
+}
