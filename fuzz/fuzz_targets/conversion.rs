@@ -4,7 +4,7 @@
 #![no_main]
 
 use fiddler_crab::http::parse::{parse_head, HeadLimits};
-use fiddler_crab::http::response::{write_head, Persistence};
+use fiddler_crab::http::response::{write_head, BodyLength, Persistence};
 use libfuzzer_sys::fuzz_target;
 use plugin_api::{Header, Request, Response};
 
@@ -31,7 +31,8 @@ fuzz_target!(|data: &[u8]| {
         name: "X-Raw".into(),
         value: data[split..].to_vec().into(),
     });
-    let (head, _) = write_head(response.status, &response.headers, response.body.len(), Persistence::Close);
+    let length = BodyLength::Known(response.body.len() as u64);
+    let (head, _) = write_head(response.status, &response.headers, length, Persistence::Close);
     let end = head.windows(4).position(|w| w == b"\r\n\r\n").expect("the head ends");
     assert_eq!(end + 4, head.len(), "one blank line, at the end");
     // Every line up to the blank one ends in CRLF, with no CR or LF inside.
