@@ -1,9 +1,10 @@
-//! Fuzz target: bytes in any split across reads -> requests or an error, never a panic, never a
-//! body over its limit. The first byte picks the piece size.
+//! Fuzz target: the serving request reader (`http::reader`, the one every connection uses) over
+//! bytes in any split across reads -> requests or an error, never a panic, never a body over
+//! its limit. The first byte picks the piece size.
 #![no_main]
 
 use fiddler_crab::http::parse::HeadLimits;
-use fiddler_crab::http::stream::{parse_stream, Parsed};
+use fiddler_crab::http::reader::{read_stream, Parsed};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -15,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
         request_line: 512,
         header_block: 1024,
     };
-    for parsed in parse_stream(rest.chunks(piece), &limits, 4096) {
+    for parsed in read_stream(rest.chunks(piece), &limits, 4096) {
         if let Parsed::Request(_, body) = parsed {
             assert!(body.len() <= 4096);
         }

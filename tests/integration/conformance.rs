@@ -42,6 +42,15 @@ const ROWS: &[Row] = &[
     Row { what: "HTTP/0.9 style line", raw: b"GET /hello\r\n\r\n", status: 400, closes: true },
     Row { what: "target without a slash", raw: b"GET hello HTTP/1.1\r\nHost: a\r\n\r\n", status: 400, closes: true },
     Row { what: "malformed chunk size", raw: b"POST /hello HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", status: 400, closes: true },
+    // Findings of the raw-socket probe (nginx answers each of these 400).
+    Row { what: "a space in the request target", raw: b"GET /hello b HTTP/1.1\r\nHost: a\r\n\r\n", status: 400, closes: true },
+    Row { what: "Host with an invalid character", raw: b"GET /hello HTTP/1.1\r\nHost: a<b\r\n\r\n", status: 400, closes: true },
+    Row { what: "Host with a path", raw: b"GET /hello HTTP/1.1\r\nHost: a/b\r\n\r\n", status: 400, closes: true },
+    Row { what: "Host with userinfo", raw: b"GET /hello HTTP/1.1\r\nHost: u@a\r\n\r\n", status: 400, closes: true },
+    Row { what: "Host as a list", raw: b"GET /hello HTTP/1.1\r\nHost: a, b\r\n\r\n", status: 400, closes: true },
+    Row { what: "empty Transfer-Encoding", raw: b"POST /hello HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\r\n\r\n", status: 400, closes: true },
+    Row { what: "Host with a port and an IPv6 literal", raw: b"GET /hello HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n", status: 200, closes: false },
+    Row { what: "absolute form wins over an invalid Host", raw: b"GET http://a/hello HTTP/1.1\r\nHost: u@a\r\n\r\n", status: 200, closes: false },
     Row { what: "Connection: close honoured", raw: b"GET /hello HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", status: 200, closes: true },
 ];
 

@@ -137,11 +137,10 @@ fn busy_503_answers_instead_of_holding_the_connection() {
 
 #[test]
 fn a_request_whose_client_left_while_queued_is_not_run() {
-    let server = Server::start_over(Scheme::Http, &["sleep", "echo"], &[]);
-    let mut blocker = server.connect_tcp();
-    blocker
-        .write_all(b"GET /sleep?ms=700 HTTP/1.1\r\nHost: t\r\n\r\n")
-        .expect("send");
+    let server = Server::start_over(Scheme::Http, &["crash", "echo"], &[]);
+    let gate = server.gate();
+    let mut blocker = server.start_get(&format!("/crash/x?{}", gate.query()));
+    server.wait_busy(1);
     let mut leaver = server.connect_tcp();
     leaver
         .write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\ngone")
@@ -153,7 +152,16 @@ fn a_request_whose_client_left_while_queued_is_not_run() {
             .starts_with("ready: 1 of")
             .then_some(())
     });
+    // Giving up takes a client longer than a half-close does (HALF_CLOSE_WINDOW, 200 ms,
+    // after its request): this wait is the client's patience, not a guess at the server.
+    thread::sleep(Duration::from_millis(400));
     drop(leaver);
+    wait_until(
+        "the gone client's connection to be closed",
+        IO_DEADLINE,
+        || (server.metric("fiddler_connections_open") == 2).then_some(()),
+    );
+    gate.open();
     assert_eq!(read_response(&mut blocker).map(|r| r.status), Some(200));
     wait_until(
         "the gone client's request to be dropped",
@@ -163,6 +171,40 @@ fn a_request_whose_client_left_while_queued_is_not_run() {
     assert_eq!(
         server.metric("fiddler_plugin_calls_total{plugin=\"echo\"}"),
         0
+    );
+}
+
+/// Finding: a client that sends a complete request and then shuts its sending side
+/// (`shutdown(SHUT_WR)`, as `nc -N` does) was closed without an answer while its request was
+/// queued, as if it had gone.
+#[test]
+fn a_half_closed_client_is_answered_after_its_request_waited() {
+    let server = Server::start_over(Scheme::Http, &["crash", "echo"], &[]);
+    let gate = server.gate();
+    let mut blocker = server.start_get(&format!("/crash/x?{}", gate.query()));
+    server.wait_busy(1);
+    let mut client = server.connect_tcp();
+    client
+        .write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nhalf")
+        .expect("send");
+    client
+        .shutdown(std::net::Shutdown::Write)
+        .expect("half-close");
+    wait_until("the request to queue", IO_DEADLINE, || {
+        server
+            .get("/-/ready")
+            .text()
+            .starts_with("ready: 1 of")
+            .then_some(())
+    });
+    gate.open();
+    assert_eq!(read_response(&mut blocker).map(|r| r.status), Some(200));
+    let answer = read_response(&mut client).expect("an answer for the half-closed client");
+    assert_eq!((answer.status, answer.text().as_str()), (200, "half"));
+    assert_eq!(answer.header("connection"), Some("close"));
+    assert!(
+        read_until_closed(&mut client).is_empty(),
+        "then it is closed"
     );
 }
 
@@ -372,4 +414,81 @@ fn regression_the_admin_address_answers_while_the_queue_is_full() {
     for stream in &mut held {
         assert_eq!(read_response(stream).map(|r| r.status), Some(200));
     }
+}
+
+/// Finding: with the byte budget spent, an admitted upload was reset halfway through its body
+/// (`over_budget`), after the client had sent megabytes. Now every body's bytes are reserved
+/// before it is read: ten 1 MiB uploads against a 4 MiB budget all get their answer, in turn.
+#[test]
+fn uploads_beyond_the_byte_budget_wait_their_turn_and_none_is_reset() {
+    let server = Server::start_over(Scheme::Http, &["echo"], &["--queue-bytes", "4194304"]);
+    let body: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 251) as u8).collect();
+    let uploads: Vec<_> = (0..10)
+        .map(|_| {
+            let (addr, body) = (server.addr, body.clone());
+            thread::spawn(move || {
+                let mut stream = TcpStream::connect(addr).expect("connect");
+                stream.set_read_timeout(Some(IO_DEADLINE)).expect("timeout");
+                let head = format!(
+                    "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                );
+                stream.write_all(head.as_bytes()).expect("send the head");
+                stream
+                    .write_all(&body)
+                    .expect("send the body (never reset)");
+                read_response(&mut stream).map(|r| (r.status, r.body == body))
+            })
+        })
+        .collect();
+    for upload in uploads {
+        let answer = upload.join().expect("an upload thread");
+        assert_eq!(answer, Some((200, true)), "answered, the body intact");
+    }
+    assert_eq!(
+        server.metric("fiddler_dropped_total{reason=\"no_room_for_body\"}"),
+        0
+    );
+    // A body larger than the whole budget is refused before it is read.
+    let mut big = server.connect_tcp();
+    big.write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5242880\r\n\r\n")
+        .expect("send");
+    assert_eq!(read_response(&mut big).map(|r| r.status), Some(413));
+}
+
+#[test]
+fn with_busy_503_an_upload_without_room_is_answered_before_its_body_is_read() {
+    let server = Server::start_over(
+        Scheme::Http,
+        &["crash", "echo"],
+        &["--queue-bytes", "1048576", "--busy", "503"],
+    );
+    // Quick calls first, so the predicted wait stays short and connections are accepted.
+    assert_eq!(server.get("/crash/x").status, 200);
+    assert_eq!(server.post("/echo", b"warm").status, 200);
+    let gate = server.gate();
+    let mut blocker = server.start_get(&format!("/crash/x?{}", gate.query()));
+    server.wait_busy(1);
+    // Holds 600 KB of the 1 MiB budget while it waits behind the blocker.
+    let mut first = server.connect_tcp();
+    first
+        .write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 600000\r\n\r\n")
+        .expect("send");
+    first
+        .write_all(&vec![b'a'; 600_000])
+        .expect("send the body");
+    wait_until("the first upload to queue", IO_DEADLINE, || {
+        (server.metric("fiddler_queue_depth") == 1).then_some(())
+    });
+    // Another 600 KB does not fit: 503 at once, before a byte of its body is read.
+    let mut second = server.connect_tcp();
+    second
+        .write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 600000\r\n\r\n")
+        .expect("send the head only");
+    let answer = read_response(&mut second).expect("answered before its body");
+    assert_eq!(answer.status, 503, "{}", answer.text());
+    assert!(answer.header("retry-after").is_some());
+    gate.open();
+    assert_eq!(read_response(&mut blocker).map(|r| r.status), Some(200));
+    assert_eq!(read_response(&mut first).map(|r| r.status), Some(200));
 }

@@ -100,6 +100,9 @@ pub fn parse_head(buf: &[u8], limits: &HeadLimits) -> Result<Option<(Head, usize
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err(HttpError::HeadersTooLarge),
         Err(httparse::Error::Version) => return Err(version_error(line)),
+        Err(httparse::Error::Token) if line.split(|&b| b == b' ').count() > 3 => {
+            return Err(TARGET_WITH_SPACE)
+        }
         Err(error) => return Err(HttpError::BadRequest(describe(error))),
     };
     if used - start - line_len > limits.header_block + 4 {
@@ -109,8 +112,16 @@ pub fn parse_head(buf: &[u8], limits: &HeadLimits) -> Result<Option<(Head, usize
     Ok(Some((head, used)))
 }
 
-/// 505 for a well-formed `HTTP/x.y` we do not speak, 400 for anything else.
+/// A request line with more than the two spaces between method, target and version.
+const TARGET_WITH_SPACE: HttpError =
+    HttpError::BadRequest("the request target contains a space (send it as %20)");
+
+/// 505 for a well-formed `HTTP/x.y` we do not speak, 400 for anything else (a target with a
+/// space in it makes httparse read its second half as the version).
 fn version_error(line: &[u8]) -> HttpError {
+    if line.split(|&b| b == b' ').count() > 3 {
+        return TARGET_WITH_SPACE;
+    }
     let version = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
     match version {
         [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
@@ -143,9 +154,10 @@ fn validate(request: &httparse::Request<'_, '_>) -> Result<Head, HttpError> {
         return Err(HttpError::NotImplemented("method"));
     }
     let http11 = request.version == Some(1);
-    let (path, query) = split_target(request.path.unwrap_or_default())?;
+    let (path, query, absolute) = split_target(request.path.unwrap_or_default())?;
 
     let mut hosts = 0;
+    let mut transfer_encodings = 0;
     let mut length: Option<u64> = None;
     let mut codings: Vec<String> = Vec::new();
     let mut keep_alive = http11;
@@ -156,6 +168,12 @@ fn validate(request: &httparse::Request<'_, '_>) -> Result<Head, HttpError> {
         let value = field.value;
         if name.eq_ignore_ascii_case("host") {
             hosts += 1;
+            // RFC 9112 section 3.2.2: an absolute-form target's authority wins over Host.
+            if !absolute && !is_valid_host(value) {
+                return Err(HttpError::BadRequest(
+                    "Host is not a host name or address with an optional port",
+                ));
+            }
         } else if name.eq_ignore_ascii_case("content-length") {
             let parsed = parse_length(value)?;
             if length.is_some_and(|known| known != parsed) {
@@ -163,6 +181,7 @@ fn validate(request: &httparse::Request<'_, '_>) -> Result<Head, HttpError> {
             }
             length = Some(parsed);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            transfer_encodings += 1;
             for token in tokens(value) {
                 codings.push(token.to_ascii_lowercase());
             }
@@ -186,6 +205,9 @@ fn validate(request: &httparse::Request<'_, '_>) -> Result<Head, HttpError> {
         return Err(HttpError::BadRequest(
             "an HTTP/1.1 request needs exactly one Host",
         ));
+    }
+    if transfer_encodings > 0 && codings.is_empty() {
+        return Err(HttpError::BadRequest("empty Transfer-Encoding"));
     }
     let framing = match (length, codings.is_empty()) {
         (Some(_), false) => {
@@ -255,10 +277,60 @@ fn tokens(value: &[u8]) -> impl Iterator<Item = &str> {
         .filter(|token| !token.is_empty())
 }
 
-/// Splits a request target into path and query; an absolute-form target
-/// (`http://host/path?q`) is reduced to its path.
-fn split_target(target: &str) -> Result<(String, String), HttpError> {
-    let origin = if target.starts_with('/') {
+/// `Host = uri-host [ ":" port ]` (RFC 9110 section 7.2, RFC 3986 section 3.2.2): a reg-name
+/// (unreserved characters, percent-encodings and sub-delims, which covers IPv4 addresses) or a
+/// bracketed IPv6 literal, then an optional port of digits. An empty value is allowed (a
+/// target without an authority).
+pub fn is_valid_host(value: &[u8]) -> bool {
+    let (host, port) = match value.first() {
+        Some(b'[') => match value.iter().position(|&b| b == b']') {
+            Some(end) => {
+                let literal = std::str::from_utf8(&value[1..end]).unwrap_or("");
+                if literal.parse::<std::net::Ipv6Addr>().is_err() {
+                    return false;
+                }
+                (&value[..0], &value[end + 1..])
+            }
+            None => return false,
+        },
+        _ => match value.iter().rposition(|&b| b == b':') {
+            Some(colon) => (&value[..colon], &value[colon..]),
+            None => (value, &value[value.len()..]),
+        },
+    };
+    let port_ok = match port.split_first() {
+        None => true,
+        Some((b':', digits)) => digits.iter().all(u8::is_ascii_digit),
+        Some(_) => false,
+    };
+    port_ok && is_reg_name(host)
+}
+
+fn is_reg_name(name: &[u8]) -> bool {
+    let mut at = 0;
+    while at < name.len() {
+        match name[at] {
+            b'%' => {
+                let hex = name.get(at + 1..at + 3);
+                if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                    return false;
+                }
+                at += 3;
+                continue;
+            }
+            b if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b) => {}
+            _ => return false,
+        }
+        at += 1;
+    }
+    true
+}
+
+/// Splits a request target into path and query, and says whether it was in absolute form
+/// (`http://host/path?q`, reduced to its path).
+fn split_target(target: &str) -> Result<(String, String, bool), HttpError> {
+    let absolute = !target.starts_with('/');
+    let origin = if !absolute {
         target
     } else {
         let lower = target.get(..8).unwrap_or(target).to_ascii_lowercase();
@@ -271,13 +343,13 @@ fn split_target(target: &str) -> Result<(String, String), HttpError> {
         };
         match rest.find(['/', '?']) {
             Some(at) if rest.as_bytes()[at] == b'/' => &rest[at..],
-            Some(at) => return Ok(("/".to_owned(), rest[at + 1..].to_owned())),
+            Some(at) => return Ok(("/".to_owned(), rest[at + 1..].to_owned(), true)),
             None => "/",
         }
     };
     Ok(match origin.split_once('?') {
-        Some((path, query)) => (path.to_owned(), query.to_owned()),
-        None => (origin.to_owned(), String::new()),
+        Some((path, query)) => (path.to_owned(), query.to_owned(), absolute),
+        None => (origin.to_owned(), String::new(), absolute),
     })
 }
 
@@ -322,10 +394,47 @@ mod tests {
             ("GET / FTP/1.1\r\nHost: a\r\n\r\n", HttpError::BadRequest("malformed HTTP version")),
             ("GET nope HTTP/1.1\r\nHost: a\r\n\r\n", HttpError::BadRequest("request target must start with /")),
             ("POST / HTTP/1.1\r\nHost: a\r\nExpect: tea\r\n\r\n", HttpError::ExpectationFailed),
+            ("GET /a b HTTP/1.1\r\nHost: a\r\n\r\n", TARGET_WITH_SPACE),
+            ("GET /a b c HTTP/1.1\r\nHost: a\r\n\r\n", TARGET_WITH_SPACE),
+            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: \r\n\r\n", HttpError::BadRequest("empty Transfer-Encoding")),
+            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: ,\r\n\r\n", HttpError::BadRequest("empty Transfer-Encoding")),
         ];
         for (raw, expected) in table {
             assert_eq!(parse(raw).err(), Some(*expected), "{raw:?}");
         }
+    }
+
+    #[test]
+    fn hosts_follow_the_uri_host_grammar() {
+        for good in [
+            "a",
+            "example.com",
+            "example.com:8080",
+            "127.0.0.1",
+            "127.0.0.1:80",
+            "[::1]",
+            "[2001:db8::1]:443",
+            "xn--fiddler-9ya.example",
+            "a%2Db",
+            "a,b",
+            "",
+            "a:",
+        ] {
+            assert!(is_valid_host(good.as_bytes()), "{good:?} is valid");
+        }
+        for bad in [
+            "a/b", "u@a", "a, b", "a b", "a:b", "a:1:2", "[::1", "[nope]", "[::1]x", "a%2", "a%zz",
+            "a\\b", "a?b", "a#b", "<a>",
+        ] {
+            assert!(!is_valid_host(bad.as_bytes()), "{bad:?} is refused");
+        }
+        let absolute = "GET http://a/x HTTP/1.1\r\nHost: u@a\r\n\r\n";
+        assert!(
+            parse(absolute).is_ok(),
+            "an absolute-form target takes precedence"
+        );
+        let origin = "GET /x HTTP/1.1\r\nHost: u@a\r\n\r\n";
+        assert!(parse(origin).is_err());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! panic and never make a buffer or a body grow past its limit.
 
 use super::parse::HeadLimits;
-use super::stream::{parse_stream, Parsed};
+use super::reader::{read_stream, Parsed};
 
 /// A small deterministic generator (xorshift64*), so failures reproduce from the seed.
 struct Rng(u64);
@@ -71,13 +71,13 @@ fn any_split_of_a_valid_stream_parses_the_same() {
     let mut rng = Rng(0x5eed_f1dd_1e5c_4ab5);
     for case in 0..500 {
         let stream = valid_stream(&mut rng);
-        let whole = parse_stream([&stream[..]], &limits, 1 << 20);
+        let whole = read_stream([&stream[..]], &limits, 1 << 20);
         assert!(
             whole.iter().all(|p| matches!(p, Parsed::Request(..))),
             "case {case}: a valid stream was refused: {whole:?}"
         );
         let pieces = split(&mut rng, &stream);
-        assert_eq!(parse_stream(pieces, &limits, 1 << 20), whole, "case {case}");
+        assert_eq!(read_stream(pieces, &limits, 1 << 20), whole, "case {case}");
     }
 }
 
@@ -102,7 +102,7 @@ fn arbitrary_bytes_never_panic_or_exceed_the_limits() {
             }
         }
         let pieces = split(&mut rng, &bytes);
-        for parsed in parse_stream(pieces, &limits, 1000) {
+        for parsed in read_stream(pieces, &limits, 1000) {
             if let Parsed::Request(_, body) = parsed {
                 assert!(body.len() <= 1000, "a body passed its limit");
             }

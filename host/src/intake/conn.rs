@@ -10,17 +10,19 @@ use std::time::{Duration, Instant};
 
 use plugin_api::RVec;
 
-use crate::http::body::BodyReader;
 use crate::http::error::HttpError;
-use crate::http::parse::{parse_head, Head, HeadLimits};
+use crate::http::parse::{Head, HeadLimits};
+use crate::http::reader::{Event, RequestReader};
 use crate::ids::ConnId;
 use crate::intake::queue::ByteBudget;
 use crate::intake::stream::Stream;
 use crate::net::listener::Scheme;
 use crate::net::transport::Transport;
 
-/// The buffer a connection keeps between requests (more is released after a big body).
-const IDLE_INBUF: usize = 4096;
+/// A client whose end of file arrives within this long of its complete request (or with it)
+/// has half-closed and waits for its answer (`shutdown(SHUT_WR)`, `nc -N`); one whose end of
+/// file comes later, while its request waits, has given up, and its request is not run.
+pub const HALF_CLOSE_WINDOW: Duration = Duration::from_millis(200);
 /// The most bytes discarded while lingering before the connection is closed anyway.
 const LINGER_DISCARD: usize = 1 << 20;
 
@@ -49,15 +51,6 @@ impl ReplyShape {
     }
 }
 
-/// A request whose head is complete and whose body is being read.
-pub struct PendingBody {
-    /// The head.
-    pub head: Head,
-    reader: BodyReader,
-    /// The body so far. Invariant: its length is charged to the byte budget.
-    pub body: Vec<u8>,
-}
-
 /// A response being written.
 pub struct Outgoing {
     head: Vec<u8>,
@@ -84,8 +77,11 @@ impl Outgoing {
 pub enum Phase {
     /// A complete request head (deadline: the header deadline).
     ExpectHead,
-    /// The rest of a body (deadline: idle, renewed by each read).
-    ExpectBody(PendingBody),
+    /// The rest of a body, its bytes reserved in the budget (deadline: idle).
+    ExpectBody,
+    /// Room in the byte budget for the body of this head, before a byte of it is read (no
+    /// idle or rate deadline: it waits for the server; intake bounds it by `--queue-wait`).
+    AwaitBudget(Head),
     /// Room in the queue before its next request is read: the request stays in the kernel's
     /// buffers meanwhile, costing nothing here (no deadline; intake resumes it in turn).
     AwaitRoom,
@@ -117,8 +113,6 @@ pub enum Step {
     Request(Head, Vec<u8>),
     /// The bytes received break HTTP; answer with the error, then close.
     Refused(HttpError),
-    /// A body would exceed the byte budget: shed the connection silently.
-    OverBudget,
     /// The TLS layer failed (handshake or record): close.
     TlsFailed,
     /// A response was written completely.
@@ -146,8 +140,17 @@ pub struct Conn {
     pub since: Instant,
     /// When the current phase's deadline passes.
     pub deadline: Instant,
-    /// Received bytes not yet parsed: a partial head, or a pipelined next request.
-    inbuf: Vec<u8>,
+    /// What has been received and not yet handed on: the request reader.
+    reader: RequestReader,
+    /// Budget bytes reserved for the body being read (its length, or its limit if chunked).
+    reserved: usize,
+    /// When its peer's end of file (or a reset) was seen in a poll event, if it was.
+    fin_at: Option<Instant>,
+    /// When its last request was complete.
+    request_done: Instant,
+    /// Its end of file came with or right after a complete request: the client waits for the
+    /// answer, and the connection closes after it.
+    pub half_closed: bool,
 }
 
 impl Conn {
@@ -168,7 +171,11 @@ impl Conn {
             phase: Phase::ExpectHead,
             since: now,
             deadline: now + timeout,
-            inbuf: Vec::new(),
+            reader: RequestReader::default(),
+            reserved: 0,
+            fin_at: None,
+            request_done: now,
+            half_closed: false,
         }
     }
 
@@ -182,7 +189,7 @@ impl Conn {
     /// response); `None` in the others.
     pub fn progress(&self) -> Option<usize> {
         match &self.phase {
-            Phase::ExpectBody(pending) => Some(pending.body.len()),
+            Phase::ExpectBody => self.reader.body_read(),
             Phase::Sending(out) => Some(out.sent),
             Phase::Streaming(stream) if !stream.waits_on_server() => Some(stream.moved),
             _ => None,
@@ -191,25 +198,30 @@ impl Conn {
 
     /// Whether part of a request has arrived (so a deadline earns a 408, not a silent close).
     pub fn has_partial_request(&self) -> bool {
-        matches!(self.phase, Phase::ExpectBody(_))
-            || (matches!(self.phase, Phase::ExpectHead) && !self.inbuf.is_empty())
+        matches!(self.phase, Phase::ExpectBody | Phase::AwaitBudget(_))
+            || (matches!(self.phase, Phase::ExpectHead) && self.reader.is_mid_request())
     }
 
     /// The body bytes this connection holds against the budget.
     pub fn charged_bytes(&self) -> usize {
         match &self.phase {
-            Phase::ExpectBody(pending) => pending.body.len(),
+            Phase::ExpectBody => self.reserved,
             _ => 0,
         }
     }
 
-    /// Starts reading a body for `head`.
-    pub fn expect_body(&mut self, head: Head, reader: BodyReader) {
-        self.phase = Phase::ExpectBody(PendingBody {
-            head,
-            reader,
-            body: Vec::new(),
-        });
+    /// Starts reading `head`'s body, at most `limit` bytes, with `reserved` budget bytes
+    /// already taken for it.
+    pub fn expect_body(
+        &mut self,
+        head: Head,
+        limit: usize,
+        reserved: usize,
+    ) -> Result<(), HttpError> {
+        self.reader.start_body(head, limit)?;
+        self.reserved = reserved;
+        self.phase = Phase::ExpectBody;
+        Ok(())
     }
 
     /// Reads and parses until a step worth reporting (reading phases) or writes what is
@@ -227,9 +239,8 @@ impl Conn {
             let _ = self.transport.flush();
         }
         match self.phase {
-            Phase::ExpectHead => self.advance_head(limits, scratch),
-            Phase::ExpectBody(_) => self.advance_body(budget, scratch),
-            Phase::AwaitRoom | Phase::AwaitAnswer(_) => Step::Blocked,
+            Phase::ExpectHead | Phase::ExpectBody => self.advance_read(limits, budget, scratch),
+            Phase::AwaitRoom | Phase::AwaitAnswer(_) | Phase::AwaitBudget(_) => Step::Blocked,
             Phase::Sending(_) => self.advance_send(),
             Phase::Streaming(_) => self.advance_stream(),
             Phase::Lingering { .. } => self.advance_linger(),
@@ -239,7 +250,7 @@ impl Conn {
     /// Shuts our end for writing and waits for the peer to close its end.
     pub fn start_lingering(&mut self) {
         self.transport.close_write();
-        self.inbuf = Vec::new();
+        self.reader.clear();
         self.phase = Phase::Lingering { discarded: 0 };
     }
 
@@ -265,57 +276,30 @@ impl Conn {
         }
     }
 
-    fn advance_head(&mut self, limits: &HeadLimits, scratch: &mut [u8]) -> Step {
+    /// Reads until the reader has a head (left in `ExpectHead` for intake to decide on), a
+    /// complete request, or an error, or the socket blocks. A completed body keeps exactly its
+    /// own bytes charged to the budget (a chunked body's reservation was its limit).
+    fn advance_read(
+        &mut self,
+        limits: &HeadLimits,
+        budget: &mut ByteBudget,
+        scratch: &mut [u8],
+    ) -> Step {
         loop {
-            match parse_head(&self.inbuf, limits) {
-                Err(e) => return Step::Refused(e),
-                Ok(Some((head, used))) => {
-                    self.inbuf.drain(..used);
-                    return Step::Head(head);
+            match self.reader.next(limits) {
+                Event::Partial => {}
+                Event::Head(head) => return Step::Head(head),
+                Event::Request(head, body) => {
+                    budget.release(std::mem::take(&mut self.reserved).saturating_sub(body.len()));
+                    self.request_done = Instant::now();
+                    self.half_closed |= self.fin_at.is_some();
+                    self.phase = Phase::ExpectHead;
+                    return Step::Request(head, body);
                 }
-                Ok(None) => {}
+                Event::Error(e) => return Step::Refused(e),
             }
-            let room = limits.max_head() + 1 - self.inbuf.len().min(limits.max_head());
-            let room = room.min(scratch.len());
+            let room = self.reader.room(limits, scratch.len());
             if let Some(step) = self.fill(&mut scratch[..room]) {
-                return step;
-            }
-        }
-    }
-
-    fn advance_body(&mut self, budget: &mut ByteBudget, scratch: &mut [u8]) -> Step {
-        loop {
-            let Phase::ExpectBody(pending) = &mut self.phase else {
-                return Step::Blocked;
-            };
-            if !self.inbuf.is_empty() {
-                let before = pending.body.len();
-                let used = match pending.reader.feed(&self.inbuf, &mut pending.body) {
-                    Ok(used) => used,
-                    Err(e) => {
-                        // Keep the invariant: only charged bytes stay in the body.
-                        pending.body.truncate(before);
-                        return Step::Refused(e);
-                    }
-                };
-                self.inbuf.drain(..used);
-                let grown = pending.body.len() - before;
-                if !budget.try_take(grown) {
-                    pending.body.truncate(before);
-                    return Step::OverBudget;
-                }
-                if pending.reader.is_done() {
-                    let Phase::ExpectBody(pending) =
-                        std::mem::replace(&mut self.phase, Phase::ExpectHead)
-                    else {
-                        unreachable!("the phase was matched as ExpectBody above");
-                    };
-                    // A big body passed through `inbuf`; an idle connection keeps no such buffer.
-                    self.inbuf.shrink_to(IDLE_INBUF);
-                    return Step::Request(pending.head, pending.body);
-                }
-            }
-            if let Some(step) = self.fill(scratch) {
                 return step;
             }
         }
@@ -409,14 +393,14 @@ impl Conn {
         }
     }
 
-    /// Reads what fits in `scratch` and appends it to `inbuf`. `None` when bytes arrived;
+    /// Reads what fits in `scratch` and hands it to the reader. `None` when bytes arrived;
     /// otherwise the step that ends the reading (blocked, end of stream, failure).
     fn fill(&mut self, scratch: &mut [u8]) -> Option<Step> {
         loop {
             match self.transport.read(scratch) {
                 Ok(0) => return Some(Step::Gone),
                 Ok(n) => {
-                    self.inbuf.extend_from_slice(&scratch[..n]);
+                    self.reader.push(&scratch[..n]);
                     return None;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -429,7 +413,29 @@ impl Conn {
         }
     }
 
-    /// Whether the peer has closed its end while the connection waits for a lane (a zero-byte
+    /// A poll event said the peer shut its end (or reset it), at `now`: within
+    /// [`HALF_CLOSE_WINDOW`] of a complete request that is a half-close, not a departure.
+    pub fn saw_end_of_file(&mut self, now: Instant) {
+        if self.fin_at.is_some() {
+            return;
+        }
+        self.fin_at = Some(now);
+        let answering = matches!(
+            self.phase,
+            Phase::AwaitAnswer(_) | Phase::Sending(_) | Phase::Streaming(_)
+        );
+        if answering && now.duration_since(self.request_done) <= HALF_CLOSE_WINDOW {
+            self.half_closed = true;
+        }
+    }
+
+    /// Whether the client has gone while its request waits: its end of file came, and not as
+    /// a half-close. Known from poll events, without a system call.
+    pub fn has_left(&self) -> bool {
+        self.fin_at.is_some() && !self.half_closed
+    }
+
+    /// Whether the peer has closed its end while the connection waits for room (a zero-byte
     /// peek); pipelined bytes or nothing to read mean it is still there.
     pub fn peer_has_closed(&self) -> bool {
         let mut byte = [0u8; 1];
@@ -445,6 +451,6 @@ impl Conn {
 
     /// Whether bytes of a next request are already buffered.
     pub fn has_buffered_input(&self) -> bool {
-        !self.inbuf.is_empty()
+        self.reader.has_buffered()
     }
 }

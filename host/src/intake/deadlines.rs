@@ -52,6 +52,15 @@ impl Intake {
             let Some(conn) = self.conns[slot].as_mut() else {
                 continue;
             };
+            if matches!(conn.phase, Phase::AwaitBudget(_)) {
+                // An upload that waited `--queue-wait` for room is answered, not reset.
+                if now >= conn.deadline {
+                    self.counters.drop_for(Reason::NoRoomForBody);
+                    self.answer_no_room(slot);
+                    self.drive(slot);
+                }
+                continue;
+            }
             let Some(reason) = expired(conn, now, pressure, &settings) else {
                 continue;
             };
@@ -82,12 +91,12 @@ fn expired(
     settings: &IntakeSettings,
 ) -> Option<Option<Reason>> {
     let reason = match conn.phase {
-        Phase::AwaitRoom | Phase::AwaitAnswer(_) => return None,
+        Phase::AwaitRoom | Phase::AwaitAnswer(_) | Phase::AwaitBudget(_) => return None,
         Phase::Streaming(ref stream) if stream.waits_on_server() => return None,
         Phase::Streaming(_) => Some(Reason::IdleDeadline),
         Phase::Lingering { .. } => None,
         Phase::ExpectHead => Some(Reason::HeaderDeadline),
-        Phase::ExpectBody(_) | Phase::Sending(_) => Some(Reason::IdleDeadline),
+        Phase::ExpectBody | Phase::Sending(_) => Some(Reason::IdleDeadline),
     };
     let deadline = if pressure && reason.is_some() {
         conn.deadline.min(conn.since + settings.pressure_timeout)

@@ -33,7 +33,6 @@ use plugin_api::{Header, RVec, Request, Response};
 
 use crate::exec::job::{Job, Reply};
 use crate::exec::pool::Pool;
-use crate::http::body::BodyReader;
 use crate::http::error::HttpError;
 use crate::http::parse::{Framing, Head, HeadLimits};
 use crate::http::response::{is_bodiless, reason, text, write_head, Persistence};
@@ -144,6 +143,9 @@ pub struct Intake {
     stalled: VecDeque<ConnId>,
     /// When a stopping worker gives up finishing what it admitted (`Some` while draining).
     drain_until: Option<Instant>,
+    /// Connections whose head is read and whose body waits for room in the byte budget, in
+    /// the order they came to wait (entries may be stale).
+    awaiting_budget: VecDeque<ConnId>,
 }
 
 impl Intake {
@@ -202,6 +204,7 @@ impl Intake {
             scratch: vec![0; SCRATCH].into_boxed_slice(),
             stalled: VecDeque::new(),
             drain_until: None,
+            awaiting_budget: VecDeque::new(),
         })
     }
 
@@ -281,7 +284,11 @@ impl Intake {
                         self.listeners[i].pending = true;
                         self.accept();
                     }
-                    None => self.on_socket_event(token.0, event.is_readable()),
+                    None => self.on_socket_event(
+                        token.0,
+                        event.is_readable(),
+                        event.is_read_closed() || event.is_error(),
+                    ),
                 }
             }
             while let Ok(change) = self.changes.try_recv() {
@@ -296,6 +303,7 @@ impl Intake {
             self.dispatch.sweep(now, self.poll.registry());
             self.dispatch.wake();
             self.settle();
+            self.resume_awaiting_budget();
             self.resume_stalled();
             self.settle();
             if now >= next_sweep {
@@ -479,19 +487,30 @@ impl Intake {
             .filter(|conn| conn.id == id)
     }
 
-    fn on_socket_event(&mut self, slot: usize, readable: bool) {
-        let Some(conn) = self.conns.get(slot).and_then(Option::as_ref) else {
+    /// A poll event on a connection; `closed` when it says the peer shut its end or reset.
+    fn on_socket_event(&mut self, slot: usize, readable: bool, closed: bool) {
+        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
-        if matches!(conn.phase, Phase::AwaitAnswer(_) | Phase::AwaitRoom) {
-            // No work for the gone: a client that closed while waiting is dropped now, and a
-            // queued job of it skipped when it reaches the front.
-            if readable && conn.peer_has_closed() {
-                self.close(slot);
-            }
-            return;
+        if closed {
+            conn.saw_end_of_file(Instant::now());
         }
-        self.drive(slot);
+        match conn.phase {
+            // No work for the gone: a client that left while its request waits is dropped
+            // now, and its queued job skipped when it reaches the front. One whose end of file
+            // came with or right after its request has half-closed: it waits for the answer.
+            Phase::AwaitAnswer(_) => {
+                if conn.has_left() {
+                    self.close(slot);
+                }
+            }
+            Phase::AwaitRoom | Phase::AwaitBudget(_) => {
+                if readable && conn.peer_has_closed() {
+                    self.close(slot);
+                }
+            }
+            _ => self.drive(slot),
+        }
     }
 
     /// Moves a connection along until it blocks or closes.
@@ -524,10 +543,6 @@ impl Intake {
                 Step::Request(head, body) => self.on_request(slot, head, body),
                 Step::Refused(error) => self.refuse(slot, error),
                 Step::Gone => return self.close(slot),
-                Step::OverBudget => {
-                    self.counters.drop_for(Reason::OverBudget);
-                    return self.close(slot);
-                }
                 Step::TlsFailed => {
                     self.counters.drop_for(Reason::TlsError);
                     return self.close(slot);
@@ -575,7 +590,7 @@ impl Intake {
         self.dispatch
             .place(self.poll.registry(), &mut placed, |id| {
                 conn_in(conns, id).is_some_and(|conn| {
-                    matches!(conn.phase, Phase::AwaitAnswer(_)) && !conn.peer_has_closed()
+                    matches!(conn.phase, Phase::AwaitAnswer(_)) && !conn.has_left()
                 })
             });
         for (outcome, bytes) in placed.drain(..) {

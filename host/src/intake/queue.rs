@@ -137,6 +137,11 @@ impl ByteBudget {
         self.held = self.held.saturating_sub(n);
     }
 
+    /// The whole budget.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
     /// Whether nothing more fits.
     pub fn is_spent(&self) -> bool {
         self.held >= self.limit

@@ -17,26 +17,115 @@ impl Intake {
         })
     }
 
+    /// A complete head with a body to come. The body's bytes are reserved in the budget
+    /// before a byte of it is read (its length; a chunked body's limit), so an admitted upload
+    /// is never cut off halfway for want of room: without room now, the connection waits,
+    /// unread, oldest first (or, with `--busy 503`, is answered 503 at once).
     pub(super) fn on_head(&mut self, slot: usize, head: Head) {
-        let (route, _) = split_route(&head.path);
-        let limit = self.body_limit(route);
-        let reader = match head.framing {
-            Framing::Empty => return self.on_request(slot, head, Vec::new()),
-            Framing::Length(n) if n > limit as u64 => {
-                return self.refuse(slot, HttpError::BodyTooLarge)
-            }
-            Framing::Length(n) => BodyReader::length(n, limit),
-            Framing::Chunked => BodyReader::chunked(limit),
+        let (limit, need) = match self.body_reservation(&head) {
+            Ok(reservation) => reservation,
+            Err(e) => return self.refuse(slot, e),
         };
-        let idle_timeout = self.timeout(self.settings.idle_timeout);
+        if self.budget.try_take(need) {
+            return self.start_body(slot, head, limit, need);
+        }
+        if self.admission.busy == BusyMode::Answer503 {
+            return self.answer_no_room(slot);
+        }
+        let queue_wait = self.settings.queue_wait;
         let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
-        if head.expect_continue && !conn.has_buffered_input() {
+        conn.phase = Phase::AwaitBudget(head);
+        conn.set_deadline(queue_wait);
+        self.awaiting_budget.push_back(conn.id);
+    }
+
+    /// The body limit for `head`'s route and the budget bytes its body needs; 413 for a body
+    /// longer than either.
+    fn body_reservation(&self, head: &Head) -> Result<(usize, usize), HttpError> {
+        let (route, _) = split_route(&head.path);
+        let limit = self.body_limit(route).min(self.budget.limit());
+        match head.framing {
+            Framing::Length(n) if n > limit as u64 => Err(HttpError::BodyTooLarge),
+            Framing::Length(n) => Ok((limit, n as usize)),
+            _ => Ok((limit, limit)),
+        }
+    }
+
+    /// Starts reading a body whose `reserved` bytes are taken from the budget.
+    fn start_body(&mut self, slot: usize, head: Head, limit: usize, reserved: usize) {
+        let idle_timeout = self.timeout(self.settings.idle_timeout);
+        let expect_continue = head.expect_continue;
+        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+            self.budget.release(reserved);
+            return;
+        };
+        if let Err(e) = conn.expect_body(head, limit, reserved) {
+            self.budget.release(reserved);
+            return self.refuse(slot, e);
+        }
+        if expect_continue && !conn.has_buffered_input() {
             conn.write_now(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
-        conn.expect_body(head, reader);
         conn.set_deadline(idle_timeout);
+    }
+
+    /// Lets uploads that wait for budget room read their bodies, oldest first, while the
+    /// oldest one's body fits.
+    pub(super) fn resume_awaiting_budget(&mut self) {
+        while let Some(&id) = self.awaiting_budget.front() {
+            let Some(Conn {
+                phase: Phase::AwaitBudget(head),
+                ..
+            }) = conn_in(&self.conns, id)
+            else {
+                self.awaiting_budget.pop_front();
+                continue;
+            };
+            let Ok((limit, need)) = self.body_reservation(head) else {
+                self.awaiting_budget.pop_front();
+                continue;
+            };
+            if !self.budget.try_take(need) {
+                return;
+            }
+            self.awaiting_budget.pop_front();
+            let Some(conn) = self.conn_mut(id) else {
+                self.budget.release(need);
+                continue;
+            };
+            let Phase::AwaitBudget(head) = std::mem::replace(&mut conn.phase, Phase::ExpectHead)
+            else {
+                self.budget.release(need);
+                continue;
+            };
+            self.start_body(id.slot, head, limit, need);
+            self.drive(id.slot);
+        }
+    }
+
+    /// `503` with `Retry-After` (the predicted wait), then close: the body was not read, so
+    /// the connection cannot carry another request.
+    pub(super) fn answer_no_room(&mut self, slot: usize) {
+        self.counters.busy_answers += 1;
+        let wait = self.dispatch.predicted_wait();
+        let retry_after = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+        let response = text(
+            503,
+            &format!("no room for this body now; retry after {retry_after} s\n"),
+        )
+        .with_header("Retry-After", &retry_after.to_string());
+        if let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) {
+            conn.phase = Phase::ExpectHead;
+        }
+        let shape = ReplyShape {
+            head_only: false,
+            keep_alive: false,
+            http10: false,
+            started: Instant::now(),
+        };
+        self.respond(slot, response, shape);
     }
 
     pub(super) fn on_request(&mut self, slot: usize, head: Head, body: Vec<u8>) {
@@ -184,10 +273,11 @@ impl Intake {
         length: BodyLength,
     ) -> Option<(Vec<u8>, bool, Duration)> {
         self.counters.respond(response.status);
-        let keep_alive =
-            shape.keep_alive && !self.queue_under_pressure() && self.drain_until.is_none();
         let idle = self.timeout(self.settings.idle_timeout);
+        let open = !self.queue_under_pressure() && self.drain_until.is_none();
         let conn = self.conns.get(slot).and_then(Option::as_ref)?;
+        // A half-closed client sends nothing more: answer, then close.
+        let keep_alive = shape.keep_alive && open && !conn.half_closed;
         let persistence = if keep_alive {
             Persistence::KeepAlive {
                 http10: shape.http10,

@@ -22,8 +22,8 @@ pub enum Reason {
     PerIpCap,
     /// The queue was full when its request completed.
     QueueFull,
-    /// Its body did not fit the byte budget.
-    OverBudget,
+    /// Its body found no room in the byte budget within `--queue-wait`: answered 503, closed.
+    NoRoomForBody,
     /// Queued, but its client left before a lane took it.
     ClientGone,
     /// Queued longer than the queue-wait deadline.
@@ -39,7 +39,7 @@ impl Reason {
         Reason::TooSlow,
         Reason::PerIpCap,
         Reason::QueueFull,
-        Reason::OverBudget,
+        Reason::NoRoomForBody,
         Reason::ClientGone,
         Reason::Expired,
         Reason::TlsError,
@@ -52,7 +52,7 @@ impl Reason {
             Reason::TooSlow => "too_slow",
             Reason::PerIpCap => "per_ip_cap",
             Reason::QueueFull => "queue_full",
-            Reason::OverBudget => "over_budget",
+            Reason::NoRoomForBody => "no_room_for_body",
             Reason::ClientGone => "client_gone",
             Reason::Expired => "expired",
             Reason::TlsError => "tls_error",
