@@ -277,27 +277,15 @@ fn what_a_plugin_prints_is_logged_with_its_route_and_capped() {
     assert!(server.log.iter().filter(|l| l.contains(" line ")).count() < 100);
 }
 
-/// Sends `GET /sleep?ms=MS` and waits until the plugin runs it; returns its connection.
-fn start_long_call(server: &Server, ms: u32) -> std::net::TcpStream {
-    let mut running = server.connect_tcp();
-    running
-        .write_all(format!("GET /sleep?ms={ms} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
-        .expect("send");
-    crate::support::wait_until("the call to start", IO_DEADLINE, || {
-        server
-            .get("/-/plugins")
-            .text()
-            .contains("\"calls\":1")
-            .then_some(())
-    });
-    running
-}
-
 #[test]
 fn sigterm_finishes_the_request_in_flight_then_exits_cleanly() {
-    let mut server = Server::start_over(Scheme::Http, &["sleep"], &[]);
-    let mut running = start_long_call(&server, 600);
+    let mut server = Server::start_over(Scheme::Http, &["crash"], &[]);
+    let gate = server.gate();
+    let mut running = server.start_get(&format!("/crash/x?{}", gate.query()));
+    server.wait_busy(1);
     server.signal(libc::SIGTERM);
+    server.wait_for_log("draining", IO_DEADLINE);
+    gate.open();
     let response = read_response(&mut running).expect("the call in flight is answered");
     assert_eq!(
         (response.status, response.header("connection")),
@@ -310,11 +298,14 @@ fn sigterm_finishes_the_request_in_flight_then_exits_cleanly() {
 
 #[test]
 fn a_planned_restart_loses_no_request() {
-    let mut server = Server::start_over(Scheme::Http, &["sleep", "echo"], &[]);
-    let mut running = start_long_call(&server, 500);
+    let mut server = Server::start_over(Scheme::Http, &["crash", "echo"], &[]);
+    let gate = server.gate();
+    let mut running = server.start_get(&format!("/crash/x?{}", gate.query()));
+    server.wait_busy(1);
     server.signal(libc::SIGHUP);
-    assert_eq!(read_response(&mut running).map(|r| r.status), Some(200));
     server.wait_for_log("takes over", IO_DEADLINE + Duration::from_secs(10));
+    gate.open();
+    assert_eq!(read_response(&mut running).map(|r| r.status), Some(200));
     for i in 0..20 {
         let body = format!("request {i}");
         assert_eq!(server.post("/echo", body.as_bytes()).text(), body);

@@ -210,18 +210,18 @@ fn a_half_closed_client_is_answered_after_its_request_waited() {
 
 #[test]
 fn a_request_queued_past_its_wait_is_dropped_unrun() {
-    let server = Server::start_over(Scheme::Http, &["sleep", "echo"], &["--queue-wait", "200"]);
-    // A quick call first: sleep is then expected to be quick, so the request behind the slow
+    let server = Server::start_over(Scheme::Http, &["crash", "echo"], &["--queue-wait", "200"]);
+    // A quick call first: crash is then expected to be quick, so the request behind the held
     // call below is admitted (the prediction is wrong) and must be dropped at its wait.
-    assert_eq!(server.get("/sleep?ms=1").status, 200);
-    let mut blocker = server.connect_tcp();
-    blocker
-        .write_all(b"GET /sleep?ms=900 HTTP/1.1\r\nHost: t\r\n\r\n")
-        .expect("send");
+    assert_eq!(server.get("/crash/x").status, 200);
+    let gate = server.gate();
+    let mut blocker = server.start_get(&format!("/crash/x?{}", gate.query()));
+    server.wait_busy(1);
     let mut late = server.connect_tcp();
     late.write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nlate")
         .expect("send");
     assert!(read_until_closed(&mut late).is_empty(), "closed unanswered");
+    gate.open();
     assert_eq!(read_response(&mut blocker).map(|r| r.status), Some(200));
     assert_eq!(
         server.metric("fiddler_dropped_total{reason=\"expired\"}"),
@@ -393,24 +393,29 @@ fn regression_the_admin_address_answers_while_the_queue_is_full() {
     // operator could not read /-/metrics of a server whose queue was full.
     let mut server = Server::start_over(
         Scheme::Http,
-        &["sleep"],
+        &["crash"],
         &["--queue", "2", "--admin", "127.0.0.1:0"],
     );
     let admin = server.admin_addr();
+    assert_eq!(server.get("/crash/x").status, 200);
+    let gate = server.gate();
+    let queued_before = admin_metric(admin, "fiddler_requests_queued_total");
     let mut held = Vec::new();
-    for (i, ms) in [900, 10, 10, 10, 10, 10].into_iter().enumerate() {
-        let mut stream = server.connect_tcp();
-        stream
-            .write_all(format!("GET /sleep?ms={ms} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
-            .expect("send");
-        held.push(stream);
+    for i in 0..6u64 {
+        let path = match i {
+            0 => format!("/crash/x?{}", gate.query()),
+            _ => "/crash/x".to_owned(),
+        };
+        held.push(server.start_get(&path));
         wait_until("the request to be queued", IO_DEADLINE, || {
-            (admin_metric(admin, "fiddler_requests_queued_total") == i as u64 + 1).then_some(())
+            (admin_metric(admin, "fiddler_requests_queued_total") == queued_before + i + 1)
+                .then_some(())
         });
     }
-    // The 900 ms call runs, three are written ahead to its executor and two fill the queue.
+    // The held call runs, three are written ahead to its executor and two fill the queue.
     // The admin address still answers, and sees all five waiting.
     assert_eq!(admin_metric(admin, "fiddler_queue_depth"), 5);
+    gate.open();
     for stream in &mut held {
         assert_eq!(read_response(stream).map(|r| r.status), Some(200));
     }

@@ -96,16 +96,16 @@ fn the_server_wide_deadline_applies_to_plugins_without_their_own(scheme: Scheme)
 }
 
 fn requests_run_one_at_a_time_in_arrival_order(scheme: Scheme) {
-    let server = Server::start_over(scheme, &["sleep", "wordcount"], &[]);
+    let server = Server::start_over(scheme, &["crash", "wordcount"], &[]);
     // One call measures wordcount (until then it is expected to take its whole deadline, and
     // five of those behind the blocker would be more than --queue-wait admits).
     assert_eq!(server.post("/wordcount", b"warm").status, 200);
-    // Occupy the lane, then queue five requests one after another, each seen queued before the
-    // next is sent, so their arrival order is known.
-    let mut blocker = server.connect();
-    blocker
-        .write_all(b"GET /sleep?ms=800 HTTP/1.1\r\nHost: t\r\n\r\n")
-        .expect("send the blocker");
+    assert_eq!(server.get("/crash/x").status, 200);
+    // Hold the lane on a gate, then queue five requests one after another, each seen queued
+    // before the next is sent, so their arrival order is known.
+    let gate = server.gate();
+    let mut blocker = server.start_get(&format!("/crash/x?{}", gate.query()));
+    server.wait_busy(1);
     let mut waiting = Vec::new();
     for i in 1..=5 {
         let mut stream = server.connect();
@@ -122,6 +122,7 @@ fn requests_run_one_at_a_time_in_arrival_order(scheme: Scheme) {
                 .then_some(())
         });
     }
+    gate.open();
     assert_eq!(read_response(&mut blocker).map(|r| r.status), Some(200));
     // wordcount's running total tells the order the lane ran them in.
     for (i, stream) in waiting.iter_mut().enumerate() {
@@ -234,13 +235,13 @@ fn expect_continue_gets_100_before_the_body(scheme: Scheme) {
 }
 
 fn admin_routes_answer_while_the_lane_is_busy(scheme: Scheme) {
-    let server = Server::start_over(scheme, &["sleep"], &[]);
-    let mut busy = server.connect();
-    busy.write_all(b"GET /sleep?ms=900 HTTP/1.1\r\nHost: t\r\n\r\n")
-        .expect("send");
+    let server = Server::start_over(scheme, &["crash"], &[]);
+    let gate = server.gate();
+    let mut busy = server.start_get(&format!("/crash/x?{}", gate.query()));
+    server.wait_busy(1);
     assert_eq!(server.get("/-/health").text(), "ok\n");
     let plugins = server.get("/-/plugins").text();
-    assert!(plugins.contains("\"route\":\"sleep\""), "{plugins}");
+    assert!(plugins.contains("\"route\":\"crash\""), "{plugins}");
     // Answered before the lane finished: the busy request has no answer yet.
     busy.tcp().set_nonblocking(true).expect("non-blocking");
     let mut byte = [0u8; 1];
@@ -251,6 +252,7 @@ fn admin_routes_answer_while_the_lane_is_busy(scheme: Scheme) {
         "the admin answers waited for the lane: {pending:?}"
     );
     busy.tcp().set_nonblocking(false).expect("blocking");
+    gate.open();
     assert_eq!(read_response(&mut busy).map(|r| r.status), Some(200));
 }
 
