@@ -151,6 +151,10 @@ pub struct Conn {
     /// Its end of file came with or right after a complete request: the client waits for the
     /// answer, and the connection closes after it.
     pub half_closed: bool,
+    /// Request bytes still to come that lingering may read and drop before closing (a body
+    /// answered 503 before it was read: the client is still sending it, and closing on it
+    /// would reset the connection and destroy the answer).
+    pub unread_body: usize,
 }
 
 impl Conn {
@@ -176,6 +180,7 @@ impl Conn {
             fin_at: None,
             request_done: now,
             half_closed: false,
+            unread_body: 0,
         }
     }
 
@@ -265,7 +270,7 @@ impl Conn {
                 Ok(0) => return Step::Gone,
                 Ok(n) => {
                     *discarded += n;
-                    if *discarded > LINGER_DISCARD {
+                    if *discarded > LINGER_DISCARD.max(self.unread_body) {
                         return Step::Gone;
                     }
                 }

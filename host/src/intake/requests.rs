@@ -29,14 +29,14 @@ impl Intake {
         if self.budget.try_take(need) {
             return self.start_body(slot, head, limit, need);
         }
-        if self.admission.busy == BusyMode::Answer503 {
-            return self.answer_no_room(slot);
-        }
         let queue_wait = self.settings.queue_wait;
         let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
         conn.phase = Phase::AwaitBudget(head);
+        if self.admission.busy == BusyMode::Answer503 {
+            return self.answer_no_room(slot);
+        }
         conn.set_deadline(queue_wait);
         self.awaiting_budget.push_back(conn.id);
     }
@@ -106,8 +106,19 @@ impl Intake {
     }
 
     /// `503` with `Retry-After` (the predicted wait), then close: the body was not read, so
-    /// the connection cannot carry another request.
+    /// the connection cannot carry another request. The body the client goes on sending is
+    /// read and dropped while the connection lingers (up to its declared length, else the
+    /// body limit), so the answer is not destroyed by a reset.
     pub(super) fn answer_no_room(&mut self, slot: usize) {
+        let unread = match self
+            .conns
+            .get(slot)
+            .and_then(Option::as_ref)
+            .map(|c| &c.phase)
+        {
+            Some(Phase::AwaitBudget(head)) => self.body_reservation(head).map_or(0, |(_, n)| n),
+            _ => 0,
+        };
         self.counters.busy_answers += 1;
         let wait = self.dispatch.predicted_wait();
         let retry_after = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
@@ -118,6 +129,7 @@ impl Intake {
         .with_header("Retry-After", &retry_after.to_string());
         if let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) {
             conn.phase = Phase::ExpectHead;
+            conn.unread_body = unread;
         }
         let shape = ReplyShape {
             head_only: false,
