@@ -20,6 +20,7 @@
 //! - `conformance`: RFC 9110/9112 rules as a table of raw inputs, statuses and closes.
 //! - `crashes`: segfault, abort, stack overflow, exit and hang cost one request; crash at load;
 //!   SIGTERM drains; SIGHUP restarts without losing a request.
+//! - `statuspage`: the status page `/-/` in headless Chromium.
 //! - `hotswap`: plugins dropped in, replaced, removed and refused while the server runs.
 //! - `tls`: bad input on the TLS port, certificate renewal without a restart (only in a build
 //!   with the `tls` feature, like every `https::` variant).
@@ -35,6 +36,7 @@ mod operability;
 mod overload;
 mod programs;
 mod serving;
+mod statuspage;
 mod support;
 #[cfg(feature = "tls")]
 mod tls;

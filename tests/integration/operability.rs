@@ -287,3 +287,49 @@ fn a_build_without_tls_says_so_when_asked_for_https() {
     assert!(!output.status.success(), "{stderr}");
     assert!(stderr.contains("this build has no TLS"), "{stderr}");
 }
+
+/// Every metric the Grafana dashboard in `deploy/grafana/` queries is one `/-/metrics` has.
+#[test]
+fn the_grafana_dashboard_queries_only_metrics_that_exist() {
+    let dashboard = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy/grafana/fiddler-crab.json"),
+    )
+    .expect("read the dashboard");
+    let server = Server::start_over(Scheme::Http, &["echo"], &[]);
+    assert_eq!(server.post("/echo", b"x").status, 200);
+    let metrics = server.get("/-/metrics").text();
+    let families: Vec<&str> = metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    let mut queried = Vec::new();
+    for expr in dashboard.split("\"expr\": \"").skip(1) {
+        let expr = expr.split("\",").next().unwrap_or_default();
+        let mut rest = expr;
+        while let Some(at) = rest.find("fiddler_") {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            rest = &rest[at + name.len()..];
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .filter(|base| families.contains(base))
+                .unwrap_or(&name)
+                .to_owned();
+            queried.push(family);
+        }
+    }
+    assert!(
+        queried.len() >= 10,
+        "the dashboard queries metrics: {queried:?}"
+    );
+    let missing: Vec<&String> = queried
+        .iter()
+        .filter(|name| !families.contains(&name.as_str()))
+        .collect();
+    assert!(missing.is_empty(), "not in /-/metrics: {missing:?}");
+}

@@ -1,7 +1,8 @@
 //! The versions of every route as the pool sees them: which one is live, which one is starting
 //! to replace it (blue/green), which contents were refused, and each version's counters and
 //! crash-loop state. No processes here: the pool starts and stops executors; this says what a
-//! version's executors mean for its route, and writes the log lines about versions.
+//! version's executors mean for its route, and writes the log lines (and the status page's
+//! events) about versions.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::exec::stats::{PluginStats, ServiceTime};
 use crate::ids::{ContentHash, Generation, HandlerKind, PluginName};
+use crate::observe::events::{EventKind, Events};
 use crate::plugins::version::{HandlerMeta, NewVersion};
 use crate::process::backoff::crash_backoff;
 use crate::{info, warn};
@@ -106,6 +108,8 @@ pub struct Versions {
     /// Contents refused, with their route: not tried again until that route's file is removed
     /// (a deliberate drop-in again retries).
     refused: HashMap<ContentHash, PluginName>,
+    /// The last events of versions and executors, for the status page.
+    pub events: Events,
 }
 
 impl Versions {
@@ -156,6 +160,8 @@ impl Versions {
     /// tried again.
     pub fn remove(&mut self, name: &PluginName) -> Vec<Generation> {
         self.refused.retain(|_, route| route != name);
+        self.events
+            .push(EventKind::Removed, name.as_str(), "its file was removed");
         let gone = [self.candidates.remove(name), self.live.remove(name)];
         gone.into_iter().flatten().collect()
     }
@@ -199,6 +205,21 @@ impl Versions {
                 generation.0
             ),
         }
+        let (kind, what) = match version.replaces {
+            Some(old) => (
+                EventKind::Swapped,
+                format!("generation {} replaced generation {}", generation.0, old.0),
+            ),
+            None => (
+                EventKind::Loaded,
+                format!("generation {} serves", generation.0),
+            ),
+        };
+        let what = format!(
+            "{what}: {} {}",
+            version.meta.crate_name, version.meta.version
+        );
+        self.events.push(kind, name.as_str(), what);
         self.candidates.remove(&name);
         let replaced = self.live.insert(name, generation);
         // A new version of a route is expected to cost what the old one did until measured.
@@ -225,6 +246,11 @@ impl Versions {
             .map(|g| format!("; generation {} keeps serving /{route}", g.0))
             .unwrap_or_default();
         warn!("refused {}: {reason}{keeps}", version.new.source.display());
+        self.events.push(
+            EventKind::Refused,
+            route.as_str(),
+            format!("{reason}{keeps}"),
+        );
         self.refused.insert(version.new.hash, route.clone());
         if self.candidates.get(&route) == Some(&generation) {
             self.candidates.remove(&route);

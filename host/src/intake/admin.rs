@@ -1,5 +1,6 @@
 //! The admin routes under `/-/`, answered by intake itself without entering the queue, so they
-//! answer while every lane is busy: `/-/health`, `/-/ready`, `/-/plugins`.
+//! answer while every lane is busy: `/-/health`, `/-/ready`, `/-/plugins`, `/-/metrics`, and
+//! the status page `/-/` with its snapshot `/-/status` (in `status`).
 
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
@@ -10,6 +11,7 @@ use plugin_api::Response;
 use crate::exec::pool::RouteInfo;
 use crate::exec::stats::ExecutorCounters;
 use crate::http::response::text;
+use crate::intake::status::{self, StatusView};
 use crate::observe::metrics::{self, Counters, Gauges};
 
 /// What the admin routes may read of intake's state.
@@ -32,6 +34,8 @@ pub struct AdminView<'a> {
     pub open: usize,
     /// Intake's counters.
     pub counters: &'a Counters,
+    /// What the status page shows beyond these.
+    pub status: StatusView<'a>,
 }
 
 /// Answers `GET /-/<rest>`.
@@ -67,6 +71,8 @@ pub fn answer(rest: &str, view: &AdminView<'_>) -> Response {
             ),
         ),
         "/plugins" => Response::json(plugins_json(view)),
+        "/status" => Response::json(status::snapshot(view, &view.status))
+            .with_header("Cache-Control", "no-store"),
         "/metrics" => {
             let gauges = Gauges {
                 open: view.open,
@@ -80,10 +86,13 @@ pub fn answer(rest: &str, view: &AdminView<'_>) -> Response {
                 .with_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
                 .with_body(metrics::render(view.counters, &gauges))
         }
-        _ => text(
-            404,
-            "admin routes: /-/health /-/ready /-/plugins /-/metrics\n",
-        ),
+        _ => status::asset(rest).unwrap_or_else(|| {
+            text(
+                404,
+                "admin routes: /-/ (status page) /-/status /-/health /-/ready /-/plugins \
+                 /-/metrics\n",
+            )
+        }),
     }
 }
 
@@ -132,7 +141,7 @@ fn plugins_json(view: &AdminView<'_>) -> String {
 }
 
 /// A JSON string literal for `text`.
-fn json_string(text: &str) -> String {
+pub fn json_string(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
     out.push('"');
     crate::observe::log::escape_into(&mut out, text);
@@ -151,7 +160,29 @@ mod tests {
 
     #[test]
     fn ready_follows_the_queue() {
+        let history = std::collections::VecDeque::new();
+        let events = crate::observe::events::Events::default();
+        let status = StatusView {
+            listeners: &[],
+            limits: status::Limits {
+                max_conns: 8,
+                queue_bytes: 1024,
+                max_body: 1024,
+                deadline: Duration::from_secs(1),
+                queue_wait: Duration::from_secs(60),
+                header_timeout: Duration::from_secs(1),
+                idle_timeout: Duration::from_secs(1),
+                min_rate: 0,
+                busy_503: false,
+            },
+            queue_history: &history,
+            events: &events,
+            lanes_busy: 0,
+            lanes: 1,
+            started: std::time::SystemTime::now(),
+        };
         let view = AdminView {
+            status,
             routes: &[],
             executors: &ExecutorCounters::default(),
             executors_alive: 2,
@@ -189,5 +220,18 @@ mod tests {
             Some("{\"executors_alive\":2,\"predicted_wait_ms\":0,\"plugins\":[]}\n")
         );
         assert_eq!(answer("/nope", &view).status, 404);
+        let page = answer("/", &view);
+        assert_eq!(
+            page.header("content-type"),
+            Some("text/html; charset=utf-8")
+        );
+        assert!(page
+            .header("content-security-policy")
+            .is_some_and(|csp| csp.starts_with("default-src 'none'")));
+        let snapshot = answer("/status", &view);
+        let json = snapshot.body_str().unwrap_or_default();
+        assert!(json.starts_with("{\"version\":"), "{json}");
+        assert!(json.contains("\"queued\":2,\"queue_capacity\":4"), "{json}");
+        assert!(json.ends_with("\"routes\":[],\"events\":[]}\n"), "{json}");
     }
 }

@@ -51,6 +51,11 @@ impl Admission {
         self.open
     }
 
+    /// The connection budget (`--max-conns`).
+    pub fn max_conns(&self) -> usize {
+        self.max_conns
+    }
+
     /// Whether another connection fits the budget.
     pub fn has_room(&self) -> bool {
         self.open < self.max_conns

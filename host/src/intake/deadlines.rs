@@ -3,6 +3,9 @@
 
 use super::*;
 
+/// How many sweeps between two samples of the queue depth for the status page (a second).
+const SAMPLE_EVERY: u32 = 10;
+
 impl Intake {
     /// Stops accepting (the listeners stay open in the supervisor for the next worker), gives
     /// idle keep-alive connections a moment for one last request, and answers everything else
@@ -74,6 +77,13 @@ impl Intake {
         }
         self.accept();
         self.sweeps = self.sweeps.wrapping_add(1);
+        if self.sweeps % SAMPLE_EVERY == 0 {
+            if self.queue_history.len() == status::HISTORY {
+                self.queue_history.pop_front();
+            }
+            let depth = u16::try_from(self.dispatch.waiting()).unwrap_or(u16::MAX);
+            self.queue_history.push_back(depth);
+        }
         if self.sweeps % CERT_CHECK_EVERY == 0 {
             if let Some(certs) = self.certs.as_mut() {
                 certs.refresh();

@@ -19,6 +19,7 @@ mod deadlines;
 pub mod dispatch;
 pub mod queue;
 mod requests;
+pub mod status;
 pub mod stream;
 
 use std::collections::VecDeque;
@@ -146,6 +147,10 @@ pub struct Intake {
     /// Connections whose head is read and whose body waits for room in the byte budget, in
     /// the order they came to wait (entries may be stale).
     awaiting_budget: VecDeque<ConnId>,
+    /// Queue depth once a second, the last [`status::HISTORY`] seconds (the status page's chart).
+    queue_history: VecDeque<u16>,
+    /// When this worker started.
+    started: std::time::SystemTime,
 }
 
 impl Intake {
@@ -205,6 +210,8 @@ impl Intake {
             stalled: VecDeque::new(),
             drain_until: None,
             awaiting_budget: VecDeque::new(),
+            queue_history: VecDeque::with_capacity(status::HISTORY),
+            started: std::time::SystemTime::now(),
         })
     }
 
@@ -679,6 +686,9 @@ impl Intake {
     ) {
         let took = shape.started.elapsed();
         self.counters.latency.observe(took.as_secs_f64());
+        if self.dispatch.pool().serves(route) {
+            self.counters.observe_route(route, took.as_secs_f64());
+        }
         if crate::observe::log::access_enabled() {
             crate::info!(
                 "access {peer} /{route} {status} {bytes} bytes {:.1} ms",

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::http::response::BodyLength;
+use crate::intake::status::{Limits, StatusView};
 use crate::intake::stream::{Delimit, Stream};
 
 impl Intake {
@@ -160,7 +161,29 @@ impl Intake {
             let pool = self.dispatch.pool();
             let routes = pool.routes();
             let predicted_wait = self.dispatch.predicted_wait();
+            let listeners = self.local_addrs().unwrap_or_default();
+            let settings = self.settings;
+            let status = StatusView {
+                listeners: &listeners,
+                limits: Limits {
+                    max_conns: self.admission.max_conns(),
+                    queue_bytes: self.budget.limit(),
+                    max_body: settings.max_body,
+                    deadline: pool.default_deadline(),
+                    queue_wait: settings.queue_wait,
+                    header_timeout: settings.header_timeout,
+                    idle_timeout: settings.idle_timeout,
+                    min_rate: settings.min_rate,
+                    busy_503: self.admission.busy == BusyMode::Answer503,
+                },
+                queue_history: &self.queue_history,
+                events: pool.events(),
+                lanes_busy: pool.busy(),
+                lanes: pool.lanes(),
+                started: self.started,
+            };
             let view = AdminView {
+                status,
                 predicted_wait,
                 queue_wait: self.settings.queue_wait,
                 routes: &routes,

@@ -162,8 +162,41 @@ fn format_line(level: Level, message: Arguments<'_>) -> String {
             Level::Warn => "WARN",
             Level::Info => "INFO",
         };
-        format!("{secs}.{millis:03} {level} {message}\n")
+        format!("{} {level} {message}\n", rfc3339_utc(secs, millis))
     }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` for a time in seconds and milliseconds since the Unix epoch.
+pub fn rfc3339_utc(secs: u64, millis: u32) -> String {
+    let days = secs / 86_400;
+    let in_day = secs % 86_400;
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        in_day / 3600,
+        in_day % 3600 / 60,
+        in_day % 60
+    )
+}
+
+/// The proleptic Gregorian date of a day count since 1970-01-01 (days are grouped in 400-year
+/// eras of 146,097 days, years counted from March so leap days fall at the end).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let day_of_era = z % 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    (year, month, day)
 }
 
 /// Writes a finished line without waiting; drops and counts it when stderr has no room.
@@ -227,6 +260,14 @@ macro_rules! warn {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn human_timestamps_are_rfc_3339_utc() {
+        assert_eq!(rfc3339_utc(0, 0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_utc(951_782_400, 5), "2000-02-29T00:00:00.005Z");
+        assert_eq!(rfc3339_utc(1_796_140_426, 44), "2026-12-01T15:53:46.044Z");
+        assert_eq!(rfc3339_utc(4_107_542_399, 999), "2100-02-28T23:59:59.999Z");
+    }
 
     #[test]
     fn json_strings_are_escaped() {

@@ -84,17 +84,58 @@ impl Histogram {
         self.sum += seconds;
     }
 
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// The `q` quantile (0..1) in seconds, interpolated within its bucket (the `+Inf` bucket
+    /// answers its lower bound); `None` before any observation.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        let total = self.count();
+        if total == 0 {
+            return None;
+        }
+        let rank = q.clamp(0.0, 1.0) * total as f64;
+        let mut below = 0u64;
+        for (i, &count) in self.counts.iter().enumerate() {
+            if count > 0 && (below + count) as f64 >= rank {
+                let low = if i == 0 { 0.0 } else { BUCKETS[i - 1] };
+                let Some(&high) = BUCKETS.get(i) else {
+                    return Some(low);
+                };
+                let within = ((rank - below as f64) / count as f64).clamp(0.0, 1.0);
+                return Some(low + (high - low) * within);
+            }
+            below += count;
+        }
+        BUCKETS.last().copied()
+    }
+
     fn render(&self, out: &mut String, name: &str) {
+        self.render_labelled(out, name, "");
+    }
+
+    /// Its samples with `labels` (`key="value"` pairs, comma-separated) before `le`.
+    fn render_labelled(&self, out: &mut String, name: &str, labels: &str) {
+        let (inner, outer) = match labels.is_empty() {
+            true => (String::new(), String::new()),
+            false => (format!("{labels},"), format!("{{{labels}}}")),
+        };
         let mut cumulative = 0;
         for (i, count) in self.counts.iter().enumerate() {
             cumulative += count;
             let le = BUCKETS.get(i).map_or("+Inf".to_owned(), |b| b.to_string());
-            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+            let _ = writeln!(out, "{name}_bucket{{{inner}le=\"{le}\"}} {cumulative}");
         }
-        let _ = writeln!(out, "{name}_sum {}", self.sum);
-        let _ = writeln!(out, "{name}_count {cumulative}");
+        let _ = writeln!(out, "{name}_sum{outer} {}", self.sum);
+        let _ = writeln!(out, "{name}_count{outer} {cumulative}");
     }
 }
+
+/// The most routes with a latency histogram of their own (routes are few; this bounds what a
+/// server that sees many versions and names could hold).
+pub const MAX_ROUTE_HISTOGRAMS: usize = 64;
 
 /// Intake's counters.
 #[derive(Debug, Default)]
@@ -117,6 +158,8 @@ pub struct Counters {
     pub responses: [u64; 6],
     /// Closes and drops by reason, indexed like `Reason::ALL`.
     dropped: [u64; 9],
+    /// Request duration per served route (at most [`MAX_ROUTE_HISTOGRAMS`]), by name.
+    pub by_route: Vec<(String, Histogram)>,
 }
 
 impl Counters {
@@ -141,6 +184,27 @@ impl Counters {
             Some((_, n)) => *n += 1,
             None => self.refused.push((status, 1)),
         }
+    }
+
+    /// Records a request's duration under its route (a route that was served: names clients
+    /// made up never get one).
+    pub fn observe_route(&mut self, route: &str, seconds: f64) {
+        if let Some((_, histogram)) = self.by_route.iter_mut().find(|(name, _)| name == route) {
+            return histogram.observe(seconds);
+        }
+        if self.by_route.len() < MAX_ROUTE_HISTOGRAMS {
+            let mut histogram = Histogram::default();
+            histogram.observe(seconds);
+            self.by_route.push((route.to_owned(), histogram));
+        }
+    }
+
+    /// A route's duration histogram, if it has one.
+    pub fn route_histogram(&self, route: &str) -> Option<&Histogram> {
+        self.by_route
+            .iter()
+            .find(|(name, _)| name == route)
+            .map(|(_, h)| h)
     }
 
     /// Counts a response by its status class.
@@ -397,6 +461,21 @@ pub fn render(counters: &Counters, gauges: &Gauges<'_>) -> String {
     );
     family(
         o,
+        "fiddler_plugin_request_duration_seconds",
+        "histogram",
+        "From a complete request head to its answer, per plugin route served.",
+        |o| {
+            for (route, histogram) in &counters.by_route {
+                histogram.render_labelled(
+                    o,
+                    "fiddler_plugin_request_duration_seconds",
+                    &format!("plugin=\"{route}\""),
+                );
+            }
+        },
+    );
+    family(
+        o,
         "fiddler_queue_wait_seconds",
         "histogram",
         "From entering the queue to reaching a lane.",
@@ -432,6 +511,7 @@ mod tests {
         counters.respond(200);
         counters.latency.observe(0.003);
         counters.latency.observe(99.0);
+        counters.observe_route("echo", 0.002);
         let gauges = Gauges {
             open: 3,
             queued: 1,
@@ -447,6 +527,10 @@ mod tests {
         assert!(text.contains("fiddler_responses_total{class=\"2xx\"} 1\n"));
         assert!(text.contains("fiddler_request_duration_seconds_bucket{le=\"0.005\"} 1\n"));
         assert!(text.contains("fiddler_request_duration_seconds_bucket{le=\"+Inf\"} 2\n"));
+        assert!(text.contains(
+            "fiddler_plugin_request_duration_seconds_bucket{plugin=\"echo\",le=\"0.005\"} 1\n"
+        ));
+        assert!(text.contains("fiddler_plugin_request_duration_seconds_count{plugin=\"echo\"} 1\n"));
         // Each family's samples follow its own TYPE line, together.
         let mut family = "";
         for line in text.lines() {
@@ -466,5 +550,35 @@ mod tests {
             let (_, value) = line.rsplit_once(' ').expect("name and value");
             assert!(value.parse::<f64>().is_ok(), "{line}");
         }
+    }
+    #[test]
+    fn quantiles_interpolate_within_buckets() {
+        let mut histogram = Histogram::default();
+        assert_eq!(histogram.quantile(0.5), None);
+        for _ in 0..90 {
+            histogram.observe(0.003); // (0.001, 0.005]
+        }
+        for _ in 0..10 {
+            histogram.observe(0.2); // (0.1, 0.25]
+        }
+        let p50 = histogram.quantile(0.5).expect("a p50");
+        assert!((0.001..=0.005).contains(&p50), "{p50}");
+        let p99 = histogram.quantile(0.99).expect("a p99");
+        assert!((0.1..=0.25).contains(&p99), "{p99}");
+        histogram.observe(500.0);
+        assert_eq!(
+            histogram.quantile(1.0),
+            Some(30.0),
+            "+Inf answers its lower bound"
+        );
+    }
+
+    #[test]
+    fn route_histograms_are_bounded() {
+        let mut counters = Counters::default();
+        for i in 0..MAX_ROUTE_HISTOGRAMS + 10 {
+            counters.observe_route(&format!("r{i}"), 0.01);
+        }
+        assert_eq!(counters.by_route.len(), MAX_ROUTE_HISTOGRAMS);
     }
 }

@@ -1,4 +1,6 @@
-//! What an operator sees: the counters `/-/metrics` renders, and the log that never blocks.
+//! What an operator sees: the counters `/-/metrics` renders, the log that never blocks, and the
+//! last events the status page lists.
 
+pub mod events;
 pub mod log;
 pub mod metrics;

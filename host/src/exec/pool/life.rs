@@ -14,6 +14,7 @@ use crate::exec::spawn::Launch;
 use crate::exec::stats::Death;
 use crate::exec::versions::Stage;
 use crate::ids::{Generation, HandlerKind};
+use crate::observe::events::EventKind;
 use crate::process::backoff::crash_backoff;
 use crate::process::signals::describe_exit;
 use crate::warn;
@@ -119,6 +120,14 @@ impl Pool {
             generation.0,
             deadline.as_millis()
         );
+        self.versions.events.push(
+            EventKind::Timeout,
+            &route,
+            format!(
+                "a call passed its {} ms deadline; executor [{pid}] killed",
+                deadline.as_millis()
+            ),
+        );
         self.fail_calls(
             slot,
             504,
@@ -213,6 +222,10 @@ impl Pool {
                     "executor [{pid}] for /{route} (generation {}) died ({cause}) {when}{next}",
                     generation.0
                 );
+                let text = format!("executor [{pid}] died ({cause}) {when}{next}");
+                self.versions
+                    .events
+                    .push(EventKind::Crashed, route.as_str(), text);
             }
         }
         self.forget_if_done(generation);

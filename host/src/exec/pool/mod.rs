@@ -443,6 +443,11 @@ impl Pool {
         work
     }
 
+    /// The call deadline for handlers that set none (`--deadline`).
+    pub fn default_deadline(&self) -> Duration {
+        self.settings.deadline
+    }
+
     /// Calls that may run at once.
     pub fn lanes(&self) -> usize {
         self.settings.lanes
@@ -473,6 +478,21 @@ impl Pool {
             .collect();
         routes.sort_by(|a, b| a.name.cmp(&b.name));
         routes
+    }
+
+    /// The last events of versions and executors.
+    pub fn events(&self) -> &crate::observe::events::Events {
+        &self.versions.events
+    }
+
+    /// Executors with a call in flight.
+    pub fn busy(&self) -> usize {
+        self.busy
+    }
+
+    /// Whether a version serves `route` now.
+    pub fn serves(&self, route: &str) -> bool {
+        self.versions.live(route).is_some()
     }
 
     /// Executors alive now (any phase but exited).
