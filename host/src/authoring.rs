@@ -319,8 +319,9 @@ fn report(mut spawned: spawn::Spawned, verbose: bool, text: &mut String) -> bool
     loads
 }
 
-/// The first frame an executor sends, or `None` if it died or stayed silent.
-fn first_message(socket: &mut std::os::unix::net::UnixStream) -> Option<Message> {
+/// The next frame an executor sends (with nothing left unread before it), or `None` if it
+/// died or stayed silent past the socket's read timeout.
+pub(crate) fn first_message(socket: &mut std::os::unix::net::UnixStream) -> Option<Message> {
     let mut reader = FrameReader::default();
     let mut buffer = [0u8; 4096];
     loop {

@@ -73,6 +73,12 @@ pub struct Config {
     pub init_timeout: Duration,
     /// The address space an executor may use (`None`: no limit).
     pub executor_memory: Option<u64>,
+    /// Where the request that killed an executor is written (`None`: nowhere).
+    pub crash_dir: Option<PathBuf>,
+    /// How many crash files are kept (the oldest go).
+    pub crash_keep: usize,
+    /// Keep `Authorization` and `Cookie` values in crash files (redacted by default).
+    pub crash_secrets: bool,
 }
 
 impl Default for Config {
@@ -108,6 +114,9 @@ impl Default for Config {
             watch_interval: Duration::from_millis(250),
             init_timeout: Duration::from_secs(60),
             executor_memory: None,
+            crash_dir: None,
+            crash_keep: 20,
+            crash_secrets: false,
         }
     }
 }
@@ -515,6 +524,44 @@ const SETTINGS: &[Setting] = &[
             Ok(())
         },
         show_default: |c| c.executor_memory.map_or("0".to_owned(), |n| n.to_string()),
+    },
+    Setting {
+        flag: "--crash-dir",
+        env: "FIDDLER_CRASH_DIR",
+        value_name: "DIR",
+        help: "write the request that killed a plugin's executor there, for `fiddler-crab \
+               replay` (off: keep none)",
+        set: |c, v| {
+            c.crash_dir = (v != "off").then(|| PathBuf::from(v));
+            Ok(())
+        },
+        show_default: |c| {
+            c.crash_dir
+                .as_ref()
+                .map_or("off".to_owned(), |d| d.display().to_string())
+        },
+    },
+    Setting {
+        flag: "--crash-keep",
+        env: "FIDDLER_CRASH_KEEP",
+        value_name: "N",
+        help: "crash files kept in --crash-dir; the oldest are removed",
+        set: |c, v| {
+            c.crash_keep = count(v, 1, 100_000)?;
+            Ok(())
+        },
+        show_default: |c| c.crash_keep.to_string(),
+    },
+    Setting {
+        flag: "--crash-keep-secrets",
+        env: "FIDDLER_CRASH_KEEP_SECRETS",
+        value_name: SWITCH,
+        help: "keep Authorization and Cookie values in crash files (redacted by default)",
+        set: |c, v| {
+            c.crash_secrets = switch(v)?;
+            Ok(())
+        },
+        show_default: |c| if c.crash_secrets { "yes" } else { "no" }.to_owned(),
     },
 ];
 

@@ -37,6 +37,7 @@ pub mod net;
 pub mod observe;
 pub mod plugins;
 pub mod process;
+pub mod replay;
 
 use std::fmt;
 use std::io;
@@ -92,6 +93,22 @@ impl std::error::Error for RunError {
             | RunError::EventLoop(e)
             | RunError::Worker(e) => Some(e),
             RunError::Tls(e) => Some(e),
+        }
+    }
+}
+
+/// The crash writer for `--crash-dir`, if one is asked for and can be started (else a log line
+/// says why and crashes are not kept).
+fn crash_sink(config: &Config) -> Option<exec::crashes::CrashSink> {
+    let dir = config.crash_dir.clone()?;
+    match exec::crashes::CrashSink::start(dir.clone(), config.crash_keep, config.crash_secrets) {
+        Ok(sink) => Some(sink),
+        Err(e) => {
+            warn!(
+                "crash files are not kept: cannot use {}: {e}",
+                dir.display()
+            );
+            None
         }
     }
 }
@@ -160,6 +177,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
             memory_limit: config.executor_memory,
         },
         runtime_dir,
+        crash_sink(&config),
     );
 
     let mut intake = Intake::new(

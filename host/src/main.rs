@@ -13,6 +13,7 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         Some("new") => return new(&args[1..]),
         Some("check") => return check(&args[1..]),
+        Some("replay") => return replay(&args[1..]),
         Some(fiddler_crab::exec::spawn::EXECUTOR_COMMAND) => {
             let code = fiddler_crab::exec::child::main(&args[1..]);
             return ExitCode::from(u8::try_from(code).unwrap_or(1));
@@ -83,6 +84,25 @@ fn new(args: &[String]) -> ExitCode {
             eprintln!("fiddler-crab new: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `fiddler-crab replay CRASHFILE PLUGIN.so [--in-process]`: exit 0 when the crash is
+/// reproduced, 1 when the plugin answered, 2 when the replay could not run.
+fn replay(args: &[String]) -> ExitCode {
+    let in_process = args.iter().any(|a| a == "--in-process");
+    let files: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
+    let [crash, plugin] = files.as_slice() else {
+        eprintln!("usage: fiddler-crab replay CRASHFILE PLUGIN.so [--in-process]");
+        return ExitCode::from(2);
+    };
+    let (report, outcome) =
+        fiddler_crab::replay::replay(Path::new(crash), Path::new(plugin), in_process);
+    print!("{report}");
+    match outcome {
+        fiddler_crab::replay::Outcome::Reproduced => ExitCode::SUCCESS,
+        fiddler_crab::replay::Outcome::NotReproduced => ExitCode::FAILURE,
+        fiddler_crab::replay::Outcome::Failed => ExitCode::from(2),
     }
 }
 

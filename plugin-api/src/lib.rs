@@ -106,6 +106,16 @@
 //! 502, every other request is served, and a fresh executor starts at once (with a growing
 //! pause if they keep dying young). Whatever you print on stdout or stderr goes to the server's
 //! log with your route in front, at most 20 lines a second.
+//!
+//! To reproduce a crash, run the server with `--crash-dir DIR` (`./serve` does, with
+//! `crashes/`): the request an executor died on is written there, one file per crash (the
+//! signal, your route, crate, version and content hash, the request's head and up to 1 MiB of
+//! its body; `Authorization`, `Proxy-Authorization` and `Cookie` values redacted unless
+//! `--crash-keep-secrets`; at most `--crash-keep` files, 20 by default, the oldest removed).
+//! `fiddler-crab replay DIR/crash-….req target/release/libyours.so` sends that request to your
+//! plugin in an executor of its own and says whether it dies again, and how (exit code 0 when
+//! it does); add `--in-process` to run the call in the foreground, under a debugger:
+//! `gdb --args fiddler-crab replay FILE libyours.so --in-process`.
 
 //! # Calling programs
 //!

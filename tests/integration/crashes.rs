@@ -312,3 +312,56 @@ fn a_planned_restart_loses_no_request() {
     }
     assert!(server.is_running());
 }
+
+#[test]
+fn a_segfault_writes_one_crash_file_whose_replay_reproduces_it() {
+    let crashes = crate::support::TempDir::new("crashes");
+    let dir = crashes.0.join("kept");
+    let dir_arg = dir.to_string_lossy().into_owned();
+    let mut server = Server::start_over(
+        Scheme::Http,
+        &["crash"],
+        &["--crash-dir", &dir_arg, "--crash-keep", "2"],
+    );
+    let response = server.send(
+        b"POST /crash/segfault?x=1 HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer s3cret\r\nContent-Length: 4\r\n\r\nboom",
+    );
+    assert_eq!(response.status, 502);
+    server.wait_for_log("wrote the request that crashed /crash", IO_DEADLINE);
+    let files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("the crash folder")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(files.len(), 1, "one crash, one file: {files:?}");
+    let saved = std::fs::read(&files[0]).expect("read the crash file");
+    let saved_text = String::from_utf8_lossy(&saved);
+    assert!(!saved_text.contains("s3cret"), "credentials are redacted");
+    assert!(saved_text.contains("death: SIGSEGV"), "{saved_text}");
+    let replay = std::process::Command::new(env!("CARGO_BIN_EXE_fiddler-crab"))
+        .arg("replay")
+        .arg(&files[0])
+        .arg(crate::support::plugin_library("crash"))
+        .output()
+        .expect("run fiddler-crab replay");
+    let report = String::from_utf8_lossy(&replay.stdout);
+    assert_eq!(replay.status.code(), Some(0), "reproduced:\n{report}");
+    assert!(report.contains("result: reproduced"), "{report}");
+    assert!(report.contains("SIGSEGV"), "{report}");
+    assert!(report.contains("POST /segfault?x=1"), "{report}");
+    // At most --crash-keep files stay.
+    for _ in 0..3 {
+        assert_eq!(server.get("/crash/abort").status, 502);
+    }
+    crate::support::wait_until("four crash files written", IO_DEADLINE, || {
+        let _ = server.try_log("a line no server writes");
+        let written = server
+            .log
+            .iter()
+            .filter(|l| l.contains("wrote the request that crashed"))
+            .count();
+        (written == 4).then_some(())
+    });
+    let count = std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(count, 2, "the oldest were removed");
+}

@@ -102,6 +102,9 @@ pub struct Executor {
     /// one turn's share, or held back while the client's connection was full). Edge-triggered
     /// polling will not say so again: the pool reads it on a later turn.
     pub unread: bool,
+    /// The request it died running, with its deadline, kept for a crash file until its exit
+    /// status is known.
+    pub crash: Option<(plugin_api::Request, Duration)>,
 }
 
 /// The executor's socket is broken: the process is gone or going.
@@ -184,6 +187,7 @@ impl Executor {
             started_at: Instant::now(),
             answered: 0,
             unread: false,
+            crash: None,
         })
     }
 

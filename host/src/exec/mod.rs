@@ -6,9 +6,11 @@
 //! `executor` is one process as the worker holds it (its IO), `versions` says what each route's
 //! versions are (blue/green, refusals, backoff), `pool` decides (which executor takes which
 //! call, what a death or a deadline costs, when executors start and stop), `output` turns what an
-//! executor prints into log lines, `stats` counts.
+//! executor prints into log lines, `stats` counts, `crashes` keeps the requests that killed
+//! executors for `fiddler-crab replay`.
 
 pub mod child;
+pub mod crashes;
 pub mod executor;
 pub mod frame;
 pub mod job;

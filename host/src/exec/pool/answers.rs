@@ -10,7 +10,7 @@ use mio::Registry;
 use plugin_api::Response;
 
 use super::{Pool, PoolEvent, HEALTHY_AFTER};
-use crate::exec::executor::{DeathContext, Phase};
+use crate::exec::executor::{Call, DeathContext, Phase};
 use crate::exec::frame::Message;
 use crate::exec::job::Reply;
 use crate::http::response::text;
@@ -266,12 +266,17 @@ impl Pool {
             .get(generation)
             .map(|v| v.new.name.to_string())
             .unwrap_or_default();
-        self.fail_calls(slot, 502, &format!("plugin {route} crashed\n"), out);
+        let running = self.fail_calls(slot, 502, &format!("plugin {route} crashed\n"), out);
+        let keep = self.crashes.is_some() && matches!(why, DeathContext::MidCall);
         if let Some(executor) = self.executors.get_mut(slot).and_then(Option::as_mut) {
             executor.phase = Phase::ExpectExit {
                 why,
                 look: Instant::now(),
             };
+            // The request it died on, for the crash file once its exit status is known.
+            executor.crash = running
+                .filter(|_| keep)
+                .map(|call| (call.job.request, call.deadline));
         }
         self.deregister(slot, registry);
     }
@@ -288,30 +293,30 @@ impl Pool {
         }
     }
 
-    /// Answers the running call of `slot` with `status` and requeues the rest.
+    /// Answers the running call of `slot` with `status` and requeues the rest; returns the
+    /// running call.
     pub(super) fn fail_calls(
         &mut self,
         slot: usize,
         status: u16,
         body: &str,
         out: &mut Vec<PoolEvent>,
-    ) {
-        let Some(executor) = self.executors.get_mut(slot).and_then(Option::as_mut) else {
-            return;
-        };
+    ) -> Option<Call> {
+        let executor = self.executors.get_mut(slot).and_then(Option::as_mut)?;
         let mut calls = std::mem::take(&mut executor.calls);
         let generation = executor.generation;
         if !calls.is_empty() {
             self.busy -= 1;
         }
-        if let Some(running) = calls.pop_front() {
+        let running = calls.pop_front();
+        if let Some(running) = &running {
             if let Some(version) = self.versions.get(generation) {
                 version.stats.errors.fetch_add(1, Ordering::Relaxed);
                 version.stats.count_response(status);
             }
             out.push(PoolEvent::Answer {
                 conn: running.job.conn,
-                route: running.job.route,
+                route: running.job.route.clone(),
                 reply: Reply::Whole(text(status, body)),
             });
         }
@@ -319,5 +324,6 @@ impl Pool {
         for call in calls.into_iter().rev() {
             out.push(PoolEvent::Requeue(call.job));
         }
+        running
     }
 }

@@ -14,6 +14,9 @@ use crate::exec::spawn::Launch;
 use crate::exec::stats::Death;
 use crate::exec::versions::Stage;
 use crate::ids::{Generation, HandlerKind};
+use plugin_api::Request;
+
+use crate::exec::crashes::CrashRecord;
 use crate::observe::events::EventKind;
 use crate::process::backoff::crash_backoff;
 use crate::process::signals::describe_exit;
@@ -128,7 +131,7 @@ impl Pool {
                 deadline.as_millis()
             ),
         );
-        self.fail_calls(
+        let _ = self.fail_calls(
             slot,
             504,
             &format!("plugin {route} did not answer within its deadline\n"),
@@ -171,7 +174,8 @@ impl Pool {
             let label = self.versions.label(executor.generation, executor.pid);
             executor.drain_output(&label, registry, &mut [0u8; 4096]);
             self.free.push(slot);
-            self.exited(executor.generation, executor.pid, status, why);
+            let crash = executor.crash.take();
+            self.exited(executor.generation, executor.pid, status, why, crash);
         }
     }
 
@@ -182,6 +186,7 @@ impl Pool {
         pid: u32,
         status: ExitStatus,
         why: DeathContext,
+        crash: Option<(Request, Duration)>,
     ) {
         let Some(version) = self.versions.get(generation) else {
             return;
@@ -223,6 +228,18 @@ impl Pool {
                     generation.0
                 );
                 let text = format!("executor [{pid}] died ({cause}) {when}{next}");
+                if let (Some(sink), Some((request, deadline))) = (&self.crashes, crash) {
+                    sink.record(CrashRecord {
+                        route: route.to_string(),
+                        crate_name: version.meta.crate_name.clone(),
+                        version: version.meta.version.clone(),
+                        hash: version.new.hash.to_string(),
+                        generation: generation.0,
+                        death: cause,
+                        request,
+                        deadline_ms: deadline.as_millis() as u64,
+                    });
+                }
                 self.versions
                     .events
                     .push(EventKind::Crashed, route.as_str(), text);

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use mio::{Registry, Token};
 
+use crate::exec::crashes::CrashSink;
 use crate::exec::executor::{Call, Executor, Phase, Received};
 use crate::exec::frame;
 use crate::exec::job::{Job, Reply};
@@ -133,14 +134,18 @@ pub struct Pool {
     pub counters: ExecutorCounters,
     /// The worker's private directory (programs' sockets go there).
     runtime_dir: PathBuf,
+    /// Where the requests that killed executors go (`--crash-dir`).
+    crashes: Option<CrashSink>,
 }
 
 impl Pool {
-    /// An empty pool; `runtime_dir` is the worker's private directory.
-    pub fn new(settings: PoolSettings, runtime_dir: PathBuf) -> Pool {
+    /// An empty pool; `runtime_dir` is the worker's private directory, `crashes` where the
+    /// requests that killed executors are written.
+    pub fn new(settings: PoolSettings, runtime_dir: PathBuf, crashes: Option<CrashSink>) -> Pool {
         Pool {
             settings,
             runtime_dir,
+            crashes,
             versions: Versions::default(),
             executors: Vec::new(),
             free: Vec::new(),

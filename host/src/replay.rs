@@ -1,0 +1,202 @@
+//! `fiddler-crab replay CRASHFILE PLUGIN.so [--in-process]`: runs the request a crash file kept
+//! (see `exec::crashes`) against a plugin and says what happened. By default the plugin runs in
+//! an executor process of its own, as the server runs it, so a crash is seen and named, not
+//! suffered; `--in-process` calls it in this process instead, so a debugger can be attached
+//! (`gdb --args fiddler-crab replay CRASHFILE PLUGIN.so --in-process`).
+
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use crate::authoring::first_message;
+use crate::exec::crashes::{self, header_text, Crash};
+use crate::exec::frame::{self, Message};
+use crate::exec::spawn;
+use crate::ids::{HandlerKind, PluginName};
+use crate::plugins::loader;
+use crate::process::signals::describe_exit;
+
+/// How long the plugin may take to load.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(60);
+/// Time beyond the recorded deadline before the replay gives up on an answer.
+const SLACK: Duration = Duration::from_secs(5);
+
+/// How a replay ended.
+pub enum Outcome {
+    /// The plugin died on the request again.
+    Reproduced,
+    /// The plugin answered (or panicked, caught): the crash did not happen.
+    NotReproduced,
+    /// The replay itself could not run (the crash file, the plugin, a process).
+    Failed,
+}
+
+/// Replays `crash_file` against `plugin`; returns the report to print and how it ended.
+pub fn replay(crash_file: &Path, plugin: &Path, in_process: bool) -> (String, Outcome) {
+    let crash = match crashes::read(crash_file) {
+        Ok(crash) => crash,
+        Err(why) => return (format!("replay: {why}\n"), Outcome::Failed),
+    };
+    let mut text = describe(&crash);
+    if in_process {
+        return run_here(crash, plugin, text);
+    }
+    let route = crash
+        .field("route")
+        .and_then(PluginName::parse)
+        .or_else(|| PluginName::parse("replay"));
+    let Some(route) = route else {
+        return (text, Outcome::Failed);
+    };
+    let absolute = std::path::absolute(plugin).unwrap_or_else(|_| plugin.to_owned());
+    let launch = spawn::Launch {
+        kind: HandlerKind::Native,
+        route: &route,
+        file: &absolute,
+        memory_limit: None,
+        init_timeout: LOAD_TIMEOUT,
+        runtime_dir: &std::env::temp_dir(),
+    };
+    let mut spawned = match spawn::spawn(&launch) {
+        Ok(spawned) => spawned,
+        Err(e) => {
+            let _ = writeln!(text, "cannot start an executor process: {e}");
+            return (text, Outcome::Failed);
+        }
+    };
+    let _ = spawned.socket.set_read_timeout(Some(LOAD_TIMEOUT));
+    let ended = match first_message(&mut spawned.socket) {
+        Some(Message::Ready(meta)) => {
+            let _ = writeln!(text, "loaded: {} {}", meta.crate_name, meta.version);
+            let wait = Duration::from_millis(crash.deadline_ms) + SLACK;
+            let _ = spawned.socket.set_read_timeout(Some(wait));
+            let head = frame::request(&crash.request, crash.deadline_ms);
+            match frame::send(&mut spawned.socket, &head, &crash.request.body) {
+                Ok(()) => first_message(&mut spawned.socket),
+                Err(_) => None,
+            }
+        }
+        Some(Message::Refused { reason, .. }) => {
+            let _ = writeln!(text, "the plugin did not load: {reason}");
+            spawn::kill_group(spawned.child.id());
+            let _ = spawned.child.wait();
+            return (text, Outcome::Failed);
+        }
+        _ => None,
+    };
+    spawn::kill_group(spawned.child.id());
+    let status = spawned.child.wait();
+    let mut output = Vec::new();
+    let _ = fs::File::from(spawned.output).read_to_end(&mut output);
+    let outcome = match ended {
+        Some(Message::Response(response)) => {
+            let _ = writeln!(
+                text,
+                "result: not reproduced: the plugin answered {} ({} bytes)",
+                response.status,
+                response.body.len()
+            );
+            Outcome::NotReproduced
+        }
+        Some(Message::Panicked(why)) => {
+            let _ = writeln!(
+                text,
+                "result: not reproduced: the plugin panicked (caught): {why}"
+            );
+            Outcome::NotReproduced
+        }
+        Some(Message::Head(response, _)) => {
+            let _ = writeln!(
+                text,
+                "result: not reproduced: the plugin began a streamed answer ({})",
+                response.status
+            );
+            Outcome::NotReproduced
+        }
+        _ => {
+            let death = status.map_or_else(|e| e.to_string(), describe_exit);
+            let recorded = crash.field("death").unwrap_or("unknown");
+            let same = if death == recorded {
+                "the same death as recorded"
+            } else {
+                "recorded was a different death"
+            };
+            let _ = writeln!(
+                text,
+                "result: reproduced: its executor died ({death}); {same} ({recorded})"
+            );
+            Outcome::Reproduced
+        }
+    };
+    if !output.is_empty() {
+        let _ = writeln!(
+            text,
+            "its output:\n{}",
+            String::from_utf8_lossy(&output).trim_end()
+        );
+    }
+    (text, outcome)
+}
+
+/// What the crash file says, as the report's first lines.
+fn describe(crash: &Crash) -> String {
+    let mut text = String::new();
+    for key in [
+        "time", "route", "crate", "version", "hash", "death", "redacted", "body",
+    ] {
+        if let Some(value) = crash.field(key) {
+            let _ = writeln!(text, "{key}: {value}");
+        }
+    }
+    let request = &crash.request;
+    let query = match request.query.is_empty() {
+        true => String::new(),
+        false => format!("?{}", request.query),
+    };
+    let _ = writeln!(
+        text,
+        "request: {} {}{query} with {} header(s)",
+        request.method,
+        request.path,
+        request.headers.len()
+    );
+    for header in request.headers.iter() {
+        let _ = writeln!(text, "  {}: {}", header.name, header_text(header));
+    }
+    text
+}
+
+/// `--in-process`: the plugin is loaded and called here; if it crashes, this process does.
+fn run_here(crash: Crash, plugin: &Path, mut text: String) -> (String, Outcome) {
+    let loaded = match loader::load(plugin) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            let _ = writeln!(text, "the plugin did not load: {e}");
+            return (text, Outcome::Failed);
+        }
+    };
+    // Said before the call: a crash ends the process right there.
+    let mut stdout = std::io::stdout();
+    let _ = writeln!(stdout, "{text}calling it in this process (--in-process)...");
+    let _ = stdout.flush();
+    text.clear();
+    match loaded.call(crash.request) {
+        Ok(response) => {
+            let _ = writeln!(
+                text,
+                "result: not reproduced: the plugin answered {} ({} bytes)",
+                response.status,
+                response.body.len()
+            );
+        }
+        Err(why) => {
+            let _ = writeln!(
+                text,
+                "result: not reproduced: the plugin panicked (caught): {why}"
+            );
+        }
+    }
+    (text, Outcome::NotReproduced)
+}
