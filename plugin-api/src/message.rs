@@ -164,7 +164,8 @@ impl Request {
 #[repr(C)]
 #[derive(StableAbi, Clone, Debug, PartialEq, Eq)]
 pub struct Response {
-    /// The status code, 100..=999 (anything else is answered as 500 by the host).
+    /// The status code, 200..=999 (anything else, `1xx` included, is answered as 500 by the
+    /// host: interim responses are the host's business).
     pub status: u16,
     /// Header fields to send. Names and values with CR, LF or NUL are dropped by the host.
     pub headers: RVec<Header>,
@@ -227,6 +228,19 @@ impl Response {
     /// This response with one more header (builder style).
     pub fn with_header(mut self, name: &str, value: &str) -> Response {
         self.headers.push(Header::new(name, value));
+        self
+    }
+
+    /// Sets a header, replacing every field of that name (case-insensitive) the response had.
+    pub fn set_header(&mut self, name: &str, value: &str) {
+        self.headers.retain(|h| !h.name.eq_ignore_ascii_case(name));
+        self.headers.push(Header::new(name, value));
+    }
+
+    /// This response with its `Content-Type` set to `value`, replacing any it had (builder
+    /// style).
+    pub fn with_content_type(mut self, value: &str) -> Response {
+        self.set_header("Content-Type", value);
         self
     }
 

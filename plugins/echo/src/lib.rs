@@ -20,7 +20,7 @@ impl Plugin for Echo {
             .header("content-type")
             .unwrap_or("application/octet-stream")
             .to_owned();
-        Response::ok(request.body).with_header("Content-Type", &content_type)
+        Response::ok(request.body).with_content_type(&content_type)
     }
 }
 
@@ -40,5 +40,20 @@ mod tests {
             response.header("content-type"),
             Some("application/octet-stream")
         );
+    }
+
+    #[test]
+    fn the_content_type_is_sent_once() {
+        let request = Request::new("POST", "/")
+            .with_header("Content-Type", "text/csv")
+            .with_body("a,b");
+        let response = Echo.handle(request);
+        let types: Vec<_> = response
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("content-type"))
+            .collect();
+        assert_eq!(types.len(), 1, "{:?}", response.headers);
+        assert_eq!(response.header("content-type"), Some("text/csv"));
     }
 }
