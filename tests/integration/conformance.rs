@@ -50,6 +50,7 @@ const ROWS: &[Row] = &[
     Row { what: "Host as a list", raw: b"GET /hello HTTP/1.1\r\nHost: a, b\r\n\r\n", status: 400, closes: true },
     Row { what: "empty Transfer-Encoding", raw: b"POST /hello HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\r\n\r\n", status: 400, closes: true },
     Row { what: "Host with a port and an IPv6 literal", raw: b"GET /hello HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n", status: 200, closes: false },
+    Row { what: "absolute form with an invalid authority", raw: b"GET http://u@a/hello HTTP/1.1\r\nHost: a\r\n\r\n", status: 400, closes: true },
     Row { what: "absolute form wins over an invalid Host", raw: b"GET http://a/hello HTTP/1.1\r\nHost: u@a\r\n\r\n", status: 200, closes: false },
     Row { what: "Connection: close honoured", raw: b"GET /hello HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", status: 200, closes: true },
 ];

@@ -255,6 +255,22 @@ fn a_plugin_that_writes_frames_of_its_own_gets_its_executor_killed() {
     assert_eq!(workers_started(&server), 1);
 }
 
+/// Review finding: frames that settle nothing (a streamed answer's head, then empty pieces)
+/// were read without bound in one turn: the loop was held for the whole flood and the worker
+/// grew to gigabytes. Now every such frame counts against the turn's share, and an empty
+/// piece kills the executor.
+#[test]
+fn a_plugin_that_floods_streamed_frames_is_killed_without_holding_the_loop() {
+    let mut server = Server::start_over(Scheme::Http, &["crash"], &[]);
+    let mut flood = server.start_get("/crash/streamspam");
+    server.wait_for_log("out of a streamed answer's order", IO_DEADLINE);
+    // The loop was free meanwhile: the flood is cut long before the plugin's 10 s are up.
+    assert_eq!(server.get("/-/health").text(), "ok\n");
+    let mut rest = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut flood, &mut rest);
+    assert_eq!(server.get("/crash/fine").text(), "alive\n");
+}
+
 #[test]
 fn what_a_plugin_prints_is_logged_with_its_route_and_capped() {
     let mut server = Server::start_over(Scheme::Http, &["crash"], &[]);

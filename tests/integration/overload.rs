@@ -497,3 +497,33 @@ fn with_busy_503_an_upload_without_room_is_answered_before_its_body_is_read() {
     assert_eq!(read_response(&mut blocker).map(|r| r.status), Some(200));
     assert_eq!(read_response(&mut first).map(|r| r.status), Some(200));
 }
+
+/// Review finding: reserving whole bodies up front let four slow chunked uploads (each reserves
+/// its limit) spend the budget, and nothing else was read until they ended. Reserved bytes
+/// that have not arrived must not stop requests without a body.
+#[test]
+fn slow_uploads_do_not_keep_requests_without_a_body_from_being_served() {
+    let server = Server::start_over(Scheme::Http, &["echo", "hello"], &[]);
+    let mut uploads = Vec::new();
+    for _ in 0..4 {
+        let mut upload = server.connect_tcp();
+        upload
+            .write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+            .expect("start a chunked upload");
+        uploads.push(upload);
+    }
+    wait_until("four uploads being read", IO_DEADLINE, || {
+        (server.metric("fiddler_connections_open") == 5).then_some(())
+    });
+    assert_eq!(
+        server.get("/hello").status,
+        200,
+        "a GET is served meanwhile"
+    );
+    for upload in &mut uploads {
+        no_answer_within(upload, Duration::from_millis(1));
+        upload.write_all(b"0\r\n\r\n").expect("finish the upload");
+        let answer = read_response(upload).expect("the upload is answered");
+        assert_eq!((answer.status, answer.text().as_str()), (200, "hello"));
+    }
+}

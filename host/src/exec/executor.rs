@@ -129,6 +129,9 @@ pub enum Received {
 /// The most bytes of streamed pieces read from one executor in one turn: a fast stream cannot
 /// hold the loop, and a slow client holds at most about this much beyond its own buffer.
 pub const PIECES_PER_TURN: usize = 256 * 1024;
+/// What a streamed answer's frame counts against [`PIECES_PER_TURN`] at least (so at most
+/// 4096 frames a turn).
+const FRAME_COST: usize = 64;
 
 impl Executor {
     /// Starts an executor for a version and registers its socket as `token` and its output
@@ -237,8 +240,14 @@ impl Executor {
                     over = Some(at);
                     break;
                 }
-                if let Message::Piece(bytes) = message {
-                    pieces += bytes.len();
+                // Every frame of a streamed answer counts at least `FRAME_COST`, so a flood of
+                // empty ones is cut as surely as a flood of big ones.
+                if !message.settles() {
+                    let bytes = match message {
+                        Message::Piece(bytes) => bytes.len(),
+                        _ => 0,
+                    };
+                    pieces += bytes.max(FRAME_COST);
                 }
             }
             if let Some(at) = over {

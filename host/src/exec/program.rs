@@ -1,7 +1,8 @@
 //! A program that stays up, inside its executor: its folder's `serve` started once, in the
 //! folder, with a clean environment (`PATH`, `HOME`, `LANG`, then `PORT`, `FIDDLER_SOCKET`,
 //! `FIDDLER_ROUTE`, then the folder's `env` lines); watched until it listens on one of the two
-//! (and its `GET /health`, if it has one, answers 2xx); called through `proxy`; stopped with
+//! (and its `GET /health` answers something other than a server error); called through
+//! `proxy`; stopped with
 //! SIGTERM, then SIGKILL, when its executor is told to go.
 //!
 //! It shares its executor's process group (a kill past the deadline takes both and whatever it
@@ -327,7 +328,7 @@ fn wait_until_listening(
 
 /// What one look at a program found.
 enum Probe {
-    /// It accepts and its `/health` says 2xx, or it has no `/health` (404, 405, 501).
+    /// It accepts and its `/health` answers anything but a server error.
     Ready,
     /// It accepts but its `/health` says this (a model still loading: 503).
     Unhealthy(u16),
@@ -347,9 +348,10 @@ fn probe(upstream: &Upstream) -> Probe {
     }
     let mut buf = Vec::new();
     match read_head(&mut wire, &mut buf) {
-        Ok(head) if (200..300).contains(&head.status) => Probe::Ready,
-        Ok(head) if matches!(head.status, 404 | 405 | 501) => Probe::Ready,
-        Ok(head) => Probe::Unhealthy(head.status),
+        // It speaks HTTP; only a server error (503 while a model loads) means "not yet". A
+        // 404 (no such route), a redirect or a 401 (every path behind a login) is an answer.
+        Ok(head) if head.status >= 500 => Probe::Unhealthy(head.status),
+        Ok(_) => Probe::Ready,
         Err(_) => Probe::NotListening,
     }
 }
@@ -365,14 +367,20 @@ fn free_port() -> io::Result<u16> {
 /// A new 0700 folder for the program's socket, in the worker's private directory (so it goes
 /// with the worker), named for this executor; folders of executors that are gone are removed.
 fn socket_dir() -> io::Result<PathBuf> {
-    let mut base = std::env::var_os(RUNTIME_DIR_ENV)
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
+    let runtime = std::env::var_os(RUNTIME_DIR_ENV).map(PathBuf::from);
     let name = format!("p{}", std::process::id());
-    if base.join(&name).join("sock").as_os_str().len() > MAX_SOCKET_PATH {
-        base = std::env::temp_dir();
-    }
-    if let Ok(entries) = fs::read_dir(&base) {
+    let (base, ours) = match runtime {
+        Some(dir) if dir.join(&name).join("sock").as_os_str().len() <= MAX_SOCKET_PATH => {
+            (dir, true)
+        }
+        // The system's temporary folder is everyone's: a name of its own, and no sweeping.
+        _ => (std::env::temp_dir(), false),
+    };
+    let name = match ours {
+        true => name,
+        false => format!("fiddler-crab-program-{}", std::process::id()),
+    };
+    if let Ok(entries) = fs::read_dir(&base).map(|e| e.filter(|_| ours)) {
         for entry in entries.flatten() {
             let stale = entry
                 .file_name()

@@ -127,6 +127,28 @@ impl Write for Wire {
 }
 
 impl Wire {
+    /// Whether a kept connection is still open: nothing to read, not ended (a program that
+    /// closed an idle connection reads as ended; one that sent bytes unasked is not trusted).
+    fn is_open(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        let fd = match self {
+            Wire::Unix(s) => s.as_raw_fd(),
+            Wire::Tcp(s) => s.as_raw_fd(),
+        };
+        let mut byte = 0u8;
+        // SAFETY: a one-byte peek into a local on a socket this wire owns; MSG_DONTWAIT keeps it
+        // from blocking whatever the socket's mode.
+        let got = unsafe {
+            libc::recv(
+                fd,
+                (&mut byte as *mut u8).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        got < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
+    }
+
     /// Bounds how long a read may wait (the readiness probe's; calls have none).
     pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         match self {
@@ -434,7 +456,11 @@ impl Proxy {
         };
         let mut bytes = encode_request(request);
         bytes.extend_from_slice(&request.body);
-        let (mut wire, mut buf, head) = match self.exchange(&bytes) {
+        let idempotent = matches!(
+            request.method.as_str(),
+            "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE"
+        );
+        let (mut wire, mut buf, head) = match self.exchange(&bytes, idempotent) {
             Ok(exchanged) => exchanged,
             Err(why) => return failed(worker, &why),
         };
@@ -445,6 +471,22 @@ impl Proxy {
         let keep = head.keeps_alive() && end != BodyEnd::Close;
         let response = response_for(&head);
         match end {
+            BodyEnd::Empty if request.method == "HEAD" => {
+                // The length a GET would have, as the program said it (RFC 9110 section 8.6);
+                // the connection is not kept: a program that wrongly sends a body after a
+                // HEAD answer would otherwise feed it to the next call.
+                let length = head
+                    .values("content-length")
+                    .next()
+                    .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse().ok());
+                match length {
+                    Some(n) => {
+                        frame::send(worker, &frame::stream_head(&response, Some(n)), &[])?;
+                        frame::send(worker, &frame::end(true), &[])
+                    }
+                    None => send_whole(worker, response),
+                }
+            }
             BodyEnd::Empty => {
                 self.keep(wire, keep && buf.is_empty());
                 send_whole(worker, response)
@@ -481,8 +523,8 @@ impl Proxy {
                 }
                 frame::send(worker, &frame::stream_head(&response, None), &[])?;
                 send_piece(worker, &body)?;
-                let complete = self.stream_chunked(&mut wire, &mut decoder, worker)?;
-                self.keep(wire, keep && complete);
+                let (complete, clean) = self.stream_chunked(&mut wire, &mut decoder, worker)?;
+                self.keep(wire, keep && complete && clean);
                 frame::send(worker, &frame::end(complete), &[])
             }
             BodyEnd::Length(n) => {
@@ -502,11 +544,19 @@ impl Proxy {
         }
     }
 
-    /// Sends the request and reads the answer's head, on the kept connection or a new one; a
-    /// kept connection the program had closed meanwhile is retried once on a new one.
-    fn exchange(&mut self, bytes: &[u8]) -> Result<(Wire, Vec<u8>, ResponseHead), String> {
+    /// Sends the request and reads the answer's head, on the kept connection or a new one. A
+    /// kept connection the program has closed since is seen before it is used (it reads as
+    /// ended) and replaced. One that closes after taking the request without a byte of answer
+    /// is retried on a new connection only for an idempotent method (RFC 9110 section 9.2.2):
+    /// the program may have acted on a `POST` before it closed.
+    fn exchange(
+        &mut self,
+        bytes: &[u8],
+        idempotent: bool,
+    ) -> Result<(Wire, Vec<u8>, ResponseHead), String> {
         loop {
-            let (mut wire, reused) = match self.kept.take() {
+            let kept = self.kept.take().filter(Wire::is_open);
+            let (mut wire, reused) = match kept {
                 Some(wire) => (wire, true),
                 None => match self.upstream.connect() {
                     Ok(wire) => (wire, false),
@@ -522,7 +572,7 @@ impl Proxy {
             let mut buf = Vec::new();
             match read_head(&mut wire, &mut buf) {
                 Ok(head) => return Ok((wire, buf, head)),
-                Err(HeadError::Closed) if reused => continue,
+                Err(HeadError::Closed) if reused && idempotent => continue,
                 Err(e) => return Err(e.to_string()),
             }
         }
@@ -561,36 +611,42 @@ impl Proxy {
     }
 
     /// Decodes a chunked body as it comes, passing each decoded piece on; whether it ended
-    /// whole.
+    /// whole, and whether nothing came after its end (else the connection is not reused).
     fn stream_chunked(
         &self,
         wire: &mut Wire,
         decoder: &mut BodyReader,
         worker: &mut impl Write,
-    ) -> io::Result<bool> {
+    ) -> io::Result<(bool, bool)> {
         let mut chunk = vec![0u8; READ_CHUNK];
         let mut body = Vec::with_capacity(READ_CHUNK);
         while !decoder.is_done() {
             let n = match wire.read(&mut chunk) {
                 Ok(0) => {
                     eprintln!("program /{}: its chunked answer ended early", self.route);
-                    return Ok(false);
+                    return Ok((false, false));
                 }
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     eprintln!("program /{}: reading its answer failed: {e}", self.route);
-                    return Ok(false);
+                    return Ok((false, false));
                 }
             };
             body.clear();
-            if decoder.feed(&chunk[..n], &mut body).is_err() {
-                eprintln!("program /{}: its chunked answer is malformed", self.route);
-                return Ok(false);
-            }
+            let used = match decoder.feed(&chunk[..n], &mut body) {
+                Ok(used) => used,
+                Err(_) => {
+                    eprintln!("program /{}: its chunked answer is malformed", self.route);
+                    return Ok((false, false));
+                }
+            };
             send_piece(worker, &body)?;
+            if decoder.is_done() {
+                return Ok((true, used == n));
+            }
         }
-        Ok(true)
+        Ok((true, true))
     }
 }
 

@@ -154,7 +154,22 @@ fn validate(request: &httparse::Request<'_, '_>) -> Result<Head, HttpError> {
         return Err(HttpError::NotImplemented("method"));
     }
     let http11 = request.version == Some(1);
-    let (path, query, absolute) = split_target(request.path.unwrap_or_default())?;
+    let Target {
+        path,
+        query,
+        authority,
+    } = split_target(request.path.unwrap_or_default())?;
+    // RFC 9112 section 3.2.2: an absolute-form target's authority replaces Host, and is held
+    // to the same grammar.
+    if authority
+        .as_deref()
+        .is_some_and(|a| a.is_empty() || !is_valid_host(a.as_bytes()))
+    {
+        return Err(HttpError::BadRequest(
+            "the target's authority is not a host name or address with an optional port",
+        ));
+    }
+    let absolute = authority.is_some();
 
     let mut hosts = 0;
     let mut transfer_encodings = 0;
@@ -199,7 +214,10 @@ fn validate(request: &httparse::Request<'_, '_>) -> Result<Head, HttpError> {
             }
             expect_continue = http11;
         }
-        headers.push((name.to_owned(), value.to_vec()));
+        match (&authority, name.eq_ignore_ascii_case("host")) {
+            (Some(authority), true) => headers.push((name.to_owned(), authority.clone().into())),
+            _ => headers.push((name.to_owned(), value.to_vec())),
+        }
     }
     if hosts > 1 || (http11 && hosts == 0) {
         return Err(HttpError::BadRequest(
@@ -326,12 +344,17 @@ fn is_reg_name(name: &[u8]) -> bool {
     true
 }
 
-/// Splits a request target into path and query, and says whether it was in absolute form
-/// (`http://host/path?q`, reduced to its path).
-fn split_target(target: &str) -> Result<(String, String, bool), HttpError> {
-    let absolute = !target.starts_with('/');
-    let origin = if !absolute {
-        target
+/// A request target split into its path and query, with the authority of an absolute-form
+/// target (`http://host/path?q`, reduced to its path).
+struct Target {
+    path: String,
+    query: String,
+    authority: Option<String>,
+}
+
+fn split_target(target: &str) -> Result<Target, HttpError> {
+    let (origin, authority) = if target.starts_with('/') {
+        (target, None)
     } else {
         let lower = target.get(..8).unwrap_or(target).to_ascii_lowercase();
         let rest = if lower.starts_with("http://") {
@@ -342,14 +365,22 @@ fn split_target(target: &str) -> Result<(String, String, bool), HttpError> {
             return Err(HttpError::BadRequest("request target must start with /"));
         };
         match rest.find(['/', '?']) {
-            Some(at) if rest.as_bytes()[at] == b'/' => &rest[at..],
-            Some(at) => return Ok(("/".to_owned(), rest[at + 1..].to_owned(), true)),
-            None => "/",
+            Some(at) if rest.as_bytes()[at] == b'/' => (&rest[at..], Some(&rest[..at])),
+            Some(at) => {
+                return Ok(Target {
+                    path: "/".to_owned(),
+                    query: rest[at + 1..].to_owned(),
+                    authority: Some(rest[..at].to_owned()),
+                })
+            }
+            None => ("/", Some(rest)),
         }
     };
-    Ok(match origin.split_once('?') {
-        Some((path, query)) => (path.to_owned(), query.to_owned(), absolute),
-        None => (origin.to_owned(), String::new(), absolute),
+    let (path, query) = origin.split_once('?').unwrap_or((origin, ""));
+    Ok(Target {
+        path: path.to_owned(),
+        query: query.to_owned(),
+        authority: authority.map(str::to_owned),
     })
 }
 
@@ -428,11 +459,15 @@ mod tests {
         ] {
             assert!(!is_valid_host(bad.as_bytes()), "{bad:?} is refused");
         }
-        let absolute = "GET http://a/x HTTP/1.1\r\nHost: u@a\r\n\r\n";
-        assert!(
-            parse(absolute).is_ok(),
-            "an absolute-form target takes precedence"
+        let absolute = "GET http://a:81/x HTTP/1.1\r\nHost: u@a\r\n\r\n";
+        let (head, _) = parse(absolute).expect("valid").expect("complete");
+        assert_eq!(
+            head.headers,
+            vec![("Host".to_owned(), b"a:81".to_vec())],
+            "an absolute-form target's authority replaces Host"
         );
+        let bad = "GET http://evil.example%/x HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert!(parse(bad).is_err(), "and is held to the same grammar");
         let origin = "GET /x HTTP/1.1\r\nHost: u@a\r\n\r\n";
         assert!(parse(origin).is_err());
     }

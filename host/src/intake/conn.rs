@@ -142,8 +142,10 @@ pub struct Conn {
     pub deadline: Instant,
     /// What has been received and not yet handed on: the request reader.
     reader: RequestReader,
-    /// Budget bytes reserved for the body being read (its length, or its limit if chunked).
+    /// Budget bytes reserved for the body being read (its length, or its limit if chunked),
+    /// and how many of them have arrived (and are held).
     reserved: usize,
+    arrived: usize,
     /// When its peer's end of file (or a reset) was seen in a poll event, if it was.
     fin_at: Option<Instant>,
     /// When its last request was complete.
@@ -177,6 +179,7 @@ impl Conn {
             deadline: now + timeout,
             reader: RequestReader::default(),
             reserved: 0,
+            arrived: 0,
             fin_at: None,
             request_done: now,
             half_closed: false,
@@ -207,12 +210,13 @@ impl Conn {
             || (matches!(self.phase, Phase::ExpectHead) && self.reader.is_mid_request())
     }
 
-    /// The body bytes this connection holds against the budget.
-    pub fn charged_bytes(&self) -> usize {
-        match &self.phase {
-            Phase::ExpectBody => self.reserved,
-            _ => 0,
-        }
+    /// Gives the budget back what this connection's body holds and reserves (it closes, or
+    /// its request was refused).
+    pub fn give_back(&mut self, budget: &mut ByteBudget) {
+        let arrived = std::mem::take(&mut self.arrived);
+        let reserved = std::mem::take(&mut self.reserved);
+        budget.release(arrived);
+        budget.unreserve(reserved.saturating_sub(arrived));
     }
 
     /// Starts reading `head`'s body, at most `limit` bytes, with `reserved` budget bytes
@@ -225,6 +229,7 @@ impl Conn {
     ) -> Result<(), HttpError> {
         self.reader.start_body(head, limit)?;
         self.reserved = reserved;
+        self.arrived = 0;
         self.phase = Phase::ExpectBody;
         Ok(())
     }
@@ -291,11 +296,24 @@ impl Conn {
         scratch: &mut [u8],
     ) -> Step {
         loop {
-            match self.reader.next(limits) {
+            let event = self.reader.next(limits);
+            // Body bytes decoded since the last look were reserved and are held now.
+            let decoded = match &event {
+                Event::Request(_, body) if self.reserved > 0 => body.len(),
+                _ => self.reader.body_read().unwrap_or(self.arrived),
+            };
+            if decoded > self.arrived {
+                budget.arrived(decoded - self.arrived);
+                self.arrived = decoded;
+            }
+            match event {
                 Event::Partial => {}
                 Event::Head(head) => return Step::Head(head),
                 Event::Request(head, body) => {
-                    budget.release(std::mem::take(&mut self.reserved).saturating_sub(body.len()));
+                    // The job holds its body's bytes from here; what was reserved beyond them
+                    // (a chunked body's limit) goes back.
+                    let reserved = std::mem::take(&mut self.reserved);
+                    budget.unreserve(reserved.saturating_sub(std::mem::take(&mut self.arrived)));
                     self.request_done = Instant::now();
                     self.half_closed |= self.fin_at.is_some();
                     self.phase = Phase::ExpectHead;
@@ -373,20 +391,18 @@ impl Conn {
     }
 
     /// Adds a piece to a streamed response (and `finish`es it when `last`); a stream that
-    /// was waiting on its executor starts the client's clocks now.
-    pub fn stream_piece(&mut self, piece: &[u8], last: bool) {
+    /// was waiting on its executor starts the client's clocks now. `false` when the pieces
+    /// break the length the head declared (the connection must be cut).
+    pub fn stream_piece(&mut self, piece: &[u8], last: bool) -> bool {
         let Phase::Streaming(stream) = &mut self.phase else {
-            return;
+            return true;
         };
         if stream.waits_on_server() {
             stream.moved = 0;
             self.since = Instant::now();
             self.deadline = self.since + stream.idle;
         }
-        stream.push(piece);
-        if last {
-            stream.finish();
-        }
+        stream.push(piece) && (!last || stream.finish())
     }
 
     /// Whether it takes more of a streamed response now (anything else takes nothing, and a

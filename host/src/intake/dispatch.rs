@@ -150,15 +150,16 @@ impl Dispatch {
             .on_event(token, registry, scratch, &mut self.events, takes_more);
     }
 
-    /// Reads what executors left unread (streamed answers whose clients take more now).
+    /// Reads what executors left unread (streamed answers whose clients take more now);
+    /// whether some is still left that could be read at once.
     pub fn pump(
         &mut self,
         registry: &Registry,
         scratch: &mut [u8],
         takes_more: impl Fn(ConnId) -> bool,
-    ) {
+    ) -> bool {
         self.pool
-            .pump(registry, scratch, &mut self.events, takes_more);
+            .pump(registry, scratch, &mut self.events, takes_more)
     }
 
     /// The pool's deadlines, reaps and restarts, when one is due.

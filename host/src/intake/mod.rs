@@ -235,6 +235,8 @@ impl Intake {
         let mut events = Events::with_capacity(1024);
         let mut next_sweep = Instant::now() + SWEEP_EVERY;
         let mut on_ready = Some(on_ready);
+        // An executor stopped at its turn's share of a stream with more to read at once.
+        let mut more_to_read = false;
         loop {
             if !self.accepting && !self.dispatch.pool().is_starting() {
                 self.accepting = true;
@@ -247,7 +249,10 @@ impl Intake {
                 Some(at) => at.min(next_sweep),
                 None => next_sweep,
             };
-            let timeout = wake_at.saturating_duration_since(Instant::now());
+            let timeout = match more_to_read {
+                true => Duration::ZERO,
+                false => wake_at.saturating_duration_since(Instant::now()),
+            };
             match self.poll.poll(&mut events, Some(timeout)) {
                 Ok(()) => {}
                 // A signal: look at the flags below.
@@ -302,7 +307,8 @@ impl Intake {
                 self.dispatch.apply(change, self.poll.registry());
             }
             let conns = &self.conns;
-            self.dispatch
+            more_to_read = self
+                .dispatch
                 .pump(self.poll.registry(), &mut self.scratch, |id| {
                     conn_in(conns, id).is_none_or(Conn::takes_more)
                 });
@@ -470,7 +476,7 @@ impl Intake {
         let Some(mut conn) = self.conns.get_mut(slot).and_then(Option::take) else {
             return;
         };
-        self.budget.release(conn.charged_bytes());
+        conn.give_back(&mut self.budget);
         let _ = self.poll.registry().deregister(conn.transport.socket_mut());
         let (kind, peer) = (conn.kind, conn.peer);
         drop(conn);
@@ -662,8 +668,16 @@ impl Intake {
                 self.log_answer(peer, &route, response.status, 0, shape);
                 self.start_stream(conn.slot, response, length, shape);
             }
-            (Phase::Streaming(_), Reply::Piece(bytes)) => state.stream_piece(&bytes, false),
-            (Phase::Streaming(_), Reply::End(true)) => state.stream_piece(&[], true),
+            (Phase::Streaming(_), Reply::Piece(bytes)) => {
+                if !state.stream_piece(&bytes, false) {
+                    return self.close(conn.slot);
+                }
+            }
+            (Phase::Streaming(_), Reply::End(true)) => {
+                if !state.stream_piece(&[], true) {
+                    return self.close(conn.slot);
+                }
+            }
             (Phase::Streaming(_), Reply::End(false) | Reply::Whole(_)) => {
                 // The stream broke off (its executor died, passed its deadline, or its
                 // program's answer ended early): cutting the connection is the only way left

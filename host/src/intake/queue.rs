@@ -99,30 +99,59 @@ impl Queue {
     }
 }
 
-/// The request-body bytes held at once: bodies being read plus bodies queued.
+/// The request-body bytes held at once: bodies queued or being read (`held`), and the bytes
+/// promised to bodies still arriving (`reserved`). A body is reserved whole before a byte of
+/// it is read, so an admitted upload always has room to finish; admission and backpressure
+/// look only at what is held, so uploads still on their way (a slow one, say) never keep the
+/// server from reading requests without a body.
 #[derive(Debug)]
 pub struct ByteBudget {
-    /// Invariant: `held <= limit`, plus bodies handed back by executors that died (small:
-    /// only small bodies are written ahead).
+    /// Invariant: `held + reserved <= limit`, plus bodies handed back by executors that died
+    /// (small: only small bodies are written ahead).
     held: usize,
+    reserved: usize,
     limit: usize,
 }
 
 impl ByteBudget {
     /// A budget of `limit` bytes, none held.
     pub fn new(limit: usize) -> ByteBudget {
-        ByteBudget { held: 0, limit }
+        ByteBudget {
+            held: 0,
+            reserved: 0,
+            limit,
+        }
     }
 
-    /// Takes `n` bytes if they fit.
-    pub fn try_take(&mut self, n: usize) -> bool {
-        match self.held.checked_add(n) {
+    /// Reserves `n` bytes for a body about to be read, if they fit beside everything held and
+    /// reserved.
+    pub fn reserve(&mut self, n: usize) -> bool {
+        match self
+            .held
+            .checked_add(self.reserved)
+            .and_then(|t| t.checked_add(n))
+        {
             Some(total) if total <= self.limit => {
-                self.held = total;
+                self.reserved += n;
                 true
             }
             _ => false,
         }
+    }
+
+    /// `n` reserved bytes arrived: they are held now.
+    pub fn arrived(&mut self, n: usize) {
+        debug_assert!(n <= self.reserved, "more arrived than was reserved");
+        let n = n.min(self.reserved);
+        self.reserved -= n;
+        self.held += n;
+    }
+
+    /// Gives back `n` reserved bytes that will not arrive (a body that ended shorter than its
+    /// reservation, a connection that went).
+    pub fn unreserve(&mut self, n: usize) {
+        debug_assert!(n <= self.reserved, "unreserved more than was reserved");
+        self.reserved = self.reserved.saturating_sub(n);
     }
 
     /// Takes `n` bytes back for a job returned to the queue, even past the limit (they were
@@ -131,7 +160,7 @@ impl ByteBudget {
         self.held = self.held.saturating_add(n);
     }
 
-    /// Gives back `n` bytes taken earlier.
+    /// Gives back `n` bytes held.
     pub fn release(&mut self, n: usize) {
         debug_assert!(n <= self.held, "released more than was taken");
         self.held = self.held.saturating_sub(n);
@@ -142,7 +171,7 @@ impl ByteBudget {
         self.limit
     }
 
-    /// Whether nothing more fits.
+    /// Whether the bytes held fill it (what is only reserved does not count: see above).
     pub fn is_spent(&self) -> bool {
         self.held >= self.limit
     }
@@ -199,13 +228,22 @@ mod tests {
     }
 
     #[test]
-    fn the_budget_refuses_what_does_not_fit() {
+    fn the_budget_refuses_what_does_not_fit_and_counts_only_what_arrived_as_spent() {
         let mut budget = ByteBudget::new(10);
-        assert!(budget.try_take(6));
-        assert!(!budget.try_take(5));
+        assert!(budget.reserve(6));
+        assert!(!budget.reserve(5), "reserved bytes are taken");
+        assert!(
+            !budget.is_spent(),
+            "but what has not arrived does not spend it"
+        );
+        budget.arrived(6);
         budget.release(6);
-        assert!(budget.try_take(10));
+        assert!(budget.reserve(10));
+        budget.arrived(4);
+        budget.unreserve(6);
+        assert!(budget.reserve(6));
+        budget.arrived(6);
         assert!(budget.is_spent());
-        assert!(!budget.try_take(usize::MAX));
+        assert!(!budget.reserve(usize::MAX));
     }
 }

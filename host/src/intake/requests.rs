@@ -27,7 +27,7 @@ impl Intake {
             Ok(reservation) => reservation,
             Err(e) => return self.refuse(slot, e),
         };
-        if self.budget.try_take(need) {
+        if self.budget.reserve(need) {
             return self.start_body(slot, head, limit, need);
         }
         let queue_wait = self.settings.queue_wait;
@@ -59,11 +59,11 @@ impl Intake {
         let idle_timeout = self.timeout(self.settings.idle_timeout);
         let expect_continue = head.expect_continue;
         let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
-            self.budget.release(reserved);
+            self.budget.unreserve(reserved);
             return;
         };
         if let Err(e) = conn.expect_body(head, limit, reserved) {
-            self.budget.release(reserved);
+            self.budget.unreserve(reserved);
             return self.refuse(slot, e);
         }
         if expect_continue && !conn.has_buffered_input() {
@@ -84,21 +84,27 @@ impl Intake {
                 self.awaiting_budget.pop_front();
                 continue;
             };
-            let Ok((limit, need)) = self.body_reservation(head) else {
-                self.awaiting_budget.pop_front();
-                continue;
+            let (limit, need) = match self.body_reservation(head) {
+                Ok(reservation) => reservation,
+                Err(e) => {
+                    // Its route's limit shrank while it waited (a new version): refuse it now.
+                    self.awaiting_budget.pop_front();
+                    self.refuse(id.slot, e);
+                    self.drive(id.slot);
+                    continue;
+                }
             };
-            if !self.budget.try_take(need) {
+            if !self.budget.reserve(need) {
                 return;
             }
             self.awaiting_budget.pop_front();
             let Some(conn) = self.conn_mut(id) else {
-                self.budget.release(need);
+                self.budget.unreserve(need);
                 continue;
             };
             let Phase::AwaitBudget(head) = std::mem::replace(&mut conn.phase, Phase::ExpectHead)
             else {
-                self.budget.release(need);
+                self.budget.unreserve(need);
                 continue;
             };
             self.start_body(id.slot, head, limit, need);
@@ -247,7 +253,7 @@ impl Intake {
             started: Instant::now(),
         };
         if let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) {
-            self.budget.release(conn.charged_bytes());
+            conn.give_back(&mut self.budget);
             // The body's bytes are released; the phase below forgets them.
             conn.phase = Phase::ExpectHead;
         }
@@ -293,7 +299,7 @@ impl Intake {
             return;
         };
         if let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) {
-            conn.phase = Phase::Streaming(Stream::new(head, delimit, !keep_alive, idle));
+            conn.phase = Phase::Streaming(Stream::new(head, delimit, length, !keep_alive, idle));
             conn.set_deadline(idle);
         }
     }
@@ -311,8 +317,9 @@ impl Intake {
         let idle = self.timeout(self.settings.idle_timeout);
         let open = !self.queue_under_pressure() && self.drain_until.is_none();
         let conn = self.conns.get(slot).and_then(Option::as_ref)?;
-        // A half-closed client sends nothing more: answer, then close.
-        let keep_alive = shape.keep_alive && open && !conn.half_closed;
+        // A half-closed client sends nothing more: answer what it already sent, then close.
+        let keep_alive =
+            shape.keep_alive && open && (!conn.half_closed || conn.has_buffered_input());
         let persistence = if keep_alive {
             Persistence::KeepAlive {
                 http10: shape.http10,

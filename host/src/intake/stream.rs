@@ -37,14 +37,23 @@ pub struct Stream {
     pub close_after: bool,
     /// The longest the client may leave pending bytes untaken.
     pub idle: Duration,
-    /// Body bytes passed on (for the access log).
+    /// Body bytes passed on.
     pub body_bytes: u64,
+    /// The length its head declared, if it did: more, or less by the end, breaks the stream.
+    declared: Option<u64>,
 }
 
 impl Stream {
-    /// A stream whose `head` is already written out.
-    pub fn new(head: Vec<u8>, delimit: Delimit, close_after: bool, idle: Duration) -> Stream {
+    /// A stream whose `head` is already written out; `declared` is the length its head sent.
+    pub fn new(
+        head: Vec<u8>,
+        delimit: Delimit,
+        declared: Option<u64>,
+        close_after: bool,
+        idle: Duration,
+    ) -> Stream {
         Stream {
+            declared: declared.filter(|_| delimit == Delimit::Length),
             pending: head,
             written: 0,
             moved: 0,
@@ -56,13 +65,17 @@ impl Stream {
         }
     }
 
-    /// Adds the next piece of the body.
-    pub fn push(&mut self, piece: &[u8]) {
+    /// Adds the next piece of the body; `false` when it goes past the declared length (the
+    /// stream is broken: the client would read the excess as its next response).
+    pub fn push(&mut self, piece: &[u8]) -> bool {
         if piece.is_empty() || self.delimit == Delimit::Nothing || self.ended {
-            return;
+            return true;
+        }
+        self.body_bytes += piece.len() as u64;
+        if self.declared.is_some_and(|n| self.body_bytes > n) {
+            return false;
         }
         self.compact();
-        self.body_bytes += piece.len() as u64;
         if self.delimit == Delimit::Chunked {
             self.pending
                 .extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
@@ -71,18 +84,21 @@ impl Stream {
         } else {
             self.pending.extend_from_slice(piece);
         }
+        true
     }
 
-    /// The body is complete: the last chunk, if chunked.
-    pub fn finish(&mut self) {
+    /// The body is complete: the last chunk, if chunked. `false` when it is shorter than its
+    /// declared length (broken: only closing the connection can tell the client).
+    pub fn finish(&mut self) -> bool {
         if self.ended {
-            return;
+            return true;
         }
         self.ended = true;
         if self.delimit == Delimit::Chunked {
             self.compact();
             self.pending.extend_from_slice(b"0\r\n\r\n");
         }
+        self.declared.is_none_or(|n| self.body_bytes == n)
     }
 
     /// What is left to write.
@@ -139,6 +155,7 @@ mod tests {
         let mut s = Stream::new(
             b"H\r\n\r\n".to_vec(),
             Delimit::Chunked,
+            None,
             false,
             Duration::ZERO,
         );
@@ -157,17 +174,29 @@ mod tests {
 
     #[test]
     fn head_only_drops_pieces_and_close_delimited_closes() {
-        let mut s = Stream::new(b"H".to_vec(), Delimit::Nothing, false, Duration::ZERO);
+        let mut s = Stream::new(b"H".to_vec(), Delimit::Nothing, None, false, Duration::ZERO);
         s.push(b"body");
         s.finish();
         assert_eq!(drain(&mut s), b"H");
-        let s = Stream::new(Vec::new(), Delimit::Close, false, Duration::ZERO);
+        let s = Stream::new(Vec::new(), Delimit::Close, None, false, Duration::ZERO);
         assert!(s.close_after);
     }
 
     #[test]
+    fn a_declared_length_is_held_to() {
+        let mut s = Stream::new(Vec::new(), Delimit::Length, Some(4), false, Duration::ZERO);
+        assert!(s.push(b"abc"));
+        assert!(!s.finish(), "one byte short");
+        let mut s = Stream::new(Vec::new(), Delimit::Length, Some(4), false, Duration::ZERO);
+        assert!(s.push(b"abcd"));
+        assert!(!s.push(b"e"), "one byte over");
+        let mut s = Stream::new(Vec::new(), Delimit::Length, Some(4), false, Duration::ZERO);
+        assert!(s.push(b"ab") && s.push(b"cd") && s.finish());
+    }
+
+    #[test]
     fn the_high_water_mark_counts_unwritten_bytes_only() {
-        let mut s = Stream::new(Vec::new(), Delimit::Length, false, Duration::ZERO);
+        let mut s = Stream::new(Vec::new(), Delimit::Length, None, false, Duration::ZERO);
         let piece = vec![0u8; HIGH_WATER / 4];
         for _ in 0..4 {
             assert!(s.has_room());

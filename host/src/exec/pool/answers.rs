@@ -128,7 +128,8 @@ impl Pool {
                 call.streaming = Some(response.status);
                 Reply::Head(response, length)
             }
-            (Some(_), Message::Piece(bytes)) => Reply::Piece(bytes),
+            // An empty piece carries nothing: only a broken (or hostile) executor sends one.
+            (Some(_), Message::Piece(bytes)) if !bytes.is_empty() => Reply::Piece(bytes),
             (Some(_), Message::End(complete)) => {
                 return self.answered(slot, Finished::Stream(complete), registry, out);
             }

@@ -299,19 +299,26 @@ impl Pool {
     }
 
     /// Reads the executors that were left with frames unread, where their client takes more
-    /// now (once per loop turn).
+    /// now (once per loop turn). Returns whether one still has frames unread that its client
+    /// would take (it stopped at its turn's share): the loop then polls without sleeping, as
+    /// no readiness event will come for what is already in its socket.
     pub fn pump(
         &mut self,
         registry: &Registry,
         scratch: &mut [u8],
         out: &mut Vec<PoolEvent>,
         takes_more: impl Fn(ConnId) -> bool,
-    ) {
+    ) -> bool {
+        let mut more = false;
         for slot in 0..self.executors.len() {
             if self.executors[slot].as_ref().is_some_and(|e| e.unread) {
                 self.read_if_taken(slot, registry, scratch, out, &takes_more);
+                more |= self.executors[slot]
+                    .as_ref()
+                    .is_some_and(|e| e.unread && e.streaming_to().is_none_or(&takes_more));
             }
         }
+        more
     }
 
     /// Reads the executor in `slot` unless its streamed answer's client is still full.
