@@ -256,3 +256,15 @@ fn a_uvicorn_app_on_the_unix_socket_answers_and_streams() {
     let events = read_chunked(&mut client);
     assert_eq!(events, b"data: 0\n\ndata: 1\n\ndata: 2\n\n");
 }
+
+/// Review finding: a call on a kept connection that the program closed without answering was
+/// retried on a new one whatever its method, so a `POST` the program had acted on ran twice.
+#[test]
+fn a_post_the_program_took_and_dropped_is_not_run_again() {
+    let server = start(Scheme::Http, "stdlib", "std", &[]);
+    assert_eq!(server.get("/std/dropnext").text(), "armed");
+    let dropped = server.post("/std/count", b"once");
+    assert_eq!(dropped.status, 502, "{}", dropped.text());
+    // The program counted that POST once; this GET is its second /count call.
+    assert_eq!(server.get("/std/count").text(), "2");
+}
