@@ -1,26 +1,24 @@
 //! Fuzz target for the plugin-api conversion layer: a parsed head becomes a plugin `Request`
-//! (accessors must not panic), and a `Response` with arbitrary header bytes becomes a response
-//! head that never carries a line break the plugin smuggled in.
+//! through the serving conversion, `http::convert::plugin_request` (accessors must not
+//! panic), and a `Response` with arbitrary header bytes becomes a response head that never
+//! carries a line break the plugin smuggled in.
 #![no_main]
 
+use fiddler_crab::http::convert::plugin_request;
 use fiddler_crab::http::parse::{parse_head, HeadLimits};
 use fiddler_crab::http::response::{write_head, BodyLength, Persistence};
 use libfuzzer_sys::fuzz_target;
-use plugin_api::{Header, Request, Response};
+use plugin_api::{Header, Response};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(Some((head, _))) = parse_head(data, &HeadLimits::default()) {
-        let mut request = Request::new(&head.method, &head.path);
-        request.query = head.query.as_str().into();
-        for (name, value) in &head.headers {
-            request.headers.push(Header {
-                name: name.as_str().into(),
-                value: value.clone().into(),
-            });
-        }
+        // The serving conversion itself (intake calls the same function).
+        let path = head.path.clone();
+        let request = plugin_request(head, &path, data.to_vec(), "127.0.0.1:1".into(), false);
         let _ = request.query_pairs().count();
         let _ = request.header("host");
         let _ = request.query_param("a");
+        let _ = request.body_str();
     }
     // Arbitrary bytes as a plugin's header name and value.
     let split = data.len() / 2;

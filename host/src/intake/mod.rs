@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
-use plugin_api::{Header, RVec, Request, Response};
+use plugin_api::{RVec, Response};
 
 use crate::exec::job::{Job, Reply};
 use crate::exec::pool::Pool;

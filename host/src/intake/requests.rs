@@ -2,6 +2,7 @@
 //! answer (or a refusal) on the connection.
 
 use super::*;
+use crate::http::convert::plugin_request;
 use crate::http::response::BodyLength;
 use crate::intake::status::{Limits, StatusView};
 use crate::intake::stream::{Delimit, Stream};
@@ -207,28 +208,20 @@ impl Intake {
             self.budget.release(body.len());
             return;
         };
-        let request = Request {
-            method: head.method.as_str().into(),
-            path: rest.into(),
-            query: head.query.as_str().into(),
-            headers: head
-                .headers
-                .into_iter()
-                .map(|(name, value)| Header {
-                    name: name.into(),
-                    value: value.into(),
-                })
-                .collect(),
-            body: body.into(),
-            client: conn.peer.to_string().into(),
-            tls: conn.transport.is_tls(),
-        };
+        let (route, rest) = (route.to_owned(), rest.to_owned());
+        let request = plugin_request(
+            head,
+            &rest,
+            body,
+            conn.peer.to_string(),
+            conn.transport.is_tls(),
+        );
         let job = Job {
             conn: conn.id,
-            route: route.to_owned(),
+            route: route.clone(),
             request,
             enqueued_at: Instant::now(),
-            expected: self.dispatch.pool().expected_call(route),
+            expected: self.dispatch.pool().expected_call(&route),
         };
         let body_bytes = job.body_bytes();
         if self.dispatch.enqueue(job).is_err() {
