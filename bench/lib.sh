@@ -31,8 +31,13 @@ start_server() {
     [ -n "$HTTP_ADDR" ] && [ -n "$WORKER_PID" ] || { cat "$SERVER_LOG" >&2; return 1; }
 }
 
+# stop_server: stops the server start_server started (SIGTERM, then waits for it). Never fails:
+# it runs in EXIT traps under `set -e`, where a failing command would skip the rest.
 stop_server() {
-    [ -n "${SERVER_PID:-}" ] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
+    if [ -n "${SERVER_PID:-}" ]; then
+        kill "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+    fi
     rm -f "${SERVER_LOG:-}"
     return 0
 }
