@@ -145,13 +145,7 @@ fn a_request_whose_client_left_while_queued_is_not_run() {
     leaver
         .write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\ngone")
         .expect("send");
-    wait_until("the request to queue", IO_DEADLINE, || {
-        server
-            .get("/-/ready")
-            .text()
-            .starts_with("ready: 1 of")
-            .then_some(())
-    });
+    server.wait_queued(1);
     // Giving up takes a client longer than a half-close does (HALF_CLOSE_WINDOW, 200 ms,
     // after its request): this wait is the client's patience, not a guess at the server.
     thread::sleep(Duration::from_millis(400));
@@ -190,13 +184,7 @@ fn a_half_closed_client_is_answered_after_its_request_waited() {
     client
         .shutdown(std::net::Shutdown::Write)
         .expect("half-close");
-    wait_until("the request to queue", IO_DEADLINE, || {
-        server
-            .get("/-/ready")
-            .text()
-            .starts_with("ready: 1 of")
-            .then_some(())
-    });
+    server.wait_queued(1);
     gate.open();
     assert_eq!(read_response(&mut blocker).map(|r| r.status), Some(200));
     let answer = read_response(&mut client).expect("an answer for the half-closed client");

@@ -1,6 +1,6 @@
 //! Requests that reach plugins: what each example answers, and that failures cost one request.
 
-use crate::support::{read_head_response, read_response, wait_until, Scheme, Server, IO_DEADLINE};
+use crate::support::{read_head_response, read_response, Scheme, Server, IO_DEADLINE};
 use std::io::Write;
 
 fn echo_returns_bodies_byte_for_byte(scheme: Scheme) {
@@ -113,14 +113,7 @@ fn requests_run_one_at_a_time_in_arrival_order(scheme: Scheme) {
             .write_all(b"POST /wordcount HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nword")
             .expect("send a queued request");
         waiting.push(stream);
-        let expected = format!("ready: {i} of 256 queued");
-        wait_until(&expected, IO_DEADLINE, || {
-            server
-                .get("/-/ready")
-                .text()
-                .starts_with(&expected)
-                .then_some(())
-        });
+        server.wait_queued(i);
     }
     gate.open();
     assert_eq!(read_response(&mut blocker).map(|r| r.status), Some(200));

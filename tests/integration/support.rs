@@ -451,6 +451,17 @@ impl Server {
         stream
     }
 
+    /// Waits until `/-/ready` counts `queued` requests waiting.
+    pub fn wait_queued(&self, queued: usize) {
+        let expected = format!("ready: {queued} of ");
+        wait_until(&format!("{queued} queued"), IO_DEADLINE, || {
+            self.get("/-/ready")
+                .text()
+                .starts_with(&expected)
+                .then_some(())
+        });
+    }
+
     /// Waits until `/-/plugins` shows `busy` executors running a call.
     pub fn wait_busy(&self, busy: usize) {
         wait_until(&format!("{busy} busy executor(s)"), IO_DEADLINE, || {
