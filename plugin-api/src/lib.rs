@@ -117,6 +117,22 @@
 //! it does); add `--in-process` to run the call in the foreground, under a debugger:
 //! `gdb --args fiddler-crab replay FILE libyours.so --in-process`.
 
+//! # Helpers for handlers
+//!
+//! - Requests: [`Request::header`] (the first value) and [`Request::header_all`] (every
+//!   value, in order); [`Request::query_param`] (raw) and [`Request::query_decoded`]
+//!   (percent-decoded, `+` as a space); [`Request::body_str`].
+//! - Responses: [`Response::text`], [`Response::json`], [`Response::ok`] (bytes),
+//!   [`Response::error`] (any status with a text explanation) and the named ones;
+//!   [`Response::with_header`] adds a field, [`Response::set_header`] and
+//!   [`Response::with_content_type`] replace one.
+//! - Text: [`percent_decode`], [`json_string`] (a JSON string literal, escaped) and
+//!   [`JsonObject`] (one object, field by field) write JSON without a serializer crate.
+//!
+//! All of these are plain Rust on your side of the boundary, added without changing a type
+//! that crosses it: a plugin built before them loads as it did, and one written for them
+//! builds against this crate as it is.
+//!
 //! # Calling programs
 //!
 //! Use [`Program`]: arguments without a shell, stdin bytes, a deadline that kills the program's
@@ -160,11 +176,13 @@ mod message;
 mod module;
 mod runner;
 pub mod testing;
+mod text;
 
 pub use guard::Plugin;
 pub use message::{Header, IntoBody, Request, Response};
 pub use module::{PluginInfo, PluginModule, PluginModuleRef, PluginState};
 pub use runner::{Output, Program, RunError};
+pub use text::{json_string, percent_decode, JsonObject};
 
 /// The abi_stable types that appear in [`Request`] and [`Response`].
 pub use abi_stable::std_types::{ROption, RResult, RString, RVec};

@@ -149,6 +149,23 @@ impl Request {
         self.query_pairs().find(|(k, _)| *k == name).map(|(_, v)| v)
     }
 
+    /// The first query parameter with this name, percent-decoded (`+` as a space); `None`
+    /// when it is absent or does not decode to UTF-8.
+    pub fn query_decoded(&self, name: &str) -> Option<String> {
+        self.query_pairs()
+            .find(|(k, _)| crate::percent_decode(k).as_deref() == Some(name))
+            .and_then(|(_, v)| crate::percent_decode(v))
+    }
+
+    /// Every header with this name (case-insensitive), as text, in order (`Accept` sent twice,
+    /// a `Cookie` per line); values that are not UTF-8 are skipped.
+    pub fn header_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers
+            .iter()
+            .filter(move |h| h.name.eq_ignore_ascii_case(name))
+            .filter_map(Header::value_str)
+    }
+
     /// Every `key=value` pair of the query string, in order, not percent-decoded.
     pub fn query_pairs(&self) -> impl Iterator<Item = (&str, &str)> {
         self.query
@@ -214,6 +231,11 @@ impl Response {
         Response::text(why).with_status(404)
     }
 
+    /// Any status with a plain-text explanation (`Response::error(422, "no such column\n")`).
+    pub fn error(status: u16, why: impl Into<String>) -> Response {
+        Response::text(why).with_status(status)
+    }
+
     /// `500 Internal Server Error` with a plain-text explanation.
     pub fn internal_error(why: impl Into<String>) -> Response {
         Response::text(why).with_status(500)
@@ -264,6 +286,19 @@ impl Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decoded_query_parameters_and_every_value_of_a_header() {
+        let req = Request::new("GET", "/?q=fiddler+crab%21&caf%C3%A9=1")
+            .with_header("Accept", "text/html")
+            .with_header("accept", "application/json");
+        assert_eq!(req.query_decoded("q").as_deref(), Some("fiddler crab!"));
+        assert_eq!(req.query_decoded("café").as_deref(), Some("1"));
+        assert_eq!(req.query_decoded("nope"), None);
+        let accepts: Vec<&str> = req.header_all("ACCEPT").collect();
+        assert_eq!(accepts, ["text/html", "application/json"]);
+        assert_eq!(Response::error(422, "bad\n").status, 422);
+    }
 
     #[test]
     fn request_new_splits_query_and_defaults_path() {

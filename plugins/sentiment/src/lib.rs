@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::fmt::Write;
 use std::time::Instant;
 
-use plugin_api::{export_plugin, Plugin, Request, Response};
+use plugin_api::{export_plugin, json_string, JsonObject, Plugin, Request, Response};
 
 /// word, score: the "weights".
 const LEXICON: &str = "good 1\ngreat 2\nexcellent 3\nhappy 2\nlove 3\nfast 1\nreliable 2\n\
@@ -54,8 +54,8 @@ impl Sentiment {
             if let Some(weight) = self.weights.get(&word.to_lowercase()) {
                 total += weight;
                 let comma = if matched.is_empty() { "" } else { "," };
-                // Lexicon words are plain lower-case letters: no JSON escaping needed.
-                let _ = write!(matched, "{comma}[\"{}\",{weight:.1}]", word.to_lowercase());
+                let word = json_string(&word.to_lowercase());
+                let _ = write!(matched, "{comma}[{word},{weight:.1}]");
             }
         }
         let label = match total {
@@ -63,7 +63,12 @@ impl Sentiment {
             t if t < 0.0 => "negative",
             _ => "neutral",
         };
-        format!("{{\"score\":{total:.1},\"label\":\"{label}\",\"matched\":[{matched}]}}\n")
+        let json = JsonObject::new()
+            .raw("score", &format!("{total:.1}"))
+            .string("label", label)
+            .raw("matched", &format!("[{matched}]"))
+            .finish();
+        json + "\n"
     }
 }
 
@@ -78,11 +83,13 @@ impl Plugin for Sentiment {
 
     fn handle(&self, request: Request) -> Response {
         match (request.method.as_str(), request.path.as_str()) {
-            ("GET", "/model") => Response::json(format!(
-                "{{\"entries\":{},\"load_ms\":{:.3}}}\n",
-                self.weights.len(),
-                self.load_ms
-            )),
+            ("GET", "/model") => Response::json(
+                JsonObject::new()
+                    .number("entries", self.weights.len() as f64)
+                    .raw("load_ms", &format!("{:.3}", self.load_ms))
+                    .finish()
+                    + "\n",
+            ),
             ("POST", "/") => match request.body_str() {
                 Some(text) => Response::json(self.score(text)),
                 None => Response::bad_request("post UTF-8 text\n"),
