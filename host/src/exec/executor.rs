@@ -17,7 +17,8 @@ use crate::exec::job::Job;
 use crate::exec::output::Output;
 use crate::exec::spawn;
 use crate::exec::stats::Death;
-use crate::ids::Generation;
+use crate::ids::{Generation, HandlerKind};
+use crate::observe::log::Level;
 
 /// Where an executor is in its life. Named for what it waits for.
 #[derive(Debug)]
@@ -151,7 +152,13 @@ impl Executor {
         let pid = child.id();
         let registered = socket
             .set_nonblocking(true)
-            .and_then(|()| Output::new(output))
+            .and_then(|()| {
+                let level = match launch.kind {
+                    HandlerKind::Program => Level::Info,
+                    HandlerKind::Native | HandlerKind::Cgi => Level::Warn,
+                };
+                Output::new(output, level)
+            })
             .and_then(|output| {
                 let mut socket = UnixStream::from_std(socket);
                 registry.register(

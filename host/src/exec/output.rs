@@ -6,6 +6,8 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+use crate::observe::log::{self, Level};
+
 /// The most bytes read from one executor's output in one turn of the loop.
 const MAX_DRAIN: usize = 1 << 20;
 /// The longest line logged (the rest of it is cut).
@@ -24,11 +26,14 @@ pub struct Output {
     window_start: Instant,
     lines_in_window: u32,
     suppressed: u64,
+    /// The level its lines are logged at: a plugin's output is unusual (warn); a program that
+    /// stays up logs as a matter of course (info).
+    level: Level,
 }
 
 impl Output {
-    /// Takes the pipe's read end and makes it non-blocking.
-    pub fn new(fd: OwnedFd) -> io::Result<Output> {
+    /// Takes the pipe's read end and makes it non-blocking; its lines are logged at `level`.
+    pub fn new(fd: OwnedFd, level: Level) -> io::Result<Output> {
         // SAFETY: fcntl on a descriptor we own; F_SETFL only changes its status flags.
         if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) } != 0 {
             return Err(io::Error::last_os_error());
@@ -40,6 +45,7 @@ impl Output {
             window_start: Instant::now(),
             lines_in_window: 0,
             suppressed: 0,
+            level,
         })
     }
 
@@ -124,7 +130,8 @@ impl Output {
             self.lines_in_window += 1;
             let line = String::from_utf8_lossy(&self.partial);
             let cut = if self.cut { " [cut]" } else { "" };
-            crate::warn!("{label}: {}{cut}", line.trim_end_matches('\r'));
+            let line = line.trim_end_matches('\r');
+            log::write(self.level, format_args!("{label}: {line}{cut}"));
         } else {
             self.suppressed += 1;
         }
