@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use crate::exec::frame::{FrameReader, Message};
 use crate::exec::spawn;
-use crate::ids::HandlerKind;
 use crate::ids::PluginName;
 
 /// The `plugin-api` this binary was built with, for `new`'s path dependency.
@@ -237,16 +236,7 @@ pub fn check(file: &Path, verbose: bool) -> Verdict {
             let name = route
                 .clone()
                 .unwrap_or_else(|| PluginName::parse("check").expect("a valid route name"));
-            let absolute = std::path::absolute(file).unwrap_or_else(|_| file.to_owned());
-            let launch = spawn::Launch {
-                kind: HandlerKind::Native,
-                route: &name,
-                file: &absolute,
-                memory_limit: None,
-                init_timeout: CHECK_TIMEOUT,
-                runtime_dir: &std::env::temp_dir(),
-            };
-            match spawn::spawn(&launch) {
+            match spawn::spawn_native(&name, file, CHECK_TIMEOUT) {
                 Ok(spawned) => report(spawned, verbose, &mut text),
                 Err(e) => {
                     let _ = writeln!(

@@ -14,7 +14,7 @@ use crate::authoring::first_message;
 use crate::exec::crashes::{self, header_text, Crash};
 use crate::exec::frame::{self, Message};
 use crate::exec::spawn;
-use crate::ids::{HandlerKind, PluginName};
+use crate::ids::PluginName;
 use crate::plugins::loader;
 use crate::process::signals::describe_exit;
 
@@ -50,16 +50,7 @@ pub fn replay(crash_file: &Path, plugin: &Path, in_process: bool) -> (String, Ou
     let Some(route) = route else {
         return (text, Outcome::Failed);
     };
-    let absolute = std::path::absolute(plugin).unwrap_or_else(|_| plugin.to_owned());
-    let launch = spawn::Launch {
-        kind: HandlerKind::Native,
-        route: &route,
-        file: &absolute,
-        memory_limit: None,
-        init_timeout: LOAD_TIMEOUT,
-        runtime_dir: &std::env::temp_dir(),
-    };
-    let mut spawned = match spawn::spawn(&launch) {
+    let mut spawned = match spawn::spawn_native(&route, plugin, LOAD_TIMEOUT) {
         Ok(spawned) => spawned,
         Err(e) => {
             let _ = writeln!(text, "cannot start an executor process: {e}");

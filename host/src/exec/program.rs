@@ -139,7 +139,7 @@ pub fn start(route: &PluginName, dir: &Path) -> Result<(RunningProgram, HandlerM
         exit: Mutex::new(None),
         exited: Condvar::new(),
     });
-    let running = RunningProgram {
+    let mut running = RunningProgram {
         pid: child.id(),
         upstream: Upstream::Tcp(SocketAddr::from((Ipv4Addr::LOCALHOST, port))),
         socket_dir: socket_dir.clone(),
@@ -162,10 +162,7 @@ pub fn start(route: &PluginName, dir: &Path) -> Result<(RunningProgram, HandlerM
             return Err(StartError { reason, detail });
         }
     };
-    let running = RunningProgram {
-        upstream: upstream.clone(),
-        ..running
-    };
+    running.upstream = upstream.clone();
     life.state.store(SERVING, Ordering::SeqCst);
     if running.exit_status().is_some() {
         // It exited between the last look and now: the waiter saw it still starting.
@@ -191,18 +188,7 @@ impl RunningProgram {
     /// Ends the executor if its program has exited (waiting a moment for its waiter to see
     /// it): a failed connection is then the program's death, not a failed call.
     pub fn exit_if_gone(&self) {
-        let until = Instant::now() + GONE_WAIT;
-        let Ok(mut exit) = self.life.exit.lock() else {
-            return;
-        };
-        while exit.is_none() && Instant::now() < until {
-            let left = until.saturating_duration_since(Instant::now());
-            match self.life.exited.wait_timeout(exit, left) {
-                Ok((next, _)) => exit = next,
-                Err(_) => return,
-            }
-        }
-        if let Some(status) = *exit {
+        if let Some(status) = self.wait_exit(GONE_WAIT) {
             eprintln!(
                 "its serve [{}] exited ({}); the executor exits with it",
                 self.pid,
@@ -242,18 +228,18 @@ impl RunningProgram {
     /// SIGTERM, then up to [`STOP_GRACE`] for it to exit; whether it did.
     fn terminate(&self) -> bool {
         self.signal(libc::SIGTERM);
-        let until = Instant::now() + STOP_GRACE;
-        let Ok(mut exit) = self.life.exit.lock() else {
-            return false;
-        };
+        self.wait_exit(STOP_GRACE).is_some()
+    }
+
+    /// Its exit status, waiting up to `within` for its waiter to see it exit.
+    fn wait_exit(&self, within: Duration) -> Option<ExitStatus> {
+        let until = Instant::now() + within;
+        let mut exit = self.life.exit.lock().ok()?;
         while exit.is_none() && Instant::now() < until {
             let left = until.saturating_duration_since(Instant::now());
-            match self.life.exited.wait_timeout(exit, left) {
-                Ok((next, _)) => exit = next,
-                Err(_) => return false,
-            }
+            exit = self.life.exited.wait_timeout(exit, left).ok()?.0;
         }
-        exit.is_some()
+        *exit
     }
 
     fn signal(&self, signal: libc::c_int) {

@@ -178,15 +178,7 @@ impl ResponseHead {
 
     /// The comma-separated tokens of every `name` field, lower case.
     fn tokens(&self, name: &str) -> Vec<String> {
-        self.values(name)
-            .flat_map(|v| {
-                String::from_utf8_lossy(v)
-                    .split(',')
-                    .map(|t| t.trim().to_ascii_lowercase())
-                    .collect::<Vec<_>>()
-            })
-            .filter(|t| !t.is_empty())
-            .collect()
+        lower_tokens(self.values(name))
     }
 
     /// Whether the program keeps the connection open after this response.
@@ -197,6 +189,14 @@ impl ResponseHead {
             false => !connection.iter().any(|t| t == "close"),
         }
     }
+}
+
+/// The list tokens of these field values (`Connection: close, X-Hop`), lower case.
+fn lower_tokens<'a>(values: impl Iterator<Item = &'a [u8]>) -> Vec<String> {
+    values
+        .flat_map(crate::http::parse::tokens)
+        .map(str::to_ascii_lowercase)
+        .collect()
 }
 
 /// Why no response head could be read.
@@ -338,17 +338,13 @@ pub fn encode_request(request: &Request) -> Vec<u8> {
         out.extend_from_slice(request.query.as_bytes());
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let named: Vec<String> = request
-        .headers
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-        .flat_map(|h| {
-            String::from_utf8_lossy(&h.value)
-                .split(',')
-                .map(|t| t.trim().to_ascii_lowercase())
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let named = lower_tokens(
+        request
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+            .map(|h| &h.value[..]),
+    );
     let mut host = false;
     let mut forwarded_for = Vec::new();
     for header in request.headers.iter() {

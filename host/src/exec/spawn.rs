@@ -130,6 +130,24 @@ pub fn spawn(launch: &Launch<'_>) -> io::Result<Spawned> {
     })
 }
 
+/// Starts an executor for a library outside any server (`check`, `replay`): its absolute
+/// path, no memory limit, the system's temporary folder as its runtime folder.
+pub fn spawn_native(
+    route: &PluginName,
+    file: &Path,
+    init_timeout: Duration,
+) -> io::Result<Spawned> {
+    let absolute = std::path::absolute(file).unwrap_or_else(|_| file.to_owned());
+    spawn(&Launch {
+        kind: HandlerKind::Native,
+        route,
+        file: &absolute,
+        memory_limit: None,
+        init_timeout,
+        runtime_dir: &std::env::temp_dir(),
+    })
+}
+
 /// A pipe, both ends close-on-exec (the child gets the write end through `Stdio`).
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as RawFd; 2];

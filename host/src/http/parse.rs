@@ -287,7 +287,7 @@ fn parse_length(value: &[u8]) -> Result<u64, HttpError> {
 }
 
 /// The comma-separated tokens of a list-valued field, trimmed, empty ones skipped.
-fn tokens(value: &[u8]) -> impl Iterator<Item = &str> {
+pub(crate) fn tokens(value: &[u8]) -> impl Iterator<Item = &str> {
     value
         .split(|&b| b == b',')
         .filter_map(|token| std::str::from_utf8(token).ok())

@@ -287,7 +287,7 @@ impl Intake {
                         token,
                         self.poll.registry(),
                         &mut self.scratch,
-                        |id| conn_in(conns, id).is_none_or(Conn::takes_more),
+                        |id| takes_more(conns, id),
                     );
                     continue;
                 }
@@ -310,7 +310,7 @@ impl Intake {
             more_to_read = self
                 .dispatch
                 .pump(self.poll.registry(), &mut self.scratch, |id| {
-                    conn_in(conns, id).is_none_or(Conn::takes_more)
+                    takes_more(conns, id)
                 });
             let now = Instant::now();
             self.dispatch.sweep(now, self.poll.registry());
@@ -718,6 +718,12 @@ fn conn_in(conns: &[Option<Conn>], id: ConnId) -> Option<&Conn> {
         .get(id.slot)
         .and_then(Option::as_ref)
         .filter(|conn| conn.id == id)
+}
+
+/// Whether the connection `id` takes more of a streamed answer now (a gone one does: its
+/// pieces are dropped, and its executor must not be held for it).
+fn takes_more(conns: &[Option<Conn>], id: ConnId) -> bool {
+    conn_in(conns, id).is_none_or(Conn::takes_more)
 }
 
 fn listener_token(i: usize) -> Token {
