@@ -69,9 +69,7 @@ fn fifty_requests_behind_a_segfault_lose_only_the_one_that_crashed() {
     // Measured once each, so 49 of them are expected to fit in --queue-wait.
     assert_eq!(server.get("/crash/warm").status, 200);
     assert_eq!(server.post("/echo", b"warm").status, 200);
-    let gate = server.gate();
-    let mut victim = server.start_get(&format!("/crash/segfault?{}", gate.query()));
-    server.wait_busy(1);
+    let (gate, mut victim) = server.hold_lane("/crash/segfault");
     // 49 more, each seen waiting before the next is sent: the first ten go to the crashing
     // plugin itself (some are written ahead to its doomed executor and must come back), the
     // rest to another plugin.
@@ -296,9 +294,7 @@ fn what_a_plugin_prints_is_logged_with_its_route_and_capped() {
 #[test]
 fn sigterm_finishes_the_request_in_flight_then_exits_cleanly() {
     let mut server = Server::start_over(Scheme::Http, &["crash"], &[]);
-    let gate = server.gate();
-    let mut running = server.start_get(&format!("/crash/x?{}", gate.query()));
-    server.wait_busy(1);
+    let (gate, mut running) = server.hold_lane("/crash/x");
     server.signal(libc::SIGTERM);
     server.wait_for_log("draining", IO_DEADLINE);
     gate.open();
@@ -315,9 +311,7 @@ fn sigterm_finishes_the_request_in_flight_then_exits_cleanly() {
 #[test]
 fn a_planned_restart_loses_no_request() {
     let mut server = Server::start_over(Scheme::Http, &["crash", "echo"], &[]);
-    let gate = server.gate();
-    let mut running = server.start_get(&format!("/crash/x?{}", gate.query()));
-    server.wait_busy(1);
+    let (gate, mut running) = server.hold_lane("/crash/x");
     server.signal(libc::SIGHUP);
     server.wait_for_log("takes over", IO_DEADLINE + Duration::from_secs(10));
     gate.open();

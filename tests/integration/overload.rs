@@ -138,9 +138,7 @@ fn busy_503_answers_instead_of_holding_the_connection() {
 #[test]
 fn a_request_whose_client_left_while_queued_is_not_run() {
     let server = Server::start_over(Scheme::Http, &["crash", "echo"], &[]);
-    let gate = server.gate();
-    let mut blocker = server.start_get(&format!("/crash/x?{}", gate.query()));
-    server.wait_busy(1);
+    let (gate, mut blocker) = server.hold_lane("/crash/x");
     let mut leaver = server.connect_tcp();
     leaver
         .write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\ngone")
@@ -174,9 +172,7 @@ fn a_request_whose_client_left_while_queued_is_not_run() {
 #[test]
 fn a_half_closed_client_is_answered_after_its_request_waited() {
     let server = Server::start_over(Scheme::Http, &["crash", "echo"], &[]);
-    let gate = server.gate();
-    let mut blocker = server.start_get(&format!("/crash/x?{}", gate.query()));
-    server.wait_busy(1);
+    let (gate, mut blocker) = server.hold_lane("/crash/x");
     let mut client = server.connect_tcp();
     client
         .write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nhalf")
@@ -202,9 +198,7 @@ fn a_request_queued_past_its_wait_is_dropped_unrun() {
     // A quick call first: crash is then expected to be quick, so the request behind the held
     // call below is admitted (the prediction is wrong) and must be dropped at its wait.
     assert_eq!(server.get("/crash/x").status, 200);
-    let gate = server.gate();
-    let mut blocker = server.start_get(&format!("/crash/x?{}", gate.query()));
-    server.wait_busy(1);
+    let (gate, mut blocker) = server.hold_lane("/crash/x");
     let mut late = server.connect_tcp();
     late.write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nlate")
         .expect("send");
@@ -459,9 +453,7 @@ fn with_busy_503_an_upload_without_room_is_answered_before_its_body_is_read() {
     // Quick calls first, so the predicted wait stays short and connections are accepted.
     assert_eq!(server.get("/crash/x").status, 200);
     assert_eq!(server.post("/echo", b"warm").status, 200);
-    let gate = server.gate();
-    let mut blocker = server.start_get(&format!("/crash/x?{}", gate.query()));
-    server.wait_busy(1);
+    let (gate, mut blocker) = server.hold_lane("/crash/x");
     // Holds 600 KB of the 1 MiB budget while it waits behind the blocker.
     let mut first = server.connect_tcp();
     first

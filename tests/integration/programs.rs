@@ -109,9 +109,7 @@ crate::over_both_schemes!(
 fn a_program_killed_mid_call_costs_that_call_and_the_queued_ones_are_answered_after() {
     let mut server = start(Scheme::Http, "stdlib", "std", &[]);
     let before = pid_of(&server, "std");
-    let gate = server.gate();
-    let mut held = server.start_get(&format!("/std/wait?{}", gate.query()));
-    server.wait_busy(1);
+    let (_gate, mut held) = server.hold_lane("/std/wait");
     let queued_before = server.metric("fiddler_requests_queued_total");
     let mut queued: Vec<Client> = (0..3).map(|_| server.start_get("/std/echo")).collect();
     wait_until("three more queued", IO_DEADLINE, || {

@@ -103,9 +103,7 @@ fn requests_run_one_at_a_time_in_arrival_order(scheme: Scheme) {
     assert_eq!(server.get("/crash/x").status, 200);
     // Hold the lane on a gate, then queue five requests one after another, each seen queued
     // before the next is sent, so their arrival order is known.
-    let gate = server.gate();
-    let mut blocker = server.start_get(&format!("/crash/x?{}", gate.query()));
-    server.wait_busy(1);
+    let (gate, mut blocker) = server.hold_lane("/crash/x");
     let mut waiting = Vec::new();
     for i in 1..=5 {
         let mut stream = server.connect();
@@ -229,9 +227,7 @@ fn expect_continue_gets_100_before_the_body(scheme: Scheme) {
 
 fn admin_routes_answer_while_the_lane_is_busy(scheme: Scheme) {
     let server = Server::start_over(scheme, &["crash"], &[]);
-    let gate = server.gate();
-    let mut busy = server.start_get(&format!("/crash/x?{}", gate.query()));
-    server.wait_busy(1);
+    let (gate, mut busy) = server.hold_lane("/crash/x");
     assert_eq!(server.get("/-/health").text(), "ok\n");
     let plugins = server.get("/-/plugins").text();
     assert!(plugins.contains("\"route\":\"crash\""), "{plugins}");

@@ -451,6 +451,16 @@ impl Server {
         stream
     }
 
+    /// Holds the lane: sends `GET path?gate=...` (a gated call of the crash fixture, or of a
+    /// program's `/wait`), waits until its executor runs it, and returns the gate that releases
+    /// it and the connection its answer comes on.
+    pub fn hold_lane(&self, path: &str) -> (Gate, Client) {
+        let gate = self.gate();
+        let held = self.start_get(&format!("{path}?{}", gate.query()));
+        self.wait_busy(1);
+        (gate, held)
+    }
+
     /// Waits until `/-/ready` counts `queued` requests waiting.
     pub fn wait_queued(&self, queued: usize) {
         let expected = format!("ready: {queued} of ");
