@@ -134,7 +134,7 @@ fn lib_rs(name: &str) -> String {
 //! Build with `cargo build --release`, copy `target/release/lib{name}.so` into the server's
 //! plugins folder, and call it: `curl --data 'hi' http://127.0.0.1:8080/{name}`.
 
-use plugin_api::{{export_plugin, Plugin, Request, Response}};
+use plugin_api::{{export_plugin, Error, JsonObject, OrStatus, Plugin, Request, Response}};
 
 /// The plugin's state: built once per loaded version by `init` (load a model here) and shared
 /// by every call.
@@ -143,7 +143,7 @@ pub struct {type_name} {{
 }}
 
 impl Plugin for {type_name} {{
-    const DESCRIPTION: &'static str = "says hello to the posted name";
+    const DESCRIPTION: &'static str = "greets the posted name, in JSON";
     /// How long one call may run (the server answers 504 after it).
     const DEADLINE_MS: Option<u64> = Some(5_000);
 
@@ -153,11 +153,17 @@ impl Plugin for {type_name} {{
         }})
     }}
 
-    fn handle(&self, request: Request) -> Response {{
-        match request.body_str().map(str::trim) {{
-            Some("") | None => Response::bad_request("post a name as UTF-8 text\n"),
-            Some(name) => Response::text(format!("{{}}, {{name}}!\n", self.greeting)),
+    /// `?` works here: an `Err` is answered with its status and message (any standard error
+    /// is a 500); `Stream::start` would send the answer in pieces instead.
+    fn try_handle(&self, request: Request) -> Result<Response, Error> {{
+        let name = request.body_str().or_status(400, "post a name as UTF-8 text")?.trim();
+        if name.is_empty() {{
+            return Err(Error::new(400, "post a name"));
         }}
+        let json = JsonObject::new()
+            .string("greeting", &format!("{{}}, {{name}}!", self.greeting))
+            .number("length", name.chars().count() as f64);
+        Ok(Response::json(json.finish()))
     }}
 }}
 
@@ -169,17 +175,22 @@ mod tests {{
     use plugin_api::testing;
 
     #[test]
-    fn greets_the_posted_name() {{
+    fn greets_the_posted_name_in_json() {{
         let plugin = testing::init::<{type_name}>().expect("init succeeds");
         let response = testing::call(&plugin, Request::new("POST", "/").with_body("crab"));
         assert_eq!(response.status, 200);
-        assert_eq!(response.body_str(), Some("Hello, crab!\n"));
+        assert_eq!(
+            response.body_str(),
+            Some("{{\"greeting\":\"Hello, crab!\",\"length\":4}}")
+        );
     }}
 
     #[test]
-    fn refuses_an_empty_body() {{
+    fn refuses_an_empty_or_binary_body() {{
         let plugin = testing::init::<{type_name}>().expect("init succeeds");
         assert_eq!(testing::call(&plugin, Request::new("POST", "/")).status, 400);
+        let binary = Request::new("POST", "/").with_body(vec![0xff]);
+        assert_eq!(testing::call(&plugin, binary).status, 400);
     }}
 }}
 "#

@@ -15,7 +15,7 @@ use crate::exec::crashes::{self, header_text, Crash};
 use crate::exec::frame::{self, Message};
 use crate::exec::spawn;
 use crate::ids::PluginName;
-use crate::plugins::loader;
+use crate::plugins::loader::{self, PieceSink};
 use crate::process::signals::describe_exit;
 
 /// How long the plugin may take to load.
@@ -65,7 +65,7 @@ pub fn replay(crash_file: &Path, plugin: &Path, in_process: bool) -> (String, Ou
             let _ = spawned.socket.set_read_timeout(Some(wait));
             let head = frame::request(&crash.request, crash.deadline_ms);
             match frame::send(&mut spawned.socket, &head, &crash.request.body) {
-                Ok(()) => first_message(&mut spawned.socket),
+                Ok(()) => answer_of(&mut spawned.socket),
                 Err(_) => None,
             }
         }
@@ -98,11 +98,11 @@ pub fn replay(crash_file: &Path, plugin: &Path, in_process: bool) -> (String, Ou
             );
             Outcome::NotReproduced
         }
-        Some(Message::Head(response, _)) => {
+        Some(Message::End(complete)) => {
+            let how = if complete { "whole" } else { "cut midway" };
             let _ = writeln!(
                 text,
-                "result: not reproduced: the plugin began a streamed answer ({})",
-                response.status
+                "result: not reproduced: the plugin streamed its answer ({how})"
             );
             Outcome::NotReproduced
         }
@@ -129,6 +129,21 @@ pub fn replay(crash_file: &Path, plugin: &Path, in_process: bool) -> (String, Ou
         );
     }
     (text, outcome)
+}
+
+/// How the executor ended the call: its answer, or for a streamed one its `End`; `None` if it
+/// died first (or sent nonsense).
+fn answer_of(socket: &mut std::os::unix::net::UnixStream) -> Option<Message> {
+    match first_message(socket)? {
+        Message::Head(..) => loop {
+            match first_message(socket)? {
+                Message::Piece(_) => {}
+                end @ Message::End(_) => return Some(end),
+                _ => return None,
+            }
+        },
+        message => Some(message),
+    }
 }
 
 /// What the crash file says, as the report's first lines.
@@ -173,7 +188,16 @@ fn run_here(crash: Crash, plugin: &Path, mut text: String) -> (String, Outcome) 
     let _ = writeln!(stdout, "{text}calling it in this process (--in-process)...");
     let _ = stdout.flush();
     text.clear();
-    match loaded.call(crash.request) {
+    let deadline = Duration::from_millis(crash.deadline_ms);
+    let mut tally = Tally::default();
+    match loaded.call(crash.request, deadline, &mut tally) {
+        Ok(_) if tally.started => {
+            let _ = writeln!(
+                text,
+                "result: not reproduced: the plugin streamed its answer ({} bytes)",
+                tally.bytes
+            );
+        }
         Ok(response) => {
             let _ = writeln!(
                 text,
@@ -190,4 +214,23 @@ fn run_here(crash: Crash, plugin: &Path, mut text: String) -> (String, Outcome) 
         }
     }
     (text, Outcome::NotReproduced)
+}
+
+/// `--in-process`: what a streamed answer came to.
+#[derive(Default)]
+struct Tally {
+    started: bool,
+    bytes: usize,
+}
+
+impl PieceSink for Tally {
+    fn start(&mut self, _head: &plugin_api::Response) -> bool {
+        self.started = true;
+        true
+    }
+
+    fn write(&mut self, piece: &[u8]) -> bool {
+        self.bytes += piece.len();
+        true
+    }
 }

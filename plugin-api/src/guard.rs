@@ -13,30 +13,11 @@ use abi_stable::library::RootModuleResult;
 use abi_stable::prefix_type::PrefixTypeTrait;
 use abi_stable::std_types::{RErr, ROk, ROption, RResult, RString};
 
+use crate::abi::{CallContext, PluginInfo, PluginModule, PluginModuleRef, PluginState};
+use crate::error::Error;
 use crate::message::{Request, Response};
-use crate::module::{PluginInfo, PluginModule, PluginModuleRef, PluginState};
-
-/// A handler plugin. Implement it for your plugin's state type and call
-/// [`export_plugin!`](crate::export_plugin) once with that type.
-///
-/// The state is built by [`init`](Plugin::init) once per loaded version of the library and
-/// shared by every call to [`handle`](Plugin::handle) (calls run one at a time by default, but
-/// the state must be `Sync` because the server may run a second lane).
-pub trait Plugin: Send + Sync + Sized + 'static {
-    /// One line saying what the plugin does (shown by `GET /-/plugins`).
-    const DESCRIPTION: &'static str;
-    /// How long one call may run, in milliseconds, if not the server's default.
-    const DEADLINE_MS: Option<u64> = None;
-    /// The largest request body accepted, in bytes, if lower than the server's `--max-body`.
-    const MAX_BODY: Option<u64> = None;
-
-    /// Builds the state once, when this version of the library is loaded (load a model here).
-    /// An `Err` refuses the version with the message in the server's log.
-    fn init() -> Result<Self, String>;
-
-    /// Answers one request.
-    fn handle(&self, request: Request) -> Response;
-}
+use crate::plugin::Plugin;
+use crate::stream::CallScope;
 
 /// The crate name and version of a plugin, recorded by `export_plugin!` where it is expanded.
 #[doc(hidden)]
@@ -57,6 +38,7 @@ fn module<P: Exported>() -> PluginModuleRef {
         init: init_shim::<P>,
         handle: handle_shim::<P>,
         drop_state: drop_state_shim::<P>,
+        call: call_shim::<P>,
     }
     .leak_into_prefix()
 }
@@ -79,23 +61,61 @@ extern "C" fn init_shim<P: Exported>() -> RResult<PluginState, RString> {
     }
 }
 
+/// The state `init_shim::<P>` made, as the plugin's type.
+///
+/// # Safety
+///
+/// `state` must come from `init_shim::<P>` of this same module (the host hands a state only
+/// to the module that made it) and not be dropped while the reference is used
+/// (`drop_state`'s contract). `P: Sync`, so a shared reference may be used from any thread.
+unsafe fn plugin_of<'a, P>(state: PluginState) -> &'a P {
+    // SAFETY: the caller's contract: `state.0` is a live `Box<P>`'s pointer.
+    unsafe { &*(state.0 as *const P) }
+}
+
+/// The whole answer of a call that may fail: an `Err` is answered with its status.
+fn answer<P: Plugin>(plugin: &P, request: Request) -> Response {
+    plugin
+        .try_handle(request)
+        .unwrap_or_else(Error::into_response)
+}
+
+/// `handle`: one request, answered whole (what a server older than `call` uses).
 extern "C" fn handle_shim<P: Exported>(
     state: PluginState,
     request: Request,
 ) -> RResult<Response, RString> {
-    // SAFETY: `state` was made by `init_shim::<P>` of this same module from a `Box<P>` (the
-    // host hands a state only to the module that made it) and is not dropped while a call runs
-    // (`drop_state`'s contract). `P: Sync`, so a shared reference may be used from any thread.
-    let plugin = unsafe { &*(state.0 as *const P) };
-    match catch_unwind(AssertUnwindSafe(|| plugin.handle(request))) {
+    // SAFETY: `handle`'s contract is `plugin_of`'s.
+    let plugin = unsafe { plugin_of::<P>(state) };
+    match catch_unwind(AssertUnwindSafe(|| answer(plugin, request))) {
         Ok(response) => ROk(response),
         Err(payload) => RErr(panic_message(&*payload).into()),
     }
 }
 
+/// `call`: one request with its context; the handler may stream through it.
+unsafe extern "C" fn call_shim<P: Exported>(
+    state: PluginState,
+    request: Request,
+    context: CallContext,
+) -> RResult<Response, RString> {
+    // SAFETY: `call`'s contract is `plugin_of`'s (and keeps `context.sink` valid meanwhile).
+    let plugin = unsafe { plugin_of::<P>(state) };
+    let scope = CallScope::enter(context.deadline_ms, context.sink);
+    let result = catch_unwind(AssertUnwindSafe(|| plugin.try_handle(request)));
+    match (result, scope.started()) {
+        (Ok(Ok(response)), _) => ROk(response),
+        (Ok(Err(error)), false) => ROk(error.into_response()),
+        (Ok(Err(error)), true) => {
+            RErr(format!("the handler failed after its answer started: {error}").into())
+        }
+        (Err(payload), _) => RErr(panic_message(&*payload).into()),
+    }
+}
+
 extern "C" fn drop_state_shim<P: Exported>(state: PluginState) {
-    // SAFETY: as in `handle_shim`, `state` came from `Box::into_raw(Box<P>)` in `init_shim::<P>`;
-    // the host drops each state at most once and only when no call is using it.
+    // SAFETY: `drop_state`'s contract: `state` came from `Box::into_raw(Box<P>)` in
+    // `init_shim::<P>`, is dropped at most once, and only when no call is using it.
     let plugin = unsafe { Box::from_raw(state.0 as *mut P) };
     // A panicking destructor must not cross the boundary; there is nothing to report it to.
     let _ = catch_unwind(AssertUnwindSafe(move || drop(plugin)));
@@ -137,7 +157,7 @@ macro_rules! export_plugin {
         pub static _1as_0lib_1header_0root_bmodule_bloader: $crate::__private::LibHeader =
             // SAFETY: the constructor returns the `PluginModuleRef` it names, as required.
             unsafe {
-                $crate::__private::LibHeader::from_constructor::<$crate::PluginModuleRef>(
+                $crate::__private::LibHeader::from_constructor::<$crate::abi::PluginModuleRef>(
                     $crate::__private::root_module_loader::<$plugin>,
                     $crate::__private::CheckTypeLayout::Yes,
                 )
@@ -148,6 +168,8 @@ macro_rules! export_plugin {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::abi::{StreamSink, StreamSinkFns};
+    use abi_stable::std_types::RSlice;
 
     #[test]
     fn exported_symbol_matches_abi_stable() {
@@ -188,5 +210,98 @@ mod tests {
             Some("boom 42".to_owned())
         );
         module.drop_state()(state);
+    }
+
+    /// Streams "a", "b", then fails when asked to.
+    struct Counter;
+    impl Plugin for Counter {
+        const DESCRIPTION: &'static str = "streams two pieces";
+        fn init() -> Result<Self, String> {
+            Ok(Counter)
+        }
+        fn try_handle(&self, request: Request) -> Result<Response, Error> {
+            assert!(request
+                .deadline()
+                .is_none_or(|left| left.as_millis() <= 5_000));
+            let mut out = crate::Stream::start(Response::status(201))?;
+            out.write("a")?;
+            out.write("")?;
+            out.write("b")?;
+            if request.query_param("fail").is_some() {
+                return Err(Error::new(500, "midway"));
+            }
+            out.finish()
+        }
+    }
+    impl Exported for Counter {
+        const CRATE_NAME: &'static str = "counter";
+        const CRATE_VERSION: &'static str = "0.0.1";
+    }
+
+    /// A host's sink that records what it is given.
+    #[derive(Default)]
+    struct Recorder {
+        head: Option<u16>,
+        pieces: Vec<Vec<u8>>,
+    }
+
+    unsafe extern "C" fn record_start(this: *mut (), head: &Response) -> bool {
+        // SAFETY: `this` is the test's `Recorder`, alive for the call.
+        let recorder = unsafe { &mut *(this as *mut Recorder) };
+        recorder.head = Some(head.status);
+        true
+    }
+
+    unsafe extern "C" fn record_write(this: *mut (), piece: RSlice<'_, u8>) -> bool {
+        // SAFETY: as in `record_start`.
+        let recorder = unsafe { &mut *(this as *mut Recorder) };
+        recorder.pieces.push(piece.to_vec());
+        true
+    }
+
+    fn call_counter(query: &str) -> (RResult<Response, RString>, Recorder) {
+        let module = module::<Counter>();
+        let ROk(state) = module.init()() else {
+            panic!("init failed")
+        };
+        let mut recorder = Recorder::default();
+        let fns = StreamSinkFns {
+            start: record_start,
+            write: record_write,
+        }
+        .leak_into_prefix();
+        let context = CallContext {
+            deadline_ms: 5_000,
+            sink: StreamSink {
+                this: &mut recorder as *mut Recorder as *mut (),
+                host: fns,
+            },
+        };
+        // SAFETY: `state` is this module's; `recorder` outlives the call.
+        let result = unsafe { module.call_with(state, Request::new("GET", query), context) };
+        module.drop_state()(state);
+        (result, recorder)
+    }
+
+    #[test]
+    fn a_streamed_answer_reaches_the_sink_piece_by_piece() {
+        let (result, recorder) = call_counter("/");
+        assert!(result.is_ok());
+        assert_eq!(recorder.head, Some(201));
+        assert_eq!(
+            recorder.pieces,
+            [b"a".to_vec(), b"b".to_vec()],
+            "no empty piece"
+        );
+        let (result, recorder) = call_counter("/?fail");
+        let why = result.into_result().err().map(RString::into_string);
+        assert_eq!(
+            why.as_deref(),
+            Some("the handler failed after its answer started: 500 midway")
+        );
+        assert_eq!(recorder.pieces.len(), 2);
+        // Outside a call, the same handler answers whole.
+        let whole = Counter.handle(Request::new("GET", "/"));
+        assert_eq!((whole.status, whole.body_str()), (201, Some("ab")));
     }
 }

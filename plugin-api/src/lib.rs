@@ -27,7 +27,7 @@
 //! `src/lib.rs`:
 //!
 //! ```
-//! use plugin_api::{export_plugin, Plugin, Request, Response};
+//! use plugin_api::{export_plugin, Error, OrStatus, Plugin, Request, Response};
 //!
 //! /// The state, built once per loaded version by `init`.
 //! pub struct Shout {
@@ -42,21 +42,21 @@
 //!         Ok(Shout { calls: 0.into() })
 //!     }
 //!
-//!     fn handle(&self, request: Request) -> Response {
+//!     fn try_handle(&self, request: Request) -> Result<Response, Error> {
 //!         self.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-//!         match request.body_str() {
-//!             Some(text) => Response::text(text.to_uppercase()),
-//!             None => Response::bad_request("send UTF-8 text\n"),
-//!         }
+//!         let text = request.body_str().or_status(400, "send UTF-8 text")?;
+//!         Ok(Response::text(text.to_uppercase()))
 //!     }
 //! }
 //!
 //! export_plugin!(Shout);
 //!
 //! // A plugin's own tests call the handler directly: no server, no .so.
-//! let shout = Shout::init().unwrap();
-//! let response = shout.handle(Request::new("POST", "/").with_body("hi"));
+//! let shout = plugin_api::testing::init::<Shout>().unwrap();
+//! let response = plugin_api::testing::call(&shout, Request::new("POST", "/").with_body("hi"));
 //! assert_eq!(response.body_str(), Some("HI"));
+//! let refused = plugin_api::testing::call(&shout, Request::new("POST", "/").with_body(vec![0xff]));
+//! assert_eq!((refused.status, refused.body_str()), (400, Some("send UTF-8 text\n")));
 //! ```
 //!
 //! Then `cargo build --release`, copy `target/release/libshout.so` into `plugins/`, and
@@ -82,7 +82,8 @@
 //!   open files, build tables there. An `Err`, a panic, a crash, or an `init` slower than the
 //!   server's `--init-timeout` refuses the version (one log line; the previous version keeps
 //!   serving).
-//! - **Calls.** [`Plugin::handle`] gets `&self` and one [`Request`] at a time: an executor runs
+//! - **Calls.** [`Plugin::try_handle`] (or, in plugins written before it, [`Plugin::handle`])
+//!   gets `&self` and one [`Request`] at a time: an executor runs
 //!   one call at a time. With `--lanes N` the server may start up to N executors of the same
 //!   version, each with its own `init` and state (so state is per process, not shared).
 //!   `Sync` is still required: the bound keeps the contract open for in-process lanes.
@@ -96,8 +97,26 @@
 //! A call has `DEADLINE_MS` (else the server's `--deadline`). Past it the client gets 504 and
 //! the executor's whole process group is killed (your code stops at once, whatever it was
 //! doing); a fresh executor starts and runs `init` again before the next call. Keep `init`
-//! cheap to repeat, or keep calls well inside their deadline. Threads you spawn live as long as
-//! the executor process.
+//! cheap to repeat, or keep calls well inside their deadline: [`Request::deadline`] says how
+//! long the call has left, so a long loop can stop in time and answer what it has. Threads you
+//! spawn live as long as the executor process.
+//!
+//! # Errors and `?`
+//!
+//! [`Plugin::try_handle`] returns `Result<Response, Error>`. `?` on any standard error answers
+//! 500 with its message; [`Error::new`] and [`OrStatus::or_status`] (on an `Option` or a
+//! `Result`) choose the status: `request.body_str().or_status(400, "send UTF-8 text")?`.
+//!
+//! # Streamed answers
+//!
+//! [`Stream::start`] sends the head at once; each [`Stream::write`] reaches the client as it is
+//! made (chunked for HTTP/1.1, close-delimited for HTTP/1.0), held back while the client is
+//! slower than the plugin (the write waits: that is the backpressure). Return what
+//! [`Stream::finish`] gives. An `Err` or a panic after the first piece cuts the answer: the
+//! client sees it end early (no last chunk), never a whole-looking one. The call's deadline
+//! covers the whole stream; past it the answer is cut and the executor stopped.
+//! `plugins/tokens` in the repository generates text token by token this way. In a plugin's
+//! own tests (and on a server older than 0.1.1) the pieces are collected into one response.
 //!
 //! # Crashes and output
 //!
@@ -140,11 +159,12 @@
 //!
 //! # The rules of the boundary
 //!
-//! - Only `StableAbi` types cross: [`Request`], [`Response`], [`PluginInfo`] and the
-//!   `abi_stable` `R*` types they are made of. Use the accessors and builders
+//! - Only `StableAbi` types cross: [`Request`], [`Response`], the plugin's metadata and the
+//!   `abi_stable` `R*` types they are made of (the module itself is in the doc-hidden `abi`
+//!   module: only `export_plugin!` and the server's loader name it). Use the accessors and builders
 //!   ([`Request::header`], [`Response::text`], ...) rather than the fields' `R*` types.
 //! - Panics never cross. Every exported function runs your code under `catch_unwind`; a panic in
-//!   `handle` becomes a 500 that names the plugin, a panic in `init` refuses that version. Build
+//!   `try_handle` becomes a 500 that names the plugin, a panic in `init` refuses that version. Build
 //!   with `panic = "unwind"` (with `abort`, a panic kills the whole server process).
 //! - A loaded library is never unloaded: a replaced version stays mapped, and its state is
 //!   dropped only once no call uses it. Do not rely on being unloaded.
@@ -155,33 +175,59 @@
 //! - Do not rely on being unloaded (`Drop` of statics never runs), on global state shared with
 //!   other plugins, or on the current directory.
 //!
-//! # Versioning: which changes to this crate are compatible
+//! # Versioning: which servers load which plugins
 //!
-//! The server refuses a plugin whose `plugin-api` is incompatible with its own: abi_stable
-//! compares the root module's type layout and this crate's version (for `0.x`, a minor bump is
-//! breaking; for `1.x` and later, only a major bump).
+//! This crate's version is the plugin interface's, not the server's (it moves on its own).
+//! The rule a plugin author can rely on:
 //!
-//! - Compatible: adding a field to [`PluginModule`] *after* the field marked
-//!   `#[sabi(last_prefix_field)]` (`drop_state`). An older plugin lacks it; the host must check
-//!   for it (its accessor returns `Option` for such fields) before calling it.
-//!   Move the marker to the new last field only in a breaking release.
-//! - Compatible: new builder or accessor methods (they do not cross the boundary).
-//! - Breaking: any change to [`Request`], [`Response`], [`Header`] or [`PluginInfo`] (they are
-//!   passed by value), or to a prefix field's type. Bump the version accordingly.
+//! - **A server loads every plugin built against a `plugin-api` of the same `0.minor` line**,
+//!   older or newer than its own: today, any 0.1.x in any server built with 0.1.x. A plugin
+//!   built against a newer 0.1.x than the server's gets only what that server knows (an
+//!   0.1.0 server answers a [`Stream`]ed answer whole and has no [`Request::deadline`]); a
+//!   plugin built against an older one gets what it was built for (0.1.0 plugins answer
+//!   whole, as they always did).
+//! - **A different `0.minor` (0.2) or major is refused at load** with a message saying to
+//!   rebuild: abi_stable compares this crate's version in the layout of every type that
+//!   crosses. `fiddler-crab check` gives the verdict before you deploy.
+//!
+//! What each version added: 0.1.0 the interface; 0.1.1 `try_handle` and [`Error`], streamed
+//! answers, `Request::deadline`, and the author helpers (none of which changed a type that
+//! crosses the boundary; the module grew a `call` function after its last prefix field).
+//!
+//! For whoever changes this crate:
+//!
+//! - Compatible (a patch release): a function added to the module after `call`, with a view
+//!   of the module for the versions in between (abi_stable refuses a host that expects more
+//!   fields than a library has, so the loader checks each view in turn; see the `abi` module),
+//!   and any method or type that does not cross.
+//! - Breaking (the next `0.minor`): any change to [`Request`], [`Response`], [`Header`], the
+//!   plugin metadata or an existing function's type, `unsafe` qualifier included.
+//!
+//! # Migrating from 0.1.0
+//!
+//! Nothing is required: a plugin that implements `handle` builds and runs as before. To use
+//! `?`, rename `handle` to `try_handle` and return `Ok(response)`. The module types
+//! (`PluginModule`, `PluginState`, `PluginInfo`) moved from the crate root to the doc-hidden
+//! `abi` module; only a host names them.
 
 #![deny(missing_docs)]
 
+#[doc(hidden)]
+pub mod abi;
+mod error;
 mod guard;
 mod message;
-mod module;
+mod plugin;
 mod runner;
+mod stream;
 pub mod testing;
 mod text;
 
-pub use guard::Plugin;
+pub use error::{Error, OrStatus};
 pub use message::{Header, IntoBody, Request, Response};
-pub use module::{PluginInfo, PluginModule, PluginModuleRef, PluginState};
+pub use plugin::Plugin;
 pub use runner::{Output, Program, RunError};
+pub use stream::Stream;
 pub use text::{json_string, percent_decode, JsonObject};
 
 /// The abi_stable types that appear in [`Request`] and [`Response`].

@@ -166,6 +166,13 @@ impl Request {
             .filter_map(Header::value_str)
     }
 
+    /// How long the call serving this request may still run before the server gives up on it
+    /// (answers 504 and stops the plugin): check it in long loops, or size work to fit.
+    /// `None` outside the server (a plugin's own tests) and on servers older than 0.1.1.
+    pub fn deadline(&self) -> Option<std::time::Duration> {
+        crate::stream::time_left()
+    }
+
     /// Every `key=value` pair of the query string, in order, not percent-decoded.
     pub fn query_pairs(&self) -> impl Iterator<Item = (&str, &str)> {
         self.query

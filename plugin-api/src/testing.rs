@@ -14,10 +14,12 @@ pub fn init<P: Plugin>() -> Result<P, String> {
     }
 }
 
-/// Calls the handler as the server does; a panic answers 500 like in the server.
+/// Calls the handler as the server does: an `Err` is answered with its status, a panic with
+/// 500, and a streamed answer arrives whole.
 pub fn call<P: Plugin>(plugin: &P, request: Request) -> Response {
-    match catch_unwind(AssertUnwindSafe(|| plugin.handle(request))) {
-        Ok(response) => response,
+    match catch_unwind(AssertUnwindSafe(|| plugin.try_handle(request))) {
+        Ok(Ok(response)) => response,
+        Ok(Err(error)) => error.into_response(),
         Err(payload) => {
             Response::internal_error(format!("plugin panicked: {}\n", panic_message(&*payload)))
         }

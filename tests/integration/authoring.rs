@@ -129,8 +129,11 @@ fn new_writes_a_crate_that_tests_builds_and_serves() {
     let server = Server::start_over(Scheme::Http, &[], &[]);
     std::fs::copy(&library, server.plugins_dir.join("libgreeter.so")).expect("drop it in");
     wait_until("the new plugin to answer", Duration::from_secs(10), || {
-        (server.post("/greeter", b"crab").text() == "Hello, crab!\n").then_some(())
+        (server.post("/greeter", b"crab").text() == r#"{"greeting":"Hello, crab!","length":4}"#)
+            .then_some(())
     });
+    // The template's `?` path: a binary body is its 400.
+    assert_eq!(server.post("/greeter", &[0xff, 0xfe]).status, 400);
 
     let refused = fiddler(&["new", "Bad-Name", "--dir", &work.0.to_string_lossy()]);
     assert!(!refused.status.success());

@@ -2,7 +2,7 @@
 
 use std::fs;
 
-use crate::support::{plugin_library, Scheme, Server, IO_DEADLINE};
+use crate::support::{legacy_plugin_library, plugin_library, Scheme, Server, IO_DEADLINE};
 
 #[test]
 fn broken_and_incompatible_files_are_refused_while_the_rest_serve() {
@@ -97,4 +97,20 @@ fn a_plugin_file_others_can_write_is_refused_until_fixed() {
     crate::support::wait_until("the fixed file to load", IO_DEADLINE, || {
         (server.post("/echo", b"fixed").text() == "fixed").then_some(())
     });
+}
+
+/// The compatibility rule in plugin-api's docs: a server loads plugins built against any
+/// plugin-api 0.1.x, older than its own included, without a rebuild.
+#[test]
+fn a_plugin_built_against_plugin_api_0_1_0_loads_and_answers() {
+    let legacy = legacy_plugin_library();
+    let server = Server::start_with(Scheme::Http, &[], &[], |dir| {
+        fs::copy(&legacy, dir.join("legacy.so")).expect("copy the legacy fixture");
+    });
+    let reply = server.post("/legacy", b"still here");
+    assert_eq!(reply.status, 200, "{}", server.log.join("\n"));
+    assert_eq!(reply.text(), "legacy still here");
+    assert_eq!(reply.header("x-built-with"), Some("plugin-api 0.1.0"));
+    let plugins = server.get("/-/plugins").text();
+    assert!(plugins.contains("plugin-api 0.1.0"), "{plugins}");
 }

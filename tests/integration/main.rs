@@ -17,6 +17,8 @@
 //! - `cgi`: executables in the plugins folder served as CGI programs.
 //! - `programs`: folders with a `serve` that stays up (standard-library Python, uvicorn): calls,
 //!   streaming, a killed program, a hung call, a swap under load, a program that never listens.
+//! - `streaming`: native plugins answering in pieces (before they finish; cut when stalled
+//!   past the deadline or failing midway), `?` in handlers, a call's time left.
 //! - `conformance`: RFC 9110/9112 rules as a table of raw inputs, statuses and closes.
 //! - `crashes`: segfault, abort, stack overflow, exit and hang cost one request; crash at load;
 //!   SIGTERM drains; SIGHUP restarts without losing a request.
@@ -37,6 +39,7 @@ mod overload;
 mod programs;
 mod serving;
 mod statuspage;
+mod streaming;
 mod support;
 #[cfg(feature = "tls")]
 mod tls;

@@ -64,6 +64,33 @@ pub fn plugin_library(crate_name: &str) -> PathBuf {
         })
 }
 
+/// The `legacy` fixture plugin: built against the previous plugin-api (0.1.0, frozen under
+/// tests/fixtures/legacy), in a workspace of its own, so it is built here (once per test run,
+/// offline, into target/legacy-plugin) rather than by `cargo test --workspace`.
+pub fn legacy_plugin_library() -> PathBuf {
+    static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let target = root.join("target").join("legacy-plugin");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let output = Command::new(cargo)
+            .args(["build", "--offline", "--quiet", "--manifest-path"])
+            .arg(root.join("tests/fixtures/legacy/Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target)
+            .output()
+            .map_err(|e| format!("cannot run cargo: {e}"))?;
+        if !output.status.success() {
+            return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+        }
+        Ok(target.join("debug").join("liblegacy.so"))
+    });
+    match built {
+        Ok(path) => path.clone(),
+        Err(why) => panic!("building the legacy fixture failed:\n{why}"),
+    }
+}
+
 /// Which listener a test talks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scheme {

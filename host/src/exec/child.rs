@@ -24,7 +24,7 @@ use crate::exec::spawn::EXECUTOR_FD;
 use crate::ids::HandlerKind;
 use crate::ids::PluginName;
 use crate::plugins::cgi::{self, CgiProgram};
-use crate::plugins::loader::{self, LoadError, LoadedPlugin};
+use crate::plugins::loader::{self, LoadError, LoadedPlugin, PieceSink};
 use crate::plugins::version::HandlerMeta;
 
 /// What an executor process raises its OOM score by: the kernel's OOM killer picks the
@@ -161,16 +161,18 @@ fn serve(socket: &mut UnixStream, handler: &mut Handler) -> i32 {
                 eprintln!("executor: the worker sent a frame other than a request; exiting");
                 return EXIT_PROTOCOL;
             };
+            let deadline = Duration::from_millis(deadline_ms);
             let written = match handler {
                 Handler::Program(program, proxy) => {
                     proxy.call(&request, socket, &|| program.exit_if_gone())
                 }
-                _ => match call(handler, request, Duration::from_millis(deadline_ms)) {
-                    Ok(response) => {
-                        frame::send(socket, &frame::response(&response), &response.body)
-                    }
-                    Err(why) => frame::send(socket, &frame::panicked(&why), &[]),
-                },
+                Handler::Native(plugin) => call_native(plugin, request, deadline, socket),
+                Handler::Cgi(program) => {
+                    let result =
+                        catch_unwind(AssertUnwindSafe(|| cgi::call(program, request, deadline)))
+                            .map_err(|_| HOST_PANIC.to_owned());
+                    send_whole(socket, result)
+                }
             };
             if written.is_err() {
                 return 0;
@@ -179,12 +181,82 @@ fn serve(socket: &mut UnixStream, handler: &mut Handler) -> i32 {
     }
 }
 
-/// One call, with the host side's own `catch_unwind`.
-fn call(handler: &Handler, request: Request, deadline: Duration) -> Result<Response, String> {
-    catch_unwind(AssertUnwindSafe(|| match handler {
-        Handler::Native(plugin) => plugin.call(request),
-        Handler::Cgi(program) => Ok(cgi::call(program, request, deadline)),
-        Handler::Program(..) => Err("a program is called through its proxy".to_owned()),
+/// What a call answers when the host's own side of it panicked.
+const HOST_PANIC: &str = "the host side of the call panicked";
+
+/// One call of a native plugin, with the host side's own `catch_unwind`: a whole answer is one
+/// frame; a streamed one goes out as it is made (`Head`, `Piece`s) and ends with `End`, cut
+/// (`End(false)`) if the handler failed midway.
+fn call_native(
+    plugin: &LoadedPlugin,
+    request: Request,
+    deadline: Duration,
+    socket: &mut UnixStream,
+) -> io::Result<()> {
+    let mut sink = FrameSink {
+        socket,
+        started: false,
+        broken: false,
+    };
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        plugin.call(request, deadline, &mut sink)
     }))
-    .unwrap_or_else(|_| Err("the host side of the call panicked".to_owned()))
+    .unwrap_or_else(|_| Err(HOST_PANIC.to_owned()));
+    if sink.broken {
+        return Err(io::ErrorKind::BrokenPipe.into());
+    }
+    if !sink.started {
+        return send_whole(sink.socket, result);
+    }
+    if let Err(why) = &result {
+        // The executor's stderr is the plugin's log: one line, with its route in front.
+        eprintln!("{why}; its streamed answer was cut");
+    }
+    frame::send(sink.socket, &frame::end(result.is_ok()), &[])
+}
+
+/// A whole answer, or the panic that stood in for it.
+fn send_whole(socket: &mut UnixStream, result: Result<Response, String>) -> io::Result<()> {
+    match result {
+        Ok(response) => frame::send(socket, &frame::response(&response), &response.body),
+        Err(why) => frame::send(socket, &frame::panicked(&why), &[]),
+    }
+}
+
+/// A native plugin's streamed answer, written to the worker as frames as it is made. The
+/// write blocks while the worker holds back (its client is slow): that is the backpressure.
+struct FrameSink<'a> {
+    socket: &'a mut UnixStream,
+    started: bool,
+    /// A write to the worker failed: it is gone or retired us.
+    broken: bool,
+}
+
+impl PieceSink for FrameSink<'_> {
+    fn start(&mut self, head: &Response) -> bool {
+        if !(200..=999).contains(&head.status) {
+            eprintln!(
+                "a streamed answer must start with a status in 200..=999, not {}",
+                head.status
+            );
+            return false;
+        }
+        self.started = true;
+        let sent = frame::send(self.socket, &frame::stream_head(head, None), &[]);
+        self.sent(sent)
+    }
+
+    fn write(&mut self, piece: &[u8]) -> bool {
+        piece.chunks(frame::MAX_PIECE).all(|part| {
+            let sent = frame::send(self.socket, &frame::piece(part.len()), part);
+            self.sent(sent)
+        })
+    }
+}
+
+impl FrameSink<'_> {
+    fn sent(&mut self, result: io::Result<()>) -> bool {
+        self.broken |= result.is_err();
+        !self.broken
+    }
 }

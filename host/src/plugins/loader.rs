@@ -7,10 +7,19 @@
 //! libraries really go away with their process.
 
 use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
+use std::sync::OnceLock;
+use std::time::Duration;
 
 use abi_stable::library::{lib_header_from_path, LibraryError, RootModuleError};
-use plugin_api::{PluginModuleRef, PluginState, Request, Response};
+use abi_stable::prefix_type::PrefixTypeTrait;
+use abi_stable::std_types::RSlice;
+use plugin_api::abi::{
+    baseline, CallContext, PluginModuleRef, PluginState, StreamSink, StreamSinkFns,
+    StreamSinkFnsRef,
+};
+use plugin_api::{Request, Response};
 
 use crate::plugins::version::HandlerMeta;
 
@@ -18,25 +27,97 @@ use crate::plugins::version::HandlerMeta;
 pub struct LoadedPlugin {
     /// What it says about itself.
     pub meta: HandlerMeta,
-    module: PluginModuleRef,
+    /// The functions every plugin has.
+    module: baseline::PluginModuleRef,
+    /// The same module with the later fields, when it was built with plugin-api 0.1.1 or
+    /// later (`None` for 0.1.0).
+    extended: Option<PluginModuleRef>,
     /// Invariant: made by this `module`'s `init`, dropped only by `Drop` below.
     state: PluginState,
 }
 
+/// Where the pieces of a call's streamed answer go, on the host's side.
+pub trait PieceSink {
+    /// The answer starts with this head; `false` if it cannot be taken (the plugin stops).
+    fn start(&mut self, head: &Response) -> bool;
+    /// One piece of its body; `false` as for `start`.
+    fn write(&mut self, piece: &[u8]) -> bool;
+}
+
 impl LoadedPlugin {
-    /// Calls the plugin's handler. `Err` carries the message of a panic caught in the plugin.
-    pub fn call(&self, request: Request) -> Result<Response, String> {
-        (self.module.handle())(self.state, request)
-            .into_result()
-            .map_err(|why| why.into_string())
+    /// Calls the plugin's handler with `deadline` to run in; a streamed answer goes to `sink`
+    /// (a plugin built before 0.1.1 answers whole). `Ok` is the answer (meaningless once the
+    /// sink was started: what was streamed is the answer); `Err` carries the message of a
+    /// panic caught in the plugin or, after a start, of a handler that failed midway.
+    pub fn call(
+        &self,
+        request: Request,
+        deadline: Duration,
+        sink: &mut dyn PieceSink,
+    ) -> Result<Response, String> {
+        let result = match self.extended {
+            Some(module) => {
+                let mut sink = sink;
+                let context = CallContext {
+                    deadline_ms: u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX),
+                    sink: StreamSink {
+                        this: &mut sink as *mut &mut dyn PieceSink as *mut (),
+                        host: sink_fns(),
+                    },
+                };
+                // SAFETY: `self.state` was made by this module's `init` and is dropped only in
+                // `Drop` (never while `&self` is borrowed for a call); `context.sink.this`
+                // points at `sink`, which lives on this frame until `call` returns.
+                unsafe { module.call_with(self.state, request, context) }
+            }
+            // SAFETY: as above.
+            None => unsafe { self.module.handle_whole(self.state, request) },
+        };
+        result.into_result().map_err(|why| why.into_string())
     }
 }
 
 impl Drop for LoadedPlugin {
     fn drop(&mut self) {
-        // The executor calls one request at a time, so no call is using the state now.
-        (self.module.drop_state())(self.state);
+        // SAFETY: the state is this module's, and this is its only drop; the executor calls
+        // one request at a time through `&self`, so no call is using it now.
+        unsafe { self.module.drop_state_of(self.state) };
     }
+}
+
+/// The functions of every [`StreamSink`] the host hands out (made once).
+fn sink_fns() -> StreamSinkFnsRef {
+    static FNS: OnceLock<StreamSinkFnsRef> = OnceLock::new();
+    *FNS.get_or_init(|| {
+        StreamSinkFns {
+            start: sink_start,
+            write: sink_write,
+        }
+        .leak_into_prefix()
+    })
+}
+
+/// The host's `PieceSink` behind a sink's `this`.
+///
+/// # Safety
+///
+/// `this` must be the `&mut &mut dyn PieceSink` that `LoadedPlugin::call` made, during that
+/// call (the plugin calls back only from inside it).
+unsafe fn piece_sink<'a>(this: *mut ()) -> &'a mut dyn PieceSink {
+    // SAFETY: the caller's contract.
+    unsafe { &mut **(this as *mut &mut dyn PieceSink) }
+}
+
+unsafe extern "C" fn sink_start(this: *mut (), head: &Response) -> bool {
+    // SAFETY: the plugin passes back the `this` of the sink it was given, during its call.
+    let sink = unsafe { piece_sink(this) };
+    catch_unwind(AssertUnwindSafe(|| sink.start(head))).unwrap_or(false)
+}
+
+unsafe extern "C" fn sink_write(this: *mut (), piece: RSlice<'_, u8>) -> bool {
+    // SAFETY: as in `sink_start`.
+    let sink = unsafe { piece_sink(this) };
+    catch_unwind(AssertUnwindSafe(|| sink.write(piece.as_slice()))).unwrap_or(false)
 }
 
 impl fmt::Debug for LoadedPlugin {
@@ -73,14 +154,21 @@ impl fmt::Display for LoadError {
 impl std::error::Error for LoadError {}
 
 /// Loads the library at `path`: dlopen, layout check, metadata, `init`.
+///
+/// The layout is checked twice (abi_stable admits a library with more fields than the host
+/// expects, never fewer): against the 0.1.0 fields every plugin must have, then against the
+/// full module, which only plugins built with 0.1.1 or later pass.
 pub fn load(path: &Path) -> Result<LoadedPlugin, LoadError> {
-    let module = lib_header_from_path(path)
-        .and_then(|header| header.init_root_module::<PluginModuleRef>())
-        .map_err(|e| LoadError::Library {
-            plain: explain(&e),
-            detail: e.to_string(),
-        })?;
-    let info = (module.info())();
+    let refused = |e: LibraryError| LoadError::Library {
+        plain: explain(&e),
+        detail: e.to_string(),
+    };
+    let header = lib_header_from_path(path).map_err(refused)?;
+    let module = header
+        .init_root_module::<baseline::PluginModuleRef>()
+        .map_err(refused)?;
+    let extended = header.check_layout::<PluginModuleRef>().ok();
+    let info = module.plugin_info();
     let meta = HandlerMeta {
         crate_name: info.name.into_string(),
         version: info.version.into_string(),
@@ -88,12 +176,14 @@ pub fn load(path: &Path) -> Result<LoadedPlugin, LoadError> {
         deadline_ms: info.deadline_ms.into_option(),
         max_body: info.max_body.into_option(),
     };
-    let state = (module.init())()
+    let state = module
+        .new_state()
         .into_result()
         .map_err(|why| LoadError::Init(why.into_string()))?;
     Ok(LoadedPlugin {
         meta,
         module,
+        extended,
         state,
     })
 }

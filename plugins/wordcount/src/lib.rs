@@ -1,6 +1,6 @@
 //! Example plugin `wordcount`: counts the words of the posted text, with state built at load.
 //!
-//! Shows `init`: the state (a stop-word set standing in for a model, and a running total) is
+//! Shows `init` and a fallible handler (`try_handle`, `?` answering 400): the state (a stop-word set standing in for a model, and a running total) is
 //! built once per loaded version and shared by every call. A swapped-in version starts from a
 //! fresh `init`, so its running total starts at zero again.
 //!
@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use plugin_api::{export_plugin, Plugin, Request, Response};
+use plugin_api::{export_plugin, Error, OrStatus, Plugin, Request, Response};
 
 const STOP_WORDS: &str =
     "a an and are as at be but by for from has have he her his i in is it its \
@@ -37,14 +37,17 @@ impl Plugin for WordCount {
         })
     }
 
-    fn handle(&self, request: Request) -> Response {
-        let Some(text) = request.body_str() else {
-            return Response::bad_request("the body must be UTF-8 text\n");
-        };
-        let top = match request.query_param("top").map(str::parse::<usize>) {
+    fn try_handle(&self, request: Request) -> Result<Response, Error> {
+        let text = request
+            .body_str()
+            .or_status(400, "the body must be UTF-8 text")?;
+        let top = match request.query_param("top") {
             None => 5,
-            Some(Ok(n)) if n <= 100 => n,
-            Some(_) => return Response::bad_request("top must be a number from 0 to 100\n"),
+            Some(n) => n
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n <= 100)
+                .or_status(400, "top must be a number from 0 to 100")?,
         };
         let mut counts: HashMap<String, u64> = HashMap::new();
         let mut words = 0u64;
@@ -71,7 +74,7 @@ impl Plugin for WordCount {
             let _ = write!(json, "{comma}[\"{word}\",{count}]");
         }
         let _ = write!(json, "],\"seen_by_this_version\":{seen}}}");
-        Response::json(json)
+        Ok(Response::json(json))
     }
 }
 

@@ -1,0 +1,190 @@
+//! The call a handler is serving, as the plugin's side sees it (its deadline and where a
+//! streamed answer goes), and [`Stream`], the writer that sends an answer in pieces.
+//!
+//! The context lives in a thread-local set by the `call` shim for the length of one call, so
+//! [`Request::deadline`](crate::Request::deadline) and [`Stream::start`] need no argument.
+//! Outside a call (a plugin's own tests, or a server older than streaming) there is no context:
+//! there is no deadline to report, and a [`Stream`] collects its pieces into one whole
+//! [`Response`], so the same handler works everywhere.
+
+use std::cell::Cell;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use abi_stable::std_types::RSlice;
+
+use crate::abi::StreamSink;
+use crate::error::Error;
+use crate::message::Response;
+
+/// The call this thread is serving.
+#[derive(Clone, Copy)]
+struct Current {
+    /// Tells one call from the next, so a [`Stream`] kept past its call is refused.
+    id: u64,
+    deadline: Instant,
+    sink: StreamSink,
+    started: bool,
+}
+
+thread_local! {
+    static CURRENT: Cell<Option<Current>> = const { Cell::new(None) };
+}
+
+/// While alive, this thread is serving one call (the `call` shim holds it).
+pub(crate) struct CallScope {
+    outer: Option<Current>,
+}
+
+impl CallScope {
+    /// Enters a call that may run for `deadline_ms` from now and streams through `sink`.
+    pub(crate) fn enter(deadline_ms: u64, sink: StreamSink) -> CallScope {
+        static CALLS: AtomicU64 = AtomicU64::new(0);
+        let current = Current {
+            id: CALLS.fetch_add(1, Ordering::Relaxed),
+            deadline: Instant::now() + Duration::from_millis(deadline_ms),
+            sink,
+            started: false,
+        };
+        CallScope {
+            outer: CURRENT.with(|c| c.replace(Some(current))),
+        }
+    }
+
+    /// Whether the handler started a streamed answer in this call.
+    pub(crate) fn started(&self) -> bool {
+        CURRENT.with(|c| c.get().is_some_and(|current| current.started))
+    }
+}
+
+impl Drop for CallScope {
+    fn drop(&mut self) {
+        CURRENT.with(|c| c.set(self.outer));
+    }
+}
+
+/// How long the call this thread is serving may still run; `None` outside a call.
+pub(crate) fn time_left() -> Option<Duration> {
+    CURRENT
+        .with(|c| c.get())
+        .map(|current| current.deadline.saturating_duration_since(Instant::now()))
+}
+
+/// An answer sent in pieces: the client gets each [`write`](Stream::write) as it is made
+/// (HTTP/1.1 chunked), not the whole body at the end. For a model that generates tokens, a
+/// long report, server-sent events.
+///
+/// ```
+/// use plugin_api::{Error, Request, Response, Stream};
+///
+/// fn count(request: &Request) -> Result<Response, Error> {
+///     let mut out = Stream::start(Response::status(200).with_content_type("text/plain"))?;
+///     for n in 1..=3 {
+///         out.write(format!("{n}\n"))?; // Err once the answer cannot go on: stop
+///     }
+///     out.finish()
+/// }
+///
+/// // Outside the server (here, a test) the pieces are collected into one response.
+/// let whole = count(&Request::new("GET", "/")).unwrap();
+/// assert_eq!(whole.body_str(), Some("1\n2\n3\n"));
+/// ```
+///
+/// Return what [`finish`](Stream::finish) gives. Returning an `Err` after the first piece cuts
+/// the answer (the client sees it end early, never a whole-looking answer); so does a panic.
+/// The call's deadline covers the whole stream: past it the server ends the answer and stops
+/// the plugin. A `Stream` belongs to the call and thread that started it.
+pub struct Stream {
+    to: Destination,
+    /// Not `Send`: the pieces go through this thread's call.
+    _call_thread: PhantomData<*const ()>,
+}
+
+enum Destination {
+    /// The server, piece by piece.
+    Host { call: u64, sink: StreamSink },
+    /// No server streaming here: the head, with the pieces appended to its body.
+    Collect(Response),
+}
+
+impl Stream {
+    /// Starts the answer with `head`'s status and headers (its body, if any, is sent first).
+    /// `Err` if this call's answer has already started, or the server can no longer take it.
+    pub fn start(head: Response) -> Result<Stream, Error> {
+        let Some(mut current) = CURRENT.with(|c| c.get()) else {
+            return Ok(Stream::collecting(head));
+        };
+        if current.started {
+            return Err(Error::new(500, "this call's answer has already started"));
+        }
+        current.started = true;
+        CURRENT.with(|c| c.set(Some(current)));
+        let sink = current.sink;
+        let body = head.body.to_vec();
+        let head = head.with_body(Vec::new());
+        // SAFETY: `sink` is the current call's (the `call` shim set it, and the host keeps it
+        // valid until that call returns; we are inside it, on its thread).
+        if !unsafe { (sink.host.start())(sink.this, &head) } {
+            return Err(gone());
+        }
+        let mut stream = Stream {
+            to: Destination::Host {
+                call: current.id,
+                sink,
+            },
+            _call_thread: PhantomData,
+        };
+        stream.write(body)?;
+        Ok(stream)
+    }
+
+    fn collecting(head: Response) -> Stream {
+        Stream {
+            to: Destination::Collect(head),
+            _call_thread: PhantomData,
+        }
+    }
+
+    /// Sends `piece` now. `Err` when the answer cannot go on (the server is gone, or this
+    /// `Stream` outlived its call): stop producing and return.
+    pub fn write(&mut self, piece: impl AsRef<[u8]>) -> Result<(), Error> {
+        let piece = piece.as_ref();
+        match &mut self.to {
+            Destination::Collect(response) => {
+                response.body.extend_from_slice(piece);
+                Ok(())
+            }
+            Destination::Host { call, sink } => {
+                let live = CURRENT.with(|c| c.get()).is_some_and(|c| c.id == *call);
+                if !live {
+                    return Err(Error::new(500, "a Stream was used after its call ended"));
+                }
+                for part in piece.chunks(PIECE) {
+                    // SAFETY: as in `start`; `live` checked that its call is still running.
+                    if !unsafe { (sink.host.write())(sink.this, RSlice::from_slice(part)) } {
+                        return Err(gone());
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Ends the answer; return what it gives from the handler. (Outside the server, that is
+    /// the whole collected response.)
+    pub fn finish(self) -> Result<Response, Error> {
+        match self.to {
+            Destination::Collect(response) => Ok(response),
+            // The server ignores it: what was streamed is the answer.
+            Destination::Host { .. } => Ok(Response::status(200)),
+        }
+    }
+}
+
+/// The largest piece handed to the server at once (the executor protocol's bound is 1 MiB).
+const PIECE: usize = 256 * 1024;
+
+fn gone() -> Error {
+    Error::new(503, "the answer cannot go on: the server stopped taking it")
+}
