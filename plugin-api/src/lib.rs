@@ -144,7 +144,7 @@
 //! - Responses: [`Response::text`], [`Response::json`], [`Response::ok`] (bytes),
 //!   [`Response::error`] (any status with a text explanation) and the named ones;
 //!   [`Response::with_header`] adds a field, [`Response::set_header`] and
-//!   [`Response::with_content_type`] replace one.
+//!   [`Response::with_content_type`] replace one (`*_bytes` variants take a raw value).
 //! - Text: [`percent_decode`], [`json_string`] (a JSON string literal, escaped) and
 //!   [`JsonObject`] (one object, field by field) write JSON without a serializer crate.
 //!

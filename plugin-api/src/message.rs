@@ -260,10 +260,28 @@ impl Response {
         self
     }
 
+    /// This response with one more header whose value is raw bytes (HTTP allows octets that
+    /// are not UTF-8 in a value; CR, LF and NUL are still dropped by the host).
+    pub fn with_header_bytes(mut self, name: &str, value: &[u8]) -> Response {
+        self.headers.push(Header {
+            name: name.into(),
+            value: value.to_vec().into(),
+        });
+        self
+    }
+
     /// Sets a header, replacing every field of that name (case-insensitive) the response had.
     pub fn set_header(&mut self, name: &str, value: &str) {
+        self.set_header_bytes(name, value.as_bytes());
+    }
+
+    /// Sets a header to raw bytes, replacing every field of that name the response had.
+    pub fn set_header_bytes(&mut self, name: &str, value: &[u8]) {
         self.headers.retain(|h| !h.name.eq_ignore_ascii_case(name));
-        self.headers.push(Header::new(name, value));
+        self.headers.push(Header {
+            name: name.into(),
+            value: value.to_vec().into(),
+        });
     }
 
     /// This response with its `Content-Type` set to `value`, replacing any it had (builder
@@ -305,6 +323,16 @@ mod tests {
         let accepts: Vec<&str> = req.header_all("ACCEPT").collect();
         assert_eq!(accepts, ["text/html", "application/json"]);
         assert_eq!(Response::error(422, "bad\n").status, 422);
+    }
+
+    #[test]
+    fn binary_header_values_are_kept_byte_for_byte() {
+        let mut response = Response::text("x").with_header_bytes("X-Raw", &[0x80, b'a', 0xff]);
+        assert_eq!(response.headers[1].value.as_slice(), &[0x80, b'a', 0xff]);
+        assert_eq!(response.header("x-raw"), None, "not UTF-8, so not as text");
+        response.set_header_bytes("x-raw", b"plain");
+        assert_eq!(response.header("X-Raw"), Some("plain"));
+        assert_eq!(response.headers.len(), 2);
     }
 
     #[test]
