@@ -39,8 +39,12 @@ pub struct Config {
     pub queue_bytes: usize,
     /// The largest request body accepted.
     pub max_body: usize,
-    /// How many calls may run at once (each executor runs one at a time).
+    /// How many calls may run at once (each executor runs one at a time), in crab mode.
     pub lanes: usize,
+    /// Crab (serial, `lanes`) or jellyfish (the light decides).
+    pub mode: crate::jellyfish::Mode,
+    /// The jellyfish's lanes, batches, light thresholds and interval.
+    pub jellyfish: crate::jellyfish::JellyfishSettings,
     /// How long a plugin call may run unless the plugin sets its own deadline.
     pub deadline: Duration,
     /// How long a request may wait in the queue before it is dropped unrun.
@@ -98,6 +102,14 @@ impl Default for Config {
             queue_bytes: 64 << 20,
             max_body: 16 << 20,
             lanes: 1,
+            mode: crate::jellyfish::Mode::Crab,
+            jellyfish: crate::jellyfish::JellyfishSettings {
+                lanes_max: std::thread::available_parallelism().map_or(1, usize::from),
+                batch_max: 8,
+                thresholds: crate::jellyfish::light::Thresholds::default(),
+                interval: Duration::from_millis(500),
+                pinned: None,
+            },
             deadline: Duration::from_secs(30),
             queue_wait: Duration::from_secs(60),
             header_timeout: Duration::from_secs(10),
@@ -334,6 +346,136 @@ const SETTINGS: &[Setting] = &[
             Ok(())
         },
         show_default: |c| c.lanes.to_string(),
+    },
+    Setting {
+        flag: "--mode",
+        env: "FIDDLER_MODE",
+        value_name: "crab|jellyfish",
+        help: "crab: --lanes calls at once, in order; jellyfish: a light on CPU and memory \
+               pressure picks parallel lanes, batches or one lane",
+        set: |c, v| {
+            c.mode = match v {
+                "crab" => crate::jellyfish::Mode::Crab,
+                "jellyfish" => crate::jellyfish::Mode::Jellyfish,
+                _ => return Err("crab or jellyfish"),
+            };
+            Ok(())
+        },
+        show_default: |c| match c.mode {
+            crate::jellyfish::Mode::Crab => "crab".to_owned(),
+            crate::jellyfish::Mode::Jellyfish => "jellyfish".to_owned(),
+        },
+    },
+    Setting {
+        flag: "--lanes-max",
+        env: "FIDDLER_LANES_MAX",
+        value_name: "N",
+        help: "jellyfish: calls at once on green (half on yellow, one on red); a handler's \
+               own max_lanes caps its route",
+        set: |c, v| {
+            c.jellyfish.lanes_max = count(v, 1, 64)?;
+            Ok(())
+        },
+        show_default: |c| format!("{} (the CPUs)", c.jellyfish.lanes_max),
+    },
+    Setting {
+        flag: "--batch-max",
+        env: "FIDDLER_BATCH_MAX",
+        value_name: "N",
+        help: "jellyfish: queued requests handed in one call, on yellow, to a plugin that takes \
+               batches (its MAX_BATCH caps it)",
+        set: |c, v| {
+            c.jellyfish.batch_max = count(v, 1, 1024)?;
+            Ok(())
+        },
+        show_default: |c| c.jellyfish.batch_max.to_string(),
+    },
+    Setting {
+        flag: "--light",
+        env: "FIDDLER_LIGHT",
+        value_name: "auto|green|yellow|red",
+        help: "jellyfish: pin the light instead of reading the machine (auto)",
+        set: |c, v| {
+            c.jellyfish.pinned = match v {
+                "auto" => None,
+                _ => Some(
+                    crate::jellyfish::light::Color::parse(v).ok_or("auto, green, yellow or red")?,
+                ),
+            };
+            Ok(())
+        },
+        show_default: |c| c.jellyfish.pinned.map_or("auto", |l| l.name()).to_owned(),
+    },
+    Setting {
+        flag: "--light-interval",
+        env: "FIDDLER_LIGHT_INTERVAL",
+        value_name: "MS",
+        help: "jellyfish: how often the light is recomputed",
+        set: |c, v| {
+            c.jellyfish.interval = millis(v, 50)?;
+            Ok(())
+        },
+        show_default: |c| c.jellyfish.interval.as_millis().to_string(),
+    },
+    Setting {
+        flag: "--cpu-pressure",
+        env: "FIDDLER_CPU_PRESSURE",
+        value_name: "YELLOW,RED",
+        help: "jellyfish: CPU pressure (% of a window some task waited for a CPU) for yellow \
+               (with a queue building) and red",
+        set: |c, v| {
+            let (yellow, red) = percent_pair(v)?;
+            c.jellyfish.thresholds.cpu_yellow = yellow;
+            c.jellyfish.thresholds.cpu_red = red;
+            Ok(())
+        },
+        show_default: |c| {
+            show_pair(
+                c.jellyfish.thresholds.cpu_yellow,
+                c.jellyfish.thresholds.cpu_red,
+            )
+        },
+    },
+    Setting {
+        flag: "--memory-pressure",
+        env: "FIDDLER_MEMORY_PRESSURE",
+        value_name: "YELLOW,RED",
+        help: "jellyfish: memory pressure (% of a window some task waited for memory) for \
+               yellow (with a queue building) and red",
+        set: |c, v| {
+            let (yellow, red) = percent_pair(v)?;
+            c.jellyfish.thresholds.memory_yellow = yellow;
+            c.jellyfish.thresholds.memory_red = red;
+            Ok(())
+        },
+        show_default: |c| {
+            show_pair(
+                c.jellyfish.thresholds.memory_yellow,
+                c.jellyfish.thresholds.memory_red,
+            )
+        },
+    },
+    Setting {
+        flag: "--headroom",
+        env: "FIDDLER_HEADROOM",
+        value_name: "YELLOW,RED",
+        help: "jellyfish: memory still available (% of the cgroup limit, else of MemTotal) \
+               below which it turns yellow (with a queue building) and red",
+        set: |c, v| {
+            let (yellow, red) = percent_pair(v)?;
+            if red > yellow {
+                return Err("two percentages, the red one not above the yellow one");
+            }
+            c.jellyfish.thresholds.headroom_yellow = yellow;
+            c.jellyfish.thresholds.headroom_red = red;
+            Ok(())
+        },
+        show_default: |c| {
+            show_pair(
+                c.jellyfish.thresholds.headroom_yellow,
+                c.jellyfish.thresholds.headroom_red,
+            )
+        },
     },
     Setting {
         flag: "--deadline",
@@ -578,6 +720,21 @@ pub(crate) fn size(value: &str) -> Result<u64, &'static str> {
         .ok()
         .and_then(|n| n.checked_mul(unit))
         .ok_or("a byte count, optionally with K, M or G")
+}
+
+/// `YELLOW,RED` percentages (`25,90`) as shares; for pressures, red must not be below yellow.
+fn percent_pair(value: &str) -> Result<(f64, f64), &'static str> {
+    const WHAT: &str = "two percentages from 0 to 100, like 25,90";
+    let (yellow, red) = value.split_once(',').ok_or(WHAT)?;
+    let share = |p: &str| match p.trim().parse::<f64>() {
+        Ok(p) if (0.0..=100.0).contains(&p) => Ok(p / 100.0),
+        _ => Err(WHAT),
+    };
+    Ok((share(yellow)?, share(red)?))
+}
+
+fn show_pair(yellow: f64, red: f64) -> String {
+    format!("{},{}", yellow * 100.0, red * 100.0)
 }
 
 fn switch(value: &str) -> Result<bool, &'static str> {

@@ -33,6 +33,7 @@ pub mod exec;
 pub mod http;
 pub mod ids;
 pub mod intake;
+pub mod jellyfish;
 pub mod net;
 pub mod observe;
 pub mod plugins;
@@ -169,9 +170,25 @@ pub fn run(config: Config) -> Result<(), RunError> {
     watcher
         .spawn(LoopLink { changes, waker })
         .map_err(RunError::EventLoop)?;
+    let jellyfish = match config.mode {
+        jellyfish::Mode::Jellyfish => Some(jellyfish::Jellyfish::new(config.jellyfish)),
+        jellyfish::Mode::Crab => None,
+    };
+    if let Some(jellyfish) = &jellyfish {
+        info!(
+            "mode jellyfish: up to {} lane(s) on green, batches of up to {} on yellow; light \
+             every {} ms from {}",
+            config.jellyfish.lanes_max,
+            config.jellyfish.batch_max,
+            config.jellyfish.interval.as_millis(),
+            jellyfish.source()
+        );
+    }
     let pool = Pool::new(
         PoolSettings {
-            lanes: config.lanes,
+            lanes: jellyfish.as_ref().map_or(config.lanes, |j| j.lanes()),
+            mode: config.mode,
+            batch_max: jellyfish.as_ref().map_or(1, |j| j.batch_max()),
             deadline: config.deadline,
             init_timeout: config.init_timeout,
             memory_limit: config.executor_memory,
@@ -199,6 +216,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
             pressure_timeout: config.pressure_timeout,
             drain_timeout: config.drain_timeout,
         },
+        jellyfish,
     )
     .map_err(RunError::EventLoop)?;
     intake.install(versions);

@@ -49,10 +49,10 @@ pub use full::{PluginModule, PluginModuleRef};
 /// baseline view, and only the shims' tests use them here).
 #[allow(dead_code)]
 mod full {
-    use abi_stable::std_types::{RResult, RString};
+    use abi_stable::std_types::{RResult, RString, RVec};
     use abi_stable::StableAbi;
 
-    use super::{CallContext, PluginInfo, PluginState};
+    use super::{CallContext, Capacity, PluginInfo, PluginState};
     use crate::message::{Request, Response};
 
     /// The root module: the table of functions a plugin library exports, as this version of
@@ -91,6 +91,14 @@ mod full {
             request: Request,
             context: CallContext,
         ) -> RResult<Response, RString>,
+        /// Since 0.1.1.
+        pub(crate) capacity: extern "C" fn() -> Capacity,
+        /// Since 0.1.1.
+        pub(crate) call_batch: unsafe extern "C" fn(
+            state: PluginState,
+            requests: RVec<Request>,
+            context: CallContext,
+        ) -> RResult<RVec<Response>, RString>,
     }
 
     impl PluginModuleRef {
@@ -112,6 +120,29 @@ mod full {
         ) -> RResult<Response, RString> {
             // SAFETY: the caller's contract is the function's.
             unsafe { (self.call())(state, request, context) }
+        }
+
+        /// Since 0.1.1: how many calls the plugin may serve at once, and in one batch.
+        pub fn plugin_capacity(self) -> Capacity {
+            (self.capacity())()
+        }
+
+        /// Since 0.1.1: answers `requests` in one call (the plugin's `handle_batch`), one
+        /// answer per request, in their order. `RErr` is a panic, or a wrong number of
+        /// answers; every request of the batch is then answered 500. No streaming: a batch's
+        /// answers are whole.
+        ///
+        /// # Safety
+        ///
+        /// As for [`PluginModuleRef::call_with`].
+        pub unsafe fn call_batch_with(
+            self,
+            state: PluginState,
+            requests: RVec<Request>,
+            context: CallContext,
+        ) -> RResult<RVec<Response>, RString> {
+            // SAFETY: the caller's contract is the function's.
+            unsafe { (self.call_batch())(state, requests, context) }
         }
     }
 }
@@ -186,6 +217,16 @@ pub mod baseline {
         const NAME: &'static str = "fiddler_plugin";
         const VERSION_STRINGS: VersionStrings = VersionStrings::new(ABI_BASELINE);
     }
+}
+
+/// How a plugin may be run at once (since 0.1.1; from its `MAX_LANES` and `MAX_BATCH`).
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capacity {
+    /// Executors of one version that may run calls at the same time (at least 1).
+    pub max_lanes: u32,
+    /// Requests it takes in one `call_batch` (1: no batches).
+    pub max_batch: u32,
 }
 
 /// What the host gives one call besides its request (since 0.1.1).

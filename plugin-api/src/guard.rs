@@ -11,9 +11,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use abi_stable::library::RootModuleResult;
 use abi_stable::prefix_type::PrefixTypeTrait;
-use abi_stable::std_types::{RErr, ROk, ROption, RResult, RString};
+use abi_stable::std_types::{RErr, ROk, ROption, RResult, RString, RVec};
 
-use crate::abi::{CallContext, PluginInfo, PluginModule, PluginModuleRef, PluginState};
+use crate::abi::{CallContext, Capacity, PluginInfo, PluginModule, PluginModuleRef, PluginState};
 use crate::error::Error;
 use crate::message::{Request, Response};
 use crate::plugin::Plugin;
@@ -39,6 +39,8 @@ fn module<P: Exported>() -> PluginModuleRef {
         handle: handle_shim::<P>,
         drop_state: drop_state_shim::<P>,
         call: call_shim::<P>,
+        capacity: capacity_shim::<P>,
+        call_batch: call_batch_shim::<P>,
     }
     .leak_into_prefix()
 }
@@ -101,7 +103,7 @@ unsafe extern "C" fn call_shim<P: Exported>(
 ) -> RResult<Response, RString> {
     // SAFETY: `call`'s contract is `plugin_of`'s (and keeps `context.sink` valid meanwhile).
     let plugin = unsafe { plugin_of::<P>(state) };
-    let scope = CallScope::enter(context.deadline_ms, context.sink);
+    let scope = CallScope::enter(context.deadline_ms, Some(context.sink));
     let result = catch_unwind(AssertUnwindSafe(|| plugin.try_handle(request)));
     match (result, scope.started()) {
         (Ok(Ok(response)), _) => ROk(response),
@@ -110,6 +112,40 @@ unsafe extern "C" fn call_shim<P: Exported>(
             RErr(format!("the handler failed after its answer started: {error}").into())
         }
         (Err(payload), _) => RErr(panic_message(&*payload).into()),
+    }
+}
+
+extern "C" fn capacity_shim<P: Exported>() -> Capacity {
+    let clamp = |n: usize| u32::try_from(n.max(1)).unwrap_or(u32::MAX);
+    Capacity {
+        max_lanes: clamp(P::MAX_LANES),
+        max_batch: clamp(P::MAX_BATCH),
+    }
+}
+
+/// `call_batch`: several requests in one call of `handle_batch`, answered whole.
+unsafe extern "C" fn call_batch_shim<P: Exported>(
+    state: PluginState,
+    requests: RVec<Request>,
+    context: CallContext,
+) -> RResult<RVec<Response>, RString> {
+    // SAFETY: `call_batch`'s contract is `plugin_of`'s.
+    let plugin = unsafe { plugin_of::<P>(state) };
+    let count = requests.len();
+    // No sink: a `Stream` in a batch collects its pieces into that request's answer.
+    let _scope = CallScope::enter(context.deadline_ms, None);
+    match catch_unwind(AssertUnwindSafe(|| {
+        plugin.handle_batch(requests.into_vec())
+    })) {
+        Ok(responses) if responses.len() == count => ROk(responses.into()),
+        Ok(responses) => RErr(
+            format!(
+                "handle_batch returned {} answers for {count} requests",
+                responses.len()
+            )
+            .into(),
+        ),
+        Err(payload) => RErr(panic_message(&*payload).into()),
     }
 }
 

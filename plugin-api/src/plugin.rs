@@ -23,6 +23,15 @@ pub trait Plugin: Send + Sync + Sized + 'static {
     const DEADLINE_MS: Option<u64> = None;
     /// The largest request body accepted, in bytes, if lower than the server's `--max-body`.
     const MAX_BODY: Option<u64> = None;
+    /// How many executors of this version may run calls at the same time (each has its own
+    /// `init` and state). 1, the default, means never two at once: what a GPU model or a
+    /// program like llama.cpp needs. Say more for a handler that is safe and useful to run in
+    /// parallel; the server never exceeds it (in jellyfish mode, nor with `--lanes`).
+    const MAX_LANES: usize = 1;
+    /// How many queued requests [`handle_batch`](Plugin::handle_batch) may take in one call
+    /// (1, the default: no batches). The server batches only in jellyfish mode, when its
+    /// light is yellow (the machine is busy), up to the lesser of this and `--batch-max`.
+    const MAX_BATCH: usize = 1;
 
     /// Builds the state once, when this version of the library is loaded (load a model here).
     /// An `Err` refuses the version with the message in the server's log.
@@ -42,6 +51,21 @@ pub trait Plugin: Send + Sync + Sized + 'static {
         };
         self.try_handle(request)
             .unwrap_or_else(Error::into_response)
+    }
+
+    /// Answers several requests at once (at most `MAX_BATCH`), one response per request, in
+    /// their order: where one pass over many inputs costs less than many passes (one matrix
+    /// product for a batch of embeddings). The default answers them one by one. Only called
+    /// when `MAX_BATCH` is above 1; returning another number of responses than requests
+    /// answers every request of the batch 500.
+    fn handle_batch(&self, requests: Vec<Request>) -> Vec<Response> {
+        requests
+            .into_iter()
+            .map(|request| {
+                self.try_handle(request)
+                    .unwrap_or_else(Error::into_response)
+            })
+            .collect()
     }
 }
 

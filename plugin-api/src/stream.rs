@@ -24,7 +24,8 @@ struct Current {
     /// Tells one call from the next, so a [`Stream`] kept past its call is refused.
     id: u64,
     deadline: Instant,
-    sink: StreamSink,
+    /// `None` in a batch: its answers are whole.
+    sink: Option<StreamSink>,
     started: bool,
 }
 
@@ -39,7 +40,7 @@ pub(crate) struct CallScope {
 
 impl CallScope {
     /// Enters a call that may run for `deadline_ms` from now and streams through `sink`.
-    pub(crate) fn enter(deadline_ms: u64, sink: StreamSink) -> CallScope {
+    pub(crate) fn enter(deadline_ms: u64, sink: Option<StreamSink>) -> CallScope {
         static CALLS: AtomicU64 = AtomicU64::new(0);
         let current = Current {
             id: CALLS.fetch_add(1, Ordering::Relaxed),
@@ -115,12 +116,14 @@ impl Stream {
         let Some(mut current) = CURRENT.with(|c| c.get()) else {
             return Ok(Stream::collecting(head));
         };
+        let Some(sink) = current.sink else {
+            return Ok(Stream::collecting(head));
+        };
         if current.started {
             return Err(Error::new(500, "this call's answer has already started"));
         }
         current.started = true;
         CURRENT.with(|c| c.set(Some(current)));
-        let sink = current.sink;
         let body = head.body.to_vec();
         let head = head.with_body(Vec::new());
         // SAFETY: `sink` is the current call's (the `call` shim set it, and the host keeps it

@@ -19,6 +19,8 @@
 //!   streaming, a killed program, a hung call, a swap under load, a program that never listens.
 //! - `streaming`: native plugins answering in pieces (before they finish; cut when stalled
 //!   past the deadline or failing midway), `?` in handlers, a call's time left.
+//! - `jellyfish`: `--mode jellyfish` with a pinned light: one-lane handlers stay alone while
+//!   others run on replicas, batches under a burst, red not ready.
 //! - `conformance`: RFC 9110/9112 rules as a table of raw inputs, statuses and closes.
 //! - `crashes`: segfault, abort, stack overflow, exit and hang cost one request; crash at load;
 //!   SIGTERM drains; SIGHUP restarts without losing a request.
@@ -32,6 +34,7 @@ mod cgi;
 mod conformance;
 mod crashes;
 mod hotswap;
+mod jellyfish;
 mod limits;
 mod loading;
 mod operability;

@@ -117,6 +117,8 @@ fn start(
                 description: format!("program {}", file.display()),
                 deadline_ms: None,
                 max_body: None,
+                max_lanes: None,
+                max_batch: 1,
             };
             let program = CgiProgram {
                 name: route,
@@ -131,6 +133,8 @@ fn start(
 fn serve(socket: &mut UnixStream, handler: &mut Handler) -> i32 {
     let mut reader = FrameReader::default();
     let mut buffer = vec![0u8; 64 * 1024];
+    // A batch being read: how many requests it has, and those read so far.
+    let mut batch: Option<(usize, Vec<Request>)> = None;
     loop {
         let read = match reader.direct() {
             Ok(Some(body)) => socket.read(body).map(|n| (n, true)),
@@ -157,26 +161,92 @@ fn serve(socket: &mut UnixStream, handler: &mut Handler) -> i32 {
             return EXIT_PROTOCOL;
         }
         for message in messages {
-            let Message::Request(request, deadline_ms) = message else {
-                eprintln!("executor: the worker sent a frame other than a request; exiting");
-                return EXIT_PROTOCOL;
+            let (request, deadline_ms) = match message {
+                Message::Request(request, deadline_ms) => (request, deadline_ms),
+                Message::Batch(count) if batch.is_none() && count > 0 => {
+                    batch = Some((count as usize, Vec::with_capacity(count as usize)));
+                    continue;
+                }
+                other => {
+                    eprintln!(
+                        "executor: the worker sent a {} frame out of order; exiting",
+                        other.name()
+                    );
+                    return EXIT_PROTOCOL;
+                }
             };
             let deadline = Duration::from_millis(deadline_ms);
-            let written = match handler {
-                Handler::Program(program, proxy) => {
-                    proxy.call(&request, socket, &|| program.exit_if_gone())
+            let written = match (&mut batch, &mut *handler) {
+                (Some((count, requests)), handler) => {
+                    requests.push(request);
+                    if requests.len() < *count {
+                        continue;
+                    }
+                    let requests = std::mem::take(requests);
+                    batch = None;
+                    call_batch(handler, requests, deadline, socket)
                 }
-                Handler::Native(plugin) => call_native(plugin, request, deadline, socket),
-                Handler::Cgi(program) => {
-                    let result =
-                        catch_unwind(AssertUnwindSafe(|| cgi::call(program, request, deadline)))
-                            .map_err(|_| HOST_PANIC.to_owned());
-                    send_whole(socket, result)
-                }
+                (None, handler) => call_one(handler, request, deadline, socket),
             };
             if written.is_err() {
                 return 0;
             }
+        }
+    }
+}
+
+/// A batch: one call of a native plugin's `handle_batch`, answered with one frame per request
+/// in order (every one `Panicked` if the batch failed). Other handlers never get batches (the
+/// worker sends them only where `max_batch` allows); if one comes, its requests are answered
+/// one by one.
+fn call_batch(
+    handler: &mut Handler,
+    requests: Vec<Request>,
+    deadline: Duration,
+    socket: &mut UnixStream,
+) -> io::Result<()> {
+    let count = requests.len();
+    let Handler::Native(plugin) = handler else {
+        for request in requests {
+            call_one(handler, request, deadline, socket)?;
+        }
+        return Ok(());
+    };
+    let result = catch_unwind(AssertUnwindSafe(|| plugin.call_batch(requests, deadline)))
+        .unwrap_or_else(|_| Err(HOST_PANIC.to_owned()));
+    match result {
+        Ok(answers) => {
+            for answer in answers {
+                send_whole(socket, Ok(answer))?;
+            }
+            Ok(())
+        }
+        Err(why) => {
+            eprintln!("a batch of {count} failed: {why}");
+            for _ in 0..count {
+                send_whole(socket, Err(why.clone()))?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// One call, answered with its frames.
+fn call_one(
+    handler: &mut Handler,
+    request: Request,
+    deadline: Duration,
+    socket: &mut UnixStream,
+) -> io::Result<()> {
+    match handler {
+        Handler::Program(program, proxy) => {
+            proxy.call(&request, socket, &|| program.exit_if_gone())
+        }
+        Handler::Native(plugin) => call_native(plugin, request, deadline, socket),
+        Handler::Cgi(program) => {
+            let result = catch_unwind(AssertUnwindSafe(|| cgi::call(program, request, deadline)))
+                .map_err(|_| HOST_PANIC.to_owned());
+            send_whole(socket, result)
         }
     }
 }

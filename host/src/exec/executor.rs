@@ -71,6 +71,9 @@ pub struct Call {
     pub deadline: Duration,
     /// The status of its streamed answer, once the `Head` came.
     pub streaming: Option<u16>,
+    /// In a batch of `n` calls: `n` for the first (its time is the batch's), 0 for the others;
+    /// 1 for a call on its own.
+    pub batch_lead: u32,
 }
 
 impl Call {
@@ -99,6 +102,8 @@ pub struct Executor {
     pub started_at: Instant,
     /// Calls it answered.
     pub answered: u64,
+    /// Since when it holds no call (a replica idle long enough is retired).
+    pub idle_since: Instant,
     /// Frames may wait on its socket that were left unread (a streamed answer's pieces beyond
     /// one turn's share, or held back while the client's connection was full). Edge-triggered
     /// polling will not say so again: the pool reads it on a later turn.
@@ -196,6 +201,7 @@ impl Executor {
             calls: VecDeque::new(),
             started_at: Instant::now(),
             answered: 0,
+            idle_since: Instant::now(),
             unread: false,
             crash: None,
         })

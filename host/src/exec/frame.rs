@@ -13,7 +13,7 @@
 //!
 //! | kind | from | meta | body |
 //! | --- | --- | --- | --- |
-//! | 1 `Ready` | executor | `u16 PROTOCOL`, str crate, str version, str description, opt deadline_ms, opt max_body | empty |
+//! | 1 `Ready` | executor | `u16 PROTOCOL`, str crate, str version, str description, opt deadline_ms, opt max_body, opt max_lanes, opt max_batch | empty |
 //! | 2 `Refused` | executor | str reason (one sentence), str detail (the loader's whole report) | empty |
 //! | 3 `Request` | worker | str method, str path, str query, str client, u8 tls, u64 deadline_ms, u32 n, n x (str name, bytes value) | request body |
 //! | 4 `Response` | executor | u16 status, u32 n, n x (str name, bytes value) | response body |
@@ -21,11 +21,14 @@
 //! | 6 `Head` | executor | u16 status, u32 n, n x (str name, bytes value), opt length | empty |
 //! | 7 `Piece` | executor | empty | the next bytes of the body (at most [`MAX_PIECE`]) |
 //! | 8 `End` | executor | u8 complete | empty |
+//! | 9 `Batch` | worker | u32 count | empty |
 //!
 //! An executor speaks first (`Ready` or `Refused`), then answers each `Request` in order with
 //! one `Response` or `Panicked`, or with a streamed answer: one `Head`, any number of `Piece`s,
 //! and one `End` (`complete` 0 when the body broke off: the client's connection is cut, since
-//! nothing else can tell it). `PROTOCOL` changes whenever the layout does; both ends are
+//! nothing else can tell it). A `Batch` says that the next `count` `Request`s are one batch
+//! (for a handler whose `max_batch` allows it): the executor runs them in one call and answers
+//! each, in order, with its own `Response` or `Panicked`. `PROTOCOL` changes whenever the layout does; both ends are
 //! the same binary, so a mismatch means a stale executor binary and is refused.
 //! Bounds: metadata at most [`MAX_META`], a body at most [`MAX_BODY`]; more is a
 //! [`FrameError::TooLarge`].
@@ -38,7 +41,7 @@ use plugin_api::{Header, RString, RVec, Request, Response};
 use crate::plugins::version::HandlerMeta;
 
 /// The version of this layout, sent in `Ready`.
-pub const PROTOCOL: u16 = 2;
+pub const PROTOCOL: u16 = 3;
 /// The largest metadata block (headers and names).
 pub const MAX_META: usize = 1 << 20;
 /// The largest body a frame carries.
@@ -72,6 +75,8 @@ pub enum Kind {
     Piece = 7,
     /// The end of a streamed answer.
     End = 8,
+    /// The next requests are one batch.
+    Batch = 9,
 }
 
 impl Kind {
@@ -85,6 +90,7 @@ impl Kind {
             6 => Kind::Head,
             7 => Kind::Piece,
             8 => Kind::End,
+            9 => Kind::Batch,
             _ => return None,
         })
     }
@@ -146,6 +152,8 @@ pub enum Message {
     Piece(Vec<u8>),
     /// The streamed answer ends; `false` when it broke off.
     End(bool),
+    /// The next this many requests are one batch.
+    Batch(u32),
 }
 
 impl Message {
@@ -160,6 +168,7 @@ impl Message {
             Message::Head(..) => "Head",
             Message::Piece(_) => "Piece",
             Message::End(_) => "End",
+            Message::Batch(_) => "Batch",
         }
     }
 
@@ -167,7 +176,7 @@ impl Message {
     pub fn settles(&self) -> bool {
         !matches!(
             self,
-            Message::Head(..) | Message::Piece(_) | Message::Request(..)
+            Message::Head(..) | Message::Piece(_) | Message::Request(..) | Message::Batch(_)
         )
     }
 }
@@ -216,7 +225,14 @@ pub fn ready(meta: &HandlerMeta) -> Vec<u8> {
     put_bytes(&mut m, meta.description.as_bytes());
     put_option(&mut m, meta.deadline_ms);
     put_option(&mut m, meta.max_body);
+    put_option(&mut m, meta.max_lanes);
+    put_option(&mut m, Some(meta.max_batch));
     encode(Kind::Ready, &m, 0)
+}
+
+/// The head of a `Batch` frame: the next `count` requests are one batch.
+pub fn batch(count: usize) -> Vec<u8> {
+    encode(Kind::Batch, &len32(count).to_le_bytes(), 0)
 }
 
 /// The head and metadata of a `Refused` frame.
@@ -385,6 +401,8 @@ fn decode(kind: Kind, meta: &[u8], body: Vec<u8>) -> Result<Message, FrameError>
                 description: f.text()?.to_owned(),
                 deadline_ms: f.option()?,
                 max_body: f.option()?,
+                max_lanes: f.option()?,
+                max_batch: f.option()?.unwrap_or(1).max(1),
             })
         }
         Kind::Refused => Message::Refused {
@@ -428,6 +446,7 @@ fn decode(kind: Kind, meta: &[u8], body: Vec<u8>) -> Result<Message, FrameError>
         }
         Kind::Piece => Message::Piece(body),
         Kind::End => Message::End(f.u8()? != 0),
+        Kind::Batch => Message::Batch(f.u32()?),
     };
     f.end()?;
     Ok(message)
@@ -651,6 +670,8 @@ mod tests {
             description: "echoes".into(),
             deadline_ms: Some(1000),
             max_body: None,
+            max_lanes: Some(4),
+            max_batch: 16,
         };
         let request = Request::new("POST", "/a/b?x=1")
             .with_header("Host", "h")
@@ -665,9 +686,10 @@ mod tests {
         stream.extend(stream_head(&head, None));
         stream.extend(with_body(piece(3), b"abc"));
         stream.extend(end(true));
+        stream.extend(batch(3));
         for step in [1, 2, 7, 64, stream.len()] {
             let frames = read_all(&stream, step);
-            assert_eq!(frames.len(), 8, "step {step}");
+            assert_eq!(frames.len(), 9, "step {step}");
             match &frames[0] {
                 Message::Ready(m) => assert_eq!(m, &meta),
                 other => panic!("{other:?}"),
@@ -698,10 +720,11 @@ mod tests {
             );
             assert!(matches!(&frames[6], Message::Piece(b) if b == b"abc"));
             assert!(matches!(&frames[7], Message::End(true)));
+            assert!(matches!(&frames[8], Message::Batch(3)));
             assert!(frames
                 .iter()
                 .map(Message::settles)
-                .eq([true, false, true, true, true, false, false, true]));
+                .eq([true, false, true, true, true, false, false, true, false]));
         }
     }
 
@@ -756,7 +779,7 @@ mod tests {
     #[test]
     fn bad_frames_are_errors_not_panics() {
         let table: &[(&[u8], FrameError)] = &[
-            (&[9, 0, 0, 0, 0, 0, 0, 0, 0], FrameError::UnknownKind(9)),
+            (&[10, 0, 0, 0, 0, 0, 0, 0, 0], FrameError::UnknownKind(10)),
             (&[4, 0, 0, 0, 1, 0, 0, 0, 0], FrameError::TooLarge),
             (
                 &[4, 1, 0, 0, 0, 0, 0, 0, 0, 1],

@@ -175,6 +175,8 @@ pub fn start(route: &PluginName, dir: &Path) -> Result<(RunningProgram, HandlerM
         description: format!("{}/serve on {upstream}", dir.display()),
         deadline_ms: settings.deadline_ms,
         max_body: settings.max_body,
+        max_lanes: settings.max_lanes,
+        max_batch: 1,
     };
     Ok((running, meta))
 }

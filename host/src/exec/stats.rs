@@ -54,6 +54,8 @@ pub struct PluginStats {
     pub panics: AtomicU64,
     /// Calls that passed their deadline (each kills its executor).
     pub timeouts: AtomicU64,
+    /// Batch calls sent (each holds several of `calls`).
+    pub batches: AtomicU64,
     /// Answers by status class (index 1..=5 for 1xx..5xx).
     pub responses: [AtomicU64; 6],
 }

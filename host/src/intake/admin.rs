@@ -12,6 +12,8 @@ use crate::exec::pool::RouteInfo;
 use crate::exec::stats::ExecutorCounters;
 use crate::http::response::text;
 use crate::intake::status::{self, StatusView};
+use crate::jellyfish::light::Color;
+use crate::jellyfish::LightView;
 use crate::observe::metrics::{self, Counters, Gauges};
 
 /// What the admin routes may read of intake's state.
@@ -36,12 +38,27 @@ pub struct AdminView<'a> {
     pub counters: &'a Counters,
     /// What the status page shows beyond these.
     pub status: StatusView<'a>,
+    /// The jellyfish's light (`None` in crab mode).
+    pub light: Option<LightView>,
 }
 
 /// Answers `GET /-/<rest>`.
 pub fn answer(rest: &str, view: &AdminView<'_>) -> Response {
     match rest {
         "/health" => text(200, "ok\n"),
+        // Red: the machine is short of memory or CPU; a balancer should send traffic elsewhere.
+        "/ready" if view.light.is_some_and(|l| l.color == Color::Red) => text(
+            503,
+            &format!(
+                "busy: the light is red (CPU pressure {:.0}%, memory pressure {:.0}%), {} of {} \
+                 queued\n",
+                view.light.map_or(0.0, |l| l.signals.cpu_pressure * 100.0),
+                view.light
+                    .map_or(0.0, |l| l.signals.memory_pressure * 100.0),
+                view.queued,
+                view.queue_capacity
+            ),
+        ),
         // Not ready above the queue's high-water mark (three quarters of its count, or of
         // --queue-wait in predicted wait), so a load balancer sends traffic elsewhere before
         // requests have to wait for room or would wait too long.
@@ -81,6 +98,7 @@ pub fn answer(rest: &str, view: &AdminView<'_>) -> Response {
                 executors_alive: view.executors_alive,
                 predicted_wait: view.predicted_wait,
                 routes: view.routes,
+                light: view.light,
             };
             Response::status(200)
                 .with_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
@@ -102,10 +120,20 @@ pub fn answer(rest: &str, view: &AdminView<'_>) -> Response {
 /// `"predicted_wait_ms"` after `executors_alive`
 fn plugins_json(view: &AdminView<'_>) -> String {
     let mut json = format!(
-        "{{\"executors_alive\":{},\"predicted_wait_ms\":{},\"plugins\":[",
+        "{{\"executors_alive\":{},\"predicted_wait_ms\":{},\"mode\":\"{}\",",
         view.executors_alive,
-        view.predicted_wait.as_millis()
+        view.predicted_wait.as_millis(),
+        if view.light.is_some() {
+            "jellyfish"
+        } else {
+            "crab"
+        },
     );
+    if let Some(light) = &view.light {
+        json.push_str(&light.json_fields());
+        json.push(',');
+    }
+    json.push_str("\"plugins\":[");
     for (i, route) in view.routes.iter().enumerate() {
         let loaded_at = route
             .loaded_at
@@ -114,7 +142,7 @@ fn plugins_json(view: &AdminView<'_>) -> String {
             .as_secs();
         let _ = write!(
             json,
-            "{}{{\"route\":{},\"kind\":\"{}\",\"crate\":{},\"version\":{},\"description\":{},\"generation\":{},\"loaded_at\":{loaded_at},\"calls\":{},\"errors\":{},\"restarts\":{},\"service_ms\":{:.3},\"executors\":[",
+            "{}{{\"route\":{},\"kind\":\"{}\",\"crate\":{},\"version\":{},\"description\":{},\"generation\":{},\"loaded_at\":{loaded_at},\"calls\":{},\"errors\":{},\"restarts\":{},\"service_ms\":{:.3},\"max_lanes\":{},\"max_batch\":{},\"batches\":{},\"executors\":[",
             if i == 0 { "" } else { "," },
             json_string(route.name.as_str()),
             route.kind.as_str(),
@@ -126,6 +154,12 @@ fn plugins_json(view: &AdminView<'_>) -> String {
             route.stats.errors.load(Ordering::Relaxed),
             route.restarts,
             route.expected_call.as_secs_f64() * 1000.0,
+            route
+                .meta
+                .max_lanes
+                .map_or("null".to_owned(), |n| n.to_string()),
+            route.meta.max_batch.max(1),
+            route.stats.batches.load(Ordering::Relaxed),
         );
         for (k, (pid, state, uptime)) in route.executors.iter().enumerate() {
             let _ = write!(
@@ -192,6 +226,7 @@ mod tests {
             queue_capacity: 4,
             open: 1,
             counters: &Counters::default(),
+            light: None,
         };
         assert_eq!(answer("/ready", &view).status, 503);
         let view = AdminView { queued: 3, ..view };
@@ -217,8 +252,39 @@ mod tests {
         assert_eq!(answer("/health", &view).status, 200);
         assert_eq!(
             answer("/plugins", &view).body_str(),
-            Some("{\"executors_alive\":2,\"predicted_wait_ms\":0,\"plugins\":[]}\n")
+            Some("{\"executors_alive\":2,\"predicted_wait_ms\":0,\"mode\":\"crab\",\"plugins\":[]}\n")
         );
+        // Jellyfish on red: not ready, whatever the queue; the light is in /-/plugins.
+        let red = AdminView {
+            light: Some(crate::jellyfish::LightView {
+                color: Color::Red,
+                signals: crate::jellyfish::signals::Signals {
+                    cpu_pressure: 0.97,
+                    memory_pressure: 0.0,
+                    headroom: Some(0.5),
+                    headroom_bytes: Some(1 << 30),
+                },
+                changes: 1,
+                lanes: 1,
+                batch_max: 1,
+                pinned: false,
+            }),
+            queued: 0,
+            ..view
+        };
+        let not_ready = answer("/ready", &red);
+        assert_eq!(not_ready.status, 503);
+        assert!(not_ready
+            .body_str()
+            .is_some_and(|b| b.contains("light is red (CPU pressure 97%")));
+        let plugins = answer("/plugins", &red);
+        assert!(plugins
+            .body_str()
+            .is_some_and(|b| b.contains("\"mode\":\"jellyfish\",\"light\":\"red\"")));
+        let metrics = answer("/metrics", &red);
+        assert!(metrics
+            .body_str()
+            .is_some_and(|b| b.contains("fiddler_light{light=\"red\"} 1\n")));
         assert_eq!(answer("/nope", &view).status, 404);
         let page = answer("/", &view);
         assert_eq!(

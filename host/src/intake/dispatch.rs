@@ -104,11 +104,50 @@ impl Dispatch {
             match place {
                 Place::Run(executor) => {
                     placed.push((Placed::Sent(job.enqueued_at.elapsed()), bytes));
-                    self.pool.send(executor, job, &mut self.events);
+                    let room = self.pool.batch_room(executor);
+                    if room > 1 {
+                        let batch = self.take_batch(job, room, at, placed, &mut waiting);
+                        self.pool.send_batch(executor, batch, &mut self.events);
+                    } else {
+                        self.pool.send(executor, job, &mut self.events);
+                    }
                 }
                 _ => placed.push((Placed::NoRoute(job.conn, job.route), bytes)),
             }
         }
+    }
+
+    /// `first` and up to `room - 1` more queued jobs of its route, from queue position `at`
+    /// on, in queue order: one batch. Jobs whose client has gone are dropped on the way.
+    fn take_batch(
+        &mut self,
+        first: Job,
+        room: usize,
+        mut at: usize,
+        placed: &mut Vec<(Placed, usize)>,
+        waiting: &mut impl FnMut(ConnId) -> bool,
+    ) -> Vec<Job> {
+        let mut batch = vec![first];
+        while batch.len() < room {
+            let Some(next) = self.queue.get(at) else {
+                break;
+            };
+            if next.route != batch[0].route {
+                at += 1;
+                continue;
+            }
+            let Some(job) = self.queue.remove(at) else {
+                break;
+            };
+            let bytes = job.body_bytes();
+            if !waiting(job.conn) {
+                placed.push((Placed::Gone(job.conn), bytes));
+                continue;
+            }
+            placed.push((Placed::Sent(job.enqueued_at.elapsed()), bytes));
+            batch.push(job);
+        }
+        batch
     }
 
     /// Appends the answers the pool has to `answers`; jobs it handed back go to the front of
@@ -190,6 +229,11 @@ impl Dispatch {
                 self.pool.remove(&name, registry);
             }
         }
+    }
+
+    /// Sets the lanes and the batch size the jellyfish's light allows.
+    pub fn set_light(&mut self, lanes: usize, batch_max: usize) {
+        self.pool.set_light(lanes, batch_max);
     }
 
     /// Takes the oldest job if it waited past `max_wait`.

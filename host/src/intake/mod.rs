@@ -38,6 +38,7 @@ use crate::http::error::HttpError;
 use crate::http::parse::{Framing, Head, HeadLimits};
 use crate::http::response::{is_bodiless, reason, text, write_head, Persistence};
 use crate::ids::ConnId;
+use crate::jellyfish::{Jellyfish, RED_SHARE};
 use crate::net::listener::Scheme;
 use crate::net::tls::CertStore;
 use crate::net::transport::Transport;
@@ -151,6 +152,8 @@ pub struct Intake {
     queue_history: VecDeque<u16>,
     /// When this worker started.
     started: std::time::SystemTime,
+    /// The light, in jellyfish mode.
+    jellyfish: Option<Jellyfish>,
 }
 
 impl Intake {
@@ -167,6 +170,7 @@ impl Intake {
         queue: usize,
         queue_bytes: usize,
         settings: IntakeSettings,
+        jellyfish: Option<Jellyfish>,
     ) -> io::Result<Intake> {
         let mut bound = Vec::with_capacity(listeners.len());
         for (i, (socket, scheme)) in listeners.into_iter().enumerate() {
@@ -212,6 +216,7 @@ impl Intake {
             awaiting_budget: VecDeque::new(),
             queue_history: VecDeque::with_capacity(status::HISTORY),
             started: std::time::SystemTime::now(),
+            jellyfish,
         })
     }
 
@@ -321,20 +326,66 @@ impl Intake {
             self.settle();
             if now >= next_sweep {
                 self.sweep(now);
+                self.tick_light(now);
                 next_sweep = now + SWEEP_EVERY;
             }
         }
     }
 
     fn has_room(&self) -> bool {
-        self.admission.has_room() && self.queue_has_room()
+        let connections = match self.is_red() {
+            true => self.admission.open() < (self.admission.max_conns() / RED_SHARE).max(1),
+            false => self.admission.has_room(),
+        };
+        connections && self.queue_has_room()
+    }
+
+    /// Whether the jellyfish's light is red (admission takes a fraction of the limits).
+    fn is_red(&self) -> bool {
+        self.jellyfish.as_ref().is_some_and(Jellyfish::is_red)
+    }
+
+    /// Recomputes the jellyfish's light when due; a change sets the lanes and batches and is
+    /// logged once.
+    fn tick_light(&mut self, now: Instant) {
+        let queued = self.dispatch.waiting();
+        let Some(jellyfish) = self.jellyfish.as_mut() else {
+            return;
+        };
+        let Some(color) = jellyfish.tick(now, queued) else {
+            return;
+        };
+        let s = jellyfish.signals();
+        let headroom = s
+            .headroom
+            .map_or_else(|| "unknown".to_owned(), |h| format!("{:.0}%", h * 100.0));
+        let admission = if jellyfish.is_red() {
+            format!(", admission at 1/{RED_SHARE} of its limits, not ready")
+        } else {
+            String::new()
+        };
+        crate::info!(
+            "light {}: CPU pressure {:.0}%, memory pressure {:.0}%, memory headroom {headroom}, \
+             {queued} queued: {} lane(s), batches of up to {}{admission}",
+            color.name(),
+            s.cpu_pressure * 100.0,
+            s.memory_pressure * 100.0,
+            jellyfish.lanes(),
+            jellyfish.batch_max(),
+        );
+        self.dispatch
+            .set_light(jellyfish.lanes(), jellyfish.batch_max());
+        self.dispatch.wake();
     }
 
     /// Whether another request may be queued: the queue's count and byte bounds, and under
     /// them the time bound (a request queued now must be expected to start within
     /// `--queue-wait`).
     fn queue_has_room(&self) -> bool {
-        !self.dispatch.is_full()
+        let red_full = self.is_red()
+            && self.dispatch.waiting() >= (self.dispatch.capacity() / RED_SHARE).max(1);
+        !red_full
+            && !self.dispatch.is_full()
             && !self.budget.is_spent()
             && self.dispatch.predicted_wait() <= self.settings.queue_wait
     }

@@ -6,6 +6,7 @@ use crate::http::convert::plugin_request;
 use crate::http::response::BodyLength;
 use crate::intake::status::{Limits, StatusView};
 use crate::intake::stream::{Delimit, Stream};
+use crate::jellyfish::Jellyfish;
 
 impl Intake {
     pub(super) fn body_limit(&self, route: &str) -> usize {
@@ -200,6 +201,7 @@ impl Intake {
                 queue_capacity: self.dispatch.capacity(),
                 open: self.admission.open(),
                 counters: &self.counters,
+                light: self.jellyfish.as_ref().map(Jellyfish::view),
             };
             let response = admin::answer(rest, &view);
             return self.respond(slot, response, shape);

@@ -229,6 +229,8 @@ pub struct Gauges<'a> {
     pub predicted_wait: std::time::Duration,
     /// The routes, with their plugins' counters.
     pub routes: &'a [RouteInfo],
+    /// The jellyfish's light (`None` in crab mode).
+    pub light: Option<crate::jellyfish::LightView>,
 }
 
 /// Writes one metric family: its HELP and TYPE lines, then its samples (kept together, as the
@@ -236,6 +238,72 @@ pub struct Gauges<'a> {
 fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: impl FnOnce(&mut String)) {
     let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
     samples(out);
+}
+
+/// The jellyfish's light and its inputs.
+fn render_light(o: &mut String, light: &crate::jellyfish::LightView) {
+    use crate::jellyfish::light::Color;
+    family(
+        o,
+        "fiddler_light",
+        "gauge",
+        "The jellyfish's light: 1 for the one in force (green: parallel, yellow: batches, red: \
+         one lane and tightened admission).",
+        |o| {
+            for color in [Color::Green, Color::Yellow, Color::Red] {
+                let on = u8::from(color == light.color);
+                let _ = writeln!(o, "fiddler_light{{light=\"{}\"}} {on}", color.name());
+            }
+        },
+    );
+    let s = &light.signals;
+    let gauges: [(&str, &str, f64); 4] = [
+        (
+            "fiddler_cpu_pressure_ratio",
+            "Share of the last window some task waited for a CPU (PSI some).",
+            s.cpu_pressure,
+        ),
+        (
+            "fiddler_memory_pressure_ratio",
+            "Share of the last window some task waited for memory (PSI some).",
+            s.memory_pressure,
+        ),
+        (
+            "fiddler_lanes_allowed",
+            "Calls the light allows at once.",
+            light.lanes as f64,
+        ),
+        (
+            "fiddler_batch_max",
+            "Requests the light allows in one batch (1: none).",
+            light.batch_max as f64,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        family(o, name, "gauge", help, |o| {
+            let _ = writeln!(o, "{name} {value}");
+        });
+    }
+    if let Some(bytes) = s.headroom_bytes {
+        family(
+            o,
+            "fiddler_memory_headroom_bytes",
+            "gauge",
+            "Memory still available (cgroup limit minus use, else MemAvailable).",
+            |o| {
+                let _ = writeln!(o, "fiddler_memory_headroom_bytes {bytes}");
+            },
+        );
+    }
+    family(
+        o,
+        "fiddler_light_changes_total",
+        "counter",
+        "Times the light changed.",
+        |o| {
+            let _ = writeln!(o, "fiddler_light_changes_total {}", light.changes);
+        },
+    );
 }
 
 /// The Prometheus text exposition of the counters and gauges.
@@ -342,6 +410,9 @@ pub fn render(counters: &Counters, gauges: &Gauges<'_>) -> String {
             }
         },
     );
+    if let Some(light) = &gauges.light {
+        render_light(o, light);
+    }
     family(o, "fiddler_routes_served", "gauge", "Routes served.", |o| {
         let _ = writeln!(o, "fiddler_routes_served {}", gauges.routes.len());
     });
@@ -384,7 +455,7 @@ pub fn render(counters: &Counters, gauges: &Gauges<'_>) -> String {
     );
     // One counter per route, read from each version's stats.
     type Counter = fn(&PluginStats) -> &AtomicU64;
-    let per_plugin: [(&str, &str, Counter); 4] = [
+    let per_plugin: [(&str, &str, Counter); 5] = [
         (
             "fiddler_plugin_calls_total",
             "Calls per plugin route.",
@@ -404,6 +475,11 @@ pub fn render(counters: &Counters, gauges: &Gauges<'_>) -> String {
             "fiddler_plugin_timeouts_total",
             "Calls past their deadline (each kills its executor) per route.",
             |s| &s.timeouts,
+        ),
+        (
+            "fiddler_plugin_batches_total",
+            "Batch calls per route (jellyfish on yellow; each holds several calls).",
+            |s| &s.batches,
         ),
     ];
     for (name, help, counter) in per_plugin {
@@ -519,6 +595,7 @@ mod tests {
             executors_alive: 2,
             predicted_wait: std::time::Duration::from_millis(1500),
             routes: &[],
+            light: None,
         };
         let text = render(&counters, &gauges);
         assert!(text.contains("fiddler_dropped_total{reason=\"client_gone\"} 1\n"));

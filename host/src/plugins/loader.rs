@@ -77,6 +77,54 @@ impl LoadedPlugin {
     }
 }
 
+impl LoadedPlugin {
+    /// Calls the plugin's `handle_batch` with `requests` (its `max_batch` allows it); one
+    /// answer per request, in order. `Err` (a panic, or the wrong number of answers) stands
+    /// for every request of the batch. A plugin without batches answers them one by one.
+    pub fn call_batch(
+        &self,
+        requests: Vec<Request>,
+        deadline: Duration,
+    ) -> Result<Vec<Response>, String> {
+        let Some(module) = self.extended.filter(|_| self.meta.max_batch > 1) else {
+            let mut whole = NoStream;
+            return requests
+                .into_iter()
+                .map(|request| self.call(request, deadline, &mut whole))
+                .collect();
+        };
+        let context = CallContext {
+            deadline_ms: u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX),
+            // Not used by `call_batch` (a batch's answers are whole); valid all the same.
+            sink: StreamSink {
+                this: std::ptr::null_mut(),
+                host: sink_fns(),
+            },
+        };
+        // SAFETY: as in `call`; the sink is never called in a batch (and its functions treat
+        // a null `this` as a sink that takes nothing).
+        let result = unsafe { module.call_batch_with(self.state, requests.into(), context) };
+        result
+            .into_result()
+            .map(|answers| answers.into_vec())
+            .map_err(|why| why.into_string())
+    }
+}
+
+/// A sink that takes no piece: its calls answer whole (each piece would be refused, so a
+/// plugin that streams is told at once).
+struct NoStream;
+
+impl PieceSink for NoStream {
+    fn start(&mut self, _head: &Response) -> bool {
+        false
+    }
+
+    fn write(&mut self, _piece: &[u8]) -> bool {
+        false
+    }
+}
+
 impl Drop for LoadedPlugin {
     fn drop(&mut self) {
         // SAFETY: the state is this module's, and this is its only drop; the executor calls
@@ -109,12 +157,18 @@ unsafe fn piece_sink<'a>(this: *mut ()) -> &'a mut dyn PieceSink {
 }
 
 unsafe extern "C" fn sink_start(this: *mut (), head: &Response) -> bool {
+    if this.is_null() {
+        return false;
+    }
     // SAFETY: the plugin passes back the `this` of the sink it was given, during its call.
     let sink = unsafe { piece_sink(this) };
     catch_unwind(AssertUnwindSafe(|| sink.start(head))).unwrap_or(false)
 }
 
 unsafe extern "C" fn sink_write(this: *mut (), piece: RSlice<'_, u8>) -> bool {
+    if this.is_null() {
+        return false;
+    }
     // SAFETY: as in `sink_start`.
     let sink = unsafe { piece_sink(this) };
     catch_unwind(AssertUnwindSafe(|| sink.write(piece.as_slice()))).unwrap_or(false)
@@ -175,6 +229,8 @@ pub fn load(path: &Path) -> Result<LoadedPlugin, LoadError> {
         description: info.description.into_string(),
         deadline_ms: info.deadline_ms.into_option(),
         max_body: info.max_body.into_option(),
+        max_lanes: extended.map(|m| u64::from(m.plugin_capacity().max_lanes)),
+        max_batch: extended.map_or(1, |m| u64::from(m.plugin_capacity().max_batch)),
     };
     let state = module
         .new_state()

@@ -39,6 +39,9 @@ pub struct ProgramSettings {
     pub max_body: Option<u64>,
     /// How long it may take to start listening (`start_timeout=`, milliseconds).
     pub start_timeout: Option<Duration>,
+    /// Instances of it that may serve calls at once (`max_lanes=`; each is a process of its
+    /// own). Unset: it says nothing (one in jellyfish mode, `--lanes` otherwise).
+    pub max_lanes: Option<u64>,
 }
 
 /// Whether `dir` is a program folder (it holds an executable `serve`).
@@ -114,6 +117,7 @@ pub fn read_settings(dir: &Path) -> Result<ProgramSettings, String> {
         };
         match key.as_str() {
             "deadline" => settings.deadline_ms = Some(number()?.max(1)),
+            "max_lanes" => settings.max_lanes = Some(number()?.clamp(1, 64)),
             "start_timeout" => {
                 settings.start_timeout = Some(Duration::from_millis(number()?.max(1)))
             }
@@ -125,7 +129,7 @@ pub fn read_settings(dir: &Path) -> Result<ProgramSettings, String> {
             _ => {
                 return Err(format!(
                     "{SETTINGS} line {line}: unknown key {key:?} (known: deadline, max_body, \
-                     start_timeout)"
+                     start_timeout, max_lanes)"
                 ))
             }
         }
@@ -197,7 +201,7 @@ mod tests {
         let dir = folder(&[
             (
                 SETTINGS,
-                "# mine\ndeadline = 5000\nmax_body=2M\n\nstart_timeout=90000\n",
+                "# mine\ndeadline = 5000\nmax_body=2M\n\nstart_timeout=90000\nmax_lanes=3\n",
             ),
             (ENV, "MODEL=/models/a.gguf\nCUDA_VISIBLE_DEVICES=0\nX=a=b\n"),
         ]);
@@ -205,6 +209,7 @@ mod tests {
         assert_eq!(settings.deadline_ms, Some(5000));
         assert_eq!(settings.max_body, Some(2 << 20));
         assert_eq!(settings.start_timeout, Some(Duration::from_secs(90)));
+        assert_eq!(settings.max_lanes, Some(3));
         let env = read_env(&dir).expect("env");
         assert_eq!(env[2], ("X".to_owned(), "a=b".to_owned()));
         fs::write(dir.join(SETTINGS), "dedline=5\n").expect("write");

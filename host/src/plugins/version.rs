@@ -50,4 +50,10 @@ pub struct HandlerMeta {
     pub deadline_ms: Option<u64>,
     /// Its own body limit, if any.
     pub max_body: Option<u64>,
+    /// Executors of one version that may run calls at once, when the handler says (a plugin's
+    /// `MAX_LANES`, a program's `max_lanes`); `None` when it cannot (plugins built before
+    /// plugin-api 0.1.1, CGI programs).
+    pub max_lanes: Option<u64>,
+    /// Requests it takes in one batch call (1: no batches).
+    pub max_batch: u64,
 }

@@ -10,6 +10,8 @@ pub struct Echo;
 
 impl Plugin for Echo {
     const DESCRIPTION: &'static str = "answers with the request body, byte for byte";
+    // Stateless: as many at once as the server allows.
+    const MAX_LANES: usize = 64;
 
     fn init() -> Result<Self, String> {
         Ok(Echo)

@@ -12,6 +12,8 @@ pub struct Hello;
 
 impl Plugin for Hello {
     const DESCRIPTION: &'static str = "greets ?name=..., and shows the query and headers";
+    // Stateless: as many at once as the server allows.
+    const MAX_LANES: usize = 64;
 
     fn init() -> Result<Self, String> {
         Ok(Hello)

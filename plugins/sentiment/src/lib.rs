@@ -74,6 +74,8 @@ impl Sentiment {
 
 impl Plugin for Sentiment {
     const DESCRIPTION: &'static str = "scores posted text with a lexicon loaded at init";
+    // The lexicon is read-only: several executors may serve at once.
+    const MAX_LANES: usize = 64;
     const DEADLINE_MS: Option<u64> = Some(2_000);
     const MAX_BODY: Option<u64> = Some(1 << 20);
 

@@ -15,6 +15,8 @@ pub struct SortLines;
 
 impl Plugin for SortLines {
     const DESCRIPTION: &'static str = "sorts the posted lines with sort(1); ?reverse ?numeric";
+    // Each call runs its own sort(1).
+    const MAX_LANES: usize = 64;
     const DEADLINE_MS: Option<u64> = Some(10_000);
 
     fn init() -> Result<Self, String> {

@@ -35,6 +35,8 @@ pub struct Tokens {
 
 impl Plugin for Tokens {
     const DESCRIPTION: &'static str = "generates text token by token, streamed as it is made";
+    // A toy model: cheap to hold in several executors.
+    const MAX_LANES: usize = 64;
     const DEADLINE_MS: Option<u64> = Some(60_000);
 
     fn init() -> Result<Self, String> {

@@ -28,6 +28,8 @@ pub struct WordCount {
 
 impl Plugin for WordCount {
     const DESCRIPTION: &'static str = "counts words; ?top=N lists the most frequent";
+    // Each executor keeps its own running total; safe to run several.
+    const MAX_LANES: usize = 64;
     const MAX_BODY: Option<u64> = Some(4 * 1024 * 1024);
 
     fn init() -> Result<Self, String> {

@@ -167,7 +167,10 @@ impl Pool {
         let now = Instant::now();
         match executor.calls.front_mut() {
             Some(next) => next.started = Some(now),
-            None => self.busy -= 1,
+            None => {
+                self.busy -= 1;
+                executor.idle_since = now;
+            }
         }
         let generation = executor.generation;
         let retiring =
@@ -187,8 +190,10 @@ impl Pool {
             return;
         };
         version.crashes_in_row = 0;
-        if let Some(started) = call.started {
-            version.service.record(now.duration_since(started));
+        // A batch's time is its first call's (its others are answered right after): each of
+        // its requests cost a share of it.
+        if let (Some(started), lead @ 1..) = (call.started, call.batch_lead) {
+            version.service.record(now.duration_since(started) / lead);
         }
         let route = version.new.name.as_str();
         let stats = &version.stats;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use mio::Registry;
 
-use super::{Pool, PoolEvent, FIRST_TOKEN, REAP_AGAIN, RETIRE_GRACE};
+use super::{Pool, PoolEvent, FIRST_TOKEN, REAP_AGAIN, REPLICA_IDLE, RETIRE_GRACE};
 use crate::exec::executor::{DeathContext, Executor, Phase};
 use crate::exec::spawn::Launch;
 use crate::exec::stats::Death;
@@ -73,6 +73,7 @@ impl Pool {
                 _ => {}
             }
         }
+        self.retire_idle_replicas(now, registry);
         self.reap(registry);
         for generation in self.versions.due(now) {
             if self.count_executors(generation).0 == 0 {
@@ -297,6 +298,38 @@ impl Pool {
         executor.phase = Phase::Retiring {
             until: Some(Instant::now() + RETIRE_GRACE),
         };
+    }
+
+    /// Retires executors beyond each version's first that held no call for [`REPLICA_IDLE`]:
+    /// replicas start on demand and go when the demand (or the light) no longer needs them.
+    fn retire_idle_replicas(&mut self, now: Instant, registry: &Registry) {
+        for slot in 0..self.executors.len() {
+            let Some(executor) = self.executors[slot].as_ref() else {
+                continue;
+            };
+            let idle = matches!(executor.phase, Phase::Serving)
+                && executor.calls.is_empty()
+                && now.saturating_duration_since(executor.idle_since) >= REPLICA_IDLE;
+            if idle && self.count_executors(executor.generation).0 > 1 {
+                crate::info!(
+                    "executor [{}] retired: a replica idle for {} s",
+                    executor.pid,
+                    REPLICA_IDLE.as_secs()
+                );
+                self.close_retired(slot, registry);
+            }
+        }
+    }
+
+    /// When the next idle replica is due to be retired.
+    pub(super) fn next_idle_replica(&self) -> Option<Instant> {
+        self.executors
+            .iter()
+            .flatten()
+            .filter(|e| matches!(e.phase, Phase::Serving) && e.calls.is_empty())
+            .filter(|e| self.count_executors(e.generation).0 > 1)
+            .map(|e| e.idle_since + REPLICA_IDLE)
+            .min()
     }
 
     /// (executors of `generation` that are not dead, of which starting)

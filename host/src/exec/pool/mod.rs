@@ -36,6 +36,7 @@ use crate::exec::stats::{ExecutorCounters, PluginStats};
 use crate::exec::versions::{Offer, Versions};
 use crate::ids::HandlerKind;
 use crate::ids::{ConnId, Generation, PluginName};
+use crate::jellyfish::Mode;
 use crate::plugins::version::{HandlerMeta, NewVersion};
 use crate::warn;
 
@@ -54,6 +55,8 @@ const REAP_AGAIN: Duration = Duration::from_millis(2);
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
 /// How long a retired executor may take to exit after its socket is closed.
 const RETIRE_GRACE: Duration = Duration::from_secs(2);
+/// A version's executor beyond its first that held no call this long is retired.
+const REPLICA_IDLE: Duration = Duration::from_secs(10);
 
 /// A decision for the job at the front of what may run.
 #[derive(Debug, PartialEq, Eq)]
@@ -86,8 +89,12 @@ pub enum PoolEvent {
 /// The limits the pool works within.
 #[derive(Clone, Copy, Debug)]
 pub struct PoolSettings {
-    /// Executors with calls in flight at once.
+    /// Executors with calls in flight at once (the jellyfish's light changes it).
     pub lanes: usize,
+    /// Crab or jellyfish: what a handler that declares no `max_lanes` gets.
+    pub mode: Mode,
+    /// Requests one batch may hold (1: no batches; the jellyfish's light changes it).
+    pub batch_max: usize,
     /// Call deadline for handlers that set none.
     pub deadline: Duration,
     /// How long an executor may take to say `Ready`.
@@ -202,12 +209,38 @@ impl Pool {
         }
     }
 
+    /// Sets the lanes and the batch size the light allows.
+    pub fn set_light(&mut self, lanes: usize, batch_max: usize) {
+        self.settings.lanes = lanes.max(1);
+        self.settings.batch_max = batch_max.max(1);
+    }
+
+    /// Executors of `generation` that may hold calls at once: the lanes, within the handler's
+    /// own `max_lanes` (a handler that says nothing gets one in jellyfish mode, the lanes in
+    /// crab mode, as before `max_lanes` existed).
+    fn route_cap(&self, generation: Generation) -> usize {
+        let declared = self.versions.get(generation).and_then(|v| v.meta.max_lanes);
+        let cap = match (declared, self.settings.mode) {
+            (Some(n), _) => usize::try_from(n).unwrap_or(usize::MAX),
+            (None, Mode::Jellyfish) => 1,
+            (None, Mode::Crab) => usize::MAX,
+        };
+        cap.min(self.settings.lanes).max(1)
+    }
+
     /// Decides what happens to a queued job for `route` with a body of `body_len` bytes.
     pub fn place(&mut self, route: &str, body_len: usize, registry: &Registry) -> Place {
         let Some(generation) = self.versions.live(route) else {
             return Place::NoRoute;
         };
-        if self.busy < self.settings.lanes {
+        let cap = self.route_cap(generation);
+        let busy_here = self
+            .executors
+            .iter()
+            .flatten()
+            .filter(|e| e.generation == generation && !e.calls.is_empty())
+            .count();
+        if self.busy < self.settings.lanes && busy_here < cap {
             if let Some(slot) = self.executors.iter().position(|e| {
                 e.as_ref()
                     .is_some_and(|e| e.is_ready_for(generation) && e.calls.is_empty())
@@ -215,12 +248,14 @@ impl Pool {
                 return Place::Run(slot);
             }
             let (count, starting) = self.count_executors(generation);
-            if count < self.settings.lanes && starting == 0 {
+            if count < cap && starting == 0 {
                 self.start_executor(generation, registry);
             }
             return Place::Wait;
         }
-        if body_len <= PIPELINE_MAX_BODY {
+        // A route that takes batches is not written ahead while batches are on: its queue
+        // is left to gather, and the next idle executor takes it in one call.
+        if body_len <= PIPELINE_MAX_BODY && !self.batches_for(generation) {
             let ahead = self
                 .executors
                 .iter()
@@ -238,42 +273,95 @@ impl Pool {
                 return Place::Run(slot);
             }
         }
-        Place::Full
+        // Its route is at its own cap while lanes are free: jobs for other routes may pass.
+        if self.busy < self.settings.lanes {
+            Place::Wait
+        } else {
+            Place::Full
+        }
+    }
+
+    /// Whether batches are on for `generation` (the light allows them, its handler takes them).
+    fn batches_for(&self, generation: Generation) -> bool {
+        self.settings.batch_max > 1
+            && self
+                .versions
+                .get(generation)
+                .is_some_and(|v| v.meta.max_batch > 1)
+    }
+
+    /// How many queued jobs of its route the executor in `slot` may take in one batch now:
+    /// more than 1 only when it is idle, batches are on, and its handler takes them.
+    pub fn batch_room(&self, slot: usize) -> usize {
+        let Some(executor) = self.executors.get(slot).and_then(Option::as_ref) else {
+            return 1;
+        };
+        let takes = self
+            .versions
+            .get(executor.generation)
+            .map_or(1, |v| usize::try_from(v.meta.max_batch).unwrap_or(1));
+        if executor.calls.is_empty() {
+            takes.min(self.settings.batch_max).max(1)
+        } else {
+            1
+        }
     }
 
     /// Sends `job` to the executor in `slot` (as `place` chose). If the executor turns out to
     /// be gone, what that costs lands in `out`.
     pub fn send(&mut self, slot: usize, job: Job, out: &mut Vec<PoolEvent>) {
+        self.send_batch(slot, vec![job], out);
+    }
+
+    /// Sends `jobs` (of one route, at most `batch_room`) to the executor in `slot` as one
+    /// batch call; a single job is an ordinary call.
+    pub fn send_batch(&mut self, slot: usize, jobs: Vec<Job>, out: &mut Vec<PoolEvent>) {
         let executor = self.executors.get_mut(slot).and_then(Option::as_mut);
         let version = executor
             .as_ref()
             .and_then(|e| self.versions.get(e.generation));
         let (Some(executor), Some(version)) = (executor, version) else {
             // Not reached (`place` chose a live executor): never drop a job, put it back.
-            out.push(PoolEvent::Requeue(job));
+            out.extend(jobs.into_iter().rev().map(PoolEvent::Requeue));
             return;
         };
         let deadline = version.deadline(self.settings.deadline);
-        version.stats.calls.fetch_add(1, Ordering::Relaxed);
-        let head = frame::request(&job.request, deadline.as_millis() as u64);
         // A CGI program is killed at its deadline by its executor, which then answers 504
         // itself; the worker steps in only if that answer does not come.
-        let deadline = match version.new.kind {
+        let call_deadline = match version.new.kind {
             HandlerKind::Cgi => deadline + crate::plugins::cgi::EXECUTOR_SLACK,
             HandlerKind::Native | HandlerKind::Program => deadline,
         };
-        if executor.calls.is_empty() {
-            self.busy += 1;
+        let count = jobs.len();
+        let batched = count > 1;
+        if batched {
+            version.stats.batches.fetch_add(1, Ordering::Relaxed);
         }
-        let started = executor.calls.is_empty().then(Instant::now);
-        executor.calls.push_back(Call {
-            job,
-            head,
-            sent: 0,
-            started,
-            deadline,
-            streaming: None,
-        });
+        for (i, job) in jobs.into_iter().enumerate() {
+            version.stats.calls.fetch_add(1, Ordering::Relaxed);
+            let mut head = match (batched, i) {
+                (true, 0) => frame::batch(count),
+                _ => Vec::new(),
+            };
+            head.extend(frame::request(&job.request, deadline.as_millis() as u64));
+            if executor.calls.is_empty() {
+                self.busy += 1;
+            }
+            let started = executor.calls.is_empty().then(Instant::now);
+            executor.calls.push_back(Call {
+                job,
+                head,
+                sent: 0,
+                started,
+                deadline: call_deadline,
+                streaming: None,
+                batch_lead: match (batched, i) {
+                    (false, _) => 1,
+                    (true, 0) => u32::try_from(count).unwrap_or(u32::MAX),
+                    (true, _) => 0,
+                },
+            });
+        }
         self.write(slot);
     }
 
@@ -425,7 +513,10 @@ impl Pool {
                 Phase::ExpectExit { look, .. } => Some(*look),
                 _ => e.calls.front().and_then(|c| Some(c.started? + c.deadline)),
             });
-        executors.chain(self.versions.next_backoff_end(now)).min()
+        executors
+            .chain(self.versions.next_backoff_end(now))
+            .chain(self.next_idle_replica())
+            .min()
     }
 
     /// How long a call to `route` is expected to take (zero for a route nobody serves: it is

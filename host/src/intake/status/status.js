@@ -117,7 +117,10 @@ function draw(status) {
   set("queued", String(status.queued));
   set("queued-note", "of " + status.queue_capacity);
   set("lanes", status.lanes_busy + " / " + status.lanes);
-  set("mode", "mode " + status.mode);
+  set("mode", status.light === undefined ? "mode " + status.mode :
+    "mode " + status.mode + ", light " + status.light + " (CPU pressure " +
+    Math.round(status.cpu_pressure * 100) + "%, memory " +
+    Math.round(status.memory_pressure * 100) + "%)");
   set("wait", ms(status.predicted_wait_ms));
   set("wait-note", "of " + ms(status.limits.queue_wait_ms) + " allowed");
   drawChart(status.queue_history);
