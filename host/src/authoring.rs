@@ -75,8 +75,14 @@ pub fn new_plugin(name: &str, dir: &Path, api: Option<&Path>) -> Result<PathBuf,
         return Err(NewError::Exists(root));
     }
     fs::create_dir_all(root.join("src")).map_err(NewError::Io)?;
+    // A relative path when both are on one tree, so the crate can move along with the
+    // server's repository (or be committed beside it).
+    let api_path = fs::canonicalize(dir)
+        .ok()
+        .and_then(|dir| relative(&api, &dir.join(name)))
+        .unwrap_or_else(|| api.clone());
     let files = [
-        ("Cargo.toml", cargo_toml(name, &api)),
+        ("Cargo.toml", cargo_toml(name, &api_path)),
         ("src/lib.rs", lib_rs(name)),
         ("README.md", readme(name)),
         (".gitignore", "/target\n".to_owned()),
@@ -85,6 +91,23 @@ pub fn new_plugin(name: &str, dir: &Path, api: Option<&Path>) -> Result<PathBuf,
         fs::write(root.join(file), text).map_err(NewError::Io)?;
     }
     Ok(root)
+}
+
+/// `target` as a path relative to the folder `from` (both absolute): `..` for each of `from`'s
+/// components past their common start, then the rest of `target`.
+fn relative(target: &Path, from: &Path) -> Option<PathBuf> {
+    let (target, from): (Vec<_>, Vec<_>) =
+        (target.components().collect(), from.components().collect());
+    if target.first() != from.first() {
+        return None;
+    }
+    let common = target.iter().zip(&from).take_while(|(a, b)| a == b).count();
+    let mut path = PathBuf::new();
+    for _ in common..from.len() {
+        path.push("..");
+    }
+    target[common..].iter().for_each(|c| path.push(c));
+    Some(path)
 }
 
 fn cargo_toml(name: &str, api: &Path) -> String {
@@ -202,7 +225,7 @@ fn readme(name: &str) -> String {
         "# {name}\n\nA fiddler-crab plugin serving `POST /{name}`.\n\n\
          ```sh\ncargo test                 # calls the handler directly, no server needed\n\
          cargo build --release\n\
-         fiddler-crab check target/release/lib{name}.so   # what the server will do with it\n\
+         path/to/fiddler-crab check target/release/lib{name}.so   # what the server will do with it\n\
          cp target/release/lib{name}.so /path/to/fiddler_crab/plugins/\n\
          curl --data 'crab' http://127.0.0.1:8080/{name}\n```\n"
     )
@@ -288,6 +311,22 @@ fn report(mut spawned: spawn::Spawned, verbose: bool, text: &mut String) -> bool
                 Some(n) => writeln!(text, "max body: {n} bytes (its own, capped by --max-body)"),
                 None => writeln!(text, "max body: the server's --max-body"),
             };
+            let _ = match meta.max_lanes {
+                Some(lanes) => writeln!(
+                    text,
+                    "lanes: at most {lanes} at once (its MAX_LANES); batches: {}",
+                    match meta.max_batch {
+                        0 | 1 => "none".to_owned(),
+                        n => format!("up to {n} requests (its MAX_BATCH)"),
+                    }
+                ),
+                None => writeln!(
+                    text,
+                    "interface: built against plugin-api 0.1.0: it answers whole, has no \
+                     deadline() and gets one lane in jellyfish mode (rebuild it for streamed \
+                     answers, deadlines, lanes and batches)"
+                ),
+            };
             let _ = writeln!(text, "verdict: loads: the server would serve it.");
             true
         }
@@ -335,5 +374,25 @@ pub(crate) fn first_message(socket: &mut std::os::unix::net::UnixStream) -> Opti
         if let Some(first) = messages.into_iter().next() {
             return Some(first);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_plugin_api_path_is_relative_to_the_new_crate() {
+        let rel = |t: &str, f: &str| {
+            relative(Path::new(t), Path::new(f)).map(|p| p.display().to_string())
+        };
+        assert_eq!(
+            rel("/w/fiddler_crab/plugin-api", "/w/shout").as_deref(),
+            Some("../fiddler_crab/plugin-api")
+        );
+        assert_eq!(
+            rel("/w/fiddler_crab/plugin-api", "/w/fiddler_crab/x/y").as_deref(),
+            Some("../../plugin-api")
+        );
     }
 }

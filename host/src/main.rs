@@ -77,7 +77,14 @@ fn new(args: &[String]) -> ExitCode {
     };
     match authoring::new_plugin(&name, &dir, api.as_deref()) {
         Ok(root) => {
-            println!("created {}: cd there, then `cargo test` and `cargo build --release`; drop target/release/lib{name}.so into the plugins folder", root.display());
+            let me = std::env::current_exe()
+                .map_or_else(|_| "fiddler-crab".to_owned(), |p| p.display().to_string());
+            println!(
+                "created {}: cd there, then `cargo test`, `cargo build --release`, \
+                 `{me} check target/release/lib{name}.so`, and drop that .so into the server's \
+                 plugins folder",
+                root.display()
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -249,7 +249,9 @@ pub struct StreamSink {
     pub host: StreamSinkFnsRef,
 }
 
-/// The functions of a [`StreamSink`] (a prefix type: the host may grow it compatibly).
+/// The functions of a [`StreamSink`]. Frozen, like the types passed by value: abi_stable
+/// refuses a host whose prefix type has more fields than the library's, so a new host function
+/// needs a struct of its own (reached through a new module field and view).
 #[repr(C)]
 #[derive(StableAbi)]
 #[sabi(kind(Prefix(prefix_ref = StreamSinkFnsRef)))]
@@ -271,10 +273,11 @@ pub struct StreamSinkFns {
     pub write: unsafe extern "C" fn(this: *mut (), piece: RSlice<'_, u8>) -> bool,
 }
 
-/// The version a server built with this crate asks a library for: the first of the 0.1 line,
-/// so it loads plugins built against any 0.1.x (abi_stable wants the library's version at
-/// least the host's, within the same 0.minor). Not this crate's own version on purpose: with
-/// that, each new patch release would refuse every plugin built before it.
+/// The version the root module says it is, on both sides: the first of the 0.1 line. abi_stable's
+/// root-module check compares only its major and minor (a library of the same 0.minor passes);
+/// what really decides is the layout check, which compares this crate's version in every type
+/// that crosses (same 0.minor) and the fields of the module views. Pinned so that the number
+/// names the line, not the patch release that built either side.
 pub const ABI_BASELINE: &str = "0.1.0";
 
 impl RootModule for PluginModuleRef {

@@ -8,7 +8,8 @@ use crate::message::Response;
 /// A request the handler gives up on: the status to answer and why, in plain text.
 ///
 /// `?` turns any [`std::error::Error`] into a `500` carrying its message; say what the client
-/// did wrong with [`Error::new`] or [`OrStatus::or_status`]:
+/// did wrong with [`Error::new`] or [`OrStatus::or_status`] (a `&str` or `Option` is not an
+/// error `?` can convert: `.or_status(400, "...")?` is the way):
 ///
 /// ```
 /// use plugin_api::{Error, OrStatus, Request, Response};
@@ -92,17 +93,17 @@ impl fmt::Debug for Error {
 /// [`Error`] with that status and explanation, for `?`.
 pub trait OrStatus<T> {
     /// The value, or an [`Error`] answered with `status` and `why`.
-    fn or_status(self, status: u16, why: &str) -> Result<T, Error>;
+    fn or_status(self, status: u16, why: impl Into<String>) -> Result<T, Error>;
 }
 
 impl<T> OrStatus<T> for Option<T> {
-    fn or_status(self, status: u16, why: &str) -> Result<T, Error> {
+    fn or_status(self, status: u16, why: impl Into<String>) -> Result<T, Error> {
         self.ok_or_else(|| Error::new(status, why))
     }
 }
 
 impl<T, E> OrStatus<T> for Result<T, E> {
-    fn or_status(self, status: u16, why: &str) -> Result<T, Error> {
+    fn or_status(self, status: u16, why: impl Into<String>) -> Result<T, Error> {
         self.map_err(|_| Error::new(status, why))
     }
 }

@@ -259,7 +259,13 @@ mod tests {
             assert!(request
                 .deadline()
                 .is_none_or(|left| left.as_millis() <= 5_000));
+            if request.query_param("bad_status").is_some() {
+                crate::Stream::start(Response::status(101))?;
+            }
             let mut out = crate::Stream::start(Response::status(201))?;
+            if request.query_param("early").is_some() {
+                return Err(Error::new(409, "before any piece"));
+            }
             out.write("a")?;
             out.write("")?;
             out.write("b")?;
@@ -336,6 +342,14 @@ mod tests {
             Some("the handler failed after its answer started: 500 midway")
         );
         assert_eq!(recorder.pieces.len(), 2);
+        // An `Err` before the first piece is an ordinary answer: nothing went out yet.
+        let (result, recorder) = call_counter("/?early");
+        let answer = result.into_result().ok();
+        assert_eq!(answer.map(|r| r.status), Some(409));
+        assert_eq!((recorder.head, recorder.pieces.len()), (None, 0));
+        let (result, recorder) = call_counter("/?bad_status");
+        assert_eq!(result.into_result().ok().map(|r| r.status), Some(500));
+        assert_eq!(recorder.head, None);
         // Outside a call, the same handler answers whole.
         let whole = Counter.handle(Request::new("GET", "/"));
         assert_eq!((whole.status, whole.body_str()), (201, Some("ab")));

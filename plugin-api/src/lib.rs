@@ -109,11 +109,13 @@
 //!
 //! # Streamed answers
 //!
-//! [`Stream::start`] sends the head at once; each [`Stream::write`] reaches the client as it is
-//! made (chunked for HTTP/1.1, close-delimited for HTTP/1.0), held back while the client is
-//! slower than the plugin (the write waits: that is the backpressure). Return what
-//! [`Stream::finish`] gives. An `Err` or a panic after the first piece cuts the answer: the
-//! client sees it end early (no last chunk), never a whole-looking one. The call's deadline
+//! [`Stream::start`] takes the head; it goes out with the first [`Stream::write`], and each
+//! write reaches the client as it is made (chunked for HTTP/1.1, close-delimited for HTTP/1.0),
+//! held back while the client is slower than the plugin (the write waits: that is the
+//! backpressure). Return what [`Stream::finish`] gives. An `Err` before the first write is an
+//! ordinary answer with its status; an `Err` or a panic after it cuts the answer: the client
+//! sees it end early (no last chunk), never a whole-looking one. When the client leaves, the
+//! next write is refused (`Err`): return, and the lane is free for the next request. The call's deadline
 //! covers the whole stream; past it the answer is cut and the executor stopped.
 //! `plugins/tokens` in the repository generates text token by token this way. In a plugin's
 //! own tests (and on a server older than 0.1.1) the pieces are collected into one response.
@@ -166,14 +168,15 @@
 //! - Panics never cross. Every exported function runs your code under `catch_unwind`; a panic in
 //!   `try_handle` becomes a 500 that names the plugin, a panic in `init` refuses that version. Build
 //!   with `panic = "unwind"` (with `abort`, a panic kills the whole server process).
-//! - A loaded library is never unloaded: a replaced version stays mapped, and its state is
-//!   dropped only once no call uses it. Do not rely on being unloaded.
-//! - A call that passes its deadline is answered 504 by the server, but its thread cannot be
-//!   stopped: your code keeps running to its end. Check the time in long loops if that matters.
-//! - Do not link a global allocator that uses initial-exec TLS (jemalloc, mimalloc): after a few
-//!   dozen loads the process runs out of static TLS.
-//! - Do not rely on being unloaded (`Drop` of statics never runs), on global state shared with
-//!   other plugins, or on the current directory.
+//! - A library lives as long as its executor process: a replaced or removed version's
+//!   executor drops its state and exits, and the library, its statics and threads go with it
+//!   (`Drop` of statics still never runs: do not rely on it).
+//! - A call past its deadline is answered 504 and its executor's process group is killed at
+//!   once (see "Deadlines and threads"): work that must not be cut halfway belongs in a size
+//!   that fits the deadline.
+//! - Do not rely on global state shared with other plugins (each runs in its own process), on
+//!   other calls' state (with `MAX_LANES` above 1, replicas each have their own), or on the
+//!   current directory.
 //!
 //! # Versioning: which servers load which plugins
 //!

@@ -167,8 +167,11 @@ impl Request {
     }
 
     /// How long the call serving this request may still run before the server gives up on it
-    /// (answers 504 and stops the plugin): check it in long loops, or size work to fit.
-    /// `None` outside the server (a plugin's own tests) and on servers older than 0.1.1.
+    /// (answers 504 and stops the plugin): check it in long loops, or size work to fit. The
+    /// server's clock started a little earlier (when it sent the request: the body's transfer
+    /// is not counted here), so keep a margin of some milliseconds, more for large bodies.
+    /// `None` outside the server (a plugin's own tests), on servers older than 0.1.1, and on
+    /// any thread other than the one serving the call.
     pub fn deadline(&self) -> Option<std::time::Duration> {
         crate::stream::time_left()
     }
@@ -191,7 +194,8 @@ pub struct Response {
     /// The status code, 200..=999 (anything else, `1xx` included, is answered as 500 by the
     /// host: interim responses are the host's business).
     pub status: u16,
-    /// Header fields to send. Names and values with CR, LF or NUL are dropped by the host.
+    /// Header fields to send. A field whose name or value holds a control byte (CR, LF, NUL,
+    /// ...) is dropped by the host, whole.
     pub headers: RVec<Header>,
     /// The body (the host omits it for `HEAD` requests, keeping its length).
     pub body: RVec<u8>,
@@ -261,7 +265,7 @@ impl Response {
     }
 
     /// This response with one more header whose value is raw bytes (HTTP allows octets that
-    /// are not UTF-8 in a value; CR, LF and NUL are still dropped by the host).
+    /// are not UTF-8 in a value; a field with a control byte is still dropped by the host).
     pub fn with_header_bytes(mut self, name: &str, value: &[u8]) -> Response {
         self.headers.push(Header {
             name: name.into(),

@@ -1,6 +1,7 @@
 //! The trait a plugin implements: its metadata, its `init`, and its handler (fallible or not).
 
-use std::cell::Cell;
+use std::any::TypeId;
+use std::cell::RefCell;
 
 use crate::error::Error;
 use crate::message::{Request, Response};
@@ -46,7 +47,7 @@ pub trait Plugin: Send + Sync + Sized + 'static {
     /// Answers one request, infallibly. Implement it instead of `try_handle` if you prefer;
     /// calling it on a plugin that implements `try_handle` answers that `Err` as a response.
     fn handle(&self, request: Request) -> Response {
-        let Some(_guard) = DefaultHandle::enter() else {
+        let Some(_guard) = DefaultHandle::enter(TypeId::of::<Self>()) else {
             panic!("{NEITHER}");
         };
         self.try_handle(request)
@@ -73,22 +74,36 @@ const NEITHER: &str =
     "the plugin implements neither `try_handle` nor `handle` (implement one of them)";
 
 thread_local! {
-    /// Inside the default `handle`: reaching it again means neither method is implemented.
-    static IN_DEFAULT_HANDLE: Cell<bool> = const { Cell::new(false) };
+    /// The plugin types whose default `handle` runs on this thread: reaching it again for the
+    /// same type means that type implements neither method. (Per type: one plugin's handler
+    /// may call another's.)
+    static IN_DEFAULT_HANDLE: RefCell<Vec<TypeId>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Marks the default `handle` as running on this thread; `None` if it already is.
-struct DefaultHandle;
+/// Marks the default `handle` of one plugin type as running on this thread.
+struct DefaultHandle(TypeId);
 
 impl DefaultHandle {
-    fn enter() -> Option<DefaultHandle> {
-        (!IN_DEFAULT_HANDLE.with(|c| c.replace(true))).then_some(DefaultHandle)
+    /// `None` if it already runs for `plugin`.
+    fn enter(plugin: TypeId) -> Option<DefaultHandle> {
+        IN_DEFAULT_HANDLE.with(|running| {
+            let mut running = running.borrow_mut();
+            (!running.contains(&plugin)).then(|| {
+                running.push(plugin);
+                DefaultHandle(plugin)
+            })
+        })
     }
 }
 
 impl Drop for DefaultHandle {
     fn drop(&mut self) {
-        IN_DEFAULT_HANDLE.with(|c| c.set(false));
+        IN_DEFAULT_HANDLE.with(|running| {
+            let mut running = running.borrow_mut();
+            if let Some(at) = running.iter().rposition(|t| *t == self.0) {
+                running.remove(at);
+            }
+        });
     }
 }
 
@@ -142,5 +157,23 @@ mod tests {
         assert_eq!(crate::guard::panic_message(&*panic), NEITHER);
         // The guard was released by the unwinding: the next call reports the same.
         assert!(std::panic::catch_unwind(|| Neither.try_handle(Request::new("GET", "/"))).is_err());
+    }
+
+    /// Calls another plugin type's default `handle` from inside its own.
+    struct Outer;
+    impl Plugin for Outer {
+        const DESCRIPTION: &'static str = "calls Fallible through its default handle";
+        fn init() -> Result<Self, String> {
+            Ok(Outer)
+        }
+        fn try_handle(&self, request: Request) -> Result<Response, Error> {
+            Ok(Fallible.handle(request))
+        }
+    }
+
+    #[test]
+    fn one_plugin_may_call_another_through_its_default_handle() {
+        let answer = Outer.handle(Request::new("POST", "/").with_body("2"));
+        assert_eq!(answer.body_str(), Some("4"));
     }
 }

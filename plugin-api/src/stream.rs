@@ -26,6 +26,9 @@ struct Current {
     deadline: Instant,
     /// `None` in a batch: its answers are whole.
     sink: Option<StreamSink>,
+    /// A `Stream` was started in this call.
+    claimed: bool,
+    /// Its head went to the host: from here on the answer is the stream.
     started: bool,
 }
 
@@ -46,6 +49,7 @@ impl CallScope {
             id: CALLS.fetch_add(1, Ordering::Relaxed),
             deadline: Instant::now() + Duration::from_millis(deadline_ms),
             sink,
+            claimed: false,
             started: false,
         };
         CallScope {
@@ -92,10 +96,11 @@ pub(crate) fn time_left() -> Option<Duration> {
 /// assert_eq!(whole.body_str(), Some("1\n2\n3\n"));
 /// ```
 ///
-/// Return what [`finish`](Stream::finish) gives. Returning an `Err` after the first piece cuts
-/// the answer (the client sees it end early, never a whole-looking answer); so does a panic.
-/// The call's deadline covers the whole stream: past it the server ends the answer and stops
-/// the plugin. A `Stream` belongs to the call and thread that started it.
+/// Return what [`finish`](Stream::finish) gives. The head goes out with the first piece (or
+/// at `finish`): an `Err` returned before the first `write` is answered as usual, with its
+/// status; an `Err` or a panic after it cuts the answer (the client sees it end early, never a
+/// whole-looking answer). The call's deadline covers the whole stream: past it the server ends
+/// the answer and stops the plugin. A `Stream` belongs to the call and thread that started it.
 pub struct Stream {
     to: Destination,
     /// Not `Send`: the pieces go through this thread's call.
@@ -103,42 +108,52 @@ pub struct Stream {
 }
 
 enum Destination {
-    /// The server, piece by piece.
-    Host { call: u64, sink: StreamSink },
+    /// The server, piece by piece; the head until it is sent.
+    Host {
+        call: u64,
+        sink: StreamSink,
+        head: Option<Response>,
+    },
     /// No server streaming here: the head, with the pieces appended to its body.
     Collect(Response),
 }
 
 impl Stream {
-    /// Starts the answer with `head`'s status and headers (its body, if any, is sent first).
-    /// `Err` if this call's answer has already started, or the server can no longer take it.
+    /// Starts the answer with `head`'s status (200..=999) and headers; its body, if any, is
+    /// the first piece. `Err` for another status, or if this call already has a `Stream`.
     pub fn start(head: Response) -> Result<Stream, Error> {
+        if !(200..=999).contains(&head.status) {
+            return Err(Error::new(
+                500,
+                format!(
+                    "a streamed answer's status must be 200..=999, not {}",
+                    head.status
+                ),
+            ));
+        }
         let Some(mut current) = CURRENT.with(|c| c.get()) else {
             return Ok(Stream::collecting(head));
         };
         let Some(sink) = current.sink else {
             return Ok(Stream::collecting(head));
         };
-        if current.started {
+        if current.claimed {
             return Err(Error::new(500, "this call's answer has already started"));
         }
-        current.started = true;
+        current.claimed = true;
         CURRENT.with(|c| c.set(Some(current)));
         let body = head.body.to_vec();
-        let head = head.with_body(Vec::new());
-        // SAFETY: `sink` is the current call's (the `call` shim set it, and the host keeps it
-        // valid until that call returns; we are inside it, on its thread).
-        if !unsafe { (sink.host.start())(sink.this, &head) } {
-            return Err(gone());
-        }
         let mut stream = Stream {
             to: Destination::Host {
                 call: current.id,
                 sink,
+                head: Some(head.with_body(Vec::new())),
             },
             _call_thread: PhantomData,
         };
-        stream.write(body)?;
+        if !body.is_empty() {
+            stream.write(body)?;
+        }
         Ok(stream)
     }
 
@@ -149,8 +164,8 @@ impl Stream {
         }
     }
 
-    /// Sends `piece` now. `Err` when the answer cannot go on (the server is gone, or this
-    /// `Stream` outlived its call): stop producing and return.
+    /// Sends `piece` now. `Err` when the answer cannot go on (the client left, the server is
+    /// gone, or this `Stream` outlived its call): stop producing and return.
     pub fn write(&mut self, piece: impl AsRef<[u8]>) -> Result<(), Error> {
         let piece = piece.as_ref();
         match &mut self.to {
@@ -158,13 +173,10 @@ impl Stream {
                 response.body.extend_from_slice(piece);
                 Ok(())
             }
-            Destination::Host { call, sink } => {
-                let live = CURRENT.with(|c| c.get()).is_some_and(|c| c.id == *call);
-                if !live {
-                    return Err(Error::new(500, "a Stream was used after its call ended"));
-                }
+            Destination::Host { call, sink, head } => {
+                send_head(*call, sink, head)?;
                 for part in piece.chunks(PIECE) {
-                    // SAFETY: as in `start`; `live` checked that its call is still running.
+                    // SAFETY: as in `send_head`, which checked that its call is running.
                     if !unsafe { (sink.host.write())(sink.this, RSlice::from_slice(part)) } {
                         return Err(gone());
                     }
@@ -179,15 +191,43 @@ impl Stream {
     pub fn finish(self) -> Result<Response, Error> {
         match self.to {
             Destination::Collect(response) => Ok(response),
-            // The server ignores it: what was streamed is the answer.
-            Destination::Host { .. } => Ok(Response::status(200)),
+            Destination::Host {
+                call,
+                sink,
+                mut head,
+            } => {
+                send_head(call, &sink, &mut head)?;
+                // The server ignores it: what was streamed is the answer.
+                Ok(Response::status(200))
+            }
         }
     }
+}
+
+/// Sends the head of call `call` through `sink` unless it went already.
+fn send_head(call: u64, sink: &StreamSink, head: &mut Option<Response>) -> Result<(), Error> {
+    let Some(mut current) = CURRENT.with(|c| c.get()).filter(|c| c.id == call) else {
+        return Err(Error::new(500, "a Stream was used after its call ended"));
+    };
+    let Some(first) = head.take() else {
+        return Ok(());
+    };
+    // SAFETY: `sink` is the current call's (the `call` shim set it, and the host keeps it
+    // valid until that call returns; we are inside it, on its thread, as checked above).
+    if !unsafe { (sink.host.start())(sink.this, &first) } {
+        return Err(gone());
+    }
+    current.started = true;
+    CURRENT.with(|c| c.set(Some(current)));
+    Ok(())
 }
 
 /// The largest piece handed to the server at once (the executor protocol's bound is 1 MiB).
 const PIECE: usize = 256 * 1024;
 
 fn gone() -> Error {
-    Error::new(503, "the answer cannot go on: the server stopped taking it")
+    Error::new(
+        503,
+        "the answer cannot go on: the client left, or the server stopped taking it",
+    )
 }

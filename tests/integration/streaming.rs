@@ -72,6 +72,33 @@ fn a_stream_that_fails_midway_is_cut_and_says_why_in_the_log() {
 }
 
 #[test]
+fn a_client_that_leaves_mid_stream_stops_the_plugin_and_frees_its_lane() {
+    let mut server = Server::start_over(Scheme::Http, &["stream"], &[]);
+    let mut client = server.start_get("/stream/slow");
+    let head = read_head_response(&mut client).expect("a response head");
+    assert_eq!(head.status, 200);
+    assert_eq!(read_chunk(&mut client), b"piece 0\n");
+    drop(client);
+    // The worker tells the executor; the plugin's next write is refused and it stops.
+    let stopped = server.wait_for_log("stopped after", IO_DEADLINE);
+    assert!(stopped.contains("cannot go on"), "{stopped}");
+    server.wait_for_log(
+        "the client left; its streamed answer was stopped",
+        IO_DEADLINE,
+    );
+    // The one lane is free again (the plugin did not run on to its end).
+    assert_eq!(server.get("/stream/number?n=3").text(), "6");
+    assert!(
+        server
+            .log
+            .iter()
+            .all(|l| !l.contains("within its deadline")),
+        "{:?}",
+        server.log
+    );
+}
+
+#[test]
 fn a_plugin_using_the_question_mark_answers_the_mapped_status() {
     let server = Server::start_over(Scheme::Http, &["stream"], &[]);
     let doubled = server.get("/stream/number?n=21");

@@ -8,7 +8,7 @@
 //! shim catches its panics; the call is wrapped again here. End of file on the socket (the
 //! worker retired it, or died) ends it. Blocking IO is fine here: this process does one thing.
 
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::FromRawFd;
 use std::os::unix::net::UnixStream;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use plugin_api::{Request, Response};
 
-use crate::exec::frame::{self, FrameReader, Message};
+use crate::exec::frame::{self, Message};
+use crate::exec::link::{Downstream, LinkEnd, WorkerLink};
 use crate::exec::program::{self, RunningProgram};
 use crate::exec::proxy::Proxy;
 use crate::exec::spawn::EXECUTOR_FD;
@@ -64,20 +65,21 @@ pub fn main(args: &[String]) -> i32 {
     }
     // SAFETY: the worker passed one end of a socketpair as descriptor 3 for this process
     // alone; nothing else here owns it.
-    let mut socket = unsafe { UnixStream::from_raw_fd(EXECUTOR_FD) };
+    let socket = unsafe { UnixStream::from_raw_fd(EXECUTOR_FD) };
+    let mut link = WorkerLink::new(socket);
     let mut handler = match start(kind, route, Path::new(file)) {
         Ok((handler, meta)) => {
-            if frame::send(&mut socket, &frame::ready(&meta), &[]).is_err() {
+            if frame::send(&mut link, &frame::ready(&meta), &[]).is_err() {
                 return 0;
             }
             handler
         }
         Err((reason, detail)) => {
-            let _ = frame::send(&mut socket, &frame::refused(&reason, &detail), &[]);
+            let _ = frame::send(&mut link, &frame::refused(&reason, &detail), &[]);
             return EXIT_REFUSED;
         }
     };
-    let code = serve(&mut socket, &mut handler);
+    let code = serve(&mut link, &mut handler);
     if let Handler::Program(program, _) = &handler {
         program.stop();
     }
@@ -130,67 +132,47 @@ fn start(
 }
 
 /// Answers requests until the worker closes the socket.
-fn serve(socket: &mut UnixStream, handler: &mut Handler) -> i32 {
-    let mut reader = FrameReader::default();
-    let mut buffer = vec![0u8; 64 * 1024];
+fn serve(link: &mut WorkerLink, handler: &mut Handler) -> i32 {
     // A batch being read: how many requests it has, and those read so far.
     let mut batch: Option<(usize, Vec<Request>)> = None;
     loop {
-        let read = match reader.direct() {
-            Ok(Some(body)) => socket.read(body).map(|n| (n, true)),
-            Ok(None) => socket.read(&mut buffer).map(|n| (n, false)),
-            Err(e) => {
+        let message = match link.receive() {
+            Ok(message) => message,
+            Err(LinkEnd::Closed) => return 0,
+            Err(LinkEnd::Broken(e)) => {
                 eprintln!("executor: {e}; exiting");
                 return EXIT_PROTOCOL;
             }
         };
-        let (n, direct) = match read {
-            Ok((0, _)) => return 0,
-            Ok(read) => read,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => return 0,
+        let (request, deadline_ms) = match message {
+            Message::Request(request, deadline_ms) => (request, deadline_ms),
+            Message::Batch(count) if batch.is_none() && count > 0 => {
+                batch = Some((count as usize, Vec::with_capacity(count as usize)));
+                continue;
+            }
+            other => {
+                eprintln!(
+                    "executor: the worker sent a {} frame out of order; exiting",
+                    other.name()
+                );
+                return EXIT_PROTOCOL;
+            }
         };
-        let mut messages = Vec::new();
-        let result = if direct {
-            reader.filled(n).map(|m| messages.extend(m))
-        } else {
-            reader.feed_all(&buffer[..n], &mut messages)
-        };
-        if let Err(e) = result {
-            eprintln!("executor: {e}; exiting");
-            return EXIT_PROTOCOL;
-        }
-        for message in messages {
-            let (request, deadline_ms) = match message {
-                Message::Request(request, deadline_ms) => (request, deadline_ms),
-                Message::Batch(count) if batch.is_none() && count > 0 => {
-                    batch = Some((count as usize, Vec::with_capacity(count as usize)));
+        let deadline = Duration::from_millis(deadline_ms);
+        let written = match (&mut batch, &mut *handler) {
+            (Some((count, requests)), handler) => {
+                requests.push(request);
+                if requests.len() < *count {
                     continue;
                 }
-                other => {
-                    eprintln!(
-                        "executor: the worker sent a {} frame out of order; exiting",
-                        other.name()
-                    );
-                    return EXIT_PROTOCOL;
-                }
-            };
-            let deadline = Duration::from_millis(deadline_ms);
-            let written = match (&mut batch, &mut *handler) {
-                (Some((count, requests)), handler) => {
-                    requests.push(request);
-                    if requests.len() < *count {
-                        continue;
-                    }
-                    let requests = std::mem::take(requests);
-                    batch = None;
-                    call_batch(handler, requests, deadline, socket)
-                }
-                (None, handler) => call_one(handler, request, deadline, socket),
-            };
-            if written.is_err() {
-                return 0;
+                let requests = std::mem::take(requests);
+                batch = None;
+                call_batch(handler, requests, deadline, link)
             }
+            (None, handler) => call_one(handler, request, deadline, link),
+        };
+        if written.is_err() {
+            return 0;
         }
     }
 }
@@ -203,12 +185,12 @@ fn call_batch(
     handler: &mut Handler,
     requests: Vec<Request>,
     deadline: Duration,
-    socket: &mut UnixStream,
+    link: &mut WorkerLink,
 ) -> io::Result<()> {
     let count = requests.len();
     let Handler::Native(plugin) = handler else {
         for request in requests {
-            call_one(handler, request, deadline, socket)?;
+            call_one(handler, request, deadline, link)?;
         }
         return Ok(());
     };
@@ -217,14 +199,14 @@ fn call_batch(
     match result {
         Ok(answers) => {
             for answer in answers {
-                send_whole(socket, Ok(answer))?;
+                send_whole(link, Ok(answer))?;
             }
             Ok(())
         }
         Err(why) => {
             eprintln!("a batch of {count} failed: {why}");
             for _ in 0..count {
-                send_whole(socket, Err(why.clone()))?;
+                send_whole(link, Err(why.clone()))?;
             }
             Ok(())
         }
@@ -236,17 +218,15 @@ fn call_one(
     handler: &mut Handler,
     request: Request,
     deadline: Duration,
-    socket: &mut UnixStream,
+    link: &mut WorkerLink,
 ) -> io::Result<()> {
     match handler {
-        Handler::Program(program, proxy) => {
-            proxy.call(&request, socket, &|| program.exit_if_gone())
-        }
-        Handler::Native(plugin) => call_native(plugin, request, deadline, socket),
+        Handler::Program(program, proxy) => proxy.call(&request, link, &|| program.exit_if_gone()),
+        Handler::Native(plugin) => call_native(plugin, request, deadline, link),
         Handler::Cgi(program) => {
             let result = catch_unwind(AssertUnwindSafe(|| cgi::call(program, request, deadline)))
                 .map_err(|_| HOST_PANIC.to_owned());
-            send_whole(socket, result)
+            send_whole(link, result)
         }
     }
 }
@@ -261,12 +241,13 @@ fn call_native(
     plugin: &LoadedPlugin,
     request: Request,
     deadline: Duration,
-    socket: &mut UnixStream,
+    link: &mut WorkerLink,
 ) -> io::Result<()> {
     let mut sink = FrameSink {
-        socket,
+        link,
         started: false,
         broken: false,
+        cancelled: false,
     };
     let result = catch_unwind(AssertUnwindSafe(|| {
         plugin.call(request, deadline, &mut sink)
@@ -276,30 +257,46 @@ fn call_native(
         return Err(io::ErrorKind::BrokenPipe.into());
     }
     if !sink.started {
-        return send_whole(sink.socket, result);
+        return send_whole(sink.link, result);
     }
-    if let Err(why) = &result {
+    match &result {
         // The executor's stderr is the plugin's log: one line, with its route in front.
-        eprintln!("{why}; its streamed answer was cut");
+        Err(_) if sink.cancelled => eprintln!("the client left; its streamed answer was stopped"),
+        Err(why) => eprintln!("{why}; its streamed answer was cut"),
+        Ok(_) => {}
     }
-    frame::send(sink.socket, &frame::end(result.is_ok()), &[])
+    frame::send(
+        sink.link,
+        &frame::end(result.is_ok() && !sink.cancelled),
+        &[],
+    )
 }
 
-/// A whole answer, or the panic that stood in for it.
-fn send_whole(socket: &mut UnixStream, result: Result<Response, String>) -> io::Result<()> {
+/// A whole answer, or the panic that stood in for it. An answer whose headers exceed the
+/// protocol's bound is a panic too (the worker would refuse the frame and kill this process).
+fn send_whole(link: &mut WorkerLink, result: Result<Response, String>) -> io::Result<()> {
     match result {
-        Ok(response) => frame::send(socket, &frame::response(&response), &response.body),
-        Err(why) => frame::send(socket, &frame::panicked(&why), &[]),
+        Ok(response) => {
+            let head = frame::response(&response);
+            if head.len() > frame::MAX_META {
+                let why = format!("its answer's headers exceed {} bytes", frame::MAX_META);
+                return frame::send(link, &frame::panicked(&why), &[]);
+            }
+            frame::send(link, &head, &response.body)
+        }
+        Err(why) => frame::send(link, &frame::panicked(&why), &[]),
     }
 }
 
 /// A native plugin's streamed answer, written to the worker as frames as it is made. The
 /// write blocks while the worker holds back (its client is slow): that is the backpressure.
 struct FrameSink<'a> {
-    socket: &'a mut UnixStream,
+    link: &'a mut WorkerLink,
     started: bool,
     /// A write to the worker failed: it is gone or retired us.
     broken: bool,
+    /// The worker cancelled the call: its client left.
+    cancelled: bool,
 }
 
 impl PieceSink for FrameSink<'_> {
@@ -311,14 +308,26 @@ impl PieceSink for FrameSink<'_> {
             );
             return false;
         }
+        let head = frame::stream_head(head, None);
+        if head.len() > frame::MAX_META {
+            eprintln!(
+                "a streamed answer's headers must fit in {} bytes",
+                frame::MAX_META
+            );
+            return false;
+        }
         self.started = true;
-        let sent = frame::send(self.socket, &frame::stream_head(head, None), &[]);
+        let sent = frame::send(self.link, &head, &[]);
         self.sent(sent)
     }
 
     fn write(&mut self, piece: &[u8]) -> bool {
+        if self.link.cancelled() {
+            self.cancelled = true;
+            return false;
+        }
         piece.chunks(frame::MAX_PIECE).all(|part| {
-            let sent = frame::send(self.socket, &frame::piece(part.len()), part);
+            let sent = frame::send(self.link, &frame::piece(part.len()), part);
             self.sent(sent)
         })
     }

@@ -12,12 +12,12 @@ use mio::net::UnixStream;
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 
-use crate::exec::frame::{FrameError, FrameReader, Message};
+use crate::exec::frame::{self, FrameError, FrameReader, Message};
 use crate::exec::job::Job;
 use crate::exec::output::Output;
 use crate::exec::spawn;
 use crate::exec::stats::Death;
-use crate::ids::{Generation, HandlerKind};
+use crate::ids::{ConnId, Generation, HandlerKind};
 use crate::observe::log::Level;
 
 /// Where an executor is in its life. Named for what it waits for.
@@ -74,6 +74,8 @@ pub struct Call {
     /// In a batch of `n` calls: `n` for the first (its time is the batch's), 0 for the others;
     /// 1 for a call on its own.
     pub batch_lead: u32,
+    /// Its number: its place in the count of calls sent to this executor (from 1).
+    pub number: u64,
 }
 
 impl Call {
@@ -104,6 +106,11 @@ pub struct Executor {
     pub answered: u64,
     /// Since when it holds no call (a replica idle long enough is retired).
     pub idle_since: Instant,
+    /// Calls sent to it so far (what numbers them).
+    pub sent_calls: u64,
+    /// A `Cancel` frame waiting for the end of the frames being written, and how much of it
+    /// is written.
+    cancel: Option<(Vec<u8>, usize)>,
     /// Frames may wait on its socket that were left unread (a streamed answer's pieces beyond
     /// one turn's share, or held back while the client's connection was full). Edge-triggered
     /// polling will not say so again: the pool reads it on a later turn.
@@ -202,6 +209,8 @@ impl Executor {
             started_at: Instant::now(),
             answered: 0,
             idle_since: Instant::now(),
+            sent_calls: 0,
+            cancel: None,
             unread: false,
             crash: None,
         })
@@ -234,7 +243,34 @@ impl Executor {
                 }
             }
         }
+        // Every call is written whole: a frame boundary, where a `Cancel` may go.
+        if let Some((bytes, sent)) = &mut self.cancel {
+            while *sent < bytes.len() {
+                match self.socket.write(&bytes[*sent..]) {
+                    Ok(0) => return Err(Broken),
+                    Ok(n) => *sent += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                    Err(_) => return Err(Broken),
+                }
+            }
+            self.cancel = None;
+        }
         Ok(())
+    }
+
+    /// Asks it to stop the streamed answer it is sending for `conn` (the client left); the
+    /// frame goes out with the next writes. Whether it was streaming to `conn`.
+    pub fn cancel_stream_to(&mut self, conn: ConnId) -> bool {
+        let Some(call) = self.calls.front() else {
+            return false;
+        };
+        if call.job.conn != conn || call.streaming.is_none() || self.cancel.is_some() {
+            return false;
+        }
+        self.cancel = Some((frame::cancel(call.number), 0));
+        let _ = self.write_pending();
+        true
     }
 
     /// Reads until the socket would block, appending whole frames to `out`; a large body is

@@ -22,13 +22,16 @@
 //! | 7 `Piece` | executor | empty | the next bytes of the body (at most [`MAX_PIECE`]) |
 //! | 8 `End` | executor | u8 complete | empty |
 //! | 9 `Batch` | worker | u32 count | empty |
+//! | 10 `Cancel` | worker | u64 call | empty |
 //!
 //! An executor speaks first (`Ready` or `Refused`), then answers each `Request` in order with
 //! one `Response` or `Panicked`, or with a streamed answer: one `Head`, any number of `Piece`s,
 //! and one `End` (`complete` 0 when the body broke off: the client's connection is cut, since
 //! nothing else can tell it). A `Batch` says that the next `count` `Request`s are one batch
 //! (for a handler whose `max_batch` allows it): the executor runs them in one call and answers
-//! each, in order, with its own `Response` or `Panicked`. `PROTOCOL` changes whenever the layout does; both ends are
+//! each, in order, with its own `Response` or `Panicked`. A `Cancel` says the client of call
+//! number `call` (the requests' count, from 1) left while it streamed: the executor stops it
+//! (its next piece is refused) and ends it with `End(false)`. `PROTOCOL` changes whenever the layout does; both ends are
 //! the same binary, so a mismatch means a stale executor binary and is refused.
 //! Bounds: metadata at most [`MAX_META`], a body at most [`MAX_BODY`]; more is a
 //! [`FrameError::TooLarge`].
@@ -77,6 +80,8 @@ pub enum Kind {
     End = 8,
     /// The next requests are one batch.
     Batch = 9,
+    /// The client of a streaming call left.
+    Cancel = 10,
 }
 
 impl Kind {
@@ -91,6 +96,7 @@ impl Kind {
             7 => Kind::Piece,
             8 => Kind::End,
             9 => Kind::Batch,
+            10 => Kind::Cancel,
             _ => return None,
         })
     }
@@ -154,6 +160,8 @@ pub enum Message {
     End(bool),
     /// The next this many requests are one batch.
     Batch(u32),
+    /// The client of this call (numbered from 1 in request order) left.
+    Cancel(u64),
 }
 
 impl Message {
@@ -169,6 +177,7 @@ impl Message {
             Message::Piece(_) => "Piece",
             Message::End(_) => "End",
             Message::Batch(_) => "Batch",
+            Message::Cancel(_) => "Cancel",
         }
     }
 
@@ -176,7 +185,11 @@ impl Message {
     pub fn settles(&self) -> bool {
         !matches!(
             self,
-            Message::Head(..) | Message::Piece(_) | Message::Request(..) | Message::Batch(_)
+            Message::Head(..)
+                | Message::Piece(_)
+                | Message::Request(..)
+                | Message::Batch(_)
+                | Message::Cancel(_)
         )
     }
 }
@@ -228,6 +241,11 @@ pub fn ready(meta: &HandlerMeta) -> Vec<u8> {
     put_option(&mut m, meta.max_lanes);
     put_option(&mut m, Some(meta.max_batch));
     encode(Kind::Ready, &m, 0)
+}
+
+/// A `Cancel` frame for call number `call`.
+pub fn cancel(call: u64) -> Vec<u8> {
+    encode(Kind::Cancel, &call.to_le_bytes(), 0)
 }
 
 /// The head of a `Batch` frame: the next `count` requests are one batch.
@@ -447,6 +465,7 @@ fn decode(kind: Kind, meta: &[u8], body: Vec<u8>) -> Result<Message, FrameError>
         Kind::Piece => Message::Piece(body),
         Kind::End => Message::End(f.u8()? != 0),
         Kind::Batch => Message::Batch(f.u32()?),
+        Kind::Cancel => Message::Cancel(f.u64()?),
     };
     f.end()?;
     Ok(message)
@@ -687,9 +706,10 @@ mod tests {
         stream.extend(with_body(piece(3), b"abc"));
         stream.extend(end(true));
         stream.extend(batch(3));
+        stream.extend(cancel(7));
         for step in [1, 2, 7, 64, stream.len()] {
             let frames = read_all(&stream, step);
-            assert_eq!(frames.len(), 9, "step {step}");
+            assert_eq!(frames.len(), 10, "step {step}");
             match &frames[0] {
                 Message::Ready(m) => assert_eq!(m, &meta),
                 other => panic!("{other:?}"),
@@ -721,10 +741,11 @@ mod tests {
             assert!(matches!(&frames[6], Message::Piece(b) if b == b"abc"));
             assert!(matches!(&frames[7], Message::End(true)));
             assert!(matches!(&frames[8], Message::Batch(3)));
+            assert!(matches!(&frames[9], Message::Cancel(7)));
             assert!(frames
                 .iter()
                 .map(Message::settles)
-                .eq([true, false, true, true, true, false, false, true, false]));
+                .eq([true, false, true, true, true, false, false, true, false, false]));
         }
     }
 
@@ -779,7 +800,7 @@ mod tests {
     #[test]
     fn bad_frames_are_errors_not_panics() {
         let table: &[(&[u8], FrameError)] = &[
-            (&[10, 0, 0, 0, 0, 0, 0, 0, 0], FrameError::UnknownKind(10)),
+            (&[11, 0, 0, 0, 0, 0, 0, 0, 0], FrameError::UnknownKind(11)),
             (&[4, 0, 0, 0, 1, 0, 0, 0, 0], FrameError::TooLarge),
             (
                 &[4, 1, 0, 0, 0, 0, 0, 0, 0, 1],

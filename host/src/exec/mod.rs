@@ -2,7 +2,7 @@
 //! served by an executor (this binary under a hidden subcommand) over a Unix socketpair.
 //!
 //! `frame` is the wire format, `spawn` starts a process, `child` is the executor's own side
-//! (`program` and `proxy` are its side of a program that stays up),
+//! (`link` its socket to the worker; `program` and `proxy` its side of a program that stays up),
 //! `executor` is one process as the worker holds it (its IO), `versions` says what each route's
 //! versions are (blue/green, refusals, backoff), `pool` decides (which executor takes which
 //! call, what a death or a deadline costs, when executors start and stop), `output` turns what an
@@ -14,6 +14,7 @@ pub mod crashes;
 pub mod executor;
 pub mod frame;
 pub mod job;
+pub mod link;
 pub mod output;
 pub mod pool;
 pub mod program;

@@ -18,6 +18,7 @@ use std::time::Duration;
 use plugin_api::{Header, Request, Response};
 
 use crate::exec::frame;
+use crate::exec::link::Downstream;
 use crate::http::body::BodyReader;
 use crate::http::response::text;
 
@@ -429,7 +430,8 @@ impl Proxy {
         }
     }
 
-    /// Forwards `request` and writes the answer's frames to `worker`. `Err` only when the
+    /// Forwards `request` and writes the answer's frames to `worker` (a streamed answer stops
+    /// when the worker cancels it: its client left; the program's connection is dropped). `Err` only when the
     /// worker's socket failed (the executor then exits); a program that fails is a `502` (or a
     /// stream cut off), with a line on stderr saying why. Before a failure is answered,
     /// `if_gone` is called: when the program itself has exited, it ends the executor, so the
@@ -438,7 +440,7 @@ impl Proxy {
     pub fn call(
         &mut self,
         request: &Request,
-        worker: &mut impl Write,
+        worker: &mut impl Downstream,
         if_gone: &dyn Fn(),
     ) -> io::Result<()> {
         let route = self.route.clone();
@@ -583,7 +585,7 @@ impl Proxy {
         &self,
         wire: &mut Wire,
         mut left: Option<u64>,
-        worker: &mut impl Write,
+        worker: &mut impl Downstream,
     ) -> io::Result<bool> {
         let mut chunk = vec![0u8; READ_CHUNK];
         loop {
@@ -593,6 +595,8 @@ impl Proxy {
             let room = left.map_or(READ_CHUNK, |l| l.min(READ_CHUNK as u64) as usize);
             match wire.read(&mut chunk[..room]) {
                 Ok(0) => return Ok(left.is_none()),
+                // Its client left: stop, and drop the connection (the program sees it close).
+                Ok(_) if worker.cancelled() => return Ok(false),
                 Ok(n) => {
                     send_piece(worker, &chunk[..n])?;
                     left = left.map(|l| l - n as u64);
@@ -612,7 +616,7 @@ impl Proxy {
         &self,
         wire: &mut Wire,
         decoder: &mut BodyReader,
-        worker: &mut impl Write,
+        worker: &mut impl Downstream,
     ) -> io::Result<(bool, bool)> {
         let mut chunk = vec![0u8; READ_CHUNK];
         let mut body = Vec::with_capacity(READ_CHUNK);
@@ -637,6 +641,9 @@ impl Proxy {
                     return Ok((false, false));
                 }
             };
+            if worker.cancelled() {
+                return Ok((false, false));
+            }
             send_piece(worker, &body)?;
             if decoder.is_done() {
                 return Ok((true, used == n));

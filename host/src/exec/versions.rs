@@ -186,12 +186,16 @@ impl Versions {
             .unwrap_or_default();
         match version.new.kind {
             HandlerKind::Native => info!(
-                "loaded {} as /{name}: {} {} ({}), generation {}{replacing}",
+                "loaded {} as /{name}: {} {} ({}), generation {}{replacing}{}",
                 version.new.source.display(),
                 version.meta.crate_name,
                 version.meta.version,
                 version.meta.description,
-                generation.0
+                generation.0,
+                match version.meta.max_lanes {
+                    Some(_) => "",
+                    None => "; built against plugin-api 0.1.0, so it answers whole",
+                }
             ),
             HandlerKind::Cgi => info!(
                 "serving {} as /{name}: a program run per request (CGI), generation {}{replacing}",

@@ -224,11 +224,14 @@ impl Dispatch {
     pub fn apply(&mut self, change: Change, registry: &Registry) {
         match change {
             Change::Install(version) => self.pool.install(version, registry),
-            Change::Remove(name) => {
-                crate::info!("/{name} is no longer served");
-                self.pool.remove(&name, registry);
-            }
+            // The watcher said so in its log line.
+            Change::Remove(name) => self.pool.remove(&name, registry),
         }
+    }
+
+    /// The client of `conn` left during its streamed answer: its executor is told to stop.
+    pub fn cancel_stream(&mut self, conn: ConnId) {
+        self.pool.cancel_stream(conn);
     }
 
     /// Sets the lanes and the batch size the jellyfish's light allows.

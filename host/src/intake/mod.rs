@@ -530,6 +530,10 @@ impl Intake {
         conn.give_back(&mut self.budget);
         let _ = self.poll.registry().deregister(conn.transport.socket_mut());
         let (kind, peer) = (conn.kind, conn.peer);
+        // A stream still being made for it (its executor stops at its next piece).
+        if matches!(conn.phase, Phase::Streaming(_)) {
+            self.dispatch.cancel_stream(conn.id);
+        }
         drop(conn);
         self.free.push(slot);
         self.release_slot(kind, peer);
@@ -706,7 +710,11 @@ impl Intake {
     fn answer(&mut self, answer: Answer) {
         let Answer { conn, route, reply } = answer;
         let Some(state) = self.conn_mut(conn) else {
-            return; // the client left; drop the answer
+            // The client left; drop the answer, and stop a stream being made for it.
+            if matches!(reply, Reply::Head(..) | Reply::Piece(_)) {
+                self.dispatch.cancel_stream(conn);
+            }
+            return;
         };
         match (&state.phase, reply) {
             (Phase::AwaitAnswer(shape), Reply::Whole(response)) => {

@@ -348,7 +348,10 @@ impl Pool {
                 self.busy += 1;
             }
             let started = executor.calls.is_empty().then(Instant::now);
+            executor.sent_calls += 1;
+            let number = executor.sent_calls;
             executor.calls.push_back(Call {
+                number,
                 job,
                 head,
                 sent: 0,
@@ -363,6 +366,16 @@ impl Pool {
             });
         }
         self.write(slot);
+    }
+
+    /// The client of `conn` left while an executor streamed its answer: that executor is told
+    /// to stop (its plugin's next piece is refused; a program's connection is dropped).
+    pub fn cancel_stream(&mut self, conn: ConnId) {
+        for executor in self.executors.iter_mut().flatten() {
+            if executor.cancel_stream_to(conn) {
+                return;
+            }
+        }
     }
 
     /// Handles a poll event on an executor token. `takes_more` says whether a connection

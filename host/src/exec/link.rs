@@ -1,0 +1,154 @@
+//! The executor's end of its socket to the worker: frames in (blocking, with a backlog of the
+//! ones read while a call ran), frames out, and, while a call streams, a look without blocking
+//! for the worker's `Cancel` of that call (its client left), so a plugin or a program stops
+//! producing for nobody.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+
+use crate::exec::frame::{FrameError, FrameReader, Message};
+
+/// A streamed answer's downstream: the worker, and whether it wants the rest.
+pub trait Downstream: Write {
+    /// Whether the worker cancelled the call being answered (or is gone). Never blocks.
+    fn cancelled(&mut self) -> bool;
+}
+
+/// How reading from the worker ended.
+#[derive(Debug)]
+pub enum LinkEnd {
+    /// End of file, or the socket failed: the worker retired us, or died.
+    Closed,
+    /// It sent bytes that are not frames.
+    Broken(FrameError),
+}
+
+/// The executor's socket and what was read from it but not handled yet.
+pub struct WorkerLink {
+    socket: UnixStream,
+    reader: FrameReader,
+    backlog: VecDeque<Message>,
+    buffer: Vec<u8>,
+    /// Requests read so far: a request's number is its place in this count (from 1), the
+    /// number a `Cancel` names.
+    requests: u64,
+    /// The number of the call being answered now.
+    current: u64,
+    /// A `Cancel` for the current call came (or the worker went away).
+    cancelled: bool,
+}
+
+impl WorkerLink {
+    /// The link over `socket`.
+    pub fn new(socket: UnixStream) -> WorkerLink {
+        WorkerLink {
+            socket,
+            reader: FrameReader::default(),
+            backlog: VecDeque::new(),
+            buffer: vec![0u8; 64 * 1024],
+            requests: 0,
+            current: 0,
+            cancelled: false,
+        }
+    }
+
+    /// The next frame from the worker (blocking). A `Request` becomes the current call (a
+    /// `Cancel` left over for an earlier call is dropped here).
+    pub fn receive(&mut self) -> Result<Message, LinkEnd> {
+        loop {
+            while let Some(message) = self.backlog.pop_front() {
+                match message {
+                    Message::Cancel(_) => continue,
+                    Message::Request(..) => {
+                        self.requests += 1;
+                        self.current = self.requests;
+                        self.cancelled = false;
+                        return Ok(message);
+                    }
+                    other => return Ok(other),
+                }
+            }
+            self.fill(true)?;
+        }
+    }
+
+    /// Reads what the socket has (waiting for it when `block`) into the backlog.
+    fn fill(&mut self, block: bool) -> Result<(), LinkEnd> {
+        let mut messages = Vec::new();
+        let read = match (block, self.reader.direct()) {
+            (_, Err(e)) => return Err(LinkEnd::Broken(e)),
+            (true, Ok(Some(body))) => self.socket.read(body).map(|n| (n, true)),
+            (true, Ok(None)) => self.socket.read(&mut self.buffer).map(|n| (n, false)),
+            (false, Ok(_)) => peek_read(&self.socket, &mut self.buffer).map(|n| (n, false)),
+        };
+        let (n, direct) = match read {
+            Ok((0, _)) => return Err(LinkEnd::Closed),
+            Ok(read) => read,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(_) => return Err(LinkEnd::Closed),
+        };
+        let result = if direct {
+            self.reader.filled(n).map(|m| messages.extend(m))
+        } else {
+            self.reader.feed_all(&self.buffer[..n], &mut messages)
+        };
+        result.map_err(LinkEnd::Broken)?;
+        self.backlog.extend(messages);
+        Ok(())
+    }
+}
+
+/// One read that does not wait (`MSG_DONTWAIT`): `WouldBlock` when nothing is there.
+fn peek_read(socket: &UnixStream, buffer: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buffer` is valid for `buffer.len()` bytes of writes, and the descriptor is the
+    // socket's own, open for the call.
+    let n = unsafe {
+        libc::recv(
+            socket.as_raw_fd(),
+            buffer.as_mut_ptr().cast(),
+            buffer.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
+impl Downstream for WorkerLink {
+    fn cancelled(&mut self) -> bool {
+        if self.cancelled {
+            return true;
+        }
+        // The worker's bytes between frames are few (requests written ahead, a `Cancel`);
+        // read what is there, keep the rest for later.
+        if let Err(end) = self.fill(false) {
+            if let LinkEnd::Broken(e) = end {
+                eprintln!("executor: {e}");
+            }
+            self.cancelled = true;
+            return true;
+        }
+        let current = self.current;
+        let before = self.backlog.len();
+        self.backlog
+            .retain(|m| !matches!(m, Message::Cancel(n) if *n == current));
+        self.cancelled = self.backlog.len() != before;
+        self.cancelled
+    }
+}
+
+impl Write for WorkerLink {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.socket.write(bytes)
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        self.socket.write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.socket.flush()
+    }
+}
