@@ -462,7 +462,7 @@ const SETTINGS: &[Setting] = &[
         help: "jellyfish: memory still available (% of the cgroup limit, else of MemTotal) \
                below which it turns yellow (with a queue building) and red",
         set: |c, v| {
-            let (yellow, red) = percent_pair(v)?;
+            let (yellow, red) = shares(v)?;
             if red > yellow {
                 return Err("two percentages, the red one not above the yellow one");
             }
@@ -722,8 +722,18 @@ pub(crate) fn size(value: &str) -> Result<u64, &'static str> {
         .ok_or("a byte count, optionally with K, M or G")
 }
 
-/// `YELLOW,RED` percentages (`25,90`) as shares; for pressures, red must not be below yellow.
+/// `YELLOW,RED` pressure percentages (`25,90`) as shares: above 0 (a pressure of 0 is always
+/// reached), red not below yellow.
 fn percent_pair(value: &str) -> Result<(f64, f64), &'static str> {
+    let (yellow, red) = shares(value)?;
+    if yellow <= 0.0 || red < yellow {
+        return Err("two percentages above 0, the red one not below the yellow one, like 25,90");
+    }
+    Ok((yellow, red))
+}
+
+/// `YELLOW,RED` percentages from 0 to 100 as shares.
+fn shares(value: &str) -> Result<(f64, f64), &'static str> {
     const WHAT: &str = "two percentages from 0 to 100, like 25,90";
     let (yellow, red) = value.split_once(',').ok_or(WHAT)?;
     let share = |p: &str| match p.trim().parse::<f64>() {

@@ -146,6 +146,13 @@ pub fn run(config: Config) -> Result<(), RunError> {
         false => None,
     };
     let state_dir = std::env::var_os("FIDDLER_STATE_DIR").map(std::path::PathBuf::from);
+    if state_dir.is_none() {
+        // No supervisor keeps a folder for this worker: clean up after killed ones here.
+        let stale = files::remove_stale(&std::env::temp_dir());
+        if stale > 0 {
+            info!("removed {stale} private folder(s) left by servers that were killed");
+        }
+    }
     let private = files::PrivateDir::create(state_dir.as_deref()).map_err(RunError::PrivateDir)?;
     let runtime_dir = private.path().to_owned();
     let mut watcher = Watcher::new(

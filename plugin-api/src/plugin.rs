@@ -25,8 +25,10 @@ pub trait Plugin: Send + Sync + Sized + 'static {
     /// The largest request body accepted, in bytes, if lower than the server's `--max-body`.
     const MAX_BODY: Option<u64> = None;
     /// How many executors of this version may run calls at the same time (each has its own
-    /// `init` and state). 1, the default, means never two at once: what a GPU model or a
-    /// program like llama.cpp needs. Say more for a handler that is safe and useful to run in
+    /// `init` and state). 1, the default, means never two calls of this version at once: what
+    /// a GPU model or a program like llama.cpp needs. (During a swap the old version finishes
+    /// the calls it holds while the new one starts, each in its own process: size memory for
+    /// two versions for that moment.) Say more for a handler that is safe and useful to run in
     /// parallel; the server never exceeds it (in jellyfish mode, nor with `--lanes`).
     const MAX_LANES: usize = 1;
     /// How many queued requests [`handle_batch`](Plugin::handle_batch) may take in one call

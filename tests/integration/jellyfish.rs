@@ -82,7 +82,9 @@ fn a_batch_plugin_gets_batches_under_a_burst_and_answers_each_in_order() {
     let mut burst: Vec<Client> = (0..10)
         .map(|i| start_post(&server, "/batcher", &format!("b{i}")))
         .collect();
-    // And one connection with three requests pipelined in one write.
+    // And one connection with three requests pipelined in one write (intake queues one
+    // request per connection at a time, so they come in order by construction; this checks
+    // that each still gets its own answer).
     let mut pipelined = server.connect();
     let three: String = ["p1", "p2", "p3"]
         .iter()
@@ -116,12 +118,61 @@ fn a_batch_plugin_gets_batches_under_a_burst_and_answers_each_in_order() {
 }
 
 #[test]
-fn red_is_not_ready_and_serves_on_one_lane() {
-    let server = jellyfish("red", &["echo"], &[]);
+fn red_is_not_ready_and_runs_one_call_at_a_time() {
+    let server = jellyfish("red", &["echo", "crash"], &[]);
     let ready = server.get("/-/ready");
     assert_eq!(ready.status, 503);
     assert!(ready.text().contains("light is red"), "{}", ready.text());
     assert_eq!(server.post("/echo", b"still served").text(), "still served");
     assert_eq!(server.metric("fiddler_light{light=\"red\"}"), 1);
-    assert_eq!(server.metric("fiddler_lanes_allowed"), 1);
+    // The crash fixture may take 4 lanes, but red allows one: a second held call waits.
+    let gate = server.gate();
+    let mut first = server.start_get(&format!("/crash/x?{}", gate.query()));
+    server.wait_busy(1);
+    let mut second = server.start_get(&format!("/crash/x?{}", gate.query()));
+    crate::support::wait_until(
+        "the second call queued",
+        crate::support::IO_DEADLINE,
+        || {
+            server
+                .get("/-/ready")
+                .text()
+                .contains(" 1 of ")
+                .then_some(())
+        },
+    );
+    let plugins = server.get("/-/plugins").text();
+    assert_eq!(
+        plugins.matches("\"state\":\"busy\"").count(),
+        1,
+        "{plugins}"
+    );
+    gate.open();
+    for call in [&mut first, &mut second] {
+        assert_eq!(
+            read_response(call).map(|r| r.text()),
+            Some("alive\n".to_owned())
+        );
+    }
+}
+
+#[test]
+fn a_batch_that_crashes_answers_each_of_its_requests_once() {
+    let more = ["--batch-max", "8", "--queue-wait", "3600000"];
+    let server = jellyfish("yellow", &["batcher"], &more);
+    let gate = server.gate();
+    let mut first = start_post(&server, &format!("/batcher?{}", gate.query()), "first");
+    server.wait_busy(1);
+    let mut burst: Vec<Client> = ["/batcher", "/batcher?crash", "/batcher"]
+        .iter()
+        .map(|path| start_post(&server, path, "b"))
+        .collect();
+    server.wait_queued(3);
+    gate.open();
+    assert_eq!(read_response(&mut first).map(|r| r.status), Some(200));
+    // All three ran in the batch that died: each gets the 502, none is run again.
+    for call in &mut burst {
+        assert_eq!(read_response(call).map(|r| r.status), Some(502));
+    }
+    assert_eq!(server.post("/batcher", b"after").text(), "after batch=1");
 }

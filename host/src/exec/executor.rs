@@ -76,6 +76,8 @@ pub struct Call {
     pub batch_lead: u32,
     /// Its number: its place in the count of calls sent to this executor (from 1).
     pub number: u64,
+    /// A `Cancel` was sent for it (its client left).
+    pub cancelled: bool,
 }
 
 impl Call {
@@ -224,6 +226,13 @@ impl Executor {
     /// Writes what is pending of its calls until the socket would block. `Err` when the
     /// socket is broken (the process is gone).
     pub fn write_pending(&mut self) -> Result<(), Broken> {
+        // A `Cancel` begun is finished before anything else goes (frames never interleave).
+        if self.cancel.as_ref().is_some_and(|(_, sent)| *sent > 0) {
+            self.write_cancel()?;
+            if self.cancel.is_some() {
+                return Ok(());
+            }
+        }
         for call in self.calls.iter_mut() {
             while call.sent < call.len() {
                 let body = &call.job.request.body[..];
@@ -244,31 +253,40 @@ impl Executor {
             }
         }
         // Every call is written whole: a frame boundary, where a `Cancel` may go.
-        if let Some((bytes, sent)) = &mut self.cancel {
-            while *sent < bytes.len() {
-                match self.socket.write(&bytes[*sent..]) {
-                    Ok(0) => return Err(Broken),
-                    Ok(n) => *sent += n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                    Err(_) => return Err(Broken),
-                }
+        self.write_cancel()
+    }
+
+    /// Writes what is left of the pending `Cancel`, until the socket would block.
+    fn write_cancel(&mut self) -> Result<(), Broken> {
+        let Some((bytes, sent)) = &mut self.cancel else {
+            return Ok(());
+        };
+        while *sent < bytes.len() {
+            match self.socket.write(&bytes[*sent..]) {
+                Ok(0) => return Err(Broken),
+                Ok(n) => *sent += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(_) => return Err(Broken),
             }
-            self.cancel = None;
         }
+        self.cancel = None;
         Ok(())
     }
 
     /// Asks it to stop the streamed answer it is sending for `conn` (the client left); the
     /// frame goes out with the next writes. Whether it was streaming to `conn`.
     pub fn cancel_stream_to(&mut self, conn: ConnId) -> bool {
-        let Some(call) = self.calls.front() else {
+        let Some(call) = self.calls.front_mut() else {
             return false;
         };
-        if call.job.conn != conn || call.streaming.is_none() || self.cancel.is_some() {
+        if call.job.conn != conn || call.streaming.is_none() {
             return false;
         }
-        self.cancel = Some((frame::cancel(call.number), 0));
+        // Once per call: the pieces already on their way for it are dropped as they come.
+        if !std::mem::replace(&mut call.cancelled, true) {
+            self.cancel = Some((frame::cancel(call.number), 0));
+        }
         let _ = self.write_pending();
         true
     }

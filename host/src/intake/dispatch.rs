@@ -83,10 +83,19 @@ impl Dispatch {
         mut waiting: impl FnMut(ConnId) -> bool,
     ) {
         let mut at = 0;
+        // Routes one of whose jobs had to wait in this pass: their later jobs wait too, so a
+        // route's jobs start in their order (a small one never passes a large one that could
+        // not be written ahead).
+        let mut held: Vec<String> = Vec::new();
         while let Some(job) = self.queue.get(at) {
+            if held.contains(&job.route) {
+                at += 1;
+                continue;
+            }
             let place = self.pool.place(&job.route, job.body_bytes(), registry);
             match place {
                 Place::Wait => {
+                    held.push(job.route.clone());
                     at += 1;
                     continue;
                 }
@@ -249,7 +258,29 @@ impl Dispatch {
     /// shared among the lanes (Little's law).
     pub fn predicted_wait(&self) -> Duration {
         let work = self.queue.work() + self.pool.work_in_flight(Instant::now());
-        work / u32::try_from(self.pool.lanes()).unwrap_or(1).max(1)
+        work / u32::try_from(self.effective_lanes()).unwrap_or(1).max(1)
+    }
+
+    /// The lanes the queued work can really use: the lanes in force, but no more than the
+    /// routes it is for may take together (a one-lane route's queue is served by one).
+    fn effective_lanes(&self) -> usize {
+        let lanes = self.pool.lanes();
+        if lanes <= 1 || self.queue.is_empty() {
+            return lanes;
+        }
+        let mut routes: Vec<&str> = Vec::new();
+        for at in 0..self.queue.len() {
+            if let Some(job) = self.queue.get(at) {
+                if !routes.contains(&job.route.as_str()) {
+                    routes.push(&job.route);
+                }
+            }
+            if routes.len() >= lanes {
+                return lanes;
+            }
+        }
+        let usable: usize = routes.iter().map(|r| self.pool.route_lanes(r)).sum();
+        usable.clamp(1, lanes)
     }
 
     /// Jobs waiting to start: queued, or written ahead to a busy executor.

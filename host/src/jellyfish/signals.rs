@@ -49,8 +49,8 @@ pub struct Signals {
 pub struct Sampler {
     cpu_psi: Option<File>,
     memory_psi: Option<File>,
-    /// cgroup v2 `memory.max` and `memory.current` (only when it has a limit).
-    cgroup_memory: Option<(File, File)>,
+    /// cgroup v2 `memory.max`, `memory.current` and `memory.stat` (only when it has a limit).
+    cgroup_memory: Option<(File, File, Option<File>)>,
     meminfo: Option<File>,
     /// `/proc/stat`, for CPU contention when there is no PSI.
     stat: Option<File>,
@@ -81,7 +81,7 @@ impl Sampler {
         let memory_psi = in_cgroup("memory.pressure").or_else(|| proc_psi("memory"));
         let cgroup_memory = match (in_cgroup("memory.max"), in_cgroup("memory.current")) {
             (Some(max), Some(current)) if read_text(&max).is_some_and(|t| t.trim() != "max") => {
-                Some((max, current))
+                Some((max, current, in_cgroup("memory.stat")))
             }
             _ => None,
         };
@@ -164,10 +164,18 @@ impl Sampler {
 
     /// (bytes still available, bytes that may be used at most)
     fn headroom(&self) -> (Option<u64>, Option<u64>) {
-        if let Some((max, current)) = &self.cgroup_memory {
+        if let Some((max, current, stat)) = &self.cgroup_memory {
             let number = |f: &File| read_text(f).and_then(|t| t.trim().parse::<u64>().ok());
             if let (Some(max), Some(current)) = (number(max), number(current)) {
-                return (Some(max.saturating_sub(current)), Some(max));
+                // `memory.current` counts the page cache too; the inactive part of it is
+                // reclaimed before anything is squeezed (the working set, as kubelet counts).
+                let reclaimable = stat
+                    .as_ref()
+                    .and_then(read_text)
+                    .and_then(|t| stat_field(&t, "inactive_file"))
+                    .unwrap_or(0);
+                let used = current.saturating_sub(reclaimable);
+                return (Some(max.saturating_sub(used)), Some(max));
             }
         }
         match self.meminfo.as_ref().and_then(read_text) {
@@ -196,11 +204,20 @@ fn open(path: &Path) -> Option<File> {
     File::open(path).ok()
 }
 
-/// The whole file, read from its start (pseudo-files give fresh contents to each read).
+/// The whole file, read from its start (pseudo-files give fresh contents to each read;
+/// `/proc/stat` runs past 4 KiB on machines with many interrupts). At most 1 MiB.
 fn read_text(file: &File) -> Option<String> {
     let mut buf = vec![0u8; 4096];
-    let n = file.read_at(&mut buf, 0).ok()?;
-    buf.truncate(n);
+    let mut len = 0;
+    loop {
+        let n = file.read_at(&mut buf[len..], len as u64).ok()?;
+        len += n;
+        if n == 0 || len < buf.len() || buf.len() >= 1 << 20 {
+            break;
+        }
+        buf.resize(buf.len() * 2, 0);
+    }
+    buf.truncate(len);
     String::from_utf8(buf).ok()
 }
 
@@ -216,6 +233,14 @@ pub fn psi_some_total(text: &str) -> Option<u64> {
         .find_map(|field| field.strip_prefix("total="))?
         .parse()
         .ok()
+}
+
+/// A `name value` line's value in a cgroup's `memory.stat`.
+pub fn stat_field(text: &str, name: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let (key, value) = l.split_once(' ')?;
+        (key == name).then(|| value.trim().parse().ok())?
+    })
 }
 
 /// (MemTotal, MemAvailable) in bytes from `/proc/meminfo`.
@@ -274,6 +299,45 @@ mod tests {
         assert_eq!(runnable_excess(stat, 2), Some(4.0 / 6.0));
         assert_eq!(runnable_excess("procs_running 1\n", 2), Some(0.0));
         assert_eq!(runnable_excess("cpu 1 2\n", 2), None);
+        let stat = "anon 1000\nfile 9000\ninactive_file 7000\nactive_file 2000\n";
+        assert_eq!(stat_field(stat, "inactive_file"), Some(7000));
+        assert_eq!(stat_field(stat, "file"), Some(9000));
+        assert_eq!(stat_field(stat, "shmem"), None);
+    }
+
+    #[test]
+    fn a_cgroup_limit_counts_the_working_set_and_a_long_stat_is_read_whole() {
+        let dir = std::env::temp_dir().join(format!("fiddler-cgroup-{}", std::process::id()));
+        let (proc, cgroup) = (dir.join("proc"), dir.join("cg"));
+        let own = cgroup.join("pod/app");
+        std::fs::create_dir_all(proc.join("self")).expect("fake /proc");
+        std::fs::create_dir_all(&own).expect("fake cgroup");
+        std::fs::write(proc.join("self/cgroup"), "0::/pod/app\n").expect("cgroup");
+        std::fs::write(own.join("cgroup.procs"), "1\n").expect("procs");
+        std::fs::write(own.join("memory.max"), "1000\n").expect("max");
+        std::fs::write(own.join("memory.current"), "990\n").expect("current");
+        std::fs::write(own.join("memory.stat"), "anon 90\ninactive_file 600\n").expect("stat");
+        // A /proc/stat longer than one read, its procs_running line last.
+        let long = format!("intr {}\nprocs_running 9\n", "0 ".repeat(5000));
+        std::fs::write(proc.join("stat"), long).expect("stat");
+        let roots = Roots {
+            proc,
+            cgroup: vec![cgroup],
+        };
+        let mut sampler = Sampler::open(&roots);
+        assert!(
+            sampler.source.contains("the cgroup's memory.max"),
+            "{}",
+            sampler.source
+        );
+        let signals = sampler.read();
+        // 990 used, 600 of it reclaimable cache: 610 of 1000 left, not 10.
+        assert_eq!(signals.headroom_bytes, Some(610));
+        assert!(
+            signals.cpu_pressure > 0.5,
+            "procs_running was read: {signals:?}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -94,8 +94,63 @@ impl PrivateDir {
     }
 }
 
+/// Removes the private folders that servers killed outright (`SIGKILL`, a crash, a power cut)
+/// left in `dir`: `fiddler-crab-state-PID` (a supervisor's) and `fiddler-crab-PID-X` (a worker's
+/// without one) whose process is gone and that this user owns. Each holds copies of plugins, so
+/// without this they pile up. Returns how many were removed.
+pub fn remove_stale(dir: &Path) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(stale_pid) else {
+            continue;
+        };
+        let ours = entry
+            .metadata()
+            .is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == me && m.is_dir());
+        // SAFETY: kill with signal 0 only checks whether the process exists.
+        let gone = unsafe { libc::kill(pid, 0) } != 0
+            && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if ours && gone && fs::remove_dir_all(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// The pid in a private folder's name, if it is one.
+fn stale_pid(name: &str) -> Option<i32> {
+    let rest = name.strip_prefix("fiddler-crab-")?;
+    let digits = rest.strip_prefix("state-").unwrap_or(rest);
+    let pid = digits.split('-').next()?;
+    if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    pid.parse().ok().filter(|pid| *pid > 1)
+}
+
 impl Drop for PrivateDir {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_private_folder_names_give_a_pid() {
+        assert_eq!(stale_pid("fiddler-crab-state-1234"), Some(1234));
+        assert_eq!(stale_pid("fiddler-crab-1234-00ab12cd"), Some(1234));
+        assert_eq!(stale_pid("fiddler-crab-state-"), None);
+        assert_eq!(stale_pid("fiddler-crab-x-1"), None);
+        assert_eq!(stale_pid("fiddler-test-server-1-0"), None);
+        assert_eq!(stale_pid("fiddler-crab-state-1"), None, "never pid 1");
     }
 }

@@ -270,6 +270,10 @@ struct StateDir(PathBuf);
 
 impl StateDir {
     fn create() -> io::Result<StateDir> {
+        let stale = crate::plugins::files::remove_stale(&std::env::temp_dir());
+        if stale > 0 {
+            crate::info!("removed {stale} private folder(s) left by servers that were killed");
+        }
         let path = std::env::temp_dir().join(format!("fiddler-crab-state-{}", std::process::id()));
         let _ = fs::remove_dir_all(&path);
         fs::DirBuilder::new().mode(0o700).create(&path)?;

@@ -52,6 +52,8 @@ impl Pool {
         match (&executor.phase, message) {
             (Phase::ExpectReady { .. }, Message::Ready(meta)) => {
                 executor.phase = Phase::Serving;
+                // Idle from now, not from its start (a slow init is not idleness).
+                executor.idle_since = Instant::now();
                 self.on_ready(generation, meta, registry);
             }
             (Phase::ExpectReady { .. }, Message::Refused { reason, .. }) => {
@@ -315,17 +317,25 @@ impl Pool {
             self.busy -= 1;
         }
         let running = calls.pop_front();
-        if let Some(running) = &running {
+        // A batch ran as one call: every request in it had started, so every one of them
+        // gets the answer (none is run twice).
+        let batch_rest = running
+            .as_ref()
+            .map_or(0, |c| c.batch_lead.saturating_sub(1) as usize)
+            .min(calls.len());
+        let failed = running.iter().chain(calls.iter().take(batch_rest));
+        for call in failed {
             if let Some(version) = self.versions.get(generation) {
                 version.stats.errors.fetch_add(1, Ordering::Relaxed);
                 version.stats.count_response(status);
             }
             out.push(PoolEvent::Answer {
-                conn: running.job.conn,
-                route: running.job.route.clone(),
+                conn: call.job.conn,
+                route: call.job.route.clone(),
                 reply: Reply::Whole(text(status, body)),
             });
         }
+        calls.drain(..batch_rest);
         // Back to the front of the queue in their order (pushed front last-first).
         for call in calls.into_iter().rev() {
             out.push(PoolEvent::Requeue(call.job));

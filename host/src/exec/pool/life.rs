@@ -310,7 +310,7 @@ impl Pool {
             let idle = matches!(executor.phase, Phase::Serving)
                 && executor.calls.is_empty()
                 && now.saturating_duration_since(executor.idle_since) >= REPLICA_IDLE;
-            if idle && self.count_executors(executor.generation).0 > 1 {
+            if idle && self.count_serving(executor.generation) > 1 {
                 crate::info!(
                     "executor [{}] retired: a replica idle for {} s",
                     executor.pid,
@@ -327,9 +327,19 @@ impl Pool {
             .iter()
             .flatten()
             .filter(|e| matches!(e.phase, Phase::Serving) && e.calls.is_empty())
-            .filter(|e| self.count_executors(e.generation).0 > 1)
+            .filter(|e| self.count_serving(e.generation) > 1)
             .map(|e| e.idle_since + REPLICA_IDLE)
             .min()
+    }
+
+    /// Executors of `generation` that are ready and serving (a replica still starting does
+    /// not count: retiring the last ready one for it would leave the route waiting).
+    fn count_serving(&self, generation: Generation) -> usize {
+        self.executors
+            .iter()
+            .flatten()
+            .filter(|e| e.generation == generation && matches!(e.phase, Phase::Serving))
+            .count()
     }
 
     /// (executors of `generation` that are not dead, of which starting)

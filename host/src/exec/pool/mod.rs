@@ -216,8 +216,10 @@ impl Pool {
     }
 
     /// Executors of `generation` that may hold calls at once: the lanes, within the handler's
-    /// own `max_lanes` (a handler that says nothing gets one in jellyfish mode, the lanes in
-    /// crab mode, as before `max_lanes` existed).
+    /// own `max_lanes`. A handler that cannot say (a plugin built against plugin-api 0.1.0, a
+    /// CGI program, a program without the setting) gets one in jellyfish mode and the lanes in
+    /// crab mode, as before `max_lanes` existed; a newer plugin always says (its `MAX_LANES`,
+    /// 1 by default).
     fn route_cap(&self, generation: Generation) -> usize {
         let declared = self.versions.get(generation).and_then(|v| v.meta.max_lanes);
         let cap = match (declared, self.settings.mode) {
@@ -255,7 +257,10 @@ impl Pool {
         }
         // A route that takes batches is not written ahead while batches are on: its queue
         // is left to gather, and the next idle executor takes it in one call.
-        if body_len <= PIPELINE_MAX_BODY && !self.batches_for(generation) {
+        // Only within the lanes in force: when the light lowers them, the executors beyond
+        // the new count drain instead of being fed forever.
+        let within = self.busy <= self.settings.lanes && busy_here <= cap;
+        if within && body_len <= PIPELINE_MAX_BODY && !self.batches_for(generation) {
             let ahead = self
                 .executors
                 .iter()
@@ -334,6 +339,8 @@ impl Pool {
         };
         let count = jobs.len();
         let batched = count > 1;
+        // A batch is one call doing the work of `count`: its deadline is theirs together.
+        let call_deadline = call_deadline * u32::try_from(count).unwrap_or(u32::MAX);
         if batched {
             version.stats.batches.fetch_add(1, Ordering::Relaxed);
         }
@@ -352,6 +359,7 @@ impl Pool {
             let number = executor.sent_calls;
             executor.calls.push_back(Call {
                 number,
+                cancelled: false,
                 job,
                 head,
                 sent: 0,
@@ -366,6 +374,14 @@ impl Pool {
             });
         }
         self.write(slot);
+    }
+
+    /// How many executors of the route `route` serves may hold calls at once (1 when nobody
+    /// serves it).
+    pub fn route_lanes(&self, route: &str) -> usize {
+        self.versions
+            .live(route)
+            .map_or(1, |generation| self.route_cap(generation))
     }
 
     /// The client of `conn` left while an executor streamed its answer: that executor is told
