@@ -13,7 +13,7 @@ use crate::exec::stats::ExecutorCounters;
 use crate::http::response::text;
 use crate::intake::status::{self, StatusView};
 use crate::jellyfish::light::Color;
-use crate::jellyfish::LightView;
+use crate::jellyfish::{mode_json, LightView};
 use crate::observe::metrics::{self, Counters, Gauges};
 
 /// What the admin routes may read of intake's state.
@@ -120,19 +120,11 @@ pub fn answer(rest: &str, view: &AdminView<'_>) -> Response {
 /// `"predicted_wait_ms"` after `executors_alive`
 fn plugins_json(view: &AdminView<'_>) -> String {
     let mut json = format!(
-        "{{\"executors_alive\":{},\"predicted_wait_ms\":{},\"mode\":\"{}\",",
+        "{{\"executors_alive\":{},\"predicted_wait_ms\":{},{}",
         view.executors_alive,
         view.predicted_wait.as_millis(),
-        if view.light.is_some() {
-            "jellyfish"
-        } else {
-            "crab"
-        },
+        mode_json(view.light.as_ref()),
     );
-    if let Some(light) = &view.light {
-        json.push_str(&light.json_fields());
-        json.push(',');
-    }
     json.push_str("\"plugins\":[");
     for (i, route) in view.routes.iter().enumerate() {
         let loaded_at = route

@@ -102,17 +102,12 @@ impl Dispatch {
                 Place::Full => break,
                 Place::NoRoute | Place::Run(_) => {}
             }
-            let Some(job) = self.queue.remove(at) else {
-                break;
-            };
-            let bytes = job.body_bytes();
-            if !waiting(job.conn) {
-                placed.push((Placed::Gone(job.conn), bytes));
+            let Some(job) = self.take_waiting(at, placed, &mut waiting) else {
                 continue;
-            }
+            };
             match place {
                 Place::Run(executor) => {
-                    placed.push((Placed::Sent(job.enqueued_at.elapsed()), bytes));
+                    placed.push((Placed::Sent(job.enqueued_at.elapsed()), job.body_bytes()));
                     let room = self.pool.batch_room(executor);
                     if room > 1 {
                         let batch = self.take_batch(job, room, at, placed, &mut waiting);
@@ -121,7 +116,10 @@ impl Dispatch {
                         self.pool.send(executor, job, &mut self.events);
                     }
                 }
-                _ => placed.push((Placed::NoRoute(job.conn, job.route), bytes)),
+                _ => {
+                    let bytes = job.body_bytes();
+                    placed.push((Placed::NoRoute(job.conn, job.route), bytes));
+                }
             }
         }
     }
@@ -145,18 +143,28 @@ impl Dispatch {
                 at += 1;
                 continue;
             }
-            let Some(job) = self.queue.remove(at) else {
-                break;
-            };
-            let bytes = job.body_bytes();
-            if !waiting(job.conn) {
-                placed.push((Placed::Gone(job.conn), bytes));
-                continue;
+            if let Some(job) = self.take_waiting(at, placed, waiting) {
+                placed.push((Placed::Sent(job.enqueued_at.elapsed()), job.body_bytes()));
+                batch.push(job);
             }
-            placed.push((Placed::Sent(job.enqueued_at.elapsed()), bytes));
-            batch.push(job);
         }
         batch
+    }
+
+    /// Takes the job at queue position `at` out; `None` (and it is counted as gone in
+    /// `placed`) when its client no longer waits, or when there is no job there.
+    fn take_waiting(
+        &mut self,
+        at: usize,
+        placed: &mut Vec<(Placed, usize)>,
+        waiting: &mut impl FnMut(ConnId) -> bool,
+    ) -> Option<Job> {
+        let job = self.queue.remove(at)?;
+        if waiting(job.conn) {
+            return Some(job);
+        }
+        placed.push((Placed::Gone(job.conn), job.body_bytes()));
+        None
     }
 
     /// Appends the answers the pool has to `answers`; jobs it handed back go to the front of

@@ -102,18 +102,10 @@ pub fn snapshot(view: &AdminView<'_>, status: &StatusView<'_>) -> String {
         .as_secs();
     let _ = write!(
         json,
-        "{{\"version\":{},\"uptime_s\":{uptime},\"mode\":\"{}\",",
+        "{{\"version\":{},\"uptime_s\":{uptime},{}",
         json_string(env!("CARGO_PKG_VERSION")),
-        if view.light.is_some() {
-            "jellyfish"
-        } else {
-            "crab"
-        },
+        crate::jellyfish::mode_json(view.light.as_ref()),
     );
-    if let Some(light) = &view.light {
-        json.push_str(&light.json_fields());
-        json.push(',');
-    }
     json.push_str("\"listeners\":[");
     for (i, (scheme, addr)) in status.listeners.iter().enumerate() {
         let scheme = match scheme {

@@ -166,6 +166,15 @@ pub struct LightView {
     pub pinned: bool,
 }
 
+/// `"mode":"crab",` or `"mode":"jellyfish",` and the light's fields with a comma after, for
+/// the JSON routes (`/-/plugins`, `/-/status`).
+pub fn mode_json(light: Option<&LightView>) -> String {
+    match light {
+        None => "\"mode\":\"crab\",".to_owned(),
+        Some(light) => format!("\"mode\":\"jellyfish\",{},", light.json_fields()),
+    }
+}
+
 impl LightView {
     /// `"light":"green","cpu_pressure":0.01,...` (no braces), for the JSON routes.
     pub fn json_fields(&self) -> String {
