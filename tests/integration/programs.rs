@@ -100,6 +100,21 @@ fn a_streamed_answer_reaches_the_client_before_the_program_has_finished(scheme: 
     assert_eq!(read_response(&mut client).expect("an answer").status, 200);
 }
 
+#[test]
+fn a_client_that_leaves_a_programs_stream_gets_it_stopped() {
+    let mut server = start(Scheme::Http, "stdlib", "std", &[]);
+    let mut client = server.start_get("/std/slow");
+    let head = read_head_response(&mut client).expect("a response head");
+    assert_eq!(head.status, 200);
+    assert_eq!(read_chunk(&mut client), b"data: tick0\n\n");
+    drop(client);
+    // The executor drops its connection to the program, whose next writes fail.
+    let gone = server.wait_for_log("slow stream: client gone", IO_DEADLINE);
+    assert!(gone.contains("/std"), "{gone}");
+    // And the route serves the next call.
+    assert_eq!(server.get("/std/echo").status, 200);
+}
+
 crate::over_both_schemes!(
     a_program_answers_with_its_settings_env_and_forwarding,
     a_streamed_answer_reaches_the_client_before_the_program_has_finished,
