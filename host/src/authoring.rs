@@ -129,9 +129,13 @@ plugin-api = {{ path = "{api}" }}
 
 [profile.release]
 # Required: a panic in the plugin is caught inside it and answered 500. With "abort" a panic
-# would end the whole worker process.
+# would end its executor process (the request gets 502).
 panic = "unwind"
-opt-level = 3
+# One optimised unit without symbols: about a quarter smaller (the template's .so: 617 KB ->
+# 450 KB). `strip = false` keeps the symbols for a debugger or a profiler.
+lto = true
+codegen-units = 1
+strip = true
 
 # A crate of its own, even inside another workspace's folder.
 [workspace]
