@@ -166,6 +166,60 @@ fn a_request_whose_client_left_while_queued_is_not_run() {
     );
 }
 
+/// Finding: a request whose head was admitted while the queue had room, but whose body ended
+/// after other requests had filled the queue, was closed without a byte (its client saw an
+/// empty reply after sending the whole body; seen after a flood in bench/before-after). It is
+/// answered 503 with `Retry-After` now.
+#[test]
+fn a_request_the_queue_filled_up_under_gets_503_not_silence() {
+    // The admin address: a public /-/ request would itself wait for room in a full queue.
+    let mut server = Server::start_over(
+        Scheme::Http,
+        &["crash", "echo"],
+        &["--queue", "1", "--admin", "127.0.0.1:0"],
+    );
+    let admin = server.admin_addr();
+    let gate = server.gate();
+    let mut blocker = server.start_get(&format!("/crash/x?{}", gate.query()));
+    wait_until("the held call to run", IO_DEADLINE, || {
+        (admin_metric(admin, "fiddler_plugin_calls_total{plugin=\"crash\"}") == 1).then_some(())
+    });
+    // A: the head, then the 100 Continue that says it was read and admitted (the queue is
+    // empty), then half the body.
+    let mut late = server.connect_tcp();
+    late.write_all(
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 8\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .expect("send the head");
+    let mut interim = [0u8; 25];
+    late.read_exact(&mut interim).expect("read the 100");
+    assert!(interim.starts_with(b"HTTP/1.1 100 Continue"), "{interim:?}");
+    late.write_all(b"half").expect("send half the body");
+    // B fills the queue meanwhile.
+    let mut other = server.connect_tcp();
+    other
+        .write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nfull")
+        .expect("send");
+    wait_until("the queue to be full", IO_DEADLINE, || {
+        (admin_metric(admin, "fiddler_queue_depth") == 1).then_some(())
+    });
+    // A's body ends: no room is left for it.
+    late.write_all(b"done").expect("send the rest");
+    let answer = read_response(&mut late).expect("an answer, not an empty close");
+    assert_eq!(answer.status, 503);
+    assert!(answer.header("retry-after").is_some());
+    assert_eq!(
+        admin_metric(admin, "fiddler_dropped_total{reason=\"queue_full\"}"),
+        1
+    );
+    gate.open();
+    assert_eq!(read_response(&mut blocker).map(|r| r.status), Some(200));
+    assert_eq!(
+        read_response(&mut other).map(|r| r.text()),
+        Some("full".to_owned())
+    );
+}
+
 /// Finding: a client that sends a complete request and then shuts its sending side
 /// (`shutdown(SHUT_WR)`, as `nc -N` does) was closed without an answer while its request was
 /// queued, as if it had gone.

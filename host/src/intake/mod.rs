@@ -302,7 +302,7 @@ impl Intake {
                         self.accept();
                     }
                     None => self.on_socket_event(
-                        token.0,
+                        token,
                         event.is_readable(),
                         event.is_read_closed() || event.is_error(),
                     ),
@@ -499,9 +499,10 @@ impl Intake {
             (Scheme::Https, None) => return self.release_slot(scheme, peer),
         };
         let slot = self.free.pop().unwrap_or(self.conns.len());
+        let serial = self.next_serial + 1;
         if let Err(e) = self.poll.registry().register(
             transport.socket_mut(),
-            Token(slot),
+            conn_token(slot, serial),
             Interest::READABLE | Interest::WRITABLE,
         ) {
             warn!("cannot watch a new connection: {e}");
@@ -514,11 +515,8 @@ impl Intake {
         if slot == self.conns.len() {
             self.conns.push(None);
         }
-        self.next_serial += 1;
-        let id = ConnId {
-            slot,
-            serial: self.next_serial,
-        };
+        self.next_serial = serial;
+        let id = ConnId { slot, serial };
         let timeout = self.timeout(self.settings.header_timeout);
         self.conns[slot] = Some(Conn::new(id, transport, peer, scheme, timeout));
     }
@@ -556,7 +554,12 @@ impl Intake {
     }
 
     /// A poll event on a connection; `closed` when it says the peer shut its end or reset.
-    fn on_socket_event(&mut self, slot: usize, readable: bool, closed: bool) {
+    /// An event for a connection that closed earlier in the same batch is dropped: its slot
+    /// may already hold a new connection, which must not take the old one's end of file.
+    fn on_socket_event(&mut self, token: Token, readable: bool, closed: bool) {
+        let Some(slot) = token_slot(&self.conns, token) else {
+            return;
+        };
         let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
@@ -785,6 +788,21 @@ fn takes_more(conns: &[Option<Conn>], id: ConnId) -> bool {
     conn_in(conns, id).is_none_or(Conn::takes_more)
 }
 
+/// A connection's poll token: its slot, and its serial's low bits above them. A slot is
+/// reused as soon as its connection closes (even within one batch of poll events), and the
+/// serial tells a reused slot's new connection from the events of the one before.
+fn conn_token(slot: usize, serial: u64) -> Token {
+    // 30 bits of serial above 32 of slot: below the executors' tokens (from 2^63 - 1).
+    Token(slot | (((serial & 0x3fff_ffff) as usize) << 32))
+}
+
+/// The slot a connection token names, if the connection there now is the one it was made for.
+fn token_slot(conns: &[Option<Conn>], token: Token) -> Option<usize> {
+    let slot = token.0 & 0xffff_ffff;
+    let conn = conns.get(slot)?.as_ref()?;
+    (conn_token(slot, conn.id.serial) == token).then_some(slot)
+}
+
 fn listener_token(i: usize) -> Token {
     Token(usize::MAX - 1 - i)
 }
@@ -794,4 +812,20 @@ fn is_resource_exhaustion(e: &io::Error) -> bool {
         e.raw_os_error(),
         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_names_one_connection_not_its_slot() {
+        let old = conn_token(3, 41);
+        let new = conn_token(3, 42);
+        assert_ne!(old, new, "a reused slot gets another token");
+        assert!(new.0 < crate::exec::pool::FIRST_TOKEN);
+        assert_eq!(new.0 & 0xffff_ffff, 3);
+        let largest = conn_token(u32::MAX as usize, u64::MAX);
+        assert!(largest.0 < crate::exec::pool::FIRST_TOKEN, "{largest:?}");
+    }
 }

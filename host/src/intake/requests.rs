@@ -118,6 +118,31 @@ impl Intake {
     /// the connection cannot carry another request. The body the client goes on sending is
     /// read and dropped while the connection lingers (up to its declared length, else the
     /// body limit), so the answer is not destroyed by a reset.
+    /// Answers 503 with `Retry-After` (the predicted wait) to a request read whole that the
+    /// queue could not take, and closes the connection.
+    fn answer_queue_full(&mut self, slot: usize) {
+        self.counters.busy_answers += 1;
+        let retry_after = self.retry_after_secs();
+        let response = text(
+            503,
+            &format!("the queue is full; retry after {retry_after} s\n"),
+        )
+        .with_header("Retry-After", &retry_after.to_string());
+        let shape = ReplyShape {
+            head_only: false,
+            keep_alive: false,
+            http10: false,
+            started: Instant::now(),
+        };
+        self.respond(slot, response, shape);
+    }
+
+    /// The predicted wait in whole seconds, at least 1: a `Retry-After`.
+    fn retry_after_secs(&self) -> u64 {
+        let wait = self.dispatch.predicted_wait();
+        (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+    }
+
     pub(super) fn answer_no_room(&mut self, slot: usize) {
         let unread = match self
             .conns
@@ -129,8 +154,7 @@ impl Intake {
             _ => 0,
         };
         self.counters.busy_answers += 1;
-        let wait = self.dispatch.predicted_wait();
-        let retry_after = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+        let retry_after = self.retry_after_secs();
         let response = text(
             503,
             &format!("no room for this body now; retry after {retry_after} s\n"),
@@ -227,10 +251,12 @@ impl Intake {
         };
         let body_bytes = job.body_bytes();
         if self.dispatch.enqueue(job).is_err() {
-            // Full: shed silently, as at accept time.
+            // Full: the queue had room when this head was read, but requests read at the same
+            // time took it. The client has sent its whole request: it gets an answer (503 with
+            // when to come back), not a silent close.
             self.budget.release(body_bytes);
             self.counters.drop_for(Reason::QueueFull);
-            return self.close(slot);
+            return self.answer_queue_full(slot);
         }
         self.counters.queued += 1;
         conn.phase = Phase::AwaitAnswer(shape);

@@ -20,7 +20,8 @@ pub enum Reason {
     TooSlow,
     /// Its address was at the per-IP cap.
     PerIpCap,
-    /// The queue was full when its request completed.
+    /// The queue was full when its request completed (requests read at the same time took
+    /// the room its head was admitted to): answered 503 with `Retry-After`, closed.
     QueueFull,
     /// Its body found no room in the byte budget within `--queue-wait`: answered 503, closed.
     NoRoomForBody,
