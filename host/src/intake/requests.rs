@@ -118,31 +118,6 @@ impl Intake {
     /// the connection cannot carry another request. The body the client goes on sending is
     /// read and dropped while the connection lingers (up to its declared length, else the
     /// body limit), so the answer is not destroyed by a reset.
-    /// Answers 503 with `Retry-After` (the predicted wait) to a request read whole that the
-    /// queue could not take, and closes the connection.
-    fn answer_queue_full(&mut self, slot: usize) {
-        self.counters.busy_answers += 1;
-        let retry_after = self.retry_after_secs();
-        let response = text(
-            503,
-            &format!("the queue is full; retry after {retry_after} s\n"),
-        )
-        .with_header("Retry-After", &retry_after.to_string());
-        let shape = ReplyShape {
-            head_only: false,
-            keep_alive: false,
-            http10: false,
-            started: Instant::now(),
-        };
-        self.respond(slot, response, shape);
-    }
-
-    /// The predicted wait in whole seconds, at least 1: a `Retry-After`.
-    fn retry_after_secs(&self) -> u64 {
-        let wait = self.dispatch.predicted_wait();
-        (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
-    }
-
     pub(super) fn answer_no_room(&mut self, slot: usize) {
         let unread = match self
             .conns
@@ -153,17 +128,27 @@ impl Intake {
             Some(Phase::AwaitBudget(head)) => self.body_reservation(head).map_or(0, |(_, n)| n),
             _ => 0,
         };
-        self.counters.busy_answers += 1;
-        let retry_after = self.retry_after_secs();
-        let response = text(
-            503,
-            &format!("no room for this body now; retry after {retry_after} s\n"),
-        )
-        .with_header("Retry-After", &retry_after.to_string());
         if let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) {
             conn.phase = Phase::ExpectHead;
             conn.unread_body = unread;
         }
+        self.answer_busy(slot, "no room for this body now");
+    }
+
+    /// Answers 503 with `Retry-After` (the predicted wait) to a request read whole that the
+    /// queue could not take, and closes the connection.
+    fn answer_queue_full(&mut self, slot: usize) {
+        self.answer_busy(slot, "the queue is full");
+    }
+
+    /// A `503` saying `why` and when to retry (the predicted wait in whole seconds, at least
+    /// 1, as `Retry-After`); the connection closes after it.
+    fn answer_busy(&mut self, slot: usize, why: &str) {
+        self.counters.busy_answers += 1;
+        let wait = self.dispatch.predicted_wait();
+        let retry_after = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+        let response = text(503, &format!("{why}; retry after {retry_after} s\n"))
+            .with_header("Retry-After", &retry_after.to_string());
         let shape = ReplyShape {
             head_only: false,
             keep_alive: false,
