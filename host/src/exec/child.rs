@@ -188,11 +188,14 @@ fn call_batch(
     link: &mut WorkerLink,
 ) -> io::Result<()> {
     let count = requests.len();
-    let Handler::Native(plugin) = handler else {
-        for request in requests {
-            call_one(handler, request, deadline, link)?;
+    let plugin = match handler {
+        Handler::Native(plugin) if plugin.takes_batches() => plugin,
+        _ => {
+            for request in requests {
+                call_one(handler, request, deadline, link)?;
+            }
+            return Ok(());
         }
-        return Ok(());
     };
     let result = catch_unwind(AssertUnwindSafe(|| plugin.call_batch(requests, deadline)))
         .unwrap_or_else(|_| Err(HOST_PANIC.to_owned()));

@@ -27,6 +27,8 @@ pub enum BusyMode {
 /// (when the per-IP cap is on).
 pub struct Admission {
     max_conns: usize,
+    /// The budget in force: `max_conns`, or a share of it while the jellyfish's light is red.
+    admit: usize,
     per_ip: Option<u32>,
     by_ip: HashMap<IpAddr, u32>,
     open: usize,
@@ -39,6 +41,7 @@ impl Admission {
     pub fn new(max_conns: usize, per_ip: Option<u32>, busy: BusyMode) -> Admission {
         Admission {
             max_conns,
+            admit: max_conns,
             per_ip,
             by_ip: HashMap::new(),
             open: 0,
@@ -56,9 +59,14 @@ impl Admission {
         self.max_conns
     }
 
-    /// Whether another connection fits the budget.
+    /// Whether another connection fits the budget in force.
     pub fn has_room(&self) -> bool {
-        self.open < self.max_conns
+        self.open < self.admit
+    }
+
+    /// Admits `1/share` of the budget from now on (1: all of it).
+    pub fn set_share(&mut self, share: usize) {
+        self.admit = (self.max_conns / share.max(1)).max(1);
     }
 
     /// Whether open connections are above the high-water mark (three quarters of the budget):

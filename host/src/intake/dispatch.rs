@@ -42,12 +42,16 @@ pub struct Dispatch {
     events: Vec<PoolEvent>,
     /// Jobs may be placeable: one was queued, or an answer freed a lane.
     pending: bool,
+    /// Waiting jobs at which no request is admitted: a share of the capacity while the light
+    /// is red, else no bound beyond the queue's own.
+    admit: usize,
 }
 
 impl Dispatch {
     /// Dispatch over an empty queue and a pool.
     pub fn new(queue: Queue, pool: Pool) -> Dispatch {
         Dispatch {
+            admit: usize::MAX,
             queue,
             pool,
             events: Vec::new(),
@@ -296,9 +300,19 @@ impl Dispatch {
         self.queue.len() + self.pool.written_ahead()
     }
 
-    /// Whether the queue holds its capacity.
+    /// Whether no more requests may be admitted: the queue holds its capacity, or the jobs
+    /// waiting reach the share of it in force (while the jellyfish's light is red).
     pub fn is_full(&self) -> bool {
-        self.queue.is_full()
+        self.queue.is_full() || self.waiting() >= self.admit
+    }
+
+    /// Admits `1/share` of the queue's capacity from now on (1: all of it, bounded by the
+    /// queue alone).
+    pub fn set_share(&mut self, share: usize) {
+        self.admit = match share {
+            0 | 1 => usize::MAX,
+            _ => (self.queue.capacity() / share).max(1),
+        };
     }
 
     /// The queue's capacity.

@@ -333,16 +333,7 @@ impl Intake {
     }
 
     fn has_room(&self) -> bool {
-        let connections = match self.is_red() {
-            true => self.admission.open() < (self.admission.max_conns() / RED_SHARE).max(1),
-            false => self.admission.has_room(),
-        };
-        connections && self.queue_has_room()
-    }
-
-    /// Whether the jellyfish's light is red (admission takes a fraction of the limits).
-    fn is_red(&self) -> bool {
-        self.jellyfish.as_ref().is_some_and(Jellyfish::is_red)
+        self.admission.has_room() && self.queue_has_room()
     }
 
     /// Recomputes the jellyfish's light when due; a change sets the lanes and batches and is
@@ -375,6 +366,10 @@ impl Intake {
         );
         self.dispatch
             .set_light(jellyfish.lanes(), jellyfish.batch_max());
+        // Red admits a share of the connection and queue limits.
+        let share = if jellyfish.is_red() { RED_SHARE } else { 1 };
+        self.admission.set_share(share);
+        self.dispatch.set_share(share);
         self.dispatch.wake();
     }
 
@@ -382,10 +377,7 @@ impl Intake {
     /// them the time bound (a request queued now must be expected to start within
     /// `--queue-wait`).
     fn queue_has_room(&self) -> bool {
-        let red_full = self.is_red()
-            && self.dispatch.waiting() >= (self.dispatch.capacity() / RED_SHARE).max(1);
-        !red_full
-            && !self.dispatch.is_full()
+        !self.dispatch.is_full()
             && !self.budget.is_spent()
             && self.dispatch.predicted_wait() <= self.settings.queue_wait
     }

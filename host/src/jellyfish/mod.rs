@@ -103,11 +103,6 @@ impl Jellyfish {
         self.last.signals
     }
 
-    /// How many times the light changed.
-    pub fn changes(&self) -> u64 {
-        self.changes
-    }
-
     /// Calls that may run at once under the light in force.
     pub fn lanes(&self) -> usize {
         let max = self.settings.lanes_max.max(1);
@@ -129,11 +124,6 @@ impl Jellyfish {
     /// Whether admission is tightened (red).
     pub fn is_red(&self) -> bool {
         self.color() == Color::Red
-    }
-
-    /// The settings.
-    pub fn settings(&self) -> &JellyfishSettings {
-        &self.settings
     }
 
     /// What the admin routes show of it.

@@ -58,51 +58,39 @@ impl LoadedPlugin {
         let result = match self.extended {
             Some(module) => {
                 let mut sink = sink;
-                let context = CallContext {
-                    deadline_ms: u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX),
-                    sink: StreamSink {
-                        this: &mut sink as *mut &mut dyn PieceSink as *mut (),
-                        host: sink_fns(),
-                    },
-                };
+                let this = &mut sink as *mut &mut dyn PieceSink as *mut ();
                 // SAFETY: `self.state` was made by this module's `init` and is dropped only in
-                // `Drop` (never while `&self` is borrowed for a call); `context.sink.this`
+                // `Drop` (never while `&self` is borrowed for a call); the context's sink
                 // points at `sink`, which lives on this frame until `call` returns.
-                unsafe { module.call_with(self.state, request, context) }
+                unsafe { module.call_with(self.state, request, context(deadline, this)) }
             }
             // SAFETY: as above.
             None => unsafe { self.module.handle_whole(self.state, request) },
         };
         result.into_result().map_err(|why| why.into_string())
     }
-}
 
-impl LoadedPlugin {
-    /// Calls the plugin's `handle_batch` with `requests` (its `max_batch` allows it); one
-    /// answer per request, in order. `Err` (a panic, or the wrong number of answers) stands
-    /// for every request of the batch. A plugin without batches answers them one by one.
+    /// Whether it takes batches (built with plugin-api 0.1.1 or later, `MAX_BATCH` above 1).
+    pub fn takes_batches(&self) -> bool {
+        self.extended.is_some() && self.meta.max_batch > 1
+    }
+
+    /// Calls the plugin's `handle_batch` with `requests` (only when it
+    /// [`takes_batches`](LoadedPlugin::takes_batches)); one answer per request, in order.
+    /// `Err` (a panic, the wrong number of answers, or a plugin without batches) stands for
+    /// every request of the batch.
     pub fn call_batch(
         &self,
         requests: Vec<Request>,
         deadline: Duration,
     ) -> Result<Vec<Response>, String> {
-        let Some(module) = self.extended.filter(|_| self.meta.max_batch > 1) else {
-            let mut whole = NoStream;
-            return requests
-                .into_iter()
-                .map(|request| self.call(request, deadline, &mut whole))
-                .collect();
+        let Some(module) = self.extended.filter(|_| self.takes_batches()) else {
+            return Err("the plugin takes no batches".to_owned());
         };
-        let context = CallContext {
-            deadline_ms: u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX),
-            // Not used by `call_batch` (a batch's answers are whole); valid all the same.
-            sink: StreamSink {
-                this: std::ptr::null_mut(),
-                host: sink_fns(),
-            },
-        };
-        // SAFETY: as in `call`; the sink is never called in a batch (and its functions treat
-        // a null `this` as a sink that takes nothing).
+        // A batch's answers are whole: the sink is never called (and its functions treat a
+        // null `this` as a sink that takes nothing).
+        let context = context(deadline, std::ptr::null_mut());
+        // SAFETY: as in `call`.
         let result = unsafe { module.call_batch_with(self.state, requests.into(), context) };
         result
             .into_result()
@@ -111,17 +99,14 @@ impl LoadedPlugin {
     }
 }
 
-/// A sink that takes no piece: its calls answer whole (each piece would be refused, so a
-/// plugin that streams is told at once).
-struct NoStream;
-
-impl PieceSink for NoStream {
-    fn start(&mut self, _head: &Response) -> bool {
-        false
-    }
-
-    fn write(&mut self, _piece: &[u8]) -> bool {
-        false
+/// A call's context: its deadline, and the host's sink behind `this`.
+fn context(deadline: Duration, this: *mut ()) -> CallContext {
+    CallContext {
+        deadline_ms: u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX),
+        sink: StreamSink {
+            this,
+            host: sink_fns(),
+        },
     }
 }
 
