@@ -216,21 +216,28 @@ fn a_changed_folder_is_swapped_in_with_no_failed_request_under_load() {
     assert_eq!(answers.last().map(|(_, v)| v.as_str()), Some("v2"));
 }
 
+/// Puts `script` in place as `plugins/<route>/serve` (written aside, then renamed, so the
+/// watcher never sees half of it), with `settings`.
+fn install_script(server: &Server, route: &str, script: &str, settings: &str) {
+    let dir = server.plugins_dir.join(route);
+    fs::create_dir_all(&dir).expect("mkdir");
+    fs::write(dir.join("settings"), settings).expect("settings");
+    let serve = dir.join(".serve.tmp");
+    fs::write(&serve, script).expect("write serve");
+    fs::set_permissions(&serve, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    fs::rename(&serve, dir.join("serve")).expect("rename into place");
+}
+
 #[test]
 fn a_program_that_never_listens_is_refused_with_its_stderr() {
     let mut server = start(Scheme::Http, "stdlib", "std", &[]);
-    let mute = server.plugins_dir.join("mute");
-    fs::create_dir_all(&mute).expect("mkdir");
-    fs::write(mute.join("settings"), "start_timeout=1500\n").expect("settings");
-    let serve = mute.join(".serve.tmp");
-    fs::write(
-        &serve,
+    install_script(
+        &server,
+        "mute",
         "#!/bin/sh\necho 'cannot load weights.bin' >&2\nexec sleep 60\n",
-    )
-    .expect("write serve");
-    fs::set_permissions(&serve, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .expect("chmod");
-    fs::rename(&serve, mute.join("serve")).expect("rename into place");
+        "start_timeout=1500\n",
+    );
     let line = server.wait_for_log("refused", SWAP_DEADLINE);
     assert!(line.contains("did not listen"), "{line}");
     assert!(line.contains("cannot load weights.bin"), "{line}");
@@ -240,6 +247,93 @@ fn a_program_that_never_listens_is_refused_with_its_stderr() {
         200,
         "the others still serve"
     );
+}
+
+/// Kills the process whose pid is in a file when dropped (one the test left outside the
+/// server's reach on purpose).
+struct KillOnDrop(std::path::PathBuf);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = fs::read_to_string(&self.0)
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok())
+        {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    }
+}
+
+#[test]
+fn a_port_another_process_listens_on_is_never_taken_for_the_programs() {
+    let mut server = start(Scheme::Http, "stdlib", "std", &[]);
+    let pid_file = server.plugins_dir.with_file_name("stranger.pid");
+    let _stranger = KillOnDrop(pid_file.clone());
+    // The program never listens itself: an HTTP server in a session of its own, never its
+    // descendant while it listens, answers on its $PORT, as a process that took the port first
+    // would. (It waits until the middle process is gone, then binds; it ends itself in 60 s.)
+    let script = format!(
+        r#"#!/usr/bin/env python3
+import http.server, os, signal, sys, time
+first = os.fork()
+if first == 0:
+    os.setsid()
+    middle = os.getpid()
+    if os.fork() == 0:
+        signal.alarm(60)
+        while os.getppid() == middle:
+            time.sleep(0.01)
+        with open("{pid}", "w") as f:
+            f.write(str(os.getpid()))
+        address = ("127.0.0.1", int(os.environ["PORT"]))
+        http.server.HTTPServer(address, http.server.SimpleHTTPRequestHandler).serve_forever()
+    os._exit(0)
+os.waitpid(first, 0)
+os.execvp("sleep", ["sleep", "60"])
+"#,
+        pid = pid_file.display()
+    );
+    install_script(&server, "squatted", &script, "start_timeout=3000\n");
+    let line = server.wait_for_log("refused", SWAP_DEADLINE);
+    assert!(line.contains("was taken by another process"), "{line}");
+    assert_eq!(
+        server.get("/squatted/").status,
+        404,
+        "nothing is served there"
+    );
+}
+
+#[test]
+fn a_program_whose_port_was_taken_first_is_started_again_on_another() {
+    let mut server = start(Scheme::Http, "stdlib", "std", &[]);
+    let pid_file = server.plugins_dir.with_file_name("squatter.pid");
+    let _squatter = KillOnDrop(pid_file.clone());
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/programs/stdlib/serve");
+    // The first start binds its own $PORT, hands the listener to a process in a session of
+    // its own (which never accepts) and exits, as a program whose port another process took
+    // first would; the next start is the standard-library fixture.
+    let script = format!(
+        r#"#!/usr/bin/env python3
+import os, socket, subprocess, sys
+if os.path.exists("{pid}"):
+    os.execv(sys.executable, [sys.executable, "{fixture}"])
+listener = socket.socket()
+listener.bind(("127.0.0.1", int(os.environ["PORT"])))
+listener.listen()
+squatter = subprocess.Popen(["sleep", "60"], pass_fds=[listener.fileno()], start_new_session=True)
+with open("{pid}", "w") as f:
+    f.write(str(squatter.pid))
+sys.exit("address already in use")
+"#,
+        pid = pid_file.display(),
+        fixture = fixture.display()
+    );
+    install_script(&server, "retried", &script, "start_timeout=10000\n");
+    let again = server.wait_for_log("starting it again on another", SWAP_DEADLINE);
+    assert!(again.contains("/retried"), "{again}");
+    server.wait_for_log("as /retried", SWAP_DEADLINE);
+    assert_eq!(server.get("/retried/echo").status, 200);
 }
 
 #[test]

@@ -25,6 +25,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::exec::port_owner::{self, Owner};
 use crate::exec::proxy::{read_head, Upstream};
 use crate::exec::spawn::{INIT_TIMEOUT_ENV, RUNTIME_DIR_ENV};
 use crate::ids::PluginName;
@@ -34,6 +35,8 @@ use crate::process::signals::describe_exit;
 
 /// The executor's exit code when its program exited while serving.
 pub const EXIT_PROGRAM_GONE: i32 = 67;
+/// How many ports a start tries when another process takes the one it was given.
+const PORT_TRIES: u32 = 3;
 /// Stderr lines kept for a refusal.
 const TAIL_LINES: usize = 8;
 /// The longest stderr line kept (longer ones are cut).
@@ -78,13 +81,17 @@ pub struct RunningProgram {
     pid: u32,
     /// Where it listens.
     pub upstream: Upstream,
+    /// Its `FIDDLER_SOCKET` and `PORT`.
+    socket: PathBuf,
+    port: u16,
     /// Its private socket directory (removed when it stops).
     socket_dir: PathBuf,
     life: Arc<Life>,
 }
 
 /// Starts `dir/serve` for `route` and waits until it listens (within the start timeout its
-/// executor was given); returns it and what it reports about itself.
+/// executor was given); returns it and what it reports about itself. A program that exits
+/// because another process took its port first is started again on another port.
 pub fn start(route: &PluginName, dir: &Path) -> Result<(RunningProgram, HandlerMeta), StartError> {
     let plain = |reason: String| StartError {
         reason,
@@ -92,6 +99,61 @@ pub fn start(route: &PluginName, dir: &Path) -> Result<(RunningProgram, HandlerM
     };
     let settings = program::read_settings(dir).map_err(plain)?;
     let extra_env = program::read_env(dir).map_err(plain)?;
+    let until = start_deadline(&settings);
+    let mut tries = 0;
+    let (mut running, upstream) = loop {
+        tries += 1;
+        let (running, tail) = launch(route, dir, &extra_env)?;
+        let failure = match wait_until_listening(&running, until) {
+            Ok(upstream) => break (running, upstream),
+            Err(failure) => failure,
+        };
+        running.abandon();
+        if failure.port_taken && tries < PORT_TRIES && Instant::now() < until {
+            eprintln!("its $PORT was taken by another process; starting it again on another");
+            continue;
+        }
+        let lines = tail.lock().map(|t| t.iter().cloned().collect::<Vec<_>>());
+        let detail = lines.unwrap_or_default().join("\n");
+        let reason = match detail.lines().last() {
+            Some(last) => format!("{}; its last stderr line: {last}", failure.reason),
+            None => format!("{} (it printed nothing on stderr)", failure.reason),
+        };
+        return Err(StartError { reason, detail });
+    };
+    running.upstream = upstream.clone();
+    running.life.state.store(SERVING, Ordering::SeqCst);
+    if running.exit_status().is_some() {
+        // It exited between the last look and now: the waiter saw it still starting.
+        running.remove_socket_dir();
+        std::process::exit(EXIT_PROGRAM_GONE);
+    }
+    let meta = HandlerMeta {
+        crate_name: "program".to_owned(),
+        version: String::new(),
+        description: format!("{}/serve on {upstream}", dir.display()),
+        deadline_ms: settings.deadline_ms,
+        max_body: settings.max_body,
+        max_lanes: settings.max_lanes,
+        max_batch: 1,
+    };
+    Ok((running, meta))
+}
+
+/// Its last stderr lines, as its relay keeps them.
+type Tail = Arc<Mutex<VecDeque<String>>>;
+
+/// Runs `dir/serve` once, on a new free port and socket folder, with its stderr relayed and
+/// its exit watched.
+fn launch(
+    route: &PluginName,
+    dir: &Path,
+    extra_env: &[(String, String)],
+) -> Result<(RunningProgram, Tail), StartError> {
+    let plain = |reason: String| StartError {
+        reason,
+        detail: String::new(),
+    };
     let socket_dir =
         socket_dir().map_err(|e| plain(format!("cannot make its socket folder: {e}")))?;
     let socket = socket_dir.join("sock");
@@ -115,7 +177,7 @@ pub fn start(route: &PluginName, dir: &Path) -> Result<(RunningProgram, HandlerM
         .env("PORT", port.to_string())
         .env("FIDDLER_SOCKET", &socket)
         .env("FIDDLER_ROUTE", route.as_str())
-        .envs(extra_env);
+        .envs(extra_env.iter().map(|(k, v)| (k, v)));
     // SAFETY: between fork and exec only prctl, which is async-signal-safe, is called.
     unsafe {
         command.pre_exec(|| {
@@ -139,46 +201,16 @@ pub fn start(route: &PluginName, dir: &Path) -> Result<(RunningProgram, HandlerM
         exit: Mutex::new(None),
         exited: Condvar::new(),
     });
-    let mut running = RunningProgram {
+    let running = RunningProgram {
         pid: child.id(),
         upstream: Upstream::Tcp(SocketAddr::from((Ipv4Addr::LOCALHOST, port))),
+        socket,
+        port,
         socket_dir: socket_dir.clone(),
         life: Arc::clone(&life),
     };
-    watch_exit(child, Arc::clone(&life), socket_dir);
-    let last_words = || {
-        let lines = tail.lock().map(|t| t.iter().cloned().collect::<Vec<_>>());
-        lines.unwrap_or_default().join("\n")
-    };
-    let upstream = match wait_until_listening(&running, &socket, port, start_deadline(&settings)) {
-        Ok(upstream) => upstream,
-        Err(reason) => {
-            running.abandon();
-            let detail = last_words();
-            let reason = match detail.lines().last() {
-                Some(last) => format!("{reason}; its last stderr line: {last}"),
-                None => format!("{reason} (it printed nothing on stderr)"),
-            };
-            return Err(StartError { reason, detail });
-        }
-    };
-    running.upstream = upstream.clone();
-    life.state.store(SERVING, Ordering::SeqCst);
-    if running.exit_status().is_some() {
-        // It exited between the last look and now: the waiter saw it still starting.
-        running.remove_socket_dir();
-        std::process::exit(EXIT_PROGRAM_GONE);
-    }
-    let meta = HandlerMeta {
-        crate_name: "program".to_owned(),
-        version: String::new(),
-        description: format!("{}/serve on {upstream}", dir.display()),
-        deadline_ms: settings.deadline_ms,
-        max_body: settings.max_body,
-        max_lanes: settings.max_lanes,
-        max_batch: 1,
-    };
-    Ok((running, meta))
+    watch_exit(child, life, socket_dir);
+    Ok((running, tail))
 }
 
 impl RunningProgram {
@@ -267,48 +299,65 @@ fn start_deadline(settings: &ProgramSettings) -> Instant {
         .map(Duration::from_millis)
         .or(settings.start_timeout)
         .unwrap_or(Duration::from_secs(60));
-    let margin = (timeout / 10).min(Duration::from_secs(1));
+    let margin = (timeout / 4).min(Duration::from_secs(1));
     Instant::now() + timeout - margin
 }
 
+/// Why a program never became ready.
+struct NotReady {
+    reason: String,
+    /// Another process listens on its port (a program that exits then most likely could not
+    /// bind it).
+    port_taken: bool,
+}
+
 /// Looks until it accepts a connection on its socket or port (and its `/health`, if it has
-/// one, says 2xx), it exits, or `until` passes.
-fn wait_until_listening(
-    running: &RunningProgram,
-    socket: &Path,
-    port: u16,
-    until: Instant,
-) -> Result<Upstream, String> {
+/// one, says 2xx), it exits, or `until` passes. A port another process listens on is never
+/// taken for the program's.
+fn wait_until_listening(running: &RunningProgram, until: Instant) -> Result<Upstream, NotReady> {
+    let port = running.port;
     let tcp = Upstream::Tcp(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
-    let unix = Upstream::Unix(socket.to_owned());
+    let unix = Upstream::Unix(running.socket.clone());
+    // SAFETY: getpgrp has no preconditions and cannot fail.
+    let group = unsafe { libc::getpgrp() } as u32;
+    let port_taken = || port_owner::owner(port, running.pid, group) == Owner::Other;
     let mut unhealthy = None;
     loop {
         if let Some(status) = running.exit_status() {
-            return Err(format!(
-                "its serve exited ({}) before it listened",
-                describe_exit(status)
-            ));
+            return Err(NotReady {
+                reason: format!(
+                    "its serve exited ({}) before it listened",
+                    describe_exit(status)
+                ),
+                port_taken: port_taken(),
+            });
         }
-        let candidates = match socket.exists() {
+        let candidates = match running.socket.exists() {
             true => [&unix, &tcp],
             false => [&tcp, &tcp],
         };
         for upstream in candidates {
-            match probe(upstream) {
+            match probe(upstream, &port_taken) {
                 Probe::Ready => return Ok(upstream.clone()),
                 Probe::Unhealthy(status) => unhealthy = Some(status),
                 Probe::NotListening => {}
             }
         }
         if Instant::now() >= until {
-            return Err(match unhealthy {
+            let port_taken = port_taken();
+            let reason = match unhealthy {
                 Some(status) => {
                     format!("its GET /health still answered {status} when its start timeout passed")
                 }
+                None if port_taken => format!(
+                    "it did not listen on $FIDDLER_SOCKET before its start timeout, and its \
+                     $PORT {port} was taken by another process"
+                ),
                 None => "it did not listen on $PORT or $FIDDLER_SOCKET before its start timeout \
                          (--init-timeout, or start_timeout in its settings)"
                     .to_owned(),
-            });
+            };
+            return Err(NotReady { reason, port_taken });
         }
         thread::sleep(PROBE_EVERY);
     }
@@ -324,10 +373,15 @@ enum Probe {
     NotListening,
 }
 
-fn probe(upstream: &Upstream) -> Probe {
+/// Connects and asks for `/health`; a port `port_taken` says another process listens on is
+/// left before a byte is sent (what answers there is not the program).
+fn probe(upstream: &Upstream, port_taken: &dyn Fn() -> bool) -> Probe {
     let Ok(mut wire) = upstream.connect() else {
         return Probe::NotListening;
     };
+    if matches!(upstream, Upstream::Tcp(_)) && port_taken() {
+        return Probe::NotListening;
+    }
     let _ = wire.set_read_timeout(Some(HEALTH_WAIT));
     let ask = b"GET /health HTTP/1.1\r\nHost: localhost\r\nUser-Agent: fiddler-crab\r\n\
                 Connection: close\r\n\r\n";
@@ -345,7 +399,8 @@ fn probe(upstream: &Upstream) -> Probe {
 }
 
 /// A free loopback port, found by binding port 0 and letting it go (the program binds it a
-/// moment later; another process taking it in between makes the start fail and retry).
+/// moment later; another process that takes it in between is seen by `port_owner`, never
+/// taken for the program, and the start fails and is retried on another port).
 fn free_port() -> io::Result<u16> {
     Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
         .local_addr()?
