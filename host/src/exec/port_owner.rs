@@ -3,7 +3,6 @@
 //! from it). A program is given a port that was free a moment before; another process may take
 //! it first, and a connection that succeeds there must not be taken for the program's.
 
-use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::net::Ipv4Addr;
 
@@ -92,22 +91,29 @@ fn reaches_loopback(hex: &str) -> bool {
 
 /// The socket inodes held by the program: by the processes in its process group or descended
 /// from its first process (a process of another user's cannot be read, and is not its).
-fn program_sockets(program_pid: u32, group: u32) -> HashSet<u64> {
-    let mut parents: HashMap<u32, Vec<u32>> = HashMap::new();
-    let mut ours = vec![program_pid];
-    for (pid, parent, pgrp) in processes() {
-        parents.entry(parent).or_default().push(pid);
-        if pgrp == group && pid != program_pid {
-            ours.push(pid);
+fn program_sockets(program_pid: u32, group: u32) -> Vec<u64> {
+    let all = processes();
+    let mut ours: Vec<u32> = all
+        .iter()
+        .filter(|(pid, _, pgrp)| *pid == program_pid || *pgrp == group)
+        .map(|(pid, _, _)| *pid)
+        .collect();
+    if !ours.contains(&program_pid) {
+        ours.push(program_pid);
+    }
+    // Descendants: a pass per generation, until one adds nobody.
+    loop {
+        let before = ours.len();
+        for (pid, parent, _) in &all {
+            if ours.contains(parent) && !ours.contains(pid) {
+                ours.push(*pid);
+            }
+        }
+        if ours.len() == before {
+            break;
         }
     }
-    let mut seen = HashSet::new();
-    while let Some(pid) = ours.pop() {
-        if seen.insert(pid) {
-            ours.extend(parents.get(&pid).into_iter().flatten());
-        }
-    }
-    seen.into_iter().flat_map(socket_inodes).collect()
+    ours.into_iter().flat_map(socket_inodes).collect()
 }
 
 /// Every process's id, parent and process group.
