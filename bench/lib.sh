@@ -14,12 +14,17 @@ need() {
 
 # start_server PLUGINS_DIR [ARGS...]: starts the release binary (or $FIDDLER_BIN) on a free
 # port and waits until its worker is ready; sets SERVER_PID (the supervisor), WORKER_PID,
-# HTTP_ADDR and SERVER_LOG. The caller's EXIT trap should call stop_server.
+# HTTP_ADDR and SERVER_LOG, and HTTPS_ADDR when $SERVER_CERTS names a folder with cert.pem and
+# key.pem (HTTPS on a free port too; else HTTPS is off). The caller's EXIT trap should call
+# stop_server.
 start_server() {
-    local dir=$1
+    local dir=$1 https=(--https off)
     shift
+    if [ -n "${SERVER_CERTS:-}" ]; then
+        https=(--https 127.0.0.1:0 --cert "$SERVER_CERTS/cert.pem" --key "$SERVER_CERTS/key.pem")
+    fi
     SERVER_LOG=$(mktemp)
-    "${FIDDLER_BIN:-target/release/fiddler-crab}" --http 127.0.0.1:0 --https off --plugins "$dir" "$@" \
+    "${FIDDLER_BIN:-target/release/fiddler-crab}" --http 127.0.0.1:0 "${https[@]}" --plugins "$dir" "$@" \
         >/dev/null 2>"$SERVER_LOG" &
     SERVER_PID=$!
     for _ in $(seq 1 600); do
@@ -27,6 +32,7 @@ start_server() {
         sleep 0.05
     done
     HTTP_ADDR=$(grep -o 'listening on http://[0-9.:]*' "$SERVER_LOG" | sed 's|.*http://||')
+    HTTPS_ADDR=$(grep -o 'listening on https://[0-9.:]*' "$SERVER_LOG" | sed 's|.*https://||' || true)
     WORKER_PID=$(grep -o 'worker \[[0-9]*\] ready' "$SERVER_LOG" | tail -1 | grep -o '[0-9]*')
     [ -n "$HTTP_ADDR" ] && [ -n "$WORKER_PID" ] || { cat "$SERVER_LOG" >&2; return 1; }
 }
@@ -60,6 +66,20 @@ tree_rss_kib() {
         total=$((total + $(rss_kib "$child" 2>/dev/null || echo 0)))
     done
     echo "$total"
+}
+
+# cpu_ticks PID...: the CPU time (user and system, in clock ticks) these processes have used.
+cpu_ticks() {
+    local total=0 pid
+    for pid in "$@"; do
+        total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)))
+    done
+    echo "$total"
+}
+
+# per_request_us TICKS REQUESTS: CPU microseconds per request.
+per_request_us() {
+    awk -v t="$1" -v n="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.1f\n", n ? t / hz * 1e6 / n : 0}'
 }
 
 # median: the median of the numbers on stdin, one per line.
