@@ -4,6 +4,7 @@
 //! it first, and a connection that succeeds there must not be taken for the program's.
 
 use std::fs;
+use std::io;
 use std::net::Ipv4Addr;
 
 /// A TCP socket's state in `/proc/net/tcp`: listening.
@@ -18,6 +19,9 @@ pub enum Owner {
     Program,
     /// Another process listens there (or holds one of the listeners).
     Other,
+    /// A listener is not among the program's sockets, but one of its processes could not be
+    /// looked into (one that made itself undumpable, say): it may be the program's.
+    Unknown,
 }
 
 /// Who listens on loopback `port`: the program whose first process is `program_pid` (its
@@ -27,10 +31,11 @@ pub fn owner(port: u16, program_pid: u32, group: u32) -> Owner {
     if listeners.is_empty() {
         return Owner::Nobody;
     }
-    let held = program_sockets(program_pid, group);
-    match listeners.iter().all(|inode| held.contains(inode)) {
-        true => Owner::Program,
-        false => Owner::Other,
+    let (held, all_seen) = program_sockets(program_pid, group);
+    match (listeners.iter().all(|inode| held.contains(inode)), all_seen) {
+        (true, _) => Owner::Program,
+        (false, true) => Owner::Other,
+        (false, false) => Owner::Unknown,
     }
 }
 
@@ -90,8 +95,8 @@ fn reaches_loopback(hex: &str) -> bool {
 }
 
 /// The socket inodes held by the program: by the processes in its process group or descended
-/// from its first process (a process of another user's cannot be read, and is not its).
-fn program_sockets(program_pid: u32, group: u32) -> Vec<u64> {
+/// from its first process; and whether every one of them could be looked into.
+fn program_sockets(program_pid: u32, group: u32) -> (Vec<u64>, bool) {
     let all = processes();
     let mut ours: Vec<u32> = all
         .iter()
@@ -113,7 +118,15 @@ fn program_sockets(program_pid: u32, group: u32) -> Vec<u64> {
             break;
         }
     }
-    ours.into_iter().flat_map(socket_inodes).collect()
+    let mut inodes = Vec::new();
+    let mut all_seen = true;
+    for pid in ours {
+        match socket_inodes(pid) {
+            Some(held) => inodes.extend(held),
+            None => all_seen = false,
+        }
+    }
+    (inodes, all_seen)
 }
 
 /// Every process's id, parent and process group.
@@ -140,12 +153,16 @@ fn parent_and_group(stat: &str) -> Option<(u32, u32)> {
     Some((fields.next()?.parse().ok()?, fields.next()?.parse().ok()?))
 }
 
-/// The inodes of the sockets `pid` holds open.
-fn socket_inodes(pid: u32) -> Vec<u64> {
-    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return Vec::new();
+/// The inodes of the sockets `pid` holds open: none if it is gone, `None` if its descriptors
+/// cannot be read.
+fn socket_inodes(pid: u32) -> Option<Vec<u64>> {
+    let fds = match fs::read_dir(format!("/proc/{pid}/fd")) {
+        Ok(fds) => fds,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Some(Vec::new()),
+        Err(_) => return None,
     };
-    fds.flatten()
+    let inodes = fds
+        .flatten()
         .filter_map(|fd| {
             let target = fs::read_link(fd.path()).ok()?;
             let name = target.to_str()?;
@@ -154,7 +171,8 @@ fn socket_inodes(pid: u32) -> Vec<u64> {
                 .parse()
                 .ok()
         })
-        .collect()
+        .collect();
+    Some(inodes)
 }
 
 #[cfg(test)]
