@@ -264,15 +264,12 @@ impl Drop for KillOnDrop {
     }
 }
 
-#[test]
-fn a_port_another_process_listens_on_is_never_taken_for_the_programs() {
-    let mut server = start(Scheme::Http, "stdlib", "std", &[]);
-    let pid_file = server.plugins_dir.with_file_name("stranger.pid");
-    let _stranger = KillOnDrop(pid_file.clone());
-    // The program never listens itself: an HTTP server in a session of its own, never its
-    // descendant while it listens, answers on its $PORT, as a process that took the port first
-    // would. (It waits until the middle process is gone, then binds; it ends itself in 60 s.)
-    let script = format!(
+/// A `serve` that never listens itself: an HTTP server in a session of its own, never its
+/// descendant while it listens, answers on its $PORT, as a process that took the port first
+/// would (or a container runtime listening for it). It waits until the middle process is gone,
+/// then writes its pid to `pid_file` and binds; it ends itself in 60 s.
+fn stranger_on_the_port(pid_file: &Path) -> String {
+    format!(
         r#"#!/usr/bin/env python3
 import http.server, os, signal, sys, time
 first = os.fork()
@@ -292,8 +289,16 @@ os.waitpid(first, 0)
 os.execvp("sleep", ["sleep", "60"])
 "#,
         pid = pid_file.display()
-    );
-    install_script(&server, "squatted", &script, "start_timeout=3000\n");
+    )
+}
+
+#[test]
+fn a_port_another_process_listens_on_is_never_taken_for_the_programs() {
+    let mut server = start(Scheme::Http, "stdlib", "std", &[]);
+    let pid_file = server.plugins_dir.with_file_name("stranger.pid");
+    let _stranger = KillOnDrop(pid_file.clone());
+    let script = stranger_on_the_port(&pid_file);
+    install_script(&server, "squatted", &script, "start_timeout=6000\n");
     let line = server.wait_for_log("refused", SWAP_DEADLINE);
     assert!(line.contains("was taken by another process"), "{line}");
     assert_eq!(
@@ -304,20 +309,46 @@ os.execvp("sleep", ["sleep", "60"])
 }
 
 #[test]
+fn with_port_owner_any_a_listener_outside_the_program_is_taken_for_its() {
+    let mut server = start(Scheme::Http, "stdlib", "std", &[]);
+    let pid_file = server.plugins_dir.with_file_name("runtime.pid");
+    let _runtime = KillOnDrop(pid_file.clone());
+    let script = stranger_on_the_port(&pid_file);
+    install_script(
+        &server,
+        "contained",
+        &script,
+        "port_owner=any\nstart_timeout=6000\n",
+    );
+    server.wait_for_log("as /contained", SWAP_DEADLINE);
+    assert_eq!(
+        server.get("/contained/").status,
+        200,
+        "the listener answers"
+    );
+}
+
+#[test]
 fn a_program_whose_port_was_taken_first_is_started_again_on_another() {
     let mut server = start(Scheme::Http, "stdlib", "std", &[]);
     let pid_file = server.plugins_dir.with_file_name("squatter.pid");
     let _squatter = KillOnDrop(pid_file.clone());
+    let leftover_file = server.plugins_dir.with_file_name("leftover.pid");
+    let _leftover = KillOnDrop(leftover_file.clone());
     let fixture =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/programs/stdlib/serve");
-    // The first start binds its own $PORT, hands the listener to a process in a session of
-    // its own (which never accepts) and exits, as a program whose port another process took
-    // first would; the next start is the standard-library fixture.
+    // The first start leaves a child behind in its group, binds its own $PORT, hands the
+    // listener to a process in a session of its own (which never accepts) and exits, as a
+    // program whose port another process took first would; the next start is the
+    // standard-library fixture.
     let script = format!(
         r#"#!/usr/bin/env python3
 import os, socket, subprocess, sys
 if os.path.exists("{pid}"):
     os.execv(sys.executable, [sys.executable, "{fixture}"])
+leftover = subprocess.Popen(["sleep", "60"])
+with open("{leftover}", "w") as f:
+    f.write(str(leftover.pid))
 listener = socket.socket()
 listener.bind(("127.0.0.1", int(os.environ["PORT"])))
 listener.listen()
@@ -327,6 +358,7 @@ with open("{pid}", "w") as f:
 sys.exit("address already in use")
 "#,
         pid = pid_file.display(),
+        leftover = leftover_file.display(),
         fixture = fixture.display()
     );
     install_script(&server, "retried", &script, "start_timeout=10000\n");
@@ -334,6 +366,13 @@ sys.exit("address already in use")
     assert!(again.contains("/retried"), "{again}");
     server.wait_for_log("as /retried", SWAP_DEADLINE);
     assert_eq!(server.get("/retried/echo").status, 200);
+    let leftover: u32 = fs::read_to_string(&leftover_file)
+        .ok()
+        .and_then(|p| p.trim().parse().ok())
+        .expect("the first start's leftover pid");
+    wait_until("the failed start's leftover is killed", IO_DEADLINE, || {
+        is_gone(leftover).then_some(())
+    });
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! Whose is a loopback port: the listening sockets on it (from `/proc/net/tcp` and `tcp6`) and
 //! whether the processes holding them are a program's own (its process group, or descended
 //! from it). A program is given a port that was free a moment before; another process may take
-//! it first, and a connection that succeeds there must not be taken for the program's.
+//! it first, and a connection that succeeds there must not be taken for the program's. Also
+//! who is in a process group (what a failed start left behind).
 
 use std::fs;
 use std::io;
@@ -11,7 +12,7 @@ use std::net::Ipv4Addr;
 const LISTEN: &str = "0A";
 
 /// Who listens on `port` where a connection to 127.0.0.1 can reach.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Owner {
     /// Nothing listens there.
     Nobody,
@@ -95,9 +96,16 @@ fn reaches_loopback(hex: &str) -> bool {
 }
 
 /// The socket inodes held by the program: by the processes in its process group or descended
-/// from its first process; and whether every one of them could be looked into.
+/// from its first process; and whether every one of them could be looked into. A /proc where
+/// this process is missing, or has another parent, is another pid namespace's: its processes
+/// are not the ones these ids name, and nothing is known.
 fn program_sockets(program_pid: u32, group: u32) -> (Vec<u64>, bool) {
     let all = processes();
+    // SAFETY: getppid has no preconditions and cannot fail.
+    let parent = unsafe { libc::getppid() } as u32;
+    let this_proc_is_ours = all
+        .iter()
+        .any(|(pid, up, _)| *pid == std::process::id() && *up == parent);
     let mut ours: Vec<u32> = all
         .iter()
         .filter(|(pid, _, pgrp)| *pid == program_pid || *pgrp == group)
@@ -119,7 +127,7 @@ fn program_sockets(program_pid: u32, group: u32) -> (Vec<u64>, bool) {
         }
     }
     let mut inodes = Vec::new();
-    let mut all_seen = true;
+    let mut all_seen = this_proc_is_ours;
     for pid in ours {
         match socket_inodes(pid) {
             Some(held) => inodes.extend(held),
@@ -127,6 +135,15 @@ fn program_sockets(program_pid: u32, group: u32) -> (Vec<u64>, bool) {
         }
     }
     (inodes, all_seen)
+}
+
+/// The processes in process group `group`.
+pub fn group_members(group: u32) -> Vec<u32> {
+    processes()
+        .into_iter()
+        .filter(|(_, _, pgrp)| *pgrp == group)
+        .map(|(pid, _, _)| pid)
+        .collect()
 }
 
 /// Every process's id, parent and process group.
@@ -190,7 +207,6 @@ mod tests {
     fn a_listener_of_this_process_is_the_programs_when_it_is_the_program() {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
         let port = listener.local_addr().expect("addr").port();
-        assert_eq!(owner(port, std::process::id(), 0), Owner::Program);
         assert_eq!(owner(port, std::process::id(), u32::MAX), Owner::Program);
     }
 
@@ -231,11 +247,8 @@ mod tests {
 
     #[test]
     fn a_port_nobody_listens_on_has_no_owner() {
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .and_then(|l| l.local_addr())
-            .expect("bind")
-            .port();
-        assert_eq!(owner(port, std::process::id(), 0), Owner::Nobody);
+        // Port 0 is never a listener's (a port freed here could be another test's a moment later).
+        assert_eq!(owner(0, std::process::id(), 0), Owner::Nobody);
     }
 
     #[test]

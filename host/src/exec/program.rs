@@ -104,13 +104,14 @@ pub fn start(route: &PluginName, dir: &Path) -> Result<(RunningProgram, HandlerM
     let (mut running, upstream) = loop {
         tries += 1;
         let (running, tail) = launch(route, dir, &extra_env)?;
-        let failure = match wait_until_listening(&running, until) {
+        let failure = match wait_until_listening(&running, until, !settings.any_port_owner) {
             Ok(upstream) => break (running, upstream),
             Err(failure) => failure,
         };
         running.abandon();
         if failure.port_taken && tries < PORT_TRIES && Instant::now() < until {
             eprintln!("its $PORT was taken by another process; starting it again on another");
+            kill_leftovers();
             continue;
         }
         let lines = tail.lock().map(|t| t.iter().cloned().collect::<Vec<_>>());
@@ -138,6 +139,30 @@ pub fn start(route: &PluginName, dir: &Path) -> Result<(RunningProgram, HandlerM
         max_batch: 1,
     };
     Ok((running, meta))
+}
+
+/// Kills what a failed start left in the executor's process group (its program's children),
+/// so none of it binds the next start's socket or counts as the next start's processes.
+fn kill_leftovers() {
+    // SAFETY: getpgrp has no preconditions and cannot fail.
+    let group = unsafe { libc::getpgrp() } as u32;
+    let this = std::process::id();
+    if group != this {
+        // Not a group of the executor's own (spawn makes it one): nothing here is only its.
+        return;
+    }
+    for pid in port_owner::group_members(group)
+        .into_iter()
+        .filter(|&pid| pid != this)
+    {
+        let Ok(pid) = libc::pid_t::try_from(pid) else {
+            continue;
+        };
+        // SAFETY: kill on a process of the executor's own group, not itself.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
 }
 
 /// Its last stderr lines, as its relay keeps them.
@@ -299,6 +324,9 @@ fn start_deadline(settings: &ProgramSettings) -> Instant {
         .map(Duration::from_millis)
         .or(settings.start_timeout)
         .unwrap_or(Duration::from_secs(60));
+    // The executor started after the worker's clock did, and stopping a program that never
+    // listened takes a moment: a quarter (at most 1 s) is kept so the reason reaches the
+    // worker before its own init timeout ends the executor without one.
     let margin = (timeout / 4).min(Duration::from_secs(1));
     Instant::now() + timeout - margin
 }
@@ -312,24 +340,31 @@ struct NotReady {
 }
 
 /// Looks until it accepts a connection on its socket or port (and its `/health`, if it has
-/// one, says 2xx), it exits, or `until` passes. A port another process listens on is never
-/// taken for the program's.
-fn wait_until_listening(running: &RunningProgram, until: Instant) -> Result<Upstream, NotReady> {
+/// one, says 2xx), it exits, or `until` passes. With `own_port`, a connection to a port that
+/// another process listens on is left unprobed.
+fn wait_until_listening(
+    running: &RunningProgram,
+    until: Instant,
+    own_port: bool,
+) -> Result<Upstream, NotReady> {
     let port = running.port;
     let tcp = Upstream::Tcp(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
     let unix = Upstream::Unix(running.socket.clone());
-    // SAFETY: getpgrp has no preconditions and cannot fail.
-    let group = unsafe { libc::getpgrp() } as u32;
-    let port_taken = || port_owner::owner(port, running.pid, group) == Owner::Other;
+    let mut owner = PortOwner::new(running, own_port);
     let mut unhealthy = None;
     loop {
         if let Some(status) = running.exit_status() {
+            let port_taken = owner.look() == Owner::Other;
+            let taken = match port_taken {
+                true => format!(" (its $PORT {port} was taken by another process)"),
+                false => String::new(),
+            };
             return Err(NotReady {
                 reason: format!(
-                    "its serve exited ({}) before it listened",
+                    "its serve exited ({}) before it listened{taken}",
                     describe_exit(status)
                 ),
-                port_taken: port_taken(),
+                port_taken,
             });
         }
         let candidates = match running.socket.exists() {
@@ -337,21 +372,22 @@ fn wait_until_listening(running: &RunningProgram, until: Instant) -> Result<Upst
             false => [&tcp, &tcp],
         };
         for upstream in candidates {
-            match probe(upstream, &port_taken) {
+            match probe(upstream, &mut owner) {
                 Probe::Ready => return Ok(upstream.clone()),
                 Probe::Unhealthy(status) => unhealthy = Some(status),
                 Probe::NotListening => {}
             }
         }
         if Instant::now() >= until {
-            let port_taken = port_taken();
+            let port_taken = owner.look() == Owner::Other;
             let reason = match unhealthy {
                 Some(status) => {
                     format!("its GET /health still answered {status} when its start timeout passed")
                 }
                 None if port_taken => format!(
                     "it did not listen on $FIDDLER_SOCKET before its start timeout, and its \
-                     $PORT {port} was taken by another process"
+                     $PORT {port} was taken by another process (port_owner=any in its settings \
+                     if that process listens for it)"
                 ),
                 None => "it did not listen on $PORT or $FIDDLER_SOCKET before its start timeout \
                          (--init-timeout, or start_timeout in its settings)"
@@ -360,6 +396,58 @@ fn wait_until_listening(running: &RunningProgram, until: Instant) -> Result<Upst
             return Err(NotReady { reason, port_taken });
         }
         thread::sleep(PROBE_EVERY);
+    }
+}
+
+/// Whose the program's `$PORT` is, looked up in /proc as seldom as will do: once a listener
+/// there is the program's it stays so (nobody else can bind it while it holds it), and another
+/// process's is looked at again at most every [`RECHECK_OTHER`].
+struct PortOwner {
+    port: u16,
+    pid: u32,
+    group: u32,
+    /// Off (`port_owner=any`): every listener counts as the program's.
+    check: bool,
+    known: Option<(Owner, Instant)>,
+}
+
+/// How long a port found another process's is left before it is looked at again.
+const RECHECK_OTHER: Duration = Duration::from_secs(1);
+
+impl PortOwner {
+    fn new(running: &RunningProgram, check: bool) -> PortOwner {
+        PortOwner {
+            port: running.port,
+            pid: running.pid,
+            // SAFETY: getpgrp has no preconditions and cannot fail.
+            group: unsafe { libc::getpgrp() } as u32,
+            check,
+            known: None,
+        }
+    }
+
+    /// Whether another process listens there, as far as is known.
+    fn taken(&mut self) -> bool {
+        if !self.check {
+            return false;
+        }
+        match self.known {
+            Some((Owner::Program | Owner::Unknown, _)) => false,
+            Some((Owner::Other, at)) if at.elapsed() < RECHECK_OTHER => true,
+            _ => self.look() == Owner::Other,
+        }
+    }
+
+    /// Looks now (the program's exit, the timeout: what holds the port at this moment).
+    fn look(&mut self) -> Owner {
+        if !self.check {
+            return Owner::Unknown;
+        }
+        let owner = port_owner::owner(self.port, self.pid, self.group);
+        if owner != Owner::Nobody {
+            self.known = Some((owner, Instant::now()));
+        }
+        owner
     }
 }
 
@@ -373,13 +461,13 @@ enum Probe {
     NotListening,
 }
 
-/// Connects and asks for `/health`; a port `port_taken` says another process listens on is
-/// left before a byte is sent (what answers there is not the program).
-fn probe(upstream: &Upstream, port_taken: &dyn Fn() -> bool) -> Probe {
+/// Connects and asks for `/health`; a port another process listens on is left before a byte
+/// is sent (what answers there is not the program).
+fn probe(upstream: &Upstream, owner: &mut PortOwner) -> Probe {
     let Ok(mut wire) = upstream.connect() else {
         return Probe::NotListening;
     };
-    if matches!(upstream, Upstream::Tcp(_)) && port_taken() {
+    if matches!(upstream, Upstream::Tcp(_)) && owner.taken() {
         return Probe::NotListening;
     }
     let _ = wire.set_read_timeout(Some(HEALTH_WAIT));

@@ -1,7 +1,7 @@
 //! Programs that stay up, as the plugins folder holds them: a folder `plugins/<name>/` with an
 //! executable `serve` beside whatever it needs (code, model files, a virtualenv), its optional
-//! `settings` (`key=value`: `deadline`, `max_body`, `start_timeout`) and `env` (`KEY=value`
-//! lines added to its environment). This file reads that format and says when the folder
+//! `settings` (`key=value`: `deadline`, `max_body`, `start_timeout`, `max_lanes`,
+//! `port_owner`) and `env` (`KEY=value` lines added to its environment). This file reads that format and says when the folder
 //! changed; running the program is `exec::program`'s.
 
 use std::collections::hash_map::DefaultHasher;
@@ -42,6 +42,10 @@ pub struct ProgramSettings {
     /// Instances of it that may serve calls at once (`max_lanes=`; each is a process of its
     /// own). Unset: it says nothing (one in jellyfish mode, `--lanes` otherwise).
     pub max_lanes: Option<u64>,
+    /// Whether a listener on its `$PORT` held by a process outside it is taken for its own
+    /// (`port_owner=any`: `docker run -p`, where the container runtime holds the port).
+    /// Default `program`: only its own processes' listeners count.
+    pub any_port_owner: bool,
 }
 
 /// Whether `dir` is a program folder (it holds an executable `serve`).
@@ -121,6 +125,17 @@ pub fn read_settings(dir: &Path) -> Result<ProgramSettings, String> {
             "start_timeout" => {
                 settings.start_timeout = Some(Duration::from_millis(number()?.max(1)))
             }
+            "port_owner" => {
+                settings.any_port_owner = match value.as_str() {
+                    "program" => false,
+                    "any" => true,
+                    _ => {
+                        return Err(format!(
+                            "{SETTINGS} line {line}: port_owner takes program or any, not {value:?}"
+                        ))
+                    }
+                }
+            }
             "max_body" => {
                 settings.max_body = Some(crate::config::size(&value).map_err(|why| {
                     format!("{SETTINGS} line {line}: max_body takes {why}, not {value:?}")
@@ -129,7 +144,7 @@ pub fn read_settings(dir: &Path) -> Result<ProgramSettings, String> {
             _ => {
                 return Err(format!(
                     "{SETTINGS} line {line}: unknown key {key:?} (known: deadline, max_body, \
-                     start_timeout, max_lanes)"
+                     start_timeout, max_lanes, port_owner)"
                 ))
             }
         }
@@ -210,6 +225,10 @@ mod tests {
         assert_eq!(settings.max_body, Some(2 << 20));
         assert_eq!(settings.start_timeout, Some(Duration::from_secs(90)));
         assert_eq!(settings.max_lanes, Some(3));
+        assert!(
+            !settings.any_port_owner,
+            "only its own listeners by default"
+        );
         let env = read_env(&dir).expect("env");
         assert_eq!(env[2], ("X".to_owned(), "a=b".to_owned()));
         fs::write(dir.join(SETTINGS), "dedline=5\n").expect("write");
@@ -218,6 +237,10 @@ mod tests {
             .contains("unknown key \"dedline\""));
         fs::write(dir.join(SETTINGS), "deadline=soon\n").expect("write");
         assert!(read_settings(&dir).unwrap_err().contains("line 1"));
+        fs::write(dir.join(SETTINGS), "port_owner=any\n").expect("write");
+        assert!(read_settings(&dir).expect("settings").any_port_owner);
+        fs::write(dir.join(SETTINGS), "port_owner=anyone\n").expect("write");
+        assert!(read_settings(&dir).unwrap_err().contains("program or any"));
         fs::write(dir.join(ENV), "1X=2\n").expect("write");
         assert!(read_env(&dir).is_err());
         let _ = fs::remove_dir_all(&dir);
