@@ -210,36 +210,32 @@ mod tests {
         assert_eq!(owner(port, std::process::id(), u32::MAX), Owner::Program);
     }
 
-    #[test]
-    fn a_listener_of_another_process_is_not_the_programs() {
+    /// Who owns a port this process listens on, for a program that is a sleeping child of this
+    /// process with process group `group`.
+    fn owner_for_a_sleeping_child(group: impl FnOnce() -> u32) -> Owner {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
         let port = listener.local_addr().expect("addr").port();
-        let mut other = Command::new("sleep")
+        let mut child = Command::new("sleep")
             .arg("30")
             .stdin(Stdio::null())
             .spawn()
             .expect("sleep");
-        // The sleeper shares this process's group, so only its descent counts here.
-        let found = owner(port, other.id(), u32::MAX);
-        let _ = other.kill();
-        let _ = other.wait();
-        assert_eq!(found, Owner::Other);
+        let found = owner(port, child.id(), group());
+        let _ = child.kill();
+        let _ = child.wait();
+        found
+    }
+
+    #[test]
+    fn a_listener_of_another_process_is_not_the_programs() {
+        // The sleeper shares this process's group; a group nobody is in leaves its descent.
+        assert_eq!(owner_for_a_sleeping_child(|| u32::MAX), Owner::Other);
     }
 
     #[test]
     fn a_listener_in_the_programs_group_is_the_programs() {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let mut other = Command::new("sleep")
-            .arg("30")
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("sleep");
-        let found = owner(port, other.id(), own_group());
-        let _ = other.kill();
-        let _ = other.wait();
         assert_eq!(
-            found,
+            owner_for_a_sleeping_child(own_group),
             Owner::Program,
             "this process is in the sleeper's group"
         );
