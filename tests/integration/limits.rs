@@ -5,7 +5,9 @@ use std::io::Write;
 use crate::support::{read_response, read_until_closed, Scheme, Server};
 
 /// Sends `raw` and expects `status`, then the connection closed.
-fn refused(server: &Server, raw: &[u8], status: u16) {
+/// Sends `raw`, checks the answer is `status` with `Connection: close` and the connection
+/// closes; returns the answer's text.
+fn refused(server: &Server, raw: &[u8], status: u16) -> String {
     let mut stream = server.connect();
     // The server may answer and close before it has read everything we send.
     let _ = stream.write_all(raw);
@@ -18,6 +20,7 @@ fn refused(server: &Server, raw: &[u8], status: u16) {
     assert_eq!(response.status, status, "{}", response.text());
     assert_eq!(response.header("connection"), Some("close"));
     read_until_closed(&mut stream);
+    response.text()
 }
 
 fn each_malformed_or_oversized_request_gets_its_status(scheme: Scheme) {
@@ -63,7 +66,11 @@ fn a_plugin_can_lower_the_body_limit(scheme: Scheme) {
         "POST /wordcount HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
         5 << 20
     );
-    refused(&server, raw.as_bytes(), 413);
+    let why = refused(&server, raw.as_bytes(), 413);
+    assert!(
+        why.contains("at most 4194304 bytes"),
+        "it names the plugin's limit: {why}"
+    );
     assert_eq!(server.post("/wordcount", b"small enough").status, 200);
 }
 

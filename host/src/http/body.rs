@@ -125,7 +125,7 @@ impl BodyReader {
                         size: size << 4 | u64::from(digit),
                         digits: digits + 1,
                     },
-                    Some(_) => return Err(HttpError::BodyTooLarge),
+                    Some(_) => return Err(HttpError::BodyTooLarge { limit: self.limit }),
                     None if digits == 0 => return Err(BAD),
                     None if byte == b'\r' => Chunked::SizeLf { size },
                     None if matches!(byte, b';' | b' ' | b'\t') => Chunked::Extension { size },
@@ -141,7 +141,7 @@ impl BodyReader {
                     if size == 0 {
                         Chunked::TrailerStart
                     } else if size > (self.limit - body.len()) as u64 {
-                        return Err(HttpError::BodyTooLarge);
+                        return Err(HttpError::BodyTooLarge { limit: self.limit });
                     } else {
                         Chunked::Data { remaining: size }
                     }
@@ -230,14 +230,15 @@ mod tests {
     #[test]
     fn malformed_or_oversized_chunked_bodies_are_refused() {
         let bad = HttpError::BadRequest("malformed chunked body");
+        let too_large = HttpError::BodyTooLarge { limit: 1024 };
         let table: &[(&str, HttpError)] = &[
             ("x\r\n", bad),
             ("\r\n", bad),
             ("5\nhello\r\n0\r\n\r\n", bad),
             ("5\r\nhelloXX0\r\n\r\n", bad),
             ("5\r\nhello\r\n0\r\n\n", bad),
-            ("ffffffffffffffffff\r\n", HttpError::BodyTooLarge),
-            ("401\r\n", HttpError::BodyTooLarge),
+            ("ffffffffffffffffff\r\n", too_large),
+            ("401\r\n", too_large),
             ("400\r\n", HttpError::BadRequest("incomplete")),
         ];
         for (raw, expected) in table {

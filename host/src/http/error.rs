@@ -11,8 +11,9 @@ pub enum HttpError {
     UriTooLong,
     /// The header block is larger than its limit, or has too many fields (431).
     HeadersTooLarge,
-    /// The body is larger than the limit (413), known from `Content-Length` or while decoding.
-    BodyTooLarge,
+    /// The body is larger than the limit (413), known from `Content-Length` or while decoding;
+    /// the limit (the route's own, or the server's) is said, so a client knows what fits.
+    BodyTooLarge { limit: usize },
     /// Malformed syntax or ambiguous framing (400); the text says which rule.
     BadRequest(&'static str),
     /// A method or transfer coding this server does not implement (501).
@@ -31,7 +32,7 @@ impl HttpError {
         match self {
             HttpError::UriTooLong => 414,
             HttpError::HeadersTooLarge => 431,
-            HttpError::BodyTooLarge => 413,
+            HttpError::BodyTooLarge { .. } => 413,
             HttpError::BadRequest(_) => 400,
             HttpError::NotImplemented(_) => 501,
             HttpError::VersionNotSupported => 505,
@@ -46,7 +47,9 @@ impl fmt::Display for HttpError {
         match self {
             HttpError::UriTooLong => f.write_str("request line too long"),
             HttpError::HeadersTooLarge => f.write_str("request header block too large"),
-            HttpError::BodyTooLarge => f.write_str("request body too large"),
+            HttpError::BodyTooLarge { limit } => {
+                write!(f, "request body too large (at most {limit} bytes here)")
+            }
             HttpError::BadRequest(why) => write!(f, "bad request: {why}"),
             HttpError::NotImplemented(what) => write!(f, "not implemented: {what}"),
             HttpError::VersionNotSupported => f.write_str("HTTP version not supported"),

@@ -105,7 +105,9 @@ impl RequestReader {
     pub fn start_body(&mut self, head: Head, limit: usize) -> Result<(), HttpError> {
         self.awaiting_body = false;
         let decoder = match head.framing {
-            Framing::Length(n) if n > limit as u64 => return Err(HttpError::BodyTooLarge),
+            Framing::Length(n) if n > limit as u64 => {
+                return Err(HttpError::BodyTooLarge { limit })
+            }
             Framing::Length(n) => BodyReader::length(n, limit),
             Framing::Chunked => BodyReader::chunked(limit),
             Framing::Empty => BodyReader::length(0, limit),
@@ -220,7 +222,10 @@ mod tests {
         let Event::Head(head) = reader.next(&HeadLimits::default()) else {
             panic!("a head");
         };
-        assert_eq!(reader.start_body(head, 10), Err(HttpError::BodyTooLarge));
+        assert_eq!(
+            reader.start_body(head, 10),
+            Err(HttpError::BodyTooLarge { limit: 10 })
+        );
     }
 
     #[test]

@@ -50,7 +50,7 @@ impl Intake {
         let (route, _) = split_route(&head.path);
         let limit = self.body_limit(route).min(self.budget.limit());
         match head.framing {
-            Framing::Length(n) if n > limit as u64 => Err(HttpError::BodyTooLarge),
+            Framing::Length(n) if n > limit as u64 => Err(HttpError::BodyTooLarge { limit }),
             Framing::Length(n) => Ok((limit, n as usize)),
             _ => Ok((limit, limit)),
         }
