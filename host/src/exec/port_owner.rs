@@ -137,6 +137,12 @@ fn program_sockets(program_pid: u32, group: u32) -> (Vec<u64>, bool) {
     (inodes, all_seen)
 }
 
+/// This process's process group.
+pub fn own_group() -> u32 {
+    // SAFETY: getpgrp has no preconditions and cannot fail.
+    unsafe { libc::getpgrp() as u32 }
+}
+
 /// The processes in process group `group`.
 pub fn group_members(group: u32) -> Vec<u32> {
     processes()
@@ -197,11 +203,6 @@ mod tests {
     use super::*;
     use std::net::TcpListener;
     use std::process::{Command, Stdio};
-
-    fn own_group() -> u32 {
-        // SAFETY: getpgrp has no preconditions and cannot fail.
-        unsafe { libc::getpgrp() as u32 }
-    }
 
     #[test]
     fn a_listener_of_this_process_is_the_programs_when_it_is_the_program() {

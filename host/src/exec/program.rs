@@ -69,6 +69,16 @@ pub struct StartError {
     pub detail: String,
 }
 
+impl StartError {
+    /// A reason with no stderr to show.
+    fn plain(reason: String) -> StartError {
+        StartError {
+            reason,
+            detail: String::new(),
+        }
+    }
+}
+
 /// What the waiter thread shares: the program's state and its exit.
 struct Life {
     state: AtomicU8,
@@ -93,12 +103,8 @@ pub struct RunningProgram {
 /// executor was given); returns it and what it reports about itself. A program that exits
 /// because another process took its port first is started again on another port.
 pub fn start(route: &PluginName, dir: &Path) -> Result<(RunningProgram, HandlerMeta), StartError> {
-    let plain = |reason: String| StartError {
-        reason,
-        detail: String::new(),
-    };
-    let settings = program::read_settings(dir).map_err(plain)?;
-    let extra_env = program::read_env(dir).map_err(plain)?;
+    let settings = program::read_settings(dir).map_err(StartError::plain)?;
+    let extra_env = program::read_env(dir).map_err(StartError::plain)?;
     let until = start_deadline(&settings);
     let mut tries = 0;
     let (mut running, upstream) = loop {
@@ -144,8 +150,7 @@ pub fn start(route: &PluginName, dir: &Path) -> Result<(RunningProgram, HandlerM
 /// Kills what a failed start left in the executor's process group (its program's children),
 /// so none of it binds the next start's socket or counts as the next start's processes.
 fn kill_leftovers() {
-    // SAFETY: getpgrp has no preconditions and cannot fail.
-    let group = unsafe { libc::getpgrp() } as u32;
+    let group = port_owner::own_group();
     let this = std::process::id();
     if group != this {
         // Not a group of the executor's own (spawn makes it one): nothing here is only its.
@@ -175,14 +180,11 @@ fn launch(
     dir: &Path,
     extra_env: &[(String, String)],
 ) -> Result<(RunningProgram, Tail), StartError> {
-    let plain = |reason: String| StartError {
-        reason,
-        detail: String::new(),
-    };
-    let socket_dir =
-        socket_dir().map_err(|e| plain(format!("cannot make its socket folder: {e}")))?;
+    let socket_dir = socket_dir()
+        .map_err(|e| StartError::plain(format!("cannot make its socket folder: {e}")))?;
     let socket = socket_dir.join("sock");
-    let port = free_port().map_err(|e| plain(format!("cannot find a free port: {e}")))?;
+    let port =
+        free_port().map_err(|e| StartError::plain(format!("cannot find a free port: {e}")))?;
     let mut command = Command::new(dir.join(program::SERVE));
     command
         .current_dir(dir)
@@ -215,7 +217,7 @@ fn launch(
     }
     let mut child = command.spawn().map_err(|e| {
         let _ = fs::remove_dir_all(&socket_dir);
-        plain(format!("cannot run its serve: {e}"))
+        StartError::plain(format!("cannot run its serve: {e}"))
     })?;
     let tail = Arc::new(Mutex::new(VecDeque::new()));
     if let Some(stderr) = child.stderr.take() {
@@ -419,8 +421,7 @@ impl PortOwner {
         PortOwner {
             port: running.port,
             pid: running.pid,
-            // SAFETY: getpgrp has no preconditions and cannot fail.
-            group: unsafe { libc::getpgrp() } as u32,
+            group: port_owner::own_group(),
             check,
             known: None,
         }
