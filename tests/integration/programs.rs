@@ -249,6 +249,40 @@ fn a_program_that_never_listens_is_refused_with_its_stderr() {
     );
 }
 
+/// Issue 26: the smallest real program, a `BaseHTTPRequestHandler` with only `do_POST`,
+/// answers its `GET /health` with 501; it was refused after its whole start timeout ("its GET
+/// /health still answered 501"). Any answer but a 503 means it is up.
+#[test]
+fn a_program_whose_health_answers_501_is_served() {
+    let mut server = start(Scheme::Http, "stdlib", "std", &[]);
+    let script = r#"#!/usr/bin/env python3
+import http.server, os
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        answer = b"posted: " + body
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+"#;
+    install_script(&server, "postonly", script, "start_timeout=3000\n");
+    wait_until("/postonly to be served or refused", SWAP_DEADLINE, || {
+        (server.try_log("as /postonly") || server.try_log("refused")).then_some(())
+    });
+    assert!(
+        !server.try_log("refused"),
+        "refused:\n{}",
+        server.log.join("\n")
+    );
+    let response = server.post("/postonly", b"hi");
+    assert_eq!(
+        (response.status, response.text().as_str()),
+        (200, "posted: hi")
+    );
+}
+
 /// Kills the process whose pid is in a file when dropped (one the test left outside the
 /// server's reach on purpose).
 struct KillOnDrop(std::path::PathBuf);

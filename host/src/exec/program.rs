@@ -1,9 +1,8 @@
 //! A program that stays up, inside its executor: its folder's `serve` started once, in the
 //! folder, with a clean environment (`PATH`, `HOME`, `LANG`, then `PORT`, `FIDDLER_SOCKET`,
 //! `FIDDLER_ROUTE`, then the folder's `env` lines); watched until it listens on one of the two
-//! (and its `GET /health` answers something other than a server error); called through
-//! `proxy`; stopped with
-//! SIGTERM, then SIGKILL, when its executor is told to go.
+//! (and its `GET /health` answers anything but 503, the "still loading" of model servers);
+//! called through `proxy`; stopped with SIGTERM, then SIGKILL, when its executor is told to go.
 //!
 //! It shares its executor's process group (a kill past the deadline takes both and whatever it
 //! started) and dies with its executor (`PR_SET_PDEATHSIG`). Its stdout goes where the
@@ -341,9 +340,9 @@ struct NotReady {
     port_taken: bool,
 }
 
-/// Looks until it accepts a connection on its socket or port (and its `/health`, if it has
-/// one, says 2xx), it exits, or `until` passes. With `own_port`, a connection to a port that
-/// another process listens on is left unprobed.
+/// Looks until it accepts a connection on its socket or port and its `/health` answers
+/// anything but 503 (see [`health_says`]), it exits, or `until` passes. With `own_port`, a
+/// connection to a port that another process listens on is left unprobed.
 fn wait_until_listening(
     running: &RunningProgram,
     until: Instant,
@@ -353,7 +352,7 @@ fn wait_until_listening(
     let tcp = Upstream::Tcp(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
     let unix = Upstream::Unix(running.socket.clone());
     let mut owner = PortOwner::new(running, own_port);
-    let mut unhealthy = None;
+    let mut loading = false;
     loop {
         if let Some(status) = running.exit_status() {
             let port_taken = owner.look() == Owner::Other;
@@ -376,24 +375,26 @@ fn wait_until_listening(
         for upstream in candidates {
             match probe(upstream, &mut owner) {
                 Probe::Ready => return Ok(upstream.clone()),
-                Probe::Unhealthy(status) => unhealthy = Some(status),
+                Probe::Loading => loading = true,
                 Probe::NotListening => {}
             }
         }
         if Instant::now() >= until {
             let port_taken = owner.look() == Owner::Other;
-            let reason = match unhealthy {
-                Some(status) => {
-                    format!("its GET /health still answered {status} when its start timeout passed")
-                }
-                None if port_taken => format!(
+            let reason = match (loading, port_taken) {
+                (true, _) => "its GET /health still answered 503 (not ready yet) when its start \
+                              timeout passed"
+                    .to_owned(),
+                (false, true) => format!(
                     "it did not listen on $FIDDLER_SOCKET before its start timeout, and its \
                      $PORT {port} was taken by another process (port_owner=any in its settings \
                      if that process listens for it)"
                 ),
-                None => "it did not listen on $PORT or $FIDDLER_SOCKET before its start timeout \
-                         (--init-timeout, or start_timeout in its settings)"
-                    .to_owned(),
+                (false, false) => {
+                    "it did not listen on $PORT or $FIDDLER_SOCKET before its start timeout \
+                     (--init-timeout, or start_timeout in its settings)"
+                        .to_owned()
+                }
             };
             return Err(NotReady { reason, port_taken });
         }
@@ -454,10 +455,10 @@ impl PortOwner {
 
 /// What one look at a program found.
 enum Probe {
-    /// It accepts and its `/health` answers anything but a server error.
+    /// It accepts and its `/health` answers anything but 503.
     Ready,
-    /// It accepts but its `/health` says this (a model still loading: 503).
-    Unhealthy(u16),
+    /// It accepts but its `/health` says 503 (a model still loading).
+    Loading,
     /// Nothing accepts there (yet).
     NotListening,
 }
@@ -479,11 +480,19 @@ fn probe(upstream: &Upstream, owner: &mut PortOwner) -> Probe {
     }
     let mut buf = Vec::new();
     match read_head(&mut wire, &mut buf) {
-        // It speaks HTTP; only a server error (503 while a model loads) means "not yet". A
-        // 404 (no such route), a redirect or a 401 (every path behind a login) is an answer.
-        Ok(head) if head.status >= 500 => Probe::Unhealthy(head.status),
-        Ok(_) => Probe::Ready,
+        Ok(head) => health_says(head.status),
         Err(_) => Probe::NotListening,
+    }
+}
+
+/// What a `/health` answer with `status` says. Any HTTP answer proves it listens; only 503
+/// means "not yet" (model servers, llama-server among them, answer it while they load). A 404
+/// (no such route), a 501 (a server with only `do_POST`), a redirect, a 401 (every path behind
+/// a login) or a 500 (a health route that breaks) is a program that is up.
+fn health_says(status: u16) -> Probe {
+    match status {
+        503 => Probe::Loading,
+        _ => Probe::Ready,
     }
 }
 
@@ -594,5 +603,21 @@ fn watch_exit(mut child: Child, life: Arc<Life>, socket_dir: PathBuf) {
         .is_err()
     {
         eprintln!("executor: cannot start the thread that watches its program");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_503_from_health_means_not_yet() {
+        for status in [200, 204, 301, 401, 404, 405, 500, 501, 502, 504] {
+            assert!(
+                matches!(health_says(status), Probe::Ready),
+                "{status} is an answer"
+            );
+        }
+        assert!(matches!(health_says(503), Probe::Loading));
     }
 }
