@@ -53,6 +53,13 @@ const ROWS: &[Row] = &[
     Row { what: "absolute form with an invalid authority", raw: b"GET http://u@a/hello HTTP/1.1\r\nHost: a\r\n\r\n", status: 400, closes: true },
     Row { what: "absolute form wins over an invalid Host", raw: b"GET http://a/hello HTTP/1.1\r\nHost: u@a\r\n\r\n", status: 200, closes: false },
     Row { what: "Connection: close honoured", raw: b"GET /hello HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", status: 200, closes: true },
+    // Issue 26: a close anywhere in any Connection line wins (RFC 9112 section 9.6); the last
+    // token used to, so an HTTP/1.0 connection stayed open.
+    Row { what: "HTTP/1.0 Connection: close, keep-alive", raw: b"POST /hello HTTP/1.0\r\nHost: a\r\nConnection: close, keep-alive\r\nContent-Length: 2\r\n\r\nhi", status: 200, closes: true },
+    Row { what: "HTTP/1.0 Connection lines close then keep-alive", raw: b"POST /hello HTTP/1.0\r\nHost: a\r\nConnection: close\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nhi", status: 200, closes: true },
+    Row { what: "HTTP/1.1 Connection: close, keep-alive", raw: b"POST /hello HTTP/1.1\r\nHost: a\r\nConnection: close, keep-alive\r\nContent-Length: 2\r\n\r\nhi", status: 200, closes: true },
+    Row { what: "HTTP/1.1 Connection lines close then keep-alive", raw: b"POST /hello HTTP/1.1\r\nHost: a\r\nConnection: close\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nhi", status: 200, closes: true },
+    Row { what: "HTTP/1.0 Connection: keep-alive keeps it open", raw: b"POST /hello HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nhi", status: 200, closes: false },
 ];
 
 fn conformance_table(scheme: Scheme) {

@@ -175,6 +175,8 @@ fn validate(request: &httparse::Request<'_, '_>) -> Result<Head, HttpError> {
     let mut transfer_encodings = 0;
     let mut length: Option<u64> = None;
     let mut codings: Vec<String> = Vec::new();
+    // RFC 9112 section 9.6: a `close` anywhere in any Connection line wins over a keep-alive.
+    let mut close = false;
     let mut keep_alive = http11;
     let mut expect_continue = false;
     let mut headers = Vec::with_capacity(request.headers.len());
@@ -203,8 +205,8 @@ fn validate(request: &httparse::Request<'_, '_>) -> Result<Head, HttpError> {
         } else if name.eq_ignore_ascii_case("connection") {
             for token in tokens(value) {
                 if token.eq_ignore_ascii_case("close") {
-                    keep_alive = false;
-                } else if token.eq_ignore_ascii_case("keep-alive") && !http11 {
+                    close = true;
+                } else if token.eq_ignore_ascii_case("keep-alive") {
                     keep_alive = true;
                 }
             }
@@ -246,7 +248,7 @@ fn validate(request: &httparse::Request<'_, '_>) -> Result<Head, HttpError> {
         query,
         headers,
         http11,
-        keep_alive,
+        keep_alive: keep_alive && !close,
         framing,
         expect_continue,
     })
@@ -507,6 +509,35 @@ mod tests {
             ),
             ("GET / HTTP/1.0\r\n\r\n", false),
             ("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", true),
+            // A close anywhere in any Connection line wins (RFC 9112 section 9.6).
+            (
+                "GET / HTTP/1.0\r\nConnection: close, keep-alive\r\n\r\n",
+                false,
+            ),
+            (
+                "GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n",
+                false,
+            ),
+            (
+                "GET / HTTP/1.0\r\nConnection: close\r\nConnection: keep-alive\r\n\r\n",
+                false,
+            ),
+            (
+                "GET / HTTP/1.0\r\nConnection: keep-alive\r\nConnection: CLOSE\r\n\r\n",
+                false,
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nConnection: close, keep-alive\r\n\r\n",
+                false,
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\nConnection: keep-alive\r\n\r\n",
+                false,
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\n\r\n",
+                true,
+            ),
         ];
         for (raw, keep_alive) in table {
             let (head, _) = parse(raw).expect("valid").expect("complete");
