@@ -182,13 +182,12 @@ impl ResponseHead {
         lower_tokens(self.values(name))
     }
 
-    /// Whether the program keeps the connection open after this response.
+    /// Whether the program keeps the connection open after this response: a `close` anywhere
+    /// in its Connection lines wins (RFC 9112 section 9.6), else HTTP/1.0 needs a keep-alive.
     fn keeps_alive(&self) -> bool {
         let connection = self.tokens("connection");
-        match self.http10 {
-            true => connection.iter().any(|t| t == "keep-alive"),
-            false => !connection.iter().any(|t| t == "close"),
-        }
+        let says = |token: &str| connection.iter().any(|t| t == token);
+        !says("close") && (!self.http10 || says("keep-alive"))
     }
 }
 
@@ -756,5 +755,28 @@ mod tests {
         assert_eq!(answer.headers.len(), 1);
         assert_eq!(answer.header("content-type"), Some("text/plain"));
         assert!(!head(200, &[("Connection", "close")]).keeps_alive());
+    }
+
+    #[test]
+    fn a_close_anywhere_in_a_programs_connection_lines_ends_it() {
+        let http10 = |fields: &[(&str, &str)]| ResponseHead {
+            http10: true,
+            ..head(200, fields)
+        };
+        let table = [
+            (head(200, &[]), true),
+            (http10(&[]), false),
+            (http10(&[("Connection", "keep-alive")]), true),
+            (http10(&[("Connection", "close, keep-alive")]), false),
+            (
+                http10(&[("Connection", "close"), ("Connection", "keep-alive")]),
+                false,
+            ),
+            (head(200, &[("Connection", "keep-alive, Close")]), false),
+        ];
+        for (answer, keeps) in table {
+            let what = (answer.http10, &answer.headers);
+            assert_eq!(answer.keeps_alive(), keeps, "{what:?}");
+        }
     }
 }
