@@ -60,6 +60,13 @@ const ROWS: &[Row] = &[
     Row { what: "HTTP/1.1 Connection: close, keep-alive", raw: b"POST /hello HTTP/1.1\r\nHost: a\r\nConnection: close, keep-alive\r\nContent-Length: 2\r\n\r\nhi", status: 200, closes: true },
     Row { what: "HTTP/1.1 Connection lines close then keep-alive", raw: b"POST /hello HTTP/1.1\r\nHost: a\r\nConnection: close\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nhi", status: 200, closes: true },
     Row { what: "HTTP/1.0 Connection: keep-alive keeps it open", raw: b"POST /hello HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nhi", status: 200, closes: false },
+    // Issue 26: trailer lines are field lines (RFC 9112 section 7.1.2), held to the head's rules.
+    Row { what: "a valid trailer", raw: b"POST /hello HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\nX-Sum: 1\r\n\r\n", status: 200, closes: false },
+    Row { what: "space before the colon in a trailer", raw: b"POST /hello HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\nX : a\r\n\r\n", status: 400, closes: true },
+    Row { what: "a trailer without a colon", raw: b"POST /hello HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\nX\r\n\r\n", status: 400, closes: true },
+    Row { what: "obs-fold in trailers", raw: b"POST /hello HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\nX: 1\r\n 2\r\n\r\n", status: 400, closes: true },
+    Row { what: "a non-token byte in a trailer name", raw: b"POST /hello HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\nX(y): 1\r\n\r\n", status: 400, closes: true },
+    Row { what: "a request swallowed as trailers", raw: b"POST /hello HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\nTraileGET /hello HTTP/1.1\r\nHost: a\r\n\r\n", status: 400, closes: true },
 ];
 
 fn conformance_table(scheme: Scheme) {

@@ -3,9 +3,11 @@
 //! [`BodyReader::feed`] takes whatever bytes arrived, appends the decoded body to the caller's
 //! buffer, and says how many input bytes it used, so bytes of a pipelined next request are left
 //! for the head parser. The body limit is enforced while decoding: a chunked body cannot grow
-//! past it, whatever its chunk sizes claim.
+//! past it, whatever its chunk sizes claim. Trailer lines are checked as field lines by the
+//! head parser's rules (`parse::check_trailer_line`), then dropped.
 
 use super::error::HttpError;
+use super::parse::check_trailer_line;
 
 /// Longest chunk-size line (size, extensions) and longest trailer section we accept.
 const MAX_CHUNK_LINE: usize = 4096;
@@ -46,6 +48,9 @@ pub struct BodyReader {
     limit: usize,
     /// Bytes of the current chunk line or trailer section, to bound them.
     line_bytes: usize,
+    /// The trailer line being read, to check once its LF arrives (at most the trailer
+    /// section's cap; empty outside a trailer line).
+    trailer_line: Vec<u8>,
 }
 
 #[derive(Debug)]
@@ -61,6 +66,7 @@ impl BodyReader {
             state: Framing::Length { remaining: length },
             limit,
             line_bytes: 0,
+            trailer_line: Vec::new(),
         }
     }
 
@@ -70,6 +76,7 @@ impl BodyReader {
             state: Framing::Chunked(Chunked::Size { size: 0, digits: 0 }),
             limit,
             line_bytes: 0,
+            trailer_line: Vec::new(),
         }
     }
 
@@ -149,11 +156,20 @@ impl BodyReader {
                 Chunked::DataCr if byte == b'\r' => Chunked::DataLf,
                 Chunked::DataLf if byte == b'\n' => Chunked::Size { size: 0, digits: 0 },
                 Chunked::TrailerStart if byte == b'\r' => Chunked::FinalLf,
-                Chunked::TrailerStart | Chunked::Trailer if byte == b'\r' => Chunked::TrailerLf,
+                Chunked::TrailerStart | Chunked::Trailer if byte == b'\r' => {
+                    self.trailer_line.push(byte);
+                    Chunked::TrailerLf
+                }
                 Chunked::TrailerStart | Chunked::Trailer if byte != b'\n' && byte != 0 => {
+                    self.trailer_line.push(byte);
                     Chunked::Trailer
                 }
-                Chunked::TrailerLf if byte == b'\n' => Chunked::TrailerStart,
+                Chunked::TrailerLf if byte == b'\n' => {
+                    self.trailer_line.push(byte);
+                    check_trailer_line(&self.trailer_line)?;
+                    self.trailer_line.clear();
+                    Chunked::TrailerStart
+                }
                 Chunked::FinalLf if byte == b'\n' => {
                     at += 1;
                     *state = Chunked::Done;
@@ -253,6 +269,44 @@ mod tests {
             decode(long_ext.as_bytes(), 100, 1024).err(),
             Some(HttpError::BadRequest("chunk line or trailers too long"))
         );
+    }
+
+    /// Issue 26: trailer lines were not checked, so `X : a`, a line with no colon, an obs-fold
+    /// or a request line were taken as trailers. They are field lines, refused as a head's are,
+    /// at the line (the rows without the final empty line are refused before it).
+    #[test]
+    fn trailer_lines_are_held_to_the_field_line_rules() {
+        let name = HttpError::BadRequest("invalid trailer field name (or space before the colon)");
+        let value = HttpError::BadRequest("invalid trailer field value (control character)");
+        let table: &[(&str, HttpError)] = &[
+            ("0\r\nX : a\r\n\r\n", name),
+            ("0\r\nX\t: a\r\n", name),
+            ("0\r\nX\r\n\r\n", name),
+            ("0\r\n: a\r\n", name),
+            ("0\r\n folded\r\n", name),
+            ("0\r\nX: 1\r\n\t2\r\n\r\n", name),
+            ("0\r\nX(y): 1\r\n", name),
+            ("0\r\nTraileGET /echo HTTP/1.1\r\nHost: a\r\n\r\n", name),
+            ("0\r\nX: a\x7fb\r\n", value),
+            ("0\r\nX: a\x01\r\n", value),
+        ];
+        for (raw, expected) in table {
+            for step in [1, 3, 1000] {
+                assert_eq!(
+                    decode(raw.as_bytes(), step, 1024).err(),
+                    Some(*expected),
+                    "{raw:?} step {step}"
+                );
+            }
+        }
+        for good in ["X:\r\n", "X: a b\t\r\n", "x-y_z.1~!: \u{e9}\r\nY:2\r\n"] {
+            let raw = format!("1\r\na\r\n0\r\n{good}\r\nNEXT");
+            let (body, rest) = decode(raw.as_bytes(), 1, 1024).expect(&raw);
+            assert_eq!(
+                (body.as_slice(), rest.as_slice()),
+                (&b"a"[..], &b"NEXT"[..])
+            );
+        }
     }
 
     #[test]

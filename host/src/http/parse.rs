@@ -5,6 +5,8 @@
 //! It enforces the head's size limits and the framing rules of RFC 9112 (section 6): a request
 //! with both `Content-Length` and `Transfer-Encoding`, conflicting lengths, or `chunked` not
 //! last is refused, because a proxy in front of us could read its body differently.
+//! [`check_trailer_line`] holds a chunked body's trailer lines to the same field-line rules,
+//! with the same parser.
 
 use super::error::HttpError;
 
@@ -133,6 +135,26 @@ fn version_error(line: &[u8]) -> HttpError {
             HttpError::VersionNotSupported
         }
         _ => HttpError::BadRequest("malformed HTTP version"),
+    }
+}
+
+/// Checks one trailer field line of a chunked body, its CRLF included (RFC 9112 section 7.1.2:
+/// trailers are field lines, so whitespace before the colon, an obs-fold, a missing colon or a
+/// non-token name byte is a 400, section 5). httparse's field-line parser does it, with the
+/// defaults `parse_head` runs it with, so trailers and headers are held to one grammar.
+pub(crate) fn check_trailer_line(line: &[u8]) -> Result<(), HttpError> {
+    let mut field = [httparse::EMPTY_HEADER; 1];
+    match httparse::parse_headers(line, &mut field) {
+        // A valid field line: the parser waits for the next one or the empty line that ends the
+        // section (which the body reader reads itself). An empty `line` ends it the same way.
+        Ok(_) => Ok(()),
+        Err(httparse::Error::HeaderName) => Err(HttpError::BadRequest(
+            "invalid trailer field name (or space before the colon)",
+        )),
+        Err(httparse::Error::HeaderValue) => Err(HttpError::BadRequest(
+            "invalid trailer field value (control character)",
+        )),
+        Err(error) => Err(HttpError::BadRequest(describe(error))),
     }
 }
 
