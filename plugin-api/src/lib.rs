@@ -157,6 +157,26 @@
 //! that crosses it: a plugin built before them loads as it did, and one written for them
 //! builds against this crate as it is.
 //!
+//! # A plugin with files
+//!
+//! A plugin that needs files of its own (a model's weights, a tokenizer, a word list) comes as
+//! a folder: `plugins/<name>/` holding exactly one `.so` beside its data and two optional
+//! files. The folder is one version: a change to any file in it (the `.so`, the weights, the
+//! settings) starts a new version, swapped like a bare `.so`.
+//!
+//! - `settings`: `key=value` lines for the server: `deadline` (ms), `max_body` (bytes, with
+//!   K, M or G), `start_timeout` (ms for `init`), `max_lanes`. They win over the plugin's own
+//!   constants, so an operator tunes a route without rebuilding it. An unknown key refuses the
+//!   version with a line naming it.
+//! - `env`: `KEY=value` lines added to the executor's environment before the library is
+//!   loaded: the plugin's own configuration (`MODEL=model/weights.onnx`), read in `init` with
+//!   `std::env::var`.
+//! - Everything else is the plugin's data. [`plugin_dir`] says where the folder is (the
+//!   executor also runs in it), and [`plugin_path`] resolves a relative path against it. The
+//!   data is read in place, never copied: memory-map large files, so replicas share pages.
+//!
+//! `plugins/minilm` in the repository is such a plugin: a sentence-embedding model.
+//!
 //! # Calling programs
 //!
 //! Use [`Program`]: arguments without a shell, stdin bytes, a deadline that kills the program's
@@ -198,7 +218,8 @@
 //!
 //! What each version added: 0.1.0 the interface; 0.1.1 `try_handle` and [`Error`], streamed
 //! answers, `Request::deadline`, and the author helpers (none of which changed a type that
-//! crosses the boundary; the module grew a `call` function after its last prefix field).
+//! crosses the boundary; the module grew a `call` function after its last prefix field);
+//! 0.1.2 [`plugin_dir`] and [`plugin_path`] for plugins with files (nothing that crosses).
 //!
 //! For whoever changes this crate:
 //!
@@ -221,6 +242,7 @@
 #[doc(hidden)]
 pub mod abi;
 mod error;
+mod folder;
 mod guard;
 mod message;
 mod plugin;
@@ -230,6 +252,7 @@ pub mod testing;
 mod text;
 
 pub use error::{Error, OrStatus};
+pub use folder::{plugin_dir, plugin_path, PLUGIN_DIR_ENV};
 pub use message::{Header, IntoBody, Request, Response};
 pub use plugin::Plugin;
 pub use runner::{Output, Program, RunError};

@@ -21,6 +21,8 @@
 //!   past the deadline or failing midway), `?` in handlers, a call's time left.
 //! - `jellyfish`: `--mode jellyfish` with a pinned light: one-lane handlers stay alone while
 //!   others run on replicas, batches under a burst, red not ready.
+//! - `minilm`: a real model's plugin as a folder (a tiny random BERT made at test time): OpenAI
+//!   embeddings checked against a numpy reference, batches, truncation, limits, swaps.
 //! - `conformance`: RFC 9110/9112 rules as a table of raw inputs, statuses and closes.
 //! - `crashes`: segfault, abort, stack overflow, exit and hang cost one request; crash at load;
 //!   SIGTERM drains; SIGHUP restarts without losing a request.
@@ -37,6 +39,7 @@ mod hotswap;
 mod jellyfish;
 mod limits;
 mod loading;
+mod minilm;
 mod operability;
 mod overload;
 mod programs;

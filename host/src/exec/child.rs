@@ -1,4 +1,5 @@
-//! The executor process: `fiddler-crab __executor KIND ROUTE FILE`, started by the worker.
+//! The executor process: `fiddler-crab __executor KIND ROUTE FILE [FOLDER]`, started by the
+//! worker (FOLDER: a native plugin's own folder, when it came as one).
 //!
 //! It raises its own `oom_score_adj` (so the kernel kills an executor before the worker), takes
 //! its socket from descriptor 3, loads its handler (a native plugin: dlopen + `init`, once; a
@@ -26,6 +27,7 @@ use crate::ids::HandlerKind;
 use crate::ids::PluginName;
 use crate::plugins::cgi::{self, CgiProgram};
 use crate::plugins::loader::{self, LoadError, LoadedPlugin, PieceSink};
+use crate::plugins::program::{self as folder, ProgramSettings};
 use crate::plugins::version::HandlerMeta;
 
 /// What an executor process raises its OOM score by: the kernel's OOM killer picks the
@@ -45,11 +47,16 @@ enum Handler {
 
 /// Runs the executor; returns its exit code.
 pub fn main(args: &[String]) -> i32 {
-    let [kind, route, file] = args else {
-        eprintln!(
-            "usage: fiddler-crab __executor native|cgi|program ROUTE FILE (started by the worker)"
-        );
-        return EXIT_USAGE;
+    let (kind, route, file, folder) = match args {
+        [kind, route, file] => (kind, route, file, None),
+        [kind, route, file, folder] => (kind, route, file, Some(Path::new(folder))),
+        _ => {
+            eprintln!(
+                "usage: fiddler-crab __executor native|cgi|program ROUTE FILE [FOLDER] (started \
+                 by the worker)"
+            );
+            return EXIT_USAGE;
+        }
     };
     let (Some(kind), Some(route)) = (HandlerKind::parse(kind), PluginName::parse(route)) else {
         eprintln!("executor: bad kind or route {kind:?} {route:?}");
@@ -67,7 +74,7 @@ pub fn main(args: &[String]) -> i32 {
     // alone; nothing else here owns it.
     let socket = unsafe { UnixStream::from_raw_fd(EXECUTOR_FD) };
     let mut link = WorkerLink::new(socket);
-    let mut handler = match start(kind, route, Path::new(file)) {
+    let mut handler = match start(kind, route, Path::new(file), folder) {
         Ok((handler, meta)) => {
             if frame::send(&mut link, &frame::ready(&meta), &[]).is_err() {
                 return 0;
@@ -92,9 +99,14 @@ fn start(
     kind: HandlerKind,
     route: PluginName,
     file: &Path,
+    folder: Option<&Path>,
 ) -> Result<(Handler, HandlerMeta), (String, String)> {
     match kind {
         HandlerKind::Native => {
+            let settings = match folder {
+                Some(dir) => Some(enter_folder(dir).map_err(|why| (why, String::new()))?),
+                None => None,
+            };
             let loaded = catch_unwind(|| loader::load(file)).unwrap_or_else(|_| {
                 Err(LoadError::Init(
                     "loading panicked on the host side".to_owned(),
@@ -104,7 +116,13 @@ fn start(
                 LoadError::Library { plain, detail } => (plain, detail),
                 LoadError::Init(_) => (e.to_string(), String::new()),
             })?;
-            let meta = plugin.meta.clone();
+            let mut meta = plugin.meta.clone();
+            if let Some(settings) = settings {
+                // The folder's settings are the operator's word: they win over the plugin's.
+                meta.deadline_ms = settings.deadline_ms.or(meta.deadline_ms);
+                meta.max_body = settings.max_body.or(meta.max_body);
+                meta.max_lanes = settings.max_lanes.or(meta.max_lanes);
+            }
             Ok((Handler::Native(plugin), meta))
         }
         HandlerKind::Program => {
@@ -129,6 +147,20 @@ fn start(
             Ok((Handler::Cgi(program), meta))
         }
     }
+}
+
+/// Makes a native plugin's folder its home before the library is loaded: the working folder,
+/// `FIDDLER_PLUGIN_DIR`, and the folder's `env` lines in the environment (so `init` finds its
+/// model). Returns the folder's settings. This process is still single-threaded here.
+fn enter_folder(dir: &Path) -> Result<ProgramSettings, String> {
+    let settings = folder::read_settings(dir)?;
+    let env = folder::read_env(dir)?;
+    std::env::set_current_dir(dir).map_err(|e| format!("cannot enter {}: {e}", dir.display()))?;
+    std::env::set_var(plugin_api::PLUGIN_DIR_ENV, dir);
+    for (key, value) in env {
+        std::env::set_var(key, value);
+    }
+    Ok(settings)
 }
 
 /// Answers requests until the worker closes the socket.

@@ -47,6 +47,9 @@ pub struct Launch<'a> {
     pub route: &'a PluginName,
     /// Its file (a private copy for libraries, the folder for programs that stay up).
     pub file: &'a Path,
+    /// A native plugin's own folder, when it has one (passed as the last argument: the
+    /// executor runs there, with the folder's `env`).
+    pub folder: Option<&'a Path>,
     /// Caps its address space (`RLIMIT_AS`), so a plugin that allocates without bound fails
     /// inside its own process.
     pub memory_limit: Option<u64>,
@@ -62,6 +65,7 @@ pub fn spawn(launch: &Launch<'_>) -> io::Result<Spawned> {
         kind,
         route,
         file,
+        folder,
         memory_limit,
         init_timeout,
         runtime_dir,
@@ -79,6 +83,7 @@ pub fn spawn(launch: &Launch<'_>) -> io::Result<Spawned> {
         .arg(kind.as_str())
         .arg(route.as_str())
         .arg(file)
+        .args(folder)
         .stdin(Stdio::null())
         .stdout(Stdio::from(output_write))
         .stderr(Stdio::from(output_err))
@@ -142,6 +147,7 @@ pub fn spawn_native(
         kind: HandlerKind::Native,
         route,
         file: &absolute,
+        folder: None,
         memory_limit: None,
         init_timeout,
         runtime_dir: &std::env::temp_dir(),

@@ -116,7 +116,8 @@ pub fn answer(rest: &str, view: &AdminView<'_>) -> Response {
 
 /// `{"executors_alive":N,"plugins":[{"route":..,"kind":..,"crate":..,"version":..,
 /// "description":..,"generation":..,"loaded_at":..,"calls":..,"errors":..,"restarts":..,
-/// "service_ms":..,"executors":[{"pid":..,"state":..,"uptime_s":..}]}]}` with the top-level
+/// "service_ms":..,"max_lanes":..,"max_batch":..,"deadline_ms":..,"max_body":..,"batches":..,
+/// "executors":[{"pid":..,"state":..,"uptime_s":..}]}]}` with the top-level
 /// `"predicted_wait_ms"` after `executors_alive`
 fn plugins_json(view: &AdminView<'_>) -> String {
     let mut json = format!(
@@ -134,7 +135,7 @@ fn plugins_json(view: &AdminView<'_>) -> String {
             .as_secs();
         let _ = write!(
             json,
-            "{}{{\"route\":{},\"kind\":\"{}\",\"crate\":{},\"version\":{},\"description\":{},\"generation\":{},\"loaded_at\":{loaded_at},\"calls\":{},\"errors\":{},\"restarts\":{},\"service_ms\":{:.3},\"max_lanes\":{},\"max_batch\":{},\"batches\":{},\"executors\":[",
+            "{}{{\"route\":{},\"kind\":\"{}\",\"crate\":{},\"version\":{},\"description\":{},\"generation\":{},\"loaded_at\":{loaded_at},\"calls\":{},\"errors\":{},\"restarts\":{},\"service_ms\":{:.3},\"max_lanes\":{},\"max_batch\":{},\"deadline_ms\":{},\"max_body\":{},\"batches\":{},\"executors\":[",
             if i == 0 { "" } else { "," },
             json_string(route.name.as_str()),
             route.kind.as_str(),
@@ -146,11 +147,10 @@ fn plugins_json(view: &AdminView<'_>) -> String {
             route.stats.errors.load(Ordering::Relaxed),
             route.restarts,
             route.expected_call.as_secs_f64() * 1000.0,
-            route
-                .meta
-                .max_lanes
-                .map_or("null".to_owned(), |n| n.to_string()),
+            optional(route.meta.max_lanes),
             route.meta.max_batch.max(1),
+            optional(route.meta.deadline_ms),
+            optional(route.meta.max_body),
             route.stats.batches.load(Ordering::Relaxed),
         );
         for (k, (pid, state, uptime)) in route.executors.iter().enumerate() {
@@ -164,6 +164,11 @@ fn plugins_json(view: &AdminView<'_>) -> String {
     }
     json.push_str("]}\n");
     json
+}
+
+/// A number, or `null` when there is none (the handler sets none: the server's flag applies).
+fn optional(value: Option<u64>) -> String {
+    value.map_or("null".to_owned(), |n| n.to_string())
 }
 
 /// A JSON string literal for `text`.

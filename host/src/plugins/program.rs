@@ -1,8 +1,10 @@
-//! Programs that stay up, as the plugins folder holds them: a folder `plugins/<name>/` with an
-//! executable `serve` beside whatever it needs (code, model files, a virtualenv), its optional
-//! `settings` (`key=value`: `deadline`, `max_body`, `start_timeout`, `max_lanes`,
-//! `port_owner`) and `env` (`KEY=value` lines added to its environment). This file reads that format and says when the folder
-//! changed; running the program is `exec::program`'s.
+//! Handler folders, as the plugins folder holds them: a folder `plugins/<name>/` with an
+//! executable `serve` (a program that stays up) or one `*.so` at its top level (a native plugin
+//! with files), beside whatever it needs (code, model files, a virtualenv), its optional
+//! `settings` (`key=value`: `deadline`, `max_body`, `start_timeout`, `max_lanes`, and for
+//! programs `port_owner`) and `env` (`KEY=value` lines added to its environment). This file
+//! reads that format and says when the folder changed; running the program is
+//! `exec::program`'s, loading the library `plugins::loader`'s.
 
 use std::collections::hash_map::DefaultHasher;
 use std::fs;
@@ -46,6 +48,37 @@ pub struct ProgramSettings {
     /// (`port_owner=any`: `docker run -p`, where the container runtime holds the port).
     /// Default `program`: only its own processes' listeners count.
     pub any_port_owner: bool,
+}
+
+/// The library of a native plugin folder: the one `*.so` at its top level (`None` when it has
+/// none; an error naming them when it has more than one, since which one serves is unclear).
+pub fn folder_library(dir: &Path) -> Result<Option<PathBuf>, String> {
+    let mut libraries: Vec<PathBuf> = fs::read_dir(dir)
+        .map_err(|e| format!("cannot read it: {e}"))?
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| {
+            path.extension().is_some_and(|ext| ext == "so")
+                && !path
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                && path.is_file()
+        })
+        .collect();
+    libraries.sort();
+    match libraries.len() {
+        0 => Ok(None),
+        1 => Ok(libraries.pop()),
+        _ => Err(format!(
+            "it holds {} libraries ({}): a plugin folder holds one .so",
+            libraries.len(),
+            libraries
+                .iter()
+                .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
 }
 
 /// Whether `dir` is a program folder (it holds an executable `serve`).
@@ -99,12 +132,12 @@ pub fn folder_stamp(dir: &Path) -> io::Result<(u64, u64)> {
     Ok((hasher.finish(), total))
 }
 
-/// The version's hash: `serve`'s bytes and the folder's stamp.
-pub fn version_hash(dir: &Path) -> io::Result<ContentHash> {
-    let serve = fs::read(dir.join(SERVE))?;
+/// The version's hash: its main file's hash (`serve`'s or the library's bytes) and the
+/// folder's stamp.
+pub fn version_hash(dir: &Path, main: ContentHash) -> io::Result<ContentHash> {
     let (stamp, _) = folder_stamp(dir)?;
     let mut hasher = DefaultHasher::new();
-    hasher.write(&serve);
+    hasher.write_u64(main.0);
     hasher.write_u64(stamp);
     Ok(ContentHash(hasher.finish()))
 }

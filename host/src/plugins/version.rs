@@ -19,6 +19,9 @@ pub struct NewVersion {
     pub file: PathBuf,
     /// Whether `file` is the pool's to delete once the version is gone (a private copy).
     pub owns_file: bool,
+    /// A native plugin's own folder, when it came as one (`plugins/<name>/` with its `.so`,
+    /// `settings`, `env` and data): its executors run there, with its `env`.
+    pub folder: Option<PathBuf>,
     /// The file in the plugins folder (for log lines).
     pub source: PathBuf,
     /// Its contents' hash.

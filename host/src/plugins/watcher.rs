@@ -1,8 +1,8 @@
 //! Watches the plugins folder and turns file changes into handler versions for the pool.
 //!
-//! Every interval it lists the `*.so` files, executable programs and program folders (a folder
-//! holding an executable `serve`) and their stamps (size, mtime, inode, mode, owner; for a
-//! folder, a hash over every entry's). A new or changed file is taken only once its stamp has held for
+//! Every interval it lists the `*.so` files, executable programs and handler folders (a folder
+//! holding an executable `serve`, or one `*.so`: a native plugin with files) and their stamps
+//! (size, mtime, inode, mode, owner; for a folder, a hash over every entry's). A new or changed file is taken only once its stamp has held for
 //! one whole interval (so a file still being written is not loaded); then it is read and
 //! hashed and, unless the same bytes were already offered for that route, offered to the pool
 //! as a new version (a library through a private copy). The pool starts its executor; loading
@@ -185,7 +185,9 @@ impl Watcher {
                 continue;
             };
             if meta.is_dir() {
-                if program::is_program_dir(&path) {
+                if program::is_program_dir(&path)
+                    || !matches!(program::folder_library(&path), Ok(None))
+                {
                     if let Some(stamp) = self.folder_stamp(&path, &meta) {
                         files.insert(path, stamp);
                     }
@@ -340,12 +342,26 @@ impl Watcher {
             return None;
         }
         let folder = path.is_dir();
+        // A folder's main file: its `serve`, or for a native plugin with files its library.
+        let main_file = match folder {
+            false => path.to_owned(),
+            true if program::is_program_dir(path) => path.join(program::SERVE),
+            true => match program::folder_library(path) {
+                Ok(Some(library)) => library,
+                Ok(None) => return None,
+                Err(why) => {
+                    if self.ignored.insert(path.to_owned()) {
+                        warn!("refused {}: {why}", path.display());
+                    }
+                    return None;
+                }
+            },
+        };
         if !self.insecure {
             let mut checked = vec![path.to_owned()];
             if folder {
-                checked.extend(
-                    [program::SERVE, program::SETTINGS, program::ENV].map(|f| path.join(f)),
-                );
+                checked.push(main_file.clone());
+                checked.extend([program::SETTINGS, program::ENV].map(|f| path.join(f)));
             }
             if let Some(why) = checked.iter().find_map(|p| {
                 fs::metadata(p)
@@ -359,20 +375,18 @@ impl Watcher {
                 return None;
             }
         }
-        let program = match folder {
-            true => Some(self.read_program(path)?),
+        let main = match HandlerFile::read(&main_file) {
+            Ok(file) => file,
+            Err(e) => {
+                warn!("refused {}: cannot read it: {e}", main_file.display());
+                return None;
+            }
+        };
+        let settings = match folder {
+            true => Some(self.read_folder(path, &main)?),
             false => None,
         };
-        let hash = match program {
-            Some((hash, _)) => hash,
-            None => match HandlerFile::read(path) {
-                Ok(file) => file.hash,
-                Err(e) => {
-                    warn!("refused {}: cannot read it: {e}", path.display());
-                    return None;
-                }
-            },
-        };
+        let hash = settings.map_or(main.hash, |(hash, _)| hash);
         if current_hash == Some(hash) {
             return None;
         }
@@ -381,23 +395,21 @@ impl Watcher {
         // Absolute: a program runs in its own folder, where a relative path (`--plugins
         // plugins`) would no longer lead to it.
         let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
-        let (kind, handler_file, owns_file) = if folder {
-            (HandlerKind::Program, absolute, false)
-        } else if is_library(path) {
-            let copied = HandlerFile::read(path)
-                .and_then(|file| self.private.copy(&name, generation, &file));
-            match copied {
-                Ok(copy) => (HandlerKind::Native, copy, true),
+        let (kind, handler_file, owns_file, plugin_folder) = if is_library(&main_file) {
+            match self.private.copy(&name, generation, &main) {
+                Ok(copy) => (HandlerKind::Native, copy, true, folder.then_some(absolute)),
                 Err(e) => {
                     warn!(
                         "refused {}: cannot copy it to the private directory: {e}",
-                        path.display()
+                        main_file.display()
                     );
                     return None;
                 }
             }
+        } else if folder {
+            (HandlerKind::Program, absolute, false, None)
         } else {
-            (HandlerKind::Cgi, absolute, false)
+            (HandlerKind::Cgi, absolute, false, None)
         };
         self.offered.insert(
             name.clone(),
@@ -412,17 +424,23 @@ impl Watcher {
             kind,
             file: handler_file,
             owns_file,
+            folder: plugin_folder,
             source: path.to_owned(),
             hash,
-            init_timeout: program.and_then(|(_, settings)| settings.start_timeout),
+            init_timeout: settings.and_then(|(_, settings)| settings.start_timeout),
         }))
     }
 }
 
 impl Watcher {
-    /// A program folder's hash and settings; `None` (logged once) when they cannot be read.
-    fn read_program(&mut self, dir: &Path) -> Option<(ContentHash, ProgramSettings)> {
-        let read = program::version_hash(dir)
+    /// A handler folder's hash (over `main`, its `serve` or library, and the folder's stamp)
+    /// and settings; `None` (logged once) when they cannot be read.
+    fn read_folder(
+        &mut self,
+        dir: &Path,
+        main: &HandlerFile,
+    ) -> Option<(ContentHash, ProgramSettings)> {
+        let read = program::version_hash(dir, main.hash)
             .map_err(|e| format!("cannot read it: {e}"))
             .and_then(|hash| Ok((hash, program::read_settings(dir)?)))
             .and_then(|read| program::read_env(dir).map(|_| read));

@@ -368,6 +368,7 @@ impl Pool {
             kind: version.new.kind,
             route: &version.new.name,
             file: &version.new.file,
+            folder: version.new.folder.as_deref(),
             memory_limit: self.settings.memory_limit,
             init_timeout: version
                 .new
