@@ -2,9 +2,10 @@
 //! `settings` and a tiny random BERT made at test time in the real one's files and format
 //! (`plugins/minilm/export-onnx --tiny-random`; nothing is downloaded). Served vectors are checked
 //! against the independent numpy reference (`bench/minilm_reference.py`), batches against one by
-//! one, and the limits, truncation and swaps of the folder as one unit.
+//! one, and the limits, truncation and swaps of the folder as one unit; the Python program
+//! `plugins/minilm-py` serves the same API and vectors from the same tiny model.
 //!
-//! Needs `python3` with numpy, onnx, onnxruntime and tokenizers (`.ci/run` installs them):
+//! Needs `python3` with numpy, onnx, onnxruntime, tokenizers and fastapi (`.ci/run` installs them):
 //! ONNX Runtime's shared library is the one the `onnxruntime` package ships.
 
 use std::fs;
@@ -381,4 +382,49 @@ fn under_the_yellow_light_queued_requests_are_answered_as_one_batch_each_its_own
         );
     }
     assert!(server.metric("fiddler_plugin_batches_total{plugin=\"minilm\"}") >= 1);
+}
+
+#[test]
+fn the_python_program_answers_the_same_api_with_the_same_vectors() {
+    let mut server = Server::start_with(Scheme::Http, &[], &[], |plugins| {
+        let folder = lay_out(plugins, "", None);
+        let program = plugins.join("minilm-py");
+        fs::create_dir_all(&program).expect("mkdir");
+        for file in ["serve", "app.py"] {
+            fs::copy(
+                repo().join("plugins/minilm-py").join(file),
+                program.join(file),
+            )
+            .expect("copy the program");
+        }
+        fs::write(
+            program.join("env"),
+            format!(
+                "MINILM_MODEL_DIR={}\nMINILM_ONNX=model.onnx\nMINILM_THREADS=1\n",
+                folder.join("model").display()
+            ),
+        )
+        .expect("write env");
+    });
+    server.wait_for_log("as /minilm:", START_DEADLINE);
+    server.wait_for_log("as /minilm-py:", START_DEADLINE);
+    let body = r#"{"input":["a crab","the fiddler walks into the market"]}"#;
+    let native = vectors(&embeddings(&server, body));
+    let response = server.post("/minilm-py/v1/embeddings", body.as_bytes());
+    assert_eq!(response.status, 200, "{}", response.text());
+    let answer = json(&response);
+    assert_eq!(
+        answer["usage"]["prompt_tokens"],
+        embeddings(&server, body)["usage"]["prompt_tokens"]
+    );
+    for (a, b) in vectors(&answer).iter().zip(&native) {
+        let worst = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f64::max);
+        assert!(worst < 1e-5, "the program and the plugin differ by {worst}");
+    }
+    let refused = server.post("/minilm-py/v1/embeddings", br#"{"input":[]}"#);
+    assert_eq!(refused.status, 400, "{}", refused.text());
 }

@@ -39,7 +39,7 @@ pub struct Config {
 
 /// At most this many padded tokens (inputs x longest input) go through the model at once: a
 /// batch of long inputs is run in pieces, so its memory stays bounded.
-const MAX_BATCH_TOKENS: usize = 16 * 1024;
+const MAX_BATCH_TOKENS: usize = 4 * 1024;
 
 /// A loaded model.
 pub struct Model {
