@@ -169,3 +169,67 @@ fn regression_a_quick_roll_back_wins_over_the_version_still_starting() {
     assert_eq!(server.post("/echo", b"still echo").text(), "still echo");
     assert!(!server.try_log("as /echo: slowinit"), "{:#?}", server.log);
 }
+
+/// A watch interval no test outlives: what serves in these tests was taken on the kernel's
+/// change events, not on a poll.
+const NO_POLL: &str = "600000";
+
+#[test]
+fn a_file_written_or_moved_in_serves_on_the_change_event_not_a_poll() {
+    let server = Server::start_over(Scheme::Http, &[], &["--watch-interval", NO_POLL]);
+    // Written in place and closed (what `cp` does).
+    fs::copy(
+        plugin_library("echo"),
+        server.plugins_dir.join("libcopied.so"),
+    )
+    .expect("cp");
+    wait_for_answer(&server, "/copied", "a copied file to serve", |s, t| {
+        s == 200 && t == "ping"
+    });
+    // Renamed into place (what `mv` does).
+    drop_in(&server, "echo", "libmoved.so");
+    wait_for_answer(&server, "/moved", "a moved file to serve", |s, t| {
+        s == 200 && t == "ping"
+    });
+    // Removed: the route goes as soon.
+    fs::remove_file(server.plugins_dir.join("libcopied.so")).expect("rm");
+    wait_for_answer(
+        &server,
+        "/copied",
+        "a removed file to stop serving",
+        |s, _| s == 404,
+    );
+}
+
+#[test]
+fn a_file_still_open_for_writing_is_not_taken_before_its_writer_closes_it() {
+    let mut server = Server::start_over(Scheme::Http, &[], &["--watch-interval", NO_POLL]);
+    let library = fs::read(plugin_library("echo")).expect("read the library");
+    let mut file = fs::File::create(server.plugins_dir.join("libslow.so")).expect("create");
+    file.write_all(&library[..library.len() / 2])
+        .expect("write half");
+    file.flush().expect("flush");
+    // A marker written after the half: once it serves, the watcher has seen the half too.
+    fs::copy(
+        plugin_library("echo"),
+        server.plugins_dir.join("libmarker.so"),
+    )
+    .expect("cp");
+    wait_for_answer(&server, "/marker", "the marker to serve", |s, _| s == 200);
+    assert_eq!(
+        server.post("/slow", b"ping").status,
+        404,
+        "half a file was taken"
+    );
+    assert!(
+        !server.try_log("libslow.so"),
+        "half a file was looked at: {:?}",
+        server.log
+    );
+    file.write_all(&library[library.len() / 2..])
+        .expect("write the rest");
+    drop(file);
+    wait_for_answer(&server, "/slow", "the whole file to serve", |s, t| {
+        s == 200 && t == "ping"
+    });
+}

@@ -4,6 +4,7 @@
 
 pub mod cgi;
 pub mod files;
+pub mod inotify;
 pub mod loader;
 pub mod program;
 pub mod trust;

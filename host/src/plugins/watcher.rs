@@ -1,9 +1,13 @@
 //! Watches the plugins folder and turns file changes into handler versions for the pool.
 //!
-//! Every interval it lists the `*.so` files, executable programs and handler folders (a folder
-//! holding an executable `serve`, or one `*.so`: a native plugin with files) and their stamps
-//! (size, mtime, inode, mode, owner; for a folder, a hash over every entry's). A new or changed file is taken only once its stamp has held for
-//! one whole interval (so a file still being written is not loaded); then it is read and
+//! Every interval, and at once when the kernel reports a change (inotify, see `inotify`), it
+//! lists the `*.so` files, executable programs and handler folders (a folder holding an
+//! executable `serve`, or one `*.so`: a native plugin with files) and their stamps (size,
+//! mtime, inode, mode, owner; for a folder, a hash over every entry's). A new or changed file is
+//! taken once its writer is done with it: at once when the kernel says it was closed after
+//! writing or moved in whole (a top-level entry: a file or a folder moved in), else once its
+//! stamp has held for one whole interval (a file still being written, a folder being filled,
+//! a file system without events); then it is read and
 //! hashed and, unless the same bytes were already offered for that route, offered to the pool
 //! as a new version (a library through a private copy). The pool starts its executor; loading
 //! and `init` happen there, in another process, never on this thread or the loop. A removed
@@ -17,11 +21,12 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::ids::HandlerKind;
 use crate::ids::{ContentHash, Generation, PluginName};
 use crate::plugins::files::{HandlerFile, PrivateDir};
+use crate::plugins::inotify::{Event, FolderEvents};
 use crate::plugins::program::{self, ProgramSettings};
 use crate::plugins::version::NewVersion;
 use crate::{info, warn};
@@ -41,7 +46,10 @@ struct Stamp {
 /// A file seen at the last poll.
 struct Seen {
     stamp: Stamp,
-    /// Its stamp held for a whole interval and it was considered.
+    /// When its stamp was first seen as it is (a poll sooner than an interval later, after an
+    /// event, must not count as a whole interval held).
+    since: Instant,
+    /// It was considered (finished, or its stamp held for a whole interval).
     settled: bool,
 }
 
@@ -118,6 +126,7 @@ impl Watcher {
                 path.clone(),
                 Seen {
                     stamp,
+                    since: Instant::now(),
                     settled: true,
                 },
             );
@@ -128,15 +137,49 @@ impl Watcher {
         versions
     }
 
-    /// Polls on a thread of its own, sending changes to the loop, until the loop is gone.
+    /// Polls on a thread of its own, every interval and at once on the kernel's events,
+    /// sending changes to the loop, until the loop is gone.
     pub fn spawn(mut self, link: LoopLink) -> std::io::Result<thread::JoinHandle<()>> {
+        let mut events = match FolderEvents::new(&self.dir) {
+            Ok(events) => Some(events),
+            Err(e) => {
+                info!(
+                    "no change events for {} ({e}): it is looked at every {} ms",
+                    self.dir.display(),
+                    self.interval.as_millis()
+                );
+                None
+            }
+        };
         thread::Builder::new()
             .name("watcher".to_owned())
             .spawn(move || loop {
-                thread::sleep(self.interval);
-                for change in self.poll() {
+                let happened = match events.as_mut().map(|e| e.wait(self.interval)) {
+                    None => {
+                        thread::sleep(self.interval);
+                        Vec::new()
+                    }
+                    Some(Ok(happened)) => happened,
+                    Some(Err(e)) => {
+                        warn!(
+                            "change events for {} failed ({e}): it is looked at every {} ms \
+                             from now on",
+                            self.dir.display(),
+                            self.interval.as_millis()
+                        );
+                        events = None;
+                        Vec::new()
+                    }
+                };
+                for change in self.poll(&happened) {
                     if link.changes.send(change).is_err() || link.waker.wake().is_err() {
                         return;
+                    }
+                }
+                if let Some(events) = events.as_mut() {
+                    // Handler folders' own entries too (a new settings, env or library).
+                    for path in self.folder_stamps.keys() {
+                        let _ = events.watch(path);
                     }
                 }
             })
@@ -247,8 +290,23 @@ impl Watcher {
         Some(stamp)
     }
 
-    fn poll(&mut self) -> Vec<Change> {
+    /// Looks at the folder; `happened` are the kernel's events since the last look (none on a
+    /// timed poll).
+    fn poll(&mut self, happened: &[Event]) -> Vec<Change> {
         self.polls = self.polls.wrapping_add(1);
+        // A change inside a handler folder is walked now, not at its turn.
+        for event in happened {
+            if let Some(folder) = event.path.parent().filter(|p| *p != self.dir) {
+                self.folder_stamps.remove(folder);
+            }
+        }
+        // Top-level entries whose writer is done: no interval to wait.
+        let finished: HashSet<&Path> = happened
+            .iter()
+            .filter(|e| e.finished && e.path.parent() == Some(self.dir.as_path()))
+            .map(|e| e.path.as_path())
+            .collect();
+        let now = Instant::now();
         let Some(listing) = self.list() else {
             // An unreadable folder is not an empty one: change nothing.
             return Vec::new();
@@ -287,23 +345,26 @@ impl Watcher {
             }
         }
         for (path, stamp) in listing {
+            let done = finished.contains(path.as_path());
             let ready = match self.files.get_mut(&path) {
                 None => {
                     self.files.insert(
                         path.clone(),
                         Seen {
                             stamp,
-                            settled: false,
+                            since: now,
+                            settled: done,
                         },
                     );
-                    false
+                    done
                 }
                 Some(seen) if seen.stamp != stamp => {
                     seen.stamp = stamp;
-                    seen.settled = false;
-                    false
+                    seen.since = now;
+                    seen.settled = done;
+                    done
                 }
-                Some(seen) if !seen.settled => {
+                Some(seen) if !seen.settled && (done || now - seen.since >= self.interval) => {
                     seen.settled = true;
                     true
                 }
