@@ -309,6 +309,19 @@ impl Versions {
         !self.candidates.is_empty()
     }
 
+    /// Whether `route` has no live version yet and one is starting for it (its requests wait
+    /// for it instead of being answered 404).
+    pub fn is_first_starting(&self, route: &str) -> bool {
+        !self.live.contains_key(route) && self.candidates.contains_key(route)
+    }
+
+    /// The routes whose versions are starting, sorted.
+    pub fn starting_routes(&self) -> Vec<String> {
+        let mut routes: Vec<String> = self.candidates.keys().map(|n| n.to_string()).collect();
+        routes.sort();
+        routes
+    }
+
     /// The body limit a route sets for itself, if any.
     pub fn max_body(&self, route: &str) -> Option<u64> {
         self.versions.get(self.live.get(route)?)?.meta.max_body

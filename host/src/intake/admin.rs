@@ -40,12 +40,27 @@ pub struct AdminView<'a> {
     pub status: StatusView<'a>,
     /// The jellyfish's light (`None` in crab mode).
     pub light: Option<LightView>,
+    /// Routes whose first versions are still starting while the worker starts (empty once
+    /// every version found at start is ready or refused).
+    pub starting: &'a [String],
 }
 
 /// Answers `GET /-/<rest>`.
 pub fn answer(rest: &str, view: &AdminView<'_>) -> Response {
     match rest {
         "/health" => text(200, "ok\n"),
+        // Starting: the server answers, but a route found at start is not ready yet.
+        "/ready" if !view.starting.is_empty() => text(
+            503,
+            &format!(
+                "starting: {} not ready yet\n",
+                view.starting
+                    .iter()
+                    .map(|r| format!("/{r}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+        ),
         // Red: the machine is short of memory or CPU; a balancer should send traffic elsewhere.
         "/ready" if view.light.is_some_and(|l| l.color == Color::Red) => text(
             503,
@@ -224,6 +239,7 @@ mod tests {
             open: 1,
             counters: &Counters::default(),
             light: None,
+            starting: &[],
         };
         assert_eq!(answer("/ready", &view).status, 503);
         let view = AdminView { queued: 3, ..view };

@@ -179,6 +179,10 @@ impl Intake {
             let routes = pool.routes();
             let predicted_wait = self.dispatch.predicted_wait();
             let listeners = self.local_addrs().unwrap_or_default();
+            let starting = match self.settled {
+                true => Vec::new(),
+                false => pool.starting_routes(),
+            };
             let settings = self.settings;
             let status = StatusView {
                 listeners: &listeners,
@@ -211,9 +215,19 @@ impl Intake {
                 open: self.admission.open(),
                 counters: &self.counters,
                 light: self.jellyfish.as_ref().map(Jellyfish::view),
+                starting: &starting,
             };
             let response = admin::answer(rest, &view);
             return self.respond(slot, response, shape);
+        }
+        if self.admission.busy == BusyMode::Answer503
+            && self.dispatch.pool().is_first_starting(route)
+        {
+            // Busy mode does not queue a request that would wait: a route still starting is
+            // answered 503 at once, with when to come back.
+            self.budget.release(body.len());
+            let why = format!("/{route} is starting");
+            return self.answer_busy(slot, &why);
         }
         let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
             self.budget.release(body.len());

@@ -326,7 +326,10 @@ mod tests {
         let v: Value = serde_json::from_slice(&body.body).expect("JSON");
         assert_eq!(v["object"], "list");
         // The shortest decimal that reads back as the same f32.
-        assert_eq!(v["data"][0]["embedding"][1].as_f64().map(|x| x as f32), Some(0.8f32));
+        assert_eq!(
+            v["data"][0]["embedding"][1].as_f64().map(|x| x as f32),
+            Some(0.8f32)
+        );
         assert_eq!(v["usage"]["prompt_tokens"], 4);
         assert_eq!(v["usage"]["truncated_inputs"], 1);
         let refused = error(413, "too big");

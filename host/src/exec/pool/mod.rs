@@ -63,7 +63,8 @@ const REPLICA_IDLE: Duration = Duration::from_secs(10);
 pub enum Place {
     /// Send it to this executor now.
     Run(usize),
-    /// Its route's executor is starting or restarting: leave it queued, let others pass.
+    /// Its route's executor is starting or restarting (or its route's first version is still
+    /// starting): leave it queued, let others pass.
     Wait,
     /// Every lane is busy: nothing behind it may pass either (FIFO).
     Full,
@@ -166,9 +167,20 @@ impl Pool {
         token.0 >= FIRST_TOKEN && token.0 < usize::MAX - 1024
     }
 
-    /// Whether versions are still starting (intake waits for the first ones before accepting).
+    /// Whether versions are still starting (the worker is ready once the first ones are ready
+    /// or refused).
     pub fn is_starting(&self) -> bool {
         self.versions.is_starting()
+    }
+
+    /// Whether `route` has no live version yet and one is starting for it.
+    pub fn is_first_starting(&self, route: &str) -> bool {
+        self.versions.is_first_starting(route)
+    }
+
+    /// The routes whose versions are starting, sorted (`/-/ready` names them at start).
+    pub fn starting_routes(&self) -> Vec<String> {
+        self.versions.starting_routes()
     }
 
     /// Whether no executor holds a call.
@@ -233,7 +245,12 @@ impl Pool {
     /// Decides what happens to a queued job for `route` with a body of `body_len` bytes.
     pub fn place(&mut self, route: &str, body_len: usize, registry: &Registry) -> Place {
         let Some(generation) = self.versions.live(route) else {
-            return Place::NoRoute;
+            // A route still starting (a model loading): its requests wait for it, under the
+            // queue's deadline, as promise 8 asks; only a route nobody serves is a 404.
+            return match self.versions.is_first_starting(route) {
+                true => Place::Wait,
+                false => Place::NoRoute,
+            };
         };
         let cap = self.route_cap(generation);
         let busy_here = self
