@@ -199,6 +199,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
             deadline: config.deadline,
             init_timeout: config.init_timeout,
             memory_limit: config.executor_memory,
+            pace: config.pace,
         },
         runtime_dir,
         crash_sink(&config),

@@ -561,3 +561,40 @@ fn slow_uploads_do_not_keep_requests_without_a_body_from_being_served() {
         assert_eq!((answer.status, answer.text().as_str()), (200, "hello"));
     }
 }
+
+/// Issue 26, item 4: the original design's pace ("one item at a time with some pace-wait
+/// time") was lost in the executors' rewrite. `--pace MS` is a pause after each call before
+/// its lane takes the next (a route's own `pace=` in its folder's settings wins), a deadline
+/// on the lane, not a sleep; `/-/status` and `/-/plugins` show it, and the predicted wait
+/// counts it.
+#[test]
+fn pace_pauses_each_lane_between_calls() {
+    let server = Server::start_with(Scheme::Http, &["echo"], &["--pace", "300"], |dir| {
+        let folder = dir.join("breather");
+        std::fs::create_dir(&folder).expect("make the plugin folder");
+        std::fs::copy(dir.join("libecho.so"), folder.join("libecho.so")).expect("copy echo");
+        std::fs::write(folder.join("settings"), "pace=700\n").expect("write settings");
+    });
+    assert_eq!(server.post("/echo", b"first").text(), "first");
+    let first_answered = std::time::Instant::now();
+    assert_eq!(server.post("/echo", b"second").text(), "second");
+    let between = first_answered.elapsed();
+    // A lower bound only: the second call starts once the first call's pause has passed.
+    assert!(between >= Duration::from_millis(250), "{between:?}");
+    let status = server.get("/-/status").text();
+    assert!(
+        status.contains("\"busy\":\"silent\",\"pace_ms\":300}"),
+        "{status}"
+    );
+    assert!(status.contains("\"p99_ms\":"), "{status}");
+    let plugins = server.get("/-/plugins").text();
+    let pace_of = |route: &str| {
+        plugins
+            .split("{\"route\":")
+            .find(|r| r.starts_with(&format!("\"{route}\"")))
+            .and_then(|r| r.split("\"pace_ms\":").nth(1)?.split(',').next())
+            .map(str::to_owned)
+    };
+    assert_eq!(pace_of("echo").as_deref(), Some("300"), "{plugins}");
+    assert_eq!(pace_of("breather").as_deref(), Some("700"), "{plugins}");
+}

@@ -59,6 +59,12 @@ impl Version {
             .unwrap_or(default)
     }
 
+    /// The pause after each of its calls: its own (`pace=` in its folder's settings), else
+    /// `default` (`--pace`).
+    pub fn pace(&self, default: Duration) -> Duration {
+        self.new.pace.unwrap_or(default)
+    }
+
     /// How long its next call is expected to take: the median of its recent calls, else its
     /// deadline (the most a call may take).
     pub fn expected_call(&self, default_deadline: Duration) -> Duration {

@@ -196,6 +196,7 @@ impl Intake {
                     idle_timeout: settings.idle_timeout,
                     min_rate: settings.min_rate,
                     busy_503: self.admission.busy == BusyMode::Answer503,
+                    pace: pool.default_pace(),
                 },
                 queue_history: &self.queue_history,
                 events: pool.events(),
