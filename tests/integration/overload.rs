@@ -598,3 +598,59 @@ fn pace_pauses_each_lane_between_calls() {
     assert_eq!(pace_of("echo").as_deref(), Some("300"), "{plugins}");
     assert_eq!(pace_of("breather").as_deref(), Some("700"), "{plugins}");
 }
+
+/// Issue 26, item 2: after a flood (`wrk -c1000 -d10s` on a 5 ms plugin) a fresh request
+/// waited 1.8 s: the connections taken from the backlog after the flood's clients had gone
+/// carried a whole request and an end of file at once, the half-close rule answered them, and
+/// ~360 calls ran for nobody. Under pressure (requests already queued ahead of it) a
+/// half-closed request is dropped unrun now; on an idle server it is still answered
+/// (`a_half_closed_client_is_answered_after_its_request_waited`).
+#[test]
+fn half_closed_requests_queued_behind_others_are_dropped_unrun() {
+    const HALF_CLOSED: usize = 5;
+    let server = Server::start_over(Scheme::Http, &["crash", "echo"], &[]);
+    // Measured service times, so the predicted wait leaves room to queue (an unmeasured route
+    // is expected to take its whole deadline).
+    assert_eq!(server.get("/crash/fine").status, 200);
+    assert_eq!(server.post("/echo", b"warm").text(), "warm");
+    let (gate, mut blocker) = server.hold_lane("/crash/x");
+    // Another route than the held call's: nothing is written ahead to its busy executor, so
+    // every request below waits in the queue.
+    let mut waiting = server.start_get("/echo");
+    server.wait_queued(1);
+    let mut leavers: Vec<TcpStream> = (0..HALF_CLOSED)
+        .map(|_| {
+            let mut client = server.connect_tcp();
+            client
+                .write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\ngone")
+                .expect("send");
+            client
+                .shutdown(std::net::Shutdown::Write)
+                .expect("half-close");
+            client
+        })
+        .collect();
+    server.wait_queued(1 + HALF_CLOSED);
+    gate.open();
+    assert_eq!(read_response(&mut blocker).map(|r| r.status), Some(200));
+    assert_eq!(
+        read_response(&mut waiting).map(|r| r.status),
+        Some(200),
+        "the request queued first, its client still there, is run"
+    );
+    for leaver in &mut leavers {
+        assert!(
+            read_until_closed(leaver).is_empty(),
+            "a half-closed request behind a queue is dropped unrun"
+        );
+    }
+    assert_eq!(
+        server.metric("fiddler_dropped_total{reason=\"client_gone\"}"),
+        HALF_CLOSED as u64
+    );
+    assert_eq!(
+        server.metric("fiddler_plugin_calls_total{plugin=\"echo\"}"),
+        2,
+        "only the warm-up and the request whose client waited ran"
+    );
+}

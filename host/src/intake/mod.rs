@@ -576,7 +576,8 @@ impl Intake {
         match conn.phase {
             // No work for the gone: a client that left while its request waits is dropped
             // now, and its queued job skipped when it reaches the front. One whose end of file
-            // came with or right after its request has half-closed: it waits for the answer.
+            // came with or right after its request has half-closed: it waits for the answer,
+            // unless its request was queued behind others (under pressure it counts as gone).
             Phase::AwaitAnswer(_) => {
                 if conn.has_left() {
                     self.close(slot);

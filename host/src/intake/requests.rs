@@ -230,10 +230,13 @@ impl Intake {
             let why = format!("/{route} is starting");
             return self.answer_busy(slot, &why);
         }
+        // Requests wait ahead of it: the server is under pressure (see `Conn::queued_behind`).
+        let behind = self.dispatch.waiting() > 0;
         let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
             self.budget.release(body.len());
             return;
         };
+        conn.queued_behind = behind;
         let (route, rest) = (route.to_owned(), rest.to_owned());
         let request = plugin_request(
             head,
