@@ -75,6 +75,9 @@ pub struct Config {
     pub watch_interval: Duration,
     /// How long an executor may take to load its handler and run `init`.
     pub init_timeout: Duration,
+    /// The pause after each call before its lane takes the next (a route's `pace` setting
+    /// wins).
+    pub pace: Duration,
     /// The address space an executor may use (`None`: no limit).
     pub executor_memory: Option<u64>,
     /// Where the request that killed an executor is written (`None`: nowhere).
@@ -125,6 +128,7 @@ impl Default for Config {
             insecure_plugins_dir: false,
             watch_interval: Duration::from_millis(250),
             init_timeout: Duration::from_secs(60),
+            pace: Duration::ZERO,
             executor_memory: None,
             crash_dir: None,
             crash_keep: 20,
@@ -656,6 +660,18 @@ const SETTINGS: &[Setting] = &[
         show_default: |c| c.init_timeout.as_millis().to_string(),
     },
     Setting {
+        flag: "--pace",
+        env: "FIDDLER_PACE",
+        value_name: "MS",
+        help: "pause after each call before its lane takes the next (a route's pace setting \
+               wins; 0: none)",
+        set: |c, v| {
+            c.pace = millis(v, 0)?;
+            Ok(())
+        },
+        show_default: |c| c.pace.as_millis().to_string(),
+    },
+    Setting {
         flag: "--executor-memory",
         env: "FIDDLER_EXECUTOR_MEMORY",
         value_name: "BYTES",
@@ -899,6 +915,15 @@ mod tests {
             None
         );
         assert_eq!(config.max_body, 16 << 20);
+        assert_eq!(serve(&[], &[]).pace, Duration::ZERO);
+        assert_eq!(
+            serve(&["--pace", "300"], &[("FIDDLER_PACE", "9")]).pace,
+            Duration::from_millis(300)
+        );
+        assert_eq!(
+            serve(&[], &[("FIDDLER_PACE", "9")]).pace,
+            Duration::from_millis(9)
+        );
         assert!(serve(&["--no-supervisor"], &[]).no_supervisor);
         assert!(!serve(&["--no-supervisor=no"], &[("FIDDLER_NO_SUPERVISOR", "yes")]).no_supervisor);
         let config = serve(&["--https", "off"], &[("FIDDLER_HTTP", "127.0.0.1:0")]);

@@ -199,6 +199,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
             deadline: config.deadline,
             init_timeout: config.init_timeout,
             memory_limit: config.executor_memory,
+            pace: config.pace,
         },
         runtime_dir,
         crash_sink(&config),
@@ -240,25 +241,48 @@ pub fn run(config: Config) -> Result<(), RunError> {
         config.init_timeout.as_millis()
     );
     let plugins = config.plugins.clone();
+    // A worker taking over in a planned restart accepts only once ready (the old one serves
+    // until then); any other answers from its first moment, while its versions start.
+    let takes_over = std::env::var_os(TAKES_OVER).is_some();
+    std::env::remove_var(TAKES_OVER);
+    if !takes_over {
+        if !supervised {
+            for (scheme, addr) in &addrs {
+                info!("{}", scheme.describe(*addr));
+            }
+        }
+        if found > 0 {
+            info!(
+                "worker [{}] accepting; starting {found} handler(s) found in {}",
+                std::process::id(),
+                plugins.display()
+            );
+        }
+    }
     intake
-        .run(move || {
+        .run(!takes_over, move || {
             info!(
                 "serving {found} handler(s) found in {} (each in its own executor process)",
                 plugins.display()
             );
-            if supervised {
-                info!("worker [{}] ready", std::process::id());
-            } else {
+            if takes_over && !supervised {
                 for (scheme, addr) in addrs {
                     info!("{}", scheme.describe(addr));
                 }
             }
+            // Every version found at start is ready or refused (tests wait for this line).
+            info!("worker [{}] ready", std::process::id());
             signal_ready();
         })
         .map_err(RunError::EventLoop)
 }
 
-/// Tells the supervisor this worker accepts (one byte on `FIDDLER_READY_FD`, then closed).
+/// Set by the supervisor on a worker it starts for a planned restart: that worker accepts only
+/// once its first versions are ready or refused.
+pub const TAKES_OVER: &str = "FIDDLER_TAKES_OVER";
+
+/// Tells the supervisor this worker is ready: every version found at start is ready or refused
+/// (one byte on `FIDDLER_READY_FD`, then closed).
 fn signal_ready() {
     let Some(fd) = std::env::var("FIDDLER_READY_FD")
         .ok()

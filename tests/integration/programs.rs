@@ -448,3 +448,91 @@ fn a_post_the_program_took_and_dropped_is_not_run_again() {
     // The program counted that POST once; this GET is its second /count call.
     assert_eq!(server.get("/std/count").text(), "2");
 }
+
+/// Installs at `/<route>` a program that stands in for a model loading for minutes: its
+/// `serve` listens only once `gate` is open (then it is the stdlib fixture).
+fn install_slow_starter(plugins: &Path, route: &str, gate: &crate::support::Gate) {
+    install(
+        plugins,
+        "stdlib",
+        route,
+        &[("settings", "start_timeout=120000\n")],
+    );
+    let dir = plugins.join(route);
+    fs::rename(dir.join("serve"), dir.join("stdlib.py")).expect("move the fixture aside");
+    let script = format!(
+        "#!/bin/sh\nwhile [ ! -e '{}' ]; do sleep 0.01; done\nexec python3 ./stdlib.py\n",
+        gate.path().display()
+    );
+    fs::write(dir.join("serve"), script).expect("write serve");
+    fs::set_permissions(
+        dir.join("serve"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+}
+
+/// Issue 26, item 1: a program slow to listen (a model loading) darkened the whole server at
+/// start: nothing was accepted, `/-/health` included, until every first version was ready, so
+/// a liveness probe would kill the pod before a large model ever loaded. The listeners answer
+/// at once now; `/-/ready` says 503 naming the route still starting; a ready route serves; a
+/// request for the starting route waits for it in the queue.
+#[test]
+fn a_slow_program_does_not_darken_the_server_at_start() {
+    let mut server = Server::start_unsettled(Scheme::Http, &["echo"], &[], |dir| {
+        install_slow_starter(dir, "model", &crate::support::Gate::beside(dir))
+    });
+    let gate = server.gate();
+    let health = server.get("/-/health");
+    assert_eq!((health.status, health.text()), (200, "ok\n".to_owned()));
+    let ready = server.get("/-/ready");
+    assert_eq!(ready.status, 503, "{}", ready.text());
+    let reason = ready.text();
+    assert!(
+        reason.starts_with("starting: ") && reason.contains("/model "),
+        "{reason}"
+    );
+    assert_eq!(server.post("/echo", b"at once").text(), "at once");
+    let mut waiting = server.start_get("/model/echo");
+    wait_until("the request for /model to be queued", IO_DEADLINE, || {
+        (server.metric("fiddler_queue_depth") == 1).then_some(())
+    });
+    assert!(!server.try_log("] ready"), "{:#?}", server.log);
+    gate.open();
+    let answer = read_response(&mut waiting).expect("the queued request is answered");
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert!(
+        answer.text().contains("\"route\": \"model\""),
+        "{}",
+        answer.text()
+    );
+    server.wait_for_log("] ready", IO_DEADLINE);
+    assert_eq!(server.get("/-/ready").status, 200);
+}
+
+/// Issue 26, item 1, under `--busy 503`: a request for a route still starting is answered 503
+/// with `Retry-After` at once (busy mode does not queue what would wait), while a ready route
+/// serves.
+#[test]
+fn a_route_still_starting_answers_503_under_busy_503() {
+    let server = Server::start_unsettled(Scheme::Http, &["echo"], &["--busy", "503"], |dir| {
+        install_slow_starter(dir, "model", &crate::support::Gate::beside(dir))
+    });
+    let busy = server.get("/model/echo");
+    assert_eq!(busy.status, 503, "{}", busy.text());
+    assert!(busy.header("retry-after").is_some(), "{}", busy.text());
+    assert!(
+        busy.text().contains("/model is starting"),
+        "{}",
+        busy.text()
+    );
+    wait_until("/echo to be ready", IO_DEADLINE, || {
+        let plugins = server.get("/-/plugins").text();
+        plugins.contains("\"route\":\"echo\"").then_some(())
+    });
+    assert_eq!(server.post("/echo", b"served").text(), "served");
+    server.gate().open();
+    wait_until("/model to serve", SWAP_DEADLINE, || {
+        (server.get("/model/echo").status == 200).then_some(())
+    });
+}

@@ -223,7 +223,18 @@ impl Server {
         args: &[&str],
         prepare: impl FnOnce(&Path),
     ) -> Server {
-        Server::launch(scheme, plugins, args, prepare, None)
+        Server::launch(scheme, plugins, args, prepare, None, true)
+    }
+
+    /// Like `start_with`, but returns as soon as the server listens, without waiting for its
+    /// plugins to be ready or refused (the "] ready" line).
+    pub fn start_unsettled(
+        scheme: Scheme,
+        plugins: &[&str],
+        args: &[&str],
+        prepare: impl FnOnce(&Path),
+    ) -> Server {
+        Server::launch(scheme, plugins, args, prepare, None, false)
     }
 
     /// Like `start_with`, but the server runs in the temporary root and is given the plugins
@@ -235,6 +246,7 @@ impl Server {
             &["--plugins", "plugins"],
             prepare,
             None,
+            true,
         )
     }
 
@@ -245,7 +257,7 @@ impl Server {
         args: &[&str],
         fds: u32,
     ) -> Server {
-        Server::launch(scheme, plugins, args, |_| {}, Some(fds))
+        Server::launch(scheme, plugins, args, |_| {}, Some(fds), true)
     }
 
     fn launch(
@@ -254,6 +266,7 @@ impl Server {
         args: &[&str],
         prepare: impl FnOnce(&Path),
         fd_limit: Option<u32>,
+        settled: bool,
     ) -> Server {
         let root = TempDir::new("server");
         let plugins_dir = root.0.join("plugins");
@@ -327,8 +340,9 @@ impl Server {
         if HTTPS {
             server.https_addr = server.listening_on("https");
         }
-        if !args.contains(&"--no-supervisor") {
-            // The supervisor listens first; the worker then loads the plugins and says so.
+        if settled {
+            // The listeners answer at once; "ready" says every plugin found at start is
+            // ready or refused.
             server.wait_for_log("] ready", START_DEADLINE);
         }
         server.addr = match scheme {
@@ -719,6 +733,17 @@ pub fn is_gone(pid: u32) -> bool {
 pub struct Gate(PathBuf);
 
 impl Gate {
+    /// The gate of the server whose plugins folder is `plugins` (for a fixture written before
+    /// the server starts).
+    pub fn beside(plugins: &Path) -> Gate {
+        Gate(plugins.with_file_name("gate"))
+    }
+
+    /// The file whose existence opens it.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
     /// The query parameter that holds a crash-fixture call on this gate.
     pub fn query(&self) -> String {
         format!("gate={}", self.0.display())

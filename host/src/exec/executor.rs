@@ -108,6 +108,9 @@ pub struct Executor {
     pub answered: u64,
     /// Since when it holds no call (a replica idle long enough is retired).
     pub idle_since: Instant,
+    /// Its lane's pause after its last call (its route's pace): it takes no call before this.
+    /// A deadline the loop wakes for, not a sleep.
+    pub resting_until: Option<Instant>,
     /// Calls sent to it so far (what numbers them).
     pub sent_calls: u64,
     /// A `Cancel` frame waiting for the end of the frames being written, and how much of it
@@ -211,6 +214,7 @@ impl Executor {
             started_at: Instant::now(),
             answered: 0,
             idle_since: Instant::now(),
+            resting_until: None,
             sent_calls: 0,
             cancel: None,
             unread: false,
@@ -221,6 +225,11 @@ impl Executor {
     /// Whether it serves `generation` and takes calls.
     pub fn is_ready_for(&self, generation: Generation) -> bool {
         self.generation == generation && matches!(self.phase, Phase::Serving)
+    }
+
+    /// Whether it is in its pace's pause at `now` (it holds its lane, and takes no call).
+    pub fn is_resting(&self, now: Instant) -> bool {
+        matches!(self.phase, Phase::Serving) && self.resting_until.is_some_and(|until| now < until)
     }
 
     /// Writes what is pending of its calls until the socket would block. `Err` when the
@@ -420,6 +429,7 @@ impl Executor {
     pub fn phase_name(&self) -> &'static str {
         match self.phase {
             Phase::ExpectReady { .. } => "starting",
+            Phase::Serving if self.calls.is_empty() && self.is_resting(Instant::now()) => "resting",
             Phase::Serving if self.calls.is_empty() => "idle",
             Phase::Serving => "busy",
             Phase::Retiring { .. } => "retiring",

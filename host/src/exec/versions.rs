@@ -59,6 +59,12 @@ impl Version {
             .unwrap_or(default)
     }
 
+    /// The pause after each of its calls: its own (`pace=` in its folder's settings), else
+    /// `default` (`--pace`).
+    pub fn pace(&self, default: Duration) -> Duration {
+        self.new.pace.unwrap_or(default)
+    }
+
     /// How long its next call is expected to take: the median of its recent calls, else its
     /// deadline (the most a call may take).
     pub fn expected_call(&self, default_deadline: Duration) -> Duration {
@@ -307,6 +313,19 @@ impl Versions {
     /// Whether versions are still starting.
     pub fn is_starting(&self) -> bool {
         !self.candidates.is_empty()
+    }
+
+    /// Whether `route` has no live version yet and one is starting for it (its requests wait
+    /// for it instead of being answered 404).
+    pub fn is_first_starting(&self, route: &str) -> bool {
+        !self.live.contains_key(route) && self.candidates.contains_key(route)
+    }
+
+    /// The routes whose versions are starting, sorted.
+    pub fn starting_routes(&self) -> Vec<String> {
+        let mut routes: Vec<String> = self.candidates.keys().map(|n| n.to_string()).collect();
+        routes.sort();
+        routes
     }
 
     /// The body limit a route sets for itself, if any.

@@ -40,12 +40,27 @@ pub struct AdminView<'a> {
     pub status: StatusView<'a>,
     /// The jellyfish's light (`None` in crab mode).
     pub light: Option<LightView>,
+    /// Routes whose first versions are still starting while the worker starts (empty once
+    /// every version found at start is ready or refused).
+    pub starting: &'a [String],
 }
 
 /// Answers `GET /-/<rest>`.
 pub fn answer(rest: &str, view: &AdminView<'_>) -> Response {
     match rest {
         "/health" => text(200, "ok\n"),
+        // Starting: the server answers, but a route found at start is not ready yet.
+        "/ready" if !view.starting.is_empty() => text(
+            503,
+            &format!(
+                "starting: {} not ready yet\n",
+                view.starting
+                    .iter()
+                    .map(|r| format!("/{r}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+        ),
         // Red: the machine is short of memory or CPU; a balancer should send traffic elsewhere.
         "/ready" if view.light.is_some_and(|l| l.color == Color::Red) => text(
             503,
@@ -117,7 +132,7 @@ pub fn answer(rest: &str, view: &AdminView<'_>) -> Response {
 /// `{"executors_alive":N,"plugins":[{"route":..,"kind":..,"crate":..,"version":..,
 /// "description":..,"generation":..,"loaded_at":..,"calls":..,"errors":..,"restarts":..,
 /// "service_ms":..,"max_lanes":..,"max_batch":..,"deadline_ms":..,"max_body":..,"batches":..,
-/// "executors":[{"pid":..,"state":..,"uptime_s":..}]}]}` with the top-level
+/// "pace_ms":..,"executors":[{"pid":..,"state":..,"uptime_s":..}]}]}` with the top-level
 /// `"predicted_wait_ms"` after `executors_alive`
 fn plugins_json(view: &AdminView<'_>) -> String {
     let mut json = format!(
@@ -135,7 +150,7 @@ fn plugins_json(view: &AdminView<'_>) -> String {
             .as_secs();
         let _ = write!(
             json,
-            "{}{{\"route\":{},\"kind\":\"{}\",\"crate\":{},\"version\":{},\"description\":{},\"generation\":{},\"loaded_at\":{loaded_at},\"calls\":{},\"errors\":{},\"restarts\":{},\"service_ms\":{:.3},\"max_lanes\":{},\"max_batch\":{},\"deadline_ms\":{},\"max_body\":{},\"batches\":{},\"executors\":[",
+            "{}{{\"route\":{},\"kind\":\"{}\",\"crate\":{},\"version\":{},\"description\":{},\"generation\":{},\"loaded_at\":{loaded_at},\"calls\":{},\"errors\":{},\"restarts\":{},\"service_ms\":{:.3},\"max_lanes\":{},\"max_batch\":{},\"deadline_ms\":{},\"max_body\":{},\"batches\":{},\"pace_ms\":{},\"executors\":[",
             if i == 0 { "" } else { "," },
             json_string(route.name.as_str()),
             route.kind.as_str(),
@@ -152,6 +167,7 @@ fn plugins_json(view: &AdminView<'_>) -> String {
             optional(route.meta.deadline_ms),
             optional(route.meta.max_body),
             route.stats.batches.load(Ordering::Relaxed),
+            route.pace.as_millis(),
         );
         for (k, (pid, state, uptime)) in route.executors.iter().enumerate() {
             let _ = write!(
@@ -205,6 +221,7 @@ mod tests {
                 idle_timeout: Duration::from_secs(1),
                 min_rate: 0,
                 busy_503: false,
+                pace: Duration::ZERO,
             },
             queue_history: &history,
             events: &events,
@@ -224,6 +241,7 @@ mod tests {
             open: 1,
             counters: &Counters::default(),
             light: None,
+            starting: &[],
         };
         assert_eq!(answer("/ready", &view).status, 503);
         let view = AdminView { queued: 3, ..view };

@@ -22,6 +22,11 @@ use crate::net::transport::Transport;
 /// A client whose end of file arrives within this long of its complete request (or with it)
 /// has half-closed and waits for its answer (`shutdown(SHUT_WR)`, `nc -N`); one whose end of
 /// file comes later, while its request waits, has given up, and its request is not run.
+///
+/// Under pressure (its request was queued behind others) a half-close counts as a departure
+/// too: after a flood, the connections taken from the backlog carry a whole request and an
+/// end of file at once, from clients that left long ago, and running them made a fresh
+/// request wait seconds behind work nobody would read.
 pub const HALF_CLOSE_WINDOW: Duration = Duration::from_millis(200);
 /// The most bytes discarded while lingering before the connection is closed anyway.
 const LINGER_DISCARD: usize = 1 << 20;
@@ -153,6 +158,9 @@ pub struct Conn {
     /// Its end of file came with or right after a complete request: the client waits for the
     /// answer, and the connection closes after it.
     pub half_closed: bool,
+    /// Its last request was queued behind others (the server was under pressure): an end of
+    /// file then means it has gone, half-close or not, and its request is not run.
+    pub queued_behind: bool,
     /// Request bytes still to come that lingering may read and drop before closing (a body
     /// answered 503 before it was read: the client is still sending it, and closing on it
     /// would reset the connection and destroy the answer).
@@ -183,6 +191,7 @@ impl Conn {
             fin_at: None,
             request_done: now,
             half_closed: false,
+            queued_behind: false,
             unread_body: 0,
         }
     }
@@ -451,9 +460,11 @@ impl Conn {
     }
 
     /// Whether the client has gone while its request waits: its end of file came, and not as
-    /// a half-close. Known from poll events, without a system call.
+    /// a half-close, or its request was queued behind others (under pressure a half-closed
+    /// request is dropped: see [`HALF_CLOSE_WINDOW`]). Known from poll events, without a
+    /// system call.
     pub fn has_left(&self) -> bool {
-        self.fin_at.is_some() && !self.half_closed
+        self.fin_at.is_some() && (!self.half_closed || self.queued_behind)
     }
 
     /// Whether the peer has closed its end while the connection waits for room (a zero-byte

@@ -125,9 +125,14 @@ pub struct Intake {
     placed: Vec<(Placed, usize)>,
     /// New and removed versions from the watcher.
     changes: Receiver<Change>,
-    /// Whether the worker accepts yet: not before the first versions' executors are ready (or
-    /// refused), so the first request finds its plugin.
+    /// Whether the worker accepts yet. A first worker accepts from its first moment (promise
+    /// 8: a model loading for minutes makes its own route wait, never the server); a worker
+    /// taking over in a planned restart only once its first versions are settled, so the old
+    /// one serves until then.
     accepting: bool,
+    /// Whether every version found at start is ready or refused (`/-/ready` says 503 until
+    /// then, naming the routes still starting).
+    settled: bool,
     settings: IntakeSettings,
     /// No accepting before this (after EMFILE and the like).
     accept_paused_until: Instant,
@@ -200,6 +205,7 @@ impl Intake {
             placed: Vec::new(),
             changes,
             accepting: false,
+            settled: false,
             settings,
             accept_paused_until: Instant::now(),
             exhausted: false,
@@ -234,21 +240,30 @@ impl Intake {
     }
 
     /// Runs the loop until it has drained after SIGTERM (or a second signal, or the drain
-    /// deadline), or polling itself fails. Accepting starts once the first versions are
-    /// ready; `on_ready` is called then.
-    pub fn run(mut self, on_ready: impl FnOnce()) -> io::Result<()> {
+    /// deadline), or polling itself fails. With `at_once` (a first worker), accepting starts
+    /// now and a request for a route still starting waits for it in the queue; else (a worker
+    /// taking over) once the first versions are settled. `on_ready` is called when every
+    /// version found at start is ready or refused.
+    pub fn run(mut self, at_once: bool, on_ready: impl FnOnce()) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         let mut next_sweep = Instant::now() + SWEEP_EVERY;
         let mut on_ready = Some(on_ready);
         // An executor stopped at its turn's share of a stream with more to read at once.
         let mut more_to_read = false;
+        if at_once {
+            self.accepting = true;
+            self.accept();
+        }
         loop {
-            if !self.accepting && !self.dispatch.pool().is_starting() {
-                self.accepting = true;
+            if !self.settled && !self.dispatch.pool().is_starting() {
+                self.settled = true;
                 if let Some(ready) = on_ready.take() {
                     ready();
                 }
-                self.accept();
+                if !self.accepting {
+                    self.accepting = true;
+                    self.accept();
+                }
             }
             let wake_at = match self.dispatch.next_deadline() {
                 Some(at) => at.min(next_sweep),
@@ -561,7 +576,8 @@ impl Intake {
         match conn.phase {
             // No work for the gone: a client that left while its request waits is dropped
             // now, and its queued job skipped when it reaches the front. One whose end of file
-            // came with or right after its request has half-closed: it waits for the answer.
+            // came with or right after its request has half-closed: it waits for the answer,
+            // unless its request was queued behind others (under pressure it counts as gone).
             Phase::AwaitAnswer(_) => {
                 if conn.has_left() {
                     self.close(slot);

@@ -179,6 +179,10 @@ impl Intake {
             let routes = pool.routes();
             let predicted_wait = self.dispatch.predicted_wait();
             let listeners = self.local_addrs().unwrap_or_default();
+            let starting = match self.settled {
+                true => Vec::new(),
+                false => pool.starting_routes(),
+            };
             let settings = self.settings;
             let status = StatusView {
                 listeners: &listeners,
@@ -192,6 +196,7 @@ impl Intake {
                     idle_timeout: settings.idle_timeout,
                     min_rate: settings.min_rate,
                     busy_503: self.admission.busy == BusyMode::Answer503,
+                    pace: pool.default_pace(),
                 },
                 queue_history: &self.queue_history,
                 events: pool.events(),
@@ -211,14 +216,27 @@ impl Intake {
                 open: self.admission.open(),
                 counters: &self.counters,
                 light: self.jellyfish.as_ref().map(Jellyfish::view),
+                starting: &starting,
             };
             let response = admin::answer(rest, &view);
             return self.respond(slot, response, shape);
         }
+        if self.admission.busy == BusyMode::Answer503
+            && self.dispatch.pool().is_first_starting(route)
+        {
+            // Busy mode does not queue a request that would wait: a route still starting is
+            // answered 503 at once, with when to come back.
+            self.budget.release(body.len());
+            let why = format!("/{route} is starting");
+            return self.answer_busy(slot, &why);
+        }
+        // Requests wait ahead of it: the server is under pressure (see `Conn::queued_behind`).
+        let behind = self.dispatch.waiting() > 0;
         let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
             self.budget.release(body.len());
             return;
         };
+        conn.queued_behind = behind;
         let (route, rest) = (route.to_owned(), rest.to_owned());
         let request = plugin_request(
             head,

@@ -44,6 +44,8 @@ pub struct Limits {
     pub min_rate: usize,
     /// `--busy`.
     pub busy_503: bool,
+    /// `--pace`.
+    pub pace: Duration,
 }
 
 /// What the status snapshot reads beyond the other admin routes.
@@ -123,7 +125,7 @@ pub fn snapshot(view: &AdminView<'_>, status: &StatusView<'_>) -> String {
         json,
         "],\"limits\":{{\"max_conns\":{},\"queue\":{},\"queue_bytes\":{},\"max_body\":{},\
          \"lanes\":{},\"deadline_ms\":{},\"queue_wait_ms\":{},\"header_timeout_ms\":{},\
-         \"idle_timeout_ms\":{},\"min_rate\":{},\"busy\":\"{}\"}}",
+         \"idle_timeout_ms\":{},\"min_rate\":{},\"busy\":\"{}\",\"pace_ms\":{}}}",
         limits.max_conns,
         view.queue_capacity,
         limits.queue_bytes,
@@ -135,6 +137,7 @@ pub fn snapshot(view: &AdminView<'_>, status: &StatusView<'_>) -> String {
         limits.idle_timeout.as_millis(),
         limits.min_rate,
         if limits.busy_503 { "503" } else { "silent" },
+        limits.pace.as_millis(),
     );
     let responses = &view.counters.responses;
     let _ = write!(
@@ -168,7 +171,7 @@ pub fn snapshot(view: &AdminView<'_>, status: &StatusView<'_>) -> String {
             json,
             "{}{{\"route\":{},\"kind\":\"{}\",\"version\":{},\"generation\":{},\"state\":\"{state}\",\
              \"pid\":{pid},\"uptime_s\":{uptime},\"executors\":{},\"calls\":{},\"errors\":{},\
-             \"restarts\":{},\"p50_ms\":{},\"p99_ms\":{}}}",
+             \"restarts\":{},\"p50_ms\":{},\"p99_ms\":{},\"pace_ms\":{}}}",
             if i == 0 { "" } else { "," },
             json_string(route.name.as_str()),
             route.kind.as_str(),
@@ -180,6 +183,7 @@ pub fn snapshot(view: &AdminView<'_>, status: &StatusView<'_>) -> String {
             route.restarts,
             millis_or_null(histogram.and_then(|h| h.quantile(0.5))),
             millis_or_null(histogram.and_then(|h| h.quantile(0.99))),
+            route.pace.as_millis(),
         );
     }
     json.push_str("],\"events\":[");

@@ -1,8 +1,8 @@
 //! Handler folders, as the plugins folder holds them: a folder `plugins/<name>/` with an
 //! executable `serve` (a program that stays up) or one `*.so` at its top level (a native plugin
 //! with files), beside whatever it needs (code, model files, a virtualenv), its optional
-//! `settings` (`key=value`: `deadline`, `max_body`, `start_timeout`, `max_lanes`, and for
-//! programs `port_owner`) and `env` (`KEY=value` lines added to its environment). This file
+//! `settings` (`key=value`: `deadline`, `max_body`, `start_timeout`, `max_lanes`, `pace`, and
+//! for programs `port_owner`) and `env` (`KEY=value` lines added to its environment). This file
 //! reads that format and says when the folder changed; running the program is
 //! `exec::program`'s, loading the library `plugins::loader`'s.
 
@@ -44,6 +44,9 @@ pub struct ProgramSettings {
     /// Instances of it that may serve calls at once (`max_lanes=`; each is a process of its
     /// own). Unset: it says nothing (one in jellyfish mode, `--lanes` otherwise).
     pub max_lanes: Option<u64>,
+    /// The pause after each of its calls before its lane takes the next (`pace=`,
+    /// milliseconds): a GPU or a thermal budget that wants a breath. Unset: `--pace`.
+    pub pace: Option<Duration>,
     /// Whether a listener on its `$PORT` held by a process outside it is taken for its own
     /// (`port_owner=any`: `docker run -p`, where the container runtime holds the port).
     /// Default `program`: only its own processes' listeners count.
@@ -155,6 +158,7 @@ pub fn read_settings(dir: &Path) -> Result<ProgramSettings, String> {
         match key.as_str() {
             "deadline" => settings.deadline_ms = Some(number()?.max(1)),
             "max_lanes" => settings.max_lanes = Some(number()?.clamp(1, 64)),
+            "pace" => settings.pace = Some(Duration::from_millis(number()?)),
             "start_timeout" => {
                 settings.start_timeout = Some(Duration::from_millis(number()?.max(1)))
             }
@@ -177,7 +181,7 @@ pub fn read_settings(dir: &Path) -> Result<ProgramSettings, String> {
             _ => {
                 return Err(format!(
                     "{SETTINGS} line {line}: unknown key {key:?} (known: deadline, max_body, \
-                     start_timeout, max_lanes, port_owner)"
+                     start_timeout, max_lanes, pace, port_owner)"
                 ))
             }
         }
@@ -249,7 +253,7 @@ mod tests {
         let dir = folder(&[
             (
                 SETTINGS,
-                "# mine\ndeadline = 5000\nmax_body=2M\n\nstart_timeout=90000\nmax_lanes=3\n",
+                "# mine\ndeadline = 5000\nmax_body=2M\n\nstart_timeout=90000\nmax_lanes=3\npace=250\n",
             ),
             (ENV, "MODEL=/models/a.gguf\nCUDA_VISIBLE_DEVICES=0\nX=a=b\n"),
         ]);
@@ -258,6 +262,7 @@ mod tests {
         assert_eq!(settings.max_body, Some(2 << 20));
         assert_eq!(settings.start_timeout, Some(Duration::from_secs(90)));
         assert_eq!(settings.max_lanes, Some(3));
+        assert_eq!(settings.pace, Some(Duration::from_millis(250)));
         assert!(
             !settings.any_port_owner,
             "only its own listeners by default"

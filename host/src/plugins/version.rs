@@ -29,6 +29,9 @@ pub struct NewVersion {
     /// How long its executor may take to be ready, when it sets its own (a program's
     /// `start_timeout`); else `--init-timeout`.
     pub init_timeout: Option<std::time::Duration>,
+    /// The pause after each of its calls, when its folder's settings set one (`pace=`); else
+    /// `--pace`.
+    pub pace: Option<std::time::Duration>,
 }
 
 impl NewVersion {

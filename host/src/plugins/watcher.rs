@@ -489,6 +489,7 @@ impl Watcher {
             source: path.to_owned(),
             hash,
             init_timeout: settings.and_then(|(_, settings)| settings.start_timeout),
+            pace: settings.and_then(|(_, settings)| settings.pace),
         }))
     }
 }

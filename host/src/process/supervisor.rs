@@ -35,7 +35,9 @@ const READY_DEADLINE: Duration = Duration::from_secs(120);
 struct Worker {
     child: Child,
     started: Instant,
-    /// Becomes readable (one byte, or end of file) when the worker accepts.
+    /// Becomes readable (one byte, or end of file) when the worker is ready: every version it
+    /// found at start is ready or refused. A first worker accepts before that; one taking over
+    /// in a planned restart only then.
     ready: Option<OwnedFd>,
 }
 
@@ -58,7 +60,7 @@ pub fn supervise(config: &Config) -> Result<i32, RunError> {
         .collect();
 
     let mut started = 0u64;
-    let mut current = spawn(&fds, &state.0, started).map_err(RunError::Worker)?;
+    let mut current = spawn(&fds, &state.0, started, false).map_err(RunError::Worker)?;
     let mut retiring: Vec<Child> = Vec::new();
     let mut successor: Option<Worker> = None;
     let mut crashes: u32 = 0;
@@ -102,7 +104,7 @@ pub fn supervise(config: &Config) -> Result<i32, RunError> {
         } else if forwarded == 0 && signals::take_restart() {
             info!("planned restart: starting a new worker");
             started += 1;
-            match spawn(&fds, &state.0, started) {
+            match spawn(&fds, &state.0, started, true) {
                 Ok(worker) => successor = Some(worker),
                 Err(e) => warn!("cannot start a new worker: {e}"),
             }
@@ -144,7 +146,7 @@ pub fn supervise(config: &Config) -> Result<i32, RunError> {
         }
         started += 1;
         current = loop {
-            match spawn(&fds, &state.0, started) {
+            match spawn(&fds, &state.0, started, false) {
                 Ok(worker) => break worker,
                 Err(e) => {
                     warn!(
@@ -186,11 +188,13 @@ impl Worker {
 
 /// Starts a worker: this binary with the same arguments, the listeners as descriptors 3..,
 /// the readiness pipe after them, killed if the supervisor dies. `earlier_workers` is reported
-/// by the worker's metrics as restarts.
+/// by the worker's metrics as restarts. A worker that `takes_over` (a planned restart) accepts
+/// only once ready; any other accepts at once (nobody else serves).
 fn spawn(
     listeners: &[(RawFd, Scheme)],
     state: &std::path::Path,
     earlier_workers: u64,
+    takes_over: bool,
 ) -> io::Result<Worker> {
     let (ready_read, ready_write) = pipe()?;
     let sources: Vec<RawFd> = listeners
@@ -211,6 +215,10 @@ fn spawn(
         .env("FIDDLER_WORKER_RESTARTS", earlier_workers.to_string())
         .env("FIDDLER_READY_FD", (FIRST_INHERITED_FD + count).to_string())
         .env_remove("LISTEN_PID");
+    match takes_over {
+        true => command.env(crate::TAKES_OVER, "1"),
+        false => command.env_remove(crate::TAKES_OVER),
+    };
     // SAFETY: between fork and exec only async-signal-safe calls are made (fcntl, dup2,
     // prctl), on descriptors that stay open in the parent for the whole call.
     unsafe {

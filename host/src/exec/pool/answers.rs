@@ -155,6 +155,7 @@ impl Pool {
         registry: &Registry,
         out: &mut Vec<PoolEvent>,
     ) {
+        let pace = self.pace_of_slot(slot);
         let Some(executor) = self.executors.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
@@ -172,6 +173,8 @@ impl Pool {
             None => {
                 self.busy -= 1;
                 executor.idle_since = now;
+                // The lane's breath before its next call (`--pace`, a route's `pace`).
+                executor.resting_until = (!pace.is_zero()).then(|| now + pace);
             }
         }
         let generation = executor.generation;

@@ -63,7 +63,8 @@ const REPLICA_IDLE: Duration = Duration::from_secs(10);
 pub enum Place {
     /// Send it to this executor now.
     Run(usize),
-    /// Its route's executor is starting or restarting: leave it queued, let others pass.
+    /// Its route's executor is starting or restarting (or its route's first version is still
+    /// starting): leave it queued, let others pass.
     Wait,
     /// Every lane is busy: nothing behind it may pass either (FIFO).
     Full,
@@ -101,6 +102,8 @@ pub struct PoolSettings {
     pub init_timeout: Duration,
     /// Address-space limit per executor.
     pub memory_limit: Option<u64>,
+    /// The pause after each call before its lane takes the next, for handlers that set none.
+    pub pace: Duration,
 }
 
 /// What `/-/plugins` and `/-/metrics` show of one route.
@@ -122,6 +125,8 @@ pub struct RouteInfo {
     pub restarts: u64,
     /// How long its next call is expected to take.
     pub expected_call: Duration,
+    /// The pause after each of its calls.
+    pub pace: Duration,
     /// Its executors: pid, state, seconds up.
     pub executors: Vec<(u32, &'static str, u64)>,
 }
@@ -166,9 +171,20 @@ impl Pool {
         token.0 >= FIRST_TOKEN && token.0 < usize::MAX - 1024
     }
 
-    /// Whether versions are still starting (intake waits for the first ones before accepting).
+    /// Whether versions are still starting (the worker is ready once the first ones are ready
+    /// or refused).
     pub fn is_starting(&self) -> bool {
         self.versions.is_starting()
+    }
+
+    /// Whether `route` has no live version yet and one is starting for it.
+    pub fn is_first_starting(&self, route: &str) -> bool {
+        self.versions.is_first_starting(route)
+    }
+
+    /// The routes whose versions are starting, sorted (`/-/ready` names them at start).
+    pub fn starting_routes(&self) -> Vec<String> {
+        self.versions.starting_routes()
     }
 
     /// Whether no executor holds a call.
@@ -233,19 +249,34 @@ impl Pool {
     /// Decides what happens to a queued job for `route` with a body of `body_len` bytes.
     pub fn place(&mut self, route: &str, body_len: usize, registry: &Registry) -> Place {
         let Some(generation) = self.versions.live(route) else {
-            return Place::NoRoute;
+            // A route still starting (a model loading): its requests wait for it, under the
+            // queue's deadline, as promise 8 asks; only a route nobody serves is a 404.
+            return match self.versions.is_first_starting(route) {
+                true => Place::Wait,
+                false => Place::NoRoute,
+            };
         };
         let cap = self.route_cap(generation);
+        // An executor in its pace's pause holds its lane, like one running a call.
+        let now = Instant::now();
+        let resting = self
+            .executors
+            .iter()
+            .flatten()
+            .filter(|e| e.calls.is_empty() && e.is_resting(now))
+            .count();
+        let held = self.busy + resting;
         let busy_here = self
             .executors
             .iter()
             .flatten()
-            .filter(|e| e.generation == generation && !e.calls.is_empty())
+            .filter(|e| e.generation == generation && (!e.calls.is_empty() || e.is_resting(now)))
             .count();
-        if self.busy < self.settings.lanes && busy_here < cap {
+        if held < self.settings.lanes && busy_here < cap {
             if let Some(slot) = self.executors.iter().position(|e| {
-                e.as_ref()
-                    .is_some_and(|e| e.is_ready_for(generation) && e.calls.is_empty())
+                e.as_ref().is_some_and(|e| {
+                    e.is_ready_for(generation) && e.calls.is_empty() && !e.is_resting(now)
+                })
             }) {
                 return Place::Run(slot);
             }
@@ -259,8 +290,10 @@ impl Pool {
         // is left to gather, and the next idle executor takes it in one call.
         // Only within the lanes in force: when the light lowers them, the executors beyond
         // the new count drain instead of being fed forever.
-        let within = self.busy <= self.settings.lanes && busy_here <= cap;
-        if within && body_len <= PIPELINE_MAX_BODY && !self.batches_for(generation) {
+        // Nor is a paced route: each of its calls is followed by its pause.
+        let within = held <= self.settings.lanes && busy_here <= cap;
+        let paced = !self.pace_of(generation).is_zero();
+        if within && !paced && body_len <= PIPELINE_MAX_BODY && !self.batches_for(generation) {
             let ahead = self
                 .executors
                 .iter()
@@ -279,11 +312,26 @@ impl Pool {
             }
         }
         // Its route is at its own cap while lanes are free: jobs for other routes may pass.
-        if self.busy < self.settings.lanes {
+        if held < self.settings.lanes {
             Place::Wait
         } else {
             Place::Full
         }
+    }
+
+    /// The pause after each call of `generation` (its own, else `--pace`).
+    fn pace_of(&self, generation: Generation) -> Duration {
+        self.versions
+            .get(generation)
+            .map_or(self.settings.pace, |v| v.pace(self.settings.pace))
+    }
+
+    /// The pause after each call of the executor in `slot`.
+    pub(super) fn pace_of_slot(&self, slot: usize) -> Duration {
+        self.executors
+            .get(slot)
+            .and_then(Option::as_ref)
+            .map_or(Duration::ZERO, |e| self.pace_of(e.generation))
     }
 
     /// Whether batches are on for `generation` (the light allows them, its handler takes them).
@@ -540,6 +588,8 @@ impl Pool {
                 Phase::ExpectReady { until } => Some(*until),
                 Phase::Retiring { until: Some(until) } => Some(*until),
                 Phase::ExpectExit { look, .. } => Some(*look),
+                // A pause ending frees its lane: the loop wakes to place the next job.
+                _ if e.calls.is_empty() && e.is_resting(now) => e.resting_until,
                 _ => e.calls.front().and_then(|c| Some(c.started? + c.deadline)),
             });
         executors
@@ -548,20 +598,25 @@ impl Pool {
             .min()
     }
 
-    /// How long a call to `route` is expected to take (zero for a route nobody serves: it is
-    /// answered 404 at once).
+    /// How long a call to `route` is expected to hold its lane: the call, then its pace's
+    /// pause (zero for a route nobody serves: it is answered 404 at once).
     pub fn expected_call(&self, route: &str) -> Duration {
         self.versions
             .live(route)
             .and_then(|g| self.versions.get(g))
-            .map_or(Duration::ZERO, |v| v.expected_call(self.settings.deadline))
+            .map_or(Duration::ZERO, |v| {
+                v.expected_call(self.settings.deadline) + v.pace(self.settings.pace)
+            })
     }
 
-    /// The work executors hold: what is left of each running call (by its estimate) plus the
-    /// calls written ahead.
+    /// The work executors hold: what is left of each running call (by its estimate, its pace
+    /// included) plus the calls written ahead, plus what is left of the pauses in progress.
     pub fn work_in_flight(&self, now: Instant) -> Duration {
         let mut work = Duration::ZERO;
         for executor in self.executors.iter().flatten() {
+            if let Some(until) = executor.resting_until.filter(|_| executor.calls.is_empty()) {
+                work += until.saturating_duration_since(now);
+            }
             for call in &executor.calls {
                 work += match call.started {
                     Some(started) => call
@@ -578,6 +633,11 @@ impl Pool {
     /// The call deadline for handlers that set none (`--deadline`).
     pub fn default_deadline(&self) -> Duration {
         self.settings.deadline
+    }
+
+    /// The pause after each call for handlers that set none (`--pace`).
+    pub fn default_pace(&self) -> Duration {
+        self.settings.pace
     }
 
     /// Calls that may run at once.
@@ -599,6 +659,7 @@ impl Pool {
                 stats: Arc::clone(&version.stats),
                 restarts: version.restarts,
                 expected_call: version.expected_call(self.settings.deadline),
+                pace: version.pace(self.settings.pace),
                 executors: self
                     .executors
                     .iter()
