@@ -108,7 +108,7 @@ impl Default for Config {
             mode: crate::jellyfish::Mode::Crab,
             jellyfish: crate::jellyfish::JellyfishSettings {
                 lanes_max: std::thread::available_parallelism().map_or(1, usize::from),
-                batch_max: 8,
+                batch_max: 32,
                 thresholds: crate::jellyfish::light::Thresholds::default(),
                 interval: Duration::from_millis(500),
                 pinned: None,

@@ -196,6 +196,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
             lanes: jellyfish.as_ref().map_or(config.lanes, |j| j.lanes()),
             mode: config.mode,
             batch_max: jellyfish.as_ref().map_or(1, |j| j.batch_max()),
+            capped_batch_max: jellyfish.as_ref().map_or(1, |j| j.capped_batch_max()),
             deadline: config.deadline,
             init_timeout: config.init_timeout,
             memory_limit: config.executor_memory,

@@ -117,6 +117,40 @@ fn a_batch_plugin_gets_batches_under_a_burst_and_answers_each_in_order() {
     assert!(plugins.contains("\"light\":\"yellow\""), "{plugins}");
 }
 
+/// Green gives parallel replicas, but a route at its own lane cap (here `MAX_LANES = 1`) can
+/// have none: its queue is served in batches all the same. (A model that takes every core
+/// alone keeps the CPU pressure low, so the light stays green while its queue builds: before,
+/// it ran one request at a time there, slower than the yellow light it never reached.)
+#[test]
+fn under_green_a_route_at_its_lane_cap_gets_batches_all_the_same() {
+    let server = jellyfish("green", &["batcher"], &["--queue-wait", "3600000"]);
+    let gate = server.gate();
+    let mut first = start_post(&server, &format!("/batcher?{}", gate.query()), "first");
+    server.wait_busy(1);
+    let mut burst: Vec<Client> = (0..6)
+        .map(|i| start_post(&server, "/batcher", &format!("g{i}")))
+        .collect();
+    server.wait_queued(6);
+    gate.open();
+    assert_eq!(
+        read_response(&mut first).map(|r| r.text()),
+        Some("first batch=1".to_owned())
+    );
+    let mut sizes = Vec::new();
+    for (i, call) in burst.iter_mut().enumerate() {
+        let text = read_response(call).expect("an answer").text();
+        let (body, size) = text.split_once(" batch=").expect("a batch size");
+        assert_eq!(body, format!("g{i}"), "each request gets its own answer");
+        sizes.push(size.parse::<usize>().expect("a number"));
+    }
+    assert!(
+        sizes.iter().any(|n| *n > 1),
+        "no batch under green: {sizes:?}"
+    );
+    let plugins = server.get("/-/plugins").text();
+    assert!(plugins.contains("\"light\":\"green\""), "{plugins}");
+}
+
 #[test]
 fn red_is_not_ready_and_runs_one_call_at_a_time() {
     let server = jellyfish("red", &["echo", "crash"], &[]);

@@ -255,9 +255,9 @@ impl Dispatch {
         self.pool.cancel_stream(conn);
     }
 
-    /// Sets the lanes and the batch size the jellyfish's light allows.
-    pub fn set_light(&mut self, lanes: usize, batch_max: usize) {
-        self.pool.set_light(lanes, batch_max);
+    /// Sets the lanes and the batch sizes the jellyfish's light allows.
+    pub fn set_light(&mut self, lanes: usize, batch_max: usize, capped_batch_max: usize) {
+        self.pool.set_light(lanes, batch_max, capped_batch_max);
     }
 
     /// Takes the oldest job if it waited past `max_wait`.

@@ -379,8 +379,11 @@ impl Intake {
             jellyfish.lanes(),
             jellyfish.batch_max(),
         );
-        self.dispatch
-            .set_light(jellyfish.lanes(), jellyfish.batch_max());
+        self.dispatch.set_light(
+            jellyfish.lanes(),
+            jellyfish.batch_max(),
+            jellyfish.capped_batch_max(),
+        );
         // Red admits a share of the connection and queue limits.
         let share = if jellyfish.is_red() { RED_SHARE } else { 1 };
         self.admission.set_share(share);

@@ -121,6 +121,17 @@ impl Jellyfish {
         }
     }
 
+    /// Requests one batch may hold for a route at its own lane cap (its handler's `max_lanes`
+    /// reached): under green too, since such a route's queue has no replica to go to, and a
+    /// batch is then the only way to serve it faster (a model that takes every core alone
+    /// never raises the CPU pressure that would turn the light yellow). None under red.
+    pub fn capped_batch_max(&self) -> usize {
+        match self.color() {
+            Color::Green | Color::Yellow => self.settings.batch_max.max(1),
+            Color::Red => 1,
+        }
+    }
+
     /// Whether admission is tightened (red).
     pub fn is_red(&self) -> bool {
         self.color() == Color::Red

@@ -71,6 +71,7 @@ impl Plugin for MiniLm {
             tokenizer,
             window: number("MINILM_WINDOW", 256)?.clamp(2, 512),
             threads: number("MINILM_THREADS", 0)?,
+            spin: number("MINILM_SPIN", 1)? != 0,
         };
         Ok(MiniLm {
             model: Model::load(&config)?,

@@ -35,6 +35,9 @@ pub struct Config {
     pub window: usize,
     /// ONNX Runtime's threads for one call (0: its own choice, one per core).
     pub threads: usize,
+    /// Whether its threads spin, waiting for work, after a call (they keep the cores busy
+    /// between calls, which the server's own work then waits for).
+    pub spin: bool,
 }
 
 /// At most this many padded tokens (inputs x longest input) go through the model at once: a
@@ -74,7 +77,7 @@ impl Model {
                 ..TruncationParams::default()
             }))
             .map_err(|e| format!("cannot set the tokenizer's window: {e}"))?;
-        let session = open(&environment, &config.model, config.threads)
+        let session = open(&environment, &config.model, config.threads, config.spin)
             .map_err(|e| format!("cannot load {}: {e}", config.model.display()))?;
         let names: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
         for needed in ["input_ids", "attention_mask"] {
@@ -209,9 +212,11 @@ fn open(
     environment: &ort::environment::Environment,
     model: &Path,
     threads: usize,
+    spin: bool,
 ) -> ort::Result<Session> {
     let mut builder = Session::builder(environment)?
         .with_optimization_level(GraphOptimizationLevel::Level3)
+        .and_then(|b| b.with_intra_op_spinning(spin))
         .map_err(ort::Error::<()>::from)?;
     if threads > 0 {
         builder = builder

@@ -96,6 +96,9 @@ pub struct PoolSettings {
     pub mode: Mode,
     /// Requests one batch may hold (1: no batches; the jellyfish's light changes it).
     pub batch_max: usize,
+    /// Requests one batch may hold for a route at its own lane cap (the light's
+    /// `capped_batch_max`; 1 in crab mode).
+    pub capped_batch_max: usize,
     /// Call deadline for handlers that set none.
     pub deadline: Duration,
     /// How long an executor may take to say `Ready`.
@@ -225,10 +228,22 @@ impl Pool {
         }
     }
 
-    /// Sets the lanes and the batch size the light allows.
-    pub fn set_light(&mut self, lanes: usize, batch_max: usize) {
+    /// Sets the lanes and the batch sizes the light allows (for any route, and for a route at
+    /// its own lane cap).
+    pub fn set_light(&mut self, lanes: usize, batch_max: usize, capped_batch_max: usize) {
         self.settings.lanes = lanes.max(1);
         self.settings.batch_max = batch_max.max(1);
+        self.settings.capped_batch_max = capped_batch_max.max(1);
+    }
+
+    /// Requests one call of `generation` may hold now: the light's batches, or, for a route
+    /// that cannot have another executor (at its own cap), the capped ones.
+    fn batch_limit(&self, generation: Generation) -> usize {
+        let (count, _) = self.count_executors(generation);
+        match count >= self.route_cap(generation) {
+            true => self.settings.batch_max.max(self.settings.capped_batch_max),
+            false => self.settings.batch_max,
+        }
     }
 
     /// Executors of `generation` that may hold calls at once: the lanes, within the handler's
@@ -336,7 +351,7 @@ impl Pool {
 
     /// Whether batches are on for `generation` (the light allows them, its handler takes them).
     fn batches_for(&self, generation: Generation) -> bool {
-        self.settings.batch_max > 1
+        self.batch_limit(generation) > 1
             && self
                 .versions
                 .get(generation)
@@ -354,7 +369,7 @@ impl Pool {
             .get(executor.generation)
             .map_or(1, |v| usize::try_from(v.meta.max_batch).unwrap_or(1));
         if executor.calls.is_empty() {
-            takes.min(self.settings.batch_max).max(1)
+            takes.min(self.batch_limit(executor.generation)).max(1)
         } else {
             1
         }
