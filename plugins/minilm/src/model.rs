@@ -216,7 +216,8 @@ fn open(
 ) -> ort::Result<Session> {
     let mut builder = Session::builder(environment)?
         .with_optimization_level(GraphOptimizationLevel::Level3)
-        .and_then(|b| b.with_intra_op_spinning(spin))
+        .map_err(ort::Error::<()>::from)?
+        .with_intra_op_spinning(spin)
         .map_err(ort::Error::<()>::from)?;
     if threads > 0 {
         builder = builder
