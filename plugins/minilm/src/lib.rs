@@ -40,8 +40,10 @@ impl Plugin for MiniLm {
     // 256 inputs of 256 tokens take about 10 s on two cores; one short sentence 4 ms.
     const DEADLINE_MS: Option<u64> = Some(30_000);
     const MAX_BODY: Option<u64> = Some(api::MAX_BODY);
-    // The model uses every core on its own: a second lane only oversubscribes them (see the
-    // README for the measurement). A folder's `settings` may say otherwise.
+    // One executor whose ONNX Runtime uses every core: the lowest latency (3.1 ms against
+    // 5.3 ms) and one copy of the weights. Two lanes of one thread each served 385 req/s
+    // against 284 at 16 clients (bench/model): a folder's `settings` (`max_lanes=2`) with
+    // `MINILM_THREADS=1` in its `env` chooses that. Batches (MAX_BATCH) beat both.
     const MAX_LANES: usize = 1;
     const MAX_BATCH: usize = 32;
 
