@@ -14,6 +14,31 @@ fn jellyfish(light: &str, plugins: &[&str], more: &[&str]) -> Server {
     Server::start_over(Scheme::Http, plugins, &args)
 }
 
+/// Reads the held call's answer (alone in its batch), then the burst's (bodies `{prefix}0`,
+/// `{prefix}1`, ..., each its own): their batch sizes, in order.
+fn held_then_burst_batch_sizes(
+    first: &mut Client,
+    burst: &mut [Client],
+    prefix: &str,
+) -> Vec<usize> {
+    assert_eq!(
+        read_response(first).map(|r| r.text()),
+        Some("first batch=1".to_owned())
+    );
+    let mut sizes = Vec::new();
+    for (i, call) in burst.iter_mut().enumerate() {
+        let text = read_response(call).expect("an answer").text();
+        let (body, size) = text.split_once(" batch=").expect("a batch size");
+        assert_eq!(
+            body,
+            format!("{prefix}{i}"),
+            "each request gets its own answer"
+        );
+        sizes.push(size.parse::<usize>().expect("a number"));
+    }
+    sizes
+}
+
 /// Sends `POST path` with `body` on a new connection, leaving the answer unread.
 fn start_post(server: &Server, path: &str, body: &str) -> Client {
     let mut client = server.connect();
@@ -95,17 +120,7 @@ fn a_batch_plugin_gets_batches_under_a_burst_and_answers_each_in_order() {
         .expect("send three requests");
     server.wait_queued(11);
     gate.open();
-    assert_eq!(
-        read_response(&mut first).map(|r| r.text()),
-        Some("first batch=1".to_owned())
-    );
-    let mut sizes = Vec::new();
-    for (i, call) in burst.iter_mut().enumerate() {
-        let text = read_response(call).expect("an answer").text();
-        let (body, size) = text.split_once(" batch=").expect("a batch size");
-        assert_eq!(body, format!("b{i}"), "each request gets its own answer");
-        sizes.push(size.parse::<usize>().expect("a number"));
-    }
+    let sizes = held_then_burst_batch_sizes(&mut first, &mut burst, "b");
     assert!(sizes.iter().any(|n| *n > 1), "no batch formed: {sizes:?}");
     assert!(sizes.iter().all(|n| *n <= 8), "--batch-max is 8: {sizes:?}");
     for expected in ["p1", "p2", "p3"] {
@@ -132,17 +147,7 @@ fn under_green_a_route_at_its_lane_cap_gets_batches_all_the_same() {
         .collect();
     server.wait_queued(6);
     gate.open();
-    assert_eq!(
-        read_response(&mut first).map(|r| r.text()),
-        Some("first batch=1".to_owned())
-    );
-    let mut sizes = Vec::new();
-    for (i, call) in burst.iter_mut().enumerate() {
-        let text = read_response(call).expect("an answer").text();
-        let (body, size) = text.split_once(" batch=").expect("a batch size");
-        assert_eq!(body, format!("g{i}"), "each request gets its own answer");
-        sizes.push(size.parse::<usize>().expect("a number"));
-    }
+    let sizes = held_then_burst_batch_sizes(&mut first, &mut burst, "g");
     assert!(
         sizes.iter().any(|n| *n > 1),
         "no batch under green: {sizes:?}"
