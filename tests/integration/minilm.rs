@@ -138,6 +138,14 @@ fn vector(value: &Value) -> Vec<f64> {
         .collect()
 }
 
+/// The largest difference between two vectors' components.
+fn largest_difference(a: &[f64], b: &[f64]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
+}
+
 fn vectors(answer: &Value) -> Vec<Vec<f64>> {
     answer["data"]
         .as_array()
@@ -198,11 +206,7 @@ fn a_batch_answers_what_each_input_answers_alone() {
     let together = vectors(&embeddings(&server, &format!("{{\"input\":[{list}]}}")));
     for (text, batched) in texts.iter().zip(&together) {
         let alone = vectors(&embeddings(&server, &format!("{{\"input\":\"{text}\"}}")));
-        let worst = alone[0]
-            .iter()
-            .zip(batched)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f64::max);
+        let worst = largest_difference(&alone[0], batched);
         assert!(
             worst < 1e-5,
             "{text:?}: padding changed the vector by {worst}"
@@ -212,11 +216,7 @@ fn a_batch_answers_what_each_input_answers_alone() {
     let plain = server.post("/minilm", texts[0].as_bytes());
     assert_eq!(plain.status, 200, "{}", plain.text());
     let plain = vector(&json(&plain)["embedding"]);
-    let worst = plain
-        .iter()
-        .zip(&together[0])
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f64::max);
+    let worst = largest_difference(&plain, &together[0]);
     assert!(worst < 1e-5, "plain and OpenAI routes differ by {worst}");
 }
 
@@ -371,11 +371,7 @@ fn under_the_yellow_light_queued_requests_are_answered_as_one_batch_each_its_own
         let response = read_response(client).expect("an answer");
         assert_eq!(response.status, 200, "{}", response.text());
         let got = vector(&json(&response)["data"][0]["embedding"]);
-        let worst = got
-            .iter()
-            .zip(expected)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f64::max);
+        let worst = largest_difference(&got, expected);
         assert!(
             worst < 1e-5,
             "a batched answer went to the wrong client ({worst})"
@@ -418,11 +414,7 @@ fn the_python_program_answers_the_same_api_with_the_same_vectors() {
         embeddings(&server, body)["usage"]["prompt_tokens"]
     );
     for (a, b) in vectors(&answer).iter().zip(&native) {
-        let worst = a
-            .iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f64::max);
+        let worst = largest_difference(a, b);
         assert!(worst < 1e-5, "the program and the plugin differ by {worst}");
     }
     let refused = server.post("/minilm-py/v1/embeddings", br#"{"input":[]}"#);
