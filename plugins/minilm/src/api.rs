@@ -12,7 +12,8 @@ use crate::model::Embedded;
 /// The most inputs one request may carry (OpenAI's own limit is 2048; this one keeps a single
 /// request inside a deadline on two cores).
 pub const MAX_INPUTS: usize = 256;
-/// The largest body, in bytes (the server refuses larger ones with 413 before reading them).
+/// The largest body, in bytes, unless the folder's settings say otherwise (the server refuses
+/// larger ones with 413 before reading them).
 pub const MAX_BODY: u64 = 1 << 20;
 
 /// What a request asks for.
@@ -81,12 +82,8 @@ pub fn read(request: &Request, model_name: &str) -> Ask {
 
 /// An OpenAI embeddings request's texts and format, or the 4xx it deserves.
 fn embeddings(request: &Request) -> Result<Ask, Response> {
-    if request.body.len() as u64 > MAX_BODY {
-        return Err(error(
-            413,
-            &format!("the body is larger than {MAX_BODY} bytes"),
-        ));
-    }
+    // The body's size is the server's to refuse (413 before it is read), at the route's
+    // limit: MAX_BODY, or what the folder's settings say instead.
     let body: Value = serde_json::from_slice(&request.body)
         .map_err(|e| error(400, &format!("the body is not valid JSON: {e}")))?;
     let Value::Object(fields) = body else {
