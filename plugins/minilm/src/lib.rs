@@ -135,10 +135,3 @@ impl Plugin for MiniLm {
 }
 
 export_plugin!(MiniLm);
-
-impl MiniLm {
-    /// The window: tokens per input (for tests).
-    pub fn window(&self) -> usize {
-        self.model.window()
-    }
-}

@@ -52,7 +52,6 @@ pub struct Model {
     tokenizer: Tokenizer,
     /// Whether the graph takes `token_type_ids` (BERT exports do; some others do not).
     token_types: bool,
-    window: usize,
 }
 
 impl Model {
@@ -93,13 +92,7 @@ impl Model {
             session: Mutex::new(session),
             tokenizer,
             token_types,
-            window: config.window,
         })
-    }
-
-    /// The window: tokens per input.
-    pub fn window(&self) -> usize {
-        self.window
     }
 
     /// Embeds `texts`, in their order. Inputs are run longest-first in padded batches of
