@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::exec::frame::{FrameReader, Message};
+use crate::exec::sandbox::Mode;
 use crate::exec::spawn;
 use crate::ids::PluginName;
 
@@ -274,7 +275,8 @@ pub fn check(file: &Path, verbose: bool) -> Verdict {
             let name = route
                 .clone()
                 .unwrap_or_else(|| PluginName::parse("check").expect("a valid route name"));
-            match spawn::spawn_native(&name, file, CHECK_TIMEOUT) {
+            // Sandboxed as the server would (FIDDLER_SANDBOX=off|strict as for the server).
+            match spawn::spawn_native(&name, file, CHECK_TIMEOUT, Mode::from_env()) {
                 Ok(spawned) => report(spawned, verbose, &mut text),
                 Err(e) => {
                     let _ = writeln!(
@@ -307,6 +309,7 @@ fn report(mut spawned: spawn::Spawned, verbose: bool, text: &mut String) -> bool
         Some(Message::Ready(meta)) => {
             let _ = writeln!(text, "crate: {} {}", meta.crate_name, meta.version);
             let _ = writeln!(text, "description: {}", meta.description);
+            let _ = writeln!(text, "sandbox: {}", meta.sandbox);
             let _ = match meta.deadline_ms {
                 Some(ms) => writeln!(text, "deadline: {ms} ms (its own)"),
                 None => writeln!(text, "deadline: the server's --deadline"),

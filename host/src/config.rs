@@ -80,6 +80,8 @@ pub struct Config {
     pub pace: Duration,
     /// The address space an executor may use (`None`: no limit).
     pub executor_memory: Option<u64>,
+    /// How much sandbox executors get (`--sandbox`).
+    pub sandbox: crate::exec::sandbox::Mode,
     /// Where the request that killed an executor is written (`None`: nowhere).
     pub crash_dir: Option<PathBuf>,
     /// How many crash files are kept (the oldest go).
@@ -130,6 +132,7 @@ impl Default for Config {
             init_timeout: Duration::from_secs(60),
             pace: Duration::ZERO,
             executor_memory: None,
+            sandbox: crate::exec::sandbox::Mode::On,
             crash_dir: None,
             crash_keep: 20,
             crash_secrets: false,
@@ -682,6 +685,18 @@ const SETTINGS: &[Setting] = &[
             Ok(())
         },
         show_default: |c| c.executor_memory.map_or("0".to_owned(), |n| n.to_string()),
+    },
+    Setting {
+        flag: "--sandbox",
+        env: "FIDDLER_SANDBOX",
+        value_name: "on|strict|off",
+        help: "executors' sandbox: on (all this kernel can do, what it cannot is said once), \
+               strict (refuse a plugin that cannot be fully sandboxed), off (for debugging)",
+        set: |c, v| {
+            c.sandbox = crate::exec::sandbox::Mode::parse(v).ok_or("on, strict or off")?;
+            Ok(())
+        },
+        show_default: |c| c.sandbox.as_str().to_owned(),
     },
     Setting {
         flag: "--crash-dir",

@@ -98,6 +98,28 @@ impl std::error::Error for RunError {
     }
 }
 
+/// What no executor's sandbox may open, whatever a plugin's settings say: the TLS key, the
+/// plugins folder (a plugin must not drop code into it), the server's working folder, its
+/// private and state folders (every plugin's private copy) and the crash folder (requests).
+fn protected_paths(
+    config: &Config,
+    runtime_dir: &std::path::Path,
+    state_dir: Option<&std::path::Path>,
+) -> Vec<std::path::PathBuf> {
+    let mut paths = vec![
+        config.key.clone(),
+        config.plugins.clone(),
+        runtime_dir.to_owned(),
+    ];
+    paths.extend(std::env::current_dir().ok());
+    paths.extend(state_dir.map(std::path::Path::to_owned));
+    paths.extend(config.crash_dir.clone());
+    paths
+        .into_iter()
+        .map(|p| std::path::absolute(&p).unwrap_or(p))
+        .collect()
+}
+
 /// The crash writer for `--crash-dir`, if one is asked for and can be started (else a log line
 /// says why and crashes are not kept).
 fn crash_sink(config: &Config) -> Option<exec::crashes::CrashSink> {
@@ -201,6 +223,8 @@ pub fn run(config: Config) -> Result<(), RunError> {
             init_timeout: config.init_timeout,
             memory_limit: config.executor_memory,
             pace: config.pace,
+            sandbox: config.sandbox,
+            protected: protected_paths(&config, &runtime_dir, state_dir.as_deref()),
         },
         runtime_dir,
         crash_sink(&config),

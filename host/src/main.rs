@@ -32,6 +32,7 @@ fn main() -> ExitCode {
                 config.log_level,
                 config.access_log,
             );
+            fiddler_crab::process::undumpable();
             // A worker is started with its listeners in LISTEN_FDS; otherwise this process is
             // the supervisor, unless told to run alone.
             let worker = config.no_supervisor || std::env::var_os("LISTEN_FDS").is_some();

@@ -13,6 +13,7 @@ use std::time::Duration;
 use crate::authoring::first_message;
 use crate::exec::crashes::{self, header_text, Crash};
 use crate::exec::frame::{self, Message};
+use crate::exec::sandbox::Mode;
 use crate::exec::spawn;
 use crate::ids::PluginName;
 use crate::plugins::loader::{self, PieceSink};
@@ -50,7 +51,7 @@ pub fn replay(crash_file: &Path, plugin: &Path, in_process: bool) -> (String, Ou
     let Some(route) = route else {
         return (text, Outcome::Failed);
     };
-    let mut spawned = match spawn::spawn_native(&route, plugin, LOAD_TIMEOUT) {
+    let mut spawned = match spawn::spawn_native(&route, plugin, LOAD_TIMEOUT, Mode::from_env()) {
         Ok(spawned) => spawned,
         Err(e) => {
             let _ = writeln!(text, "cannot start an executor process: {e}");

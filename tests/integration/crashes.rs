@@ -7,7 +7,8 @@ use std::io::Write;
 use std::time::Duration;
 
 use crate::support::{
-    executor_pids, is_gone, read_response, wait_until, Scheme, Server, IO_DEADLINE,
+    executor_pids, is_gone, plugin_library, read_response, wait_until, Scheme, Server, TempDir,
+    IO_DEADLINE,
 };
 
 /// Triggers `/crash/<how>`, then checks that the very next request to the same plugin is
@@ -170,8 +171,15 @@ fn an_executor_killed_from_outside_mid_call_costs_that_call() {
 
 #[test]
 fn an_executor_that_keeps_dying_young_is_restarted_with_a_growing_backoff() {
-    let mut server = Server::start_over(Scheme::Http, &["crash", "echo"], &[]);
-    let marker = server.plugins_dir.with_file_name("crash-at-init");
+    let root = TempDir::new("crash-loop");
+    let marker = root.0.join("crash-at-init");
+    let env = format!("CRASH_AT_INIT_IF={}\n", marker.display());
+    let mut server = Server::start_with(Scheme::Http, &["echo"], &[], |plugins| {
+        let dir = plugins.join("crash");
+        std::fs::create_dir(&dir).expect("mkdir");
+        std::fs::copy(plugin_library("crash"), dir.join("libcrash.so")).expect("copy");
+        std::fs::write(dir.join("env"), &env).expect("env");
+    });
     std::fs::write(&marker, b"").expect("make every restart crash");
     assert_eq!(server.get("/crash/segfault").status, 502);
     let mut waiting = server.connect_tcp();

@@ -28,6 +28,8 @@
 //!   SIGTERM drains; SIGHUP restarts without losing a request.
 //! - `statuspage`: the status page `/-/` in headless Chromium.
 //! - `hotswap`: plugins dropped in, replaced, removed and refused while the server runs.
+//! - `sandbox`: a hostile plugin's attempts on the server, refused under the sandbox and
+//!   working with `--sandbox off`; what a folder's settings open.
 //! - `tls`: bad input on the TLS port, certificate renewal without a restart (only in a build
 //!   with the `tls` feature, like every `https::` variant).
 
@@ -43,6 +45,7 @@ mod minilm;
 mod operability;
 mod overload;
 mod programs;
+mod sandbox;
 mod serving;
 mod statuspage;
 mod streaming;

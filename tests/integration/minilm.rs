@@ -383,7 +383,7 @@ fn under_the_yellow_light_queued_requests_are_answered_as_one_batch_each_its_own
 #[test]
 fn the_python_program_answers_the_same_api_with_the_same_vectors() {
     let mut server = Server::start_with(Scheme::Http, &[], &[], |plugins| {
-        let folder = lay_out(plugins, "", None);
+        lay_out(plugins, "", None);
         let program = plugins.join("minilm-py");
         fs::create_dir_all(&program).expect("mkdir");
         for file in ["serve", "app.py"] {
@@ -393,11 +393,13 @@ fn the_python_program_answers_the_same_api_with_the_same_vectors() {
             )
             .expect("copy the program");
         }
+        // The model outside the plugins folder, where fetch-model keeps it: a program's
+        // sandbox opens what its env names, never another plugin's folder.
         fs::write(
             program.join("env"),
             format!(
                 "MINILM_MODEL_DIR={}\nMINILM_ONNX=model.onnx\nMINILM_THREADS=1\n",
-                folder.join("model").display()
+                tiny_model().display()
             ),
         )
         .expect("write env");

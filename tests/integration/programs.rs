@@ -328,7 +328,12 @@ os.execvp("sleep", ["sleep", "60"])
 
 #[test]
 fn a_port_another_process_listens_on_is_never_taken_for_the_programs() {
-    let mut server = start(Scheme::Http, "stdlib", "std", &[]);
+    // The stranger is played by the program's own child in a session of its own, writing
+    // its pid beside the plugins folder: both are what the sandbox refuses (tests/integration/
+    // sandbox.rs), so this port test runs without it.
+    let mut server = Server::start_with(Scheme::Http, &[], &["--sandbox", "off"], |dir| {
+        install(dir, "stdlib", "std", &[])
+    });
     let pid_file = server.plugins_dir.with_file_name("stranger.pid");
     let _stranger = KillOnDrop(pid_file.clone());
     let script = stranger_on_the_port(&pid_file);
@@ -344,7 +349,12 @@ fn a_port_another_process_listens_on_is_never_taken_for_the_programs() {
 
 #[test]
 fn with_port_owner_any_a_listener_outside_the_program_is_taken_for_its() {
-    let mut server = start(Scheme::Http, "stdlib", "std", &[]);
+    // The stranger is played by the program's own child in a session of its own, writing
+    // its pid beside the plugins folder: both are what the sandbox refuses (tests/integration/
+    // sandbox.rs), so this port test runs without it.
+    let mut server = Server::start_with(Scheme::Http, &[], &["--sandbox", "off"], |dir| {
+        install(dir, "stdlib", "std", &[])
+    });
     let pid_file = server.plugins_dir.with_file_name("runtime.pid");
     let _runtime = KillOnDrop(pid_file.clone());
     let script = stranger_on_the_port(&pid_file);
@@ -364,7 +374,12 @@ fn with_port_owner_any_a_listener_outside_the_program_is_taken_for_its() {
 
 #[test]
 fn a_program_whose_port_was_taken_first_is_started_again_on_another() {
-    let mut server = start(Scheme::Http, "stdlib", "std", &[]);
+    // The stranger is played by the program's own child in a session of its own, writing
+    // its pid beside the plugins folder: both are what the sandbox refuses (tests/integration/
+    // sandbox.rs), so this port test runs without it.
+    let mut server = Server::start_with(Scheme::Http, &[], &["--sandbox", "off"], |dir| {
+        install(dir, "stdlib", "std", &[])
+    });
     let pid_file = server.plugins_dir.with_file_name("squatter.pid");
     let _squatter = KillOnDrop(pid_file.clone());
     let leftover_file = server.plugins_dir.with_file_name("leftover.pid");

@@ -223,7 +223,17 @@ impl Server {
         args: &[&str],
         prepare: impl FnOnce(&Path),
     ) -> Server {
-        Server::launch(scheme, plugins, args, prepare, None, true)
+        Server::launch(scheme, plugins, args, prepare, None, true, &[])
+    }
+
+    /// Like `start_with`, with these variables in the server's environment.
+    pub fn start_with_env(
+        plugins: &[&str],
+        args: &[&str],
+        env: &[(&str, &str)],
+        prepare: impl FnOnce(&Path),
+    ) -> Server {
+        Server::launch(Scheme::Http, plugins, args, prepare, None, true, env)
     }
 
     /// Like `start_with`, but returns as soon as the server listens, without waiting for its
@@ -234,7 +244,7 @@ impl Server {
         args: &[&str],
         prepare: impl FnOnce(&Path),
     ) -> Server {
-        Server::launch(scheme, plugins, args, prepare, None, false)
+        Server::launch(scheme, plugins, args, prepare, None, false, &[])
     }
 
     /// Like `start_with`, but the server runs in the temporary root and is given the plugins
@@ -247,6 +257,7 @@ impl Server {
             prepare,
             None,
             true,
+            &[],
         )
     }
 
@@ -257,7 +268,7 @@ impl Server {
         args: &[&str],
         fds: u32,
     ) -> Server {
-        Server::launch(scheme, plugins, args, |_| {}, Some(fds), true)
+        Server::launch(scheme, plugins, args, |_| {}, Some(fds), true, &[])
     }
 
     fn launch(
@@ -267,6 +278,7 @@ impl Server {
         prepare: impl FnOnce(&Path),
         fd_limit: Option<u32>,
         settled: bool,
+        env: &[(&str, &str)],
     ) -> Server {
         let root = TempDir::new("server");
         let plugins_dir = root.0.join("plugins");
@@ -308,6 +320,7 @@ impl Server {
             .arg("--key")
             .arg(certs_dir.join("key.pem"))
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -22,12 +22,13 @@ use crate::exec::frame::{self, Message};
 use crate::exec::link::{Downstream, LinkEnd, WorkerLink};
 use crate::exec::program::{self, RunningProgram};
 use crate::exec::proxy::Proxy;
+use crate::exec::sandbox;
 use crate::exec::spawn::EXECUTOR_FD;
 use crate::ids::HandlerKind;
 use crate::ids::PluginName;
 use crate::plugins::cgi::{self, CgiProgram};
 use crate::plugins::loader::{self, LoadError, LoadedPlugin, PieceSink};
-use crate::plugins::program::{self as folder, ProgramSettings};
+use crate::plugins::program as folder;
 use crate::plugins::version::HandlerMeta;
 
 /// What an executor process raises its OOM score by: the kernel's OOM killer picks the
@@ -94,19 +95,62 @@ pub fn main(args: &[String]) -> i32 {
 }
 
 /// Loads or starts the handler (under `catch_unwind`: a host-side panic is a refusal, not a
-/// crash); a refusal is its reason and its detail.
+/// crash) inside its sandbox, set up first; a refusal is its reason and its detail.
 fn start(
     kind: HandlerKind,
     route: PluginName,
     file: &Path,
     folder: Option<&Path>,
 ) -> Result<(Handler, HandlerMeta), (String, String)> {
-    match kind {
+    let plain = |why: String| (why, String::new());
+    let mode = sandbox::Mode::from_env();
+    let private = sandbox::private::create()
+        .map_err(|e| plain(format!("cannot make its private folder: {e}")))?;
+    std::env::set_var("TMPDIR", &private);
+    // Its home: its own folder when it has one, else its private folder (never the worker's).
+    let home = folder.unwrap_or(match kind {
+        HandlerKind::Program => file,
+        _ => &private,
+    });
+    std::env::set_current_dir(home)
+        .map_err(|e| plain(format!("cannot enter {}: {e}", home.display())))?;
+    let settings_dir = folder.or((kind == HandlerKind::Program).then_some(file));
+    let (settings, env, opened) = match settings_dir {
+        Some(dir) => (
+            folder::read_settings(dir).map_err(plain)?,
+            folder::read_env(dir).map_err(plain)?,
+            sandbox::settings::read(dir).map_err(plain)?,
+        ),
+        None => Default::default(),
+    };
+    if kind == HandlerKind::Native {
+        if let Some(dir) = folder {
+            // So `init` finds its model: the folder, and its `env` in the environment.
+            std::env::set_var(plugin_api::PLUGIN_DIR_ENV, dir);
+            for (key, value) in &env {
+                std::env::set_var(key, value);
+            }
+        }
+    }
+    let report = sandbox::enter(
+        mode,
+        &sandbox::Plan {
+            kind,
+            file,
+            folder,
+            env: &env,
+            settings: &opened,
+            private: &private,
+        },
+    );
+    if mode == sandbox::Mode::Strict && !report.missing.is_empty() {
+        return Err(plain(format!(
+            "it cannot be fully sandboxed here (--sandbox strict): missing {}",
+            report.missing.join("; ")
+        )));
+    }
+    let (handler, mut meta) = match kind {
         HandlerKind::Native => {
-            let settings = match folder {
-                Some(dir) => Some(enter_folder(dir).map_err(|why| (why, String::new()))?),
-                None => None,
-            };
             let loaded = catch_unwind(|| loader::load(file)).unwrap_or_else(|_| {
                 Err(LoadError::Init(
                     "loading panicked on the host side".to_owned(),
@@ -117,50 +161,36 @@ fn start(
                 LoadError::Init(_) => (e.to_string(), String::new()),
             })?;
             let mut meta = plugin.meta.clone();
-            if let Some(settings) = settings {
+            if folder.is_some() {
                 // The folder's settings are the operator's word: they win over the plugin's.
                 meta.deadline_ms = settings.deadline_ms.or(meta.deadline_ms);
                 meta.max_body = settings.max_body.or(meta.max_body);
                 meta.max_lanes = settings.max_lanes.or(meta.max_lanes);
             }
-            Ok((Handler::Native(plugin), meta))
+            (Handler::Native(plugin), meta)
         }
         HandlerKind::Program => {
-            let (running, meta) = program::start(&route, file).map_err(|e| (e.reason, e.detail))?;
+            let (running, meta) =
+                program::start(&route, file, &private, mode).map_err(|e| (e.reason, e.detail))?;
             let proxy = Proxy::new(running.upstream.clone(), route.as_str());
-            Ok((Handler::Program(running, proxy), meta))
+            (Handler::Program(running, proxy), meta)
         }
         HandlerKind::Cgi => {
             let meta = HandlerMeta {
                 crate_name: "cgi".to_owned(),
-                version: String::new(),
                 description: format!("program {}", file.display()),
-                deadline_ms: None,
-                max_body: None,
-                max_lanes: None,
                 max_batch: 1,
+                ..HandlerMeta::default()
             };
             let program = CgiProgram {
                 name: route,
                 path: PathBuf::from(file),
             };
-            Ok((Handler::Cgi(program), meta))
+            (Handler::Cgi(program), meta)
         }
-    }
-}
-
-/// Makes a native plugin's folder its home before the library is loaded: the working folder,
-/// `FIDDLER_PLUGIN_DIR`, and the folder's `env` lines in the environment (so `init` finds its
-/// model). Returns the folder's settings. This process is still single-threaded here.
-fn enter_folder(dir: &Path) -> Result<ProgramSettings, String> {
-    let settings = folder::read_settings(dir)?;
-    let env = folder::read_env(dir)?;
-    std::env::set_current_dir(dir).map_err(|e| format!("cannot enter {}: {e}", dir.display()))?;
-    std::env::set_var(plugin_api::PLUGIN_DIR_ENV, dir);
-    for (key, value) in env {
-        std::env::set_var(key, value);
-    }
-    Ok(settings)
+    };
+    meta.sandbox = report.line();
+    Ok((handler, meta))
 }
 
 /// Answers requests until the worker closes the socket.

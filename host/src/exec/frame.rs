@@ -13,7 +13,7 @@
 //!
 //! | kind | from | meta | body |
 //! | --- | --- | --- | --- |
-//! | 1 `Ready` | executor | `u16 PROTOCOL`, str crate, str version, str description, opt deadline_ms, opt max_body, opt max_lanes, opt max_batch | empty |
+//! | 1 `Ready` | executor | `u16 PROTOCOL`, str crate, str version, str description, opt deadline_ms, opt max_body, opt max_lanes, opt max_batch, str sandbox | empty |
 //! | 2 `Refused` | executor | str reason (one sentence), str detail (the loader's whole report) | empty |
 //! | 3 `Request` | worker | str method, str path, str query, str client, u8 tls, u64 deadline_ms, u32 n, n x (str name, bytes value) | request body |
 //! | 4 `Response` | executor | u16 status, u32 n, n x (str name, bytes value) | response body |
@@ -240,6 +240,7 @@ pub fn ready(meta: &HandlerMeta) -> Vec<u8> {
     put_option(&mut m, meta.max_body);
     put_option(&mut m, meta.max_lanes);
     put_option(&mut m, Some(meta.max_batch));
+    put_bytes(&mut m, meta.sandbox.as_bytes());
     encode(Kind::Ready, &m, 0)
 }
 
@@ -421,6 +422,7 @@ fn decode(kind: Kind, meta: &[u8], body: Vec<u8>) -> Result<Message, FrameError>
                 max_body: f.option()?,
                 max_lanes: f.option()?,
                 max_batch: f.option()?.unwrap_or(1).max(1),
+                sandbox: f.text()?.to_owned(),
             })
         }
         Kind::Refused => Message::Refused {
@@ -691,6 +693,7 @@ mod tests {
             max_body: None,
             max_lanes: Some(4),
             max_batch: 16,
+            sandbox: "landlock 7 (files)".into(),
         };
         let request = Request::new("POST", "/a/b?x=1")
             .with_header("Host", "h")

@@ -1,5 +1,6 @@
 //! A program that stays up, inside its executor: its folder's `serve` started once, in the
-//! folder, with a clean environment (`PATH`, `HOME`, `LANG`, then `PORT`, `FIDDLER_SOCKET`,
+//! folder, with a clean environment (`PATH`, `HOME`, `LANG`, `LC_ALL`, `TZ`, then `PORT`,
+//! `TMPDIR` and `FIDDLER_SOCKET` in its executor's private folder,
 //! `FIDDLER_ROUTE`, then the folder's `env` lines); watched until it listens on one of the two
 //! (and its `GET /health` answers anything but 503, the "still loading" of model servers);
 //! called through `proxy`; stopped with SIGTERM, then SIGKILL, when its executor is told to go.
@@ -15,7 +16,6 @@ use std::collections::VecDeque;
 use std::fs;
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
@@ -26,7 +26,9 @@ use std::time::{Duration, Instant};
 
 use crate::exec::port_owner::{self, Owner};
 use crate::exec::proxy::{read_head, Upstream};
-use crate::exec::spawn::{INIT_TIMEOUT_ENV, RUNTIME_DIR_ENV};
+use crate::exec::sandbox::settings::SandboxSettings;
+use crate::exec::sandbox::{self, Mode};
+use crate::exec::spawn::INIT_TIMEOUT_ENV;
 use crate::ids::PluginName;
 use crate::plugins::program::{self, ProgramSettings};
 use crate::plugins::version::HandlerMeta;
@@ -49,11 +51,9 @@ const GONE_WAIT: Duration = Duration::from_millis(500);
 /// Between SIGTERM and SIGKILL when it is stopped.
 const STOP_GRACE: Duration = Duration::from_millis(1500);
 /// The environment variables passed on from the executor's own.
-const PASSED_ON: &[&str] = &["PATH", "HOME", "LANG"];
+const PASSED_ON: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TZ"];
 /// `PATH` when the executor has none.
 const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
-/// The longest Unix socket path (`sun_path` holds 108 bytes with its NUL).
-const MAX_SOCKET_PATH: usize = 100;
 
 /// Where the program's life is, as its waiter thread must know.
 const STARTING: u8 = 0;
@@ -90,25 +90,29 @@ pub struct RunningProgram {
     pid: u32,
     /// Where it listens.
     pub upstream: Upstream,
-    /// Its `FIDDLER_SOCKET` and `PORT`.
+    /// Its `FIDDLER_SOCKET` (removed when it stops) and `PORT`.
     socket: PathBuf,
     port: u16,
-    /// Its private socket directory (removed when it stops).
-    socket_dir: PathBuf,
     life: Arc<Life>,
 }
 
 /// Starts `dir/serve` for `route` and waits until it listens (within the start timeout its
 /// executor was given); returns it and what it reports about itself. A program that exits
 /// because another process took its port first is started again on another port.
-pub fn start(route: &PluginName, dir: &Path) -> Result<(RunningProgram, HandlerMeta), StartError> {
+pub fn start(
+    route: &PluginName,
+    dir: &Path,
+    private: &Path,
+    mode: Mode,
+) -> Result<(RunningProgram, HandlerMeta), StartError> {
     let settings = program::read_settings(dir).map_err(StartError::plain)?;
     let extra_env = program::read_env(dir).map_err(StartError::plain)?;
+    let opened = sandbox::settings::read(dir).map_err(StartError::plain)?;
     let until = start_deadline(&settings);
     let mut tries = 0;
     let (mut running, upstream) = loop {
         tries += 1;
-        let (running, tail) = launch(route, dir, &extra_env)?;
+        let (running, tail) = launch(route, dir, &extra_env, private, mode, &opened)?;
         let failure = match wait_until_listening(&running, until, !settings.any_port_owner) {
             Ok(upstream) => break (running, upstream),
             Err(failure) => failure,
@@ -131,7 +135,7 @@ pub fn start(route: &PluginName, dir: &Path) -> Result<(RunningProgram, HandlerM
     running.life.state.store(SERVING, Ordering::SeqCst);
     if running.exit_status().is_some() {
         // It exited between the last look and now: the waiter saw it still starting.
-        running.remove_socket_dir();
+        running.remove_socket();
         std::process::exit(EXIT_PROGRAM_GONE);
     }
     let meta = HandlerMeta {
@@ -142,6 +146,7 @@ pub fn start(route: &PluginName, dir: &Path) -> Result<(RunningProgram, HandlerM
         max_body: settings.max_body,
         max_lanes: settings.max_lanes,
         max_batch: 1,
+        sandbox: String::new(),
     };
     Ok((running, meta))
 }
@@ -172,18 +177,21 @@ fn kill_leftovers() {
 /// Its last stderr lines, as its relay keeps them.
 type Tail = Arc<Mutex<VecDeque<String>>>;
 
-/// Runs `dir/serve` once, on a new free port and socket folder, with its stderr relayed and
-/// its exit watched.
+/// Runs `dir/serve` once, on a new free port, with its socket in the executor's private
+/// folder, its own Landlock layer for that port, its stderr relayed and its exit watched.
 fn launch(
     route: &PluginName,
     dir: &Path,
     extra_env: &[(String, String)],
+    private: &Path,
+    mode: Mode,
+    opened: &SandboxSettings,
 ) -> Result<(RunningProgram, Tail), StartError> {
-    let socket_dir = socket_dir()
-        .map_err(|e| StartError::plain(format!("cannot make its socket folder: {e}")))?;
-    let socket = socket_dir.join("sock");
+    let socket = private.join(sandbox::private::SOCKET);
+    let _ = fs::remove_file(&socket);
     let port =
         free_port().map_err(|e| StartError::plain(format!("cannot find a free port: {e}")))?;
+    let ports = sandbox::for_program(mode, port, opened);
     let mut command = Command::new(dir.join(program::SERVE));
     command
         .current_dir(dir)
@@ -201,23 +209,27 @@ fn launch(
     }
     command
         .env("PORT", port.to_string())
+        .env("TMPDIR", private)
         .env("FIDDLER_SOCKET", &socket)
         .env("FIDDLER_ROUTE", route.as_str())
         .envs(extra_env.iter().map(|(k, v)| (k, v)));
-    // SAFETY: between fork and exec only prctl, which is async-signal-safe, is called.
+    // SAFETY: between fork and exec only prctl and landlock_restrict_self, both
+    // async-signal-safe system calls, are made.
     unsafe {
-        command.pre_exec(|| {
+        command.pre_exec(move || {
             // Dies with its executor, even if the executor is killed outright.
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                 return Err(io::Error::last_os_error());
             }
-            Ok(())
+            match &ports {
+                Some(ruleset) => ruleset.restrict(),
+                None => Ok(()),
+            }
         });
     }
-    let mut child = command.spawn().map_err(|e| {
-        let _ = fs::remove_dir_all(&socket_dir);
-        StartError::plain(format!("cannot run its serve: {e}"))
-    })?;
+    let mut child = command
+        .spawn()
+        .map_err(|e| StartError::plain(format!("cannot run its serve: {e}")))?;
     let tail = Arc::new(Mutex::new(VecDeque::new()));
     if let Some(stderr) = child.stderr.take() {
         relay_stderr(stderr, Arc::clone(&tail));
@@ -230,12 +242,11 @@ fn launch(
     let running = RunningProgram {
         pid: child.id(),
         upstream: Upstream::Tcp(SocketAddr::from((Ipv4Addr::LOCALHOST, port))),
-        socket,
+        socket: socket.clone(),
         port,
-        socket_dir: socket_dir.clone(),
         life: Arc::clone(&life),
     };
-    watch_exit(child, life, socket_dir);
+    watch_exit(child, life, socket);
     Ok((running, tail))
 }
 
@@ -254,13 +265,13 @@ impl RunningProgram {
                 self.pid,
                 describe_exit(status)
             );
-            self.remove_socket_dir();
+            self.remove_socket();
             std::process::exit(EXIT_PROGRAM_GONE);
         }
     }
 
-    fn remove_socket_dir(&self) {
-        let _ = fs::remove_dir_all(&self.socket_dir);
+    fn remove_socket(&self) {
+        let _ = fs::remove_file(&self.socket);
     }
 
     /// Stops it: SIGTERM, a grace to exit, then SIGKILL for its executor's whole group (this
@@ -269,7 +280,7 @@ impl RunningProgram {
     pub fn stop(&self) {
         self.life.state.store(STOPPING, Ordering::SeqCst);
         if !self.terminate() {
-            self.remove_socket_dir();
+            self.remove_socket();
             // SAFETY: our own process group; this process goes with it, as intended.
             unsafe {
                 libc::kill(0, libc::SIGKILL);
@@ -282,7 +293,7 @@ impl RunningProgram {
         if !self.terminate() {
             self.signal(libc::SIGKILL);
         }
-        self.remove_socket_dir();
+        self.remove_socket();
     }
 
     /// SIGTERM, then up to [`STOP_GRACE`] for it to exit; whether it did.
@@ -505,41 +516,6 @@ fn free_port() -> io::Result<u16> {
         .port())
 }
 
-/// A new 0700 folder for the program's socket, in the worker's private directory (so it goes
-/// with the worker), named for this executor; folders of executors that are gone are removed.
-fn socket_dir() -> io::Result<PathBuf> {
-    let runtime = std::env::var_os(RUNTIME_DIR_ENV).map(PathBuf::from);
-    let name = format!("p{}", std::process::id());
-    let (base, ours) = match runtime {
-        Some(dir) if dir.join(&name).join("sock").as_os_str().len() <= MAX_SOCKET_PATH => {
-            (dir, true)
-        }
-        // The system's temporary folder is everyone's: a name of its own, and no sweeping.
-        _ => (std::env::temp_dir(), false),
-    };
-    let name = match ours {
-        true => name,
-        false => format!("fiddler-crab-program-{}", std::process::id()),
-    };
-    if let Ok(entries) = fs::read_dir(&base).map(|e| e.filter(|_| ours)) {
-        for entry in entries.flatten() {
-            let stale = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.strip_prefix('p'))
-                .and_then(|pid| pid.parse::<u32>().ok())
-                .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
-            if stale {
-                let _ = fs::remove_dir_all(entry.path());
-            }
-        }
-    }
-    let dir = base.join(name);
-    let _ = fs::remove_dir_all(&dir);
-    fs::DirBuilder::new().mode(0o700).create(&dir)?;
-    Ok(dir)
-}
-
 /// Copies the program's stderr to the executor's, line by line, keeping the last lines.
 fn relay_stderr(stderr: ChildStderr, tail: Arc<Mutex<VecDeque<String>>>) {
     let relay = move || {
@@ -573,7 +549,7 @@ fn relay_stderr(stderr: ChildStderr, tail: Arc<Mutex<VecDeque<String>>>) {
 
 /// Waits for the program to exit on a thread of its own. While it serves, its exit ends the
 /// executor; while it starts, the exit is reported to the start (which says why).
-fn watch_exit(mut child: Child, life: Arc<Life>, socket_dir: PathBuf) {
+fn watch_exit(mut child: Child, life: Arc<Life>, socket: PathBuf) {
     let pid = child.id();
     let watch = move || {
         let status = child.wait().unwrap_or_else(|_| ExitStatus::from_raw(0));
@@ -587,11 +563,11 @@ fn watch_exit(mut child: Child, life: Arc<Life>, socket_dir: PathBuf) {
                     "its serve [{pid}] exited ({}); the executor exits with it",
                     describe_exit(status)
                 );
-                let _ = fs::remove_dir_all(&socket_dir);
+                let _ = fs::remove_file(&socket);
                 std::process::exit(EXIT_PROGRAM_GONE);
             }
             STOPPING => {
-                let _ = fs::remove_dir_all(&socket_dir);
+                let _ = fs::remove_file(&socket);
                 std::process::exit(0);
             }
             _ => {}

@@ -1,7 +1,10 @@
 //! Starting an executor process: this same binary under a hidden subcommand, with one end of a
 //! Unix socketpair as descriptor 3 (no path on disk), its stdout and stderr on a pipe the
-//! worker reads, in a process group of its own, killed when the worker dies, and optionally
-//! held to an address-space limit.
+//! worker reads, in a process group of its own, killed when the worker dies, optionally held
+//! to an address-space limit. Unless the sandbox is off: `PR_SET_NO_NEW_PRIVS`, and a clean
+//! environment (a few variables, the executor's own, nothing else of the server's). Every
+//! descriptor but 0-3 is closed before exec, whatever its flags, so nothing the server
+//! inherited (a readiness pipe, a shell's descriptors) reaches plugin code.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -11,6 +14,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::exec::sandbox::{self, Mode};
 use crate::ids::HandlerKind;
 use crate::ids::PluginName;
 
@@ -57,7 +61,16 @@ pub struct Launch<'a> {
     pub init_timeout: Duration,
     /// The worker's private directory.
     pub runtime_dir: &'a Path,
+    /// How much sandbox it gets.
+    pub sandbox: Mode,
+    /// Paths its sandbox must keep out of its reach whatever its settings open (the key, the
+    /// plugins folder, the server's working and private folders).
+    pub protected: &'a [std::path::PathBuf],
 }
+
+/// The server's environment variables an executor keeps when it is sandboxed (the rest may be
+/// secrets: a plugin gets what its folder's `env` gives it).
+const KEPT_ENV: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TZ", "RUST_BACKTRACE"];
 
 /// Starts an executor as `launch` says.
 pub fn spawn(launch: &Launch<'_>) -> io::Result<Spawned> {
@@ -69,6 +82,8 @@ pub fn spawn(launch: &Launch<'_>) -> io::Result<Spawned> {
         memory_limit,
         init_timeout,
         runtime_dir,
+        sandbox: mode,
+        protected,
     } = *launch;
     let (ours, theirs) = UnixStream::pair()?;
     let (output_read, output_write) = pipe()?;
@@ -86,20 +101,45 @@ pub fn spawn(launch: &Launch<'_>) -> io::Result<Spawned> {
         .args(folder)
         .stdin(Stdio::null())
         .stdout(Stdio::from(output_write))
-        .stderr(Stdio::from(output_err))
-        .env_remove("LISTEN_FDS")
-        .env_remove("LISTEN_FDNAMES")
-        .env_remove("LISTEN_PID")
-        .env_remove("FIDDLER_READY_FD")
+        .stderr(Stdio::from(output_err));
+    match mode {
+        Mode::Off => {
+            for name in [
+                "LISTEN_FDS",
+                "LISTEN_FDNAMES",
+                "LISTEN_PID",
+                "FIDDLER_READY_FD",
+            ] {
+                command.env_remove(name);
+            }
+        }
+        _ => {
+            command.env_clear();
+            for name in KEPT_ENV {
+                if let Some(value) = std::env::var_os(name) {
+                    command.env(name, value);
+                }
+            }
+        }
+    }
+    let protected: Vec<String> = protected
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    command
         .env(INIT_TIMEOUT_ENV, init_timeout.as_millis().to_string())
-        .env(RUNTIME_DIR_ENV, runtime_dir);
+        .env(RUNTIME_DIR_ENV, runtime_dir)
+        .env(sandbox::MODE_ENV, mode.as_str())
+        .env(sandbox::PROTECT_ENV, protected.join("\n"));
+    let no_new_privs = mode != Mode::Off;
     let socket_fd = theirs.as_raw_fd();
     let limit = memory_limit.map(|bytes| libc::rlimit {
         rlim_cur: bytes as libc::rlim_t,
         rlim_max: bytes as libc::rlim_t,
     });
     // SAFETY: between fork and exec only async-signal-safe calls are made (setpgid, prctl,
-    // dup2, fcntl, setrlimit) on a descriptor the parent keeps open for the whole call.
+    // dup2, fcntl, setrlimit, close_range) on a descriptor the parent keeps open for the whole
+    // call.
     unsafe {
         command.pre_exec(move || {
             // Its own group, so a kill past the deadline takes everything it started.
@@ -123,6 +163,17 @@ pub fn spawn(launch: &Launch<'_>) -> io::Result<Spawned> {
                     return Err(io::Error::last_os_error());
                 }
             }
+            // Nothing above the socket survives exec (close_range: Linux 5.9; on an older
+            // kernel only close-on-exec descriptors are closed, as before).
+            libc::syscall(
+                libc::SYS_close_range,
+                EXECUTOR_FD as u32 + 1,
+                u32::MAX,
+                0u32,
+            );
+            if no_new_privs && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
             Ok(())
         });
     }
@@ -136,11 +187,13 @@ pub fn spawn(launch: &Launch<'_>) -> io::Result<Spawned> {
 }
 
 /// Starts an executor for a library outside any server (`check`, `replay`): its absolute
-/// path, no memory limit, the system's temporary folder as its runtime folder.
+/// path, no memory limit, the system's temporary folder as its runtime folder, sandboxed as
+/// `sandbox` says.
 pub fn spawn_native(
     route: &PluginName,
     file: &Path,
     init_timeout: Duration,
+    sandbox: Mode,
 ) -> io::Result<Spawned> {
     let absolute = std::path::absolute(file).unwrap_or_else(|_| file.to_owned());
     spawn(&Launch {
@@ -151,6 +204,8 @@ pub fn spawn_native(
         memory_limit: None,
         init_timeout,
         runtime_dir: &std::env::temp_dir(),
+        sandbox,
+        protected: &[],
     })
 }
 

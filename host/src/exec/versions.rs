@@ -215,6 +215,14 @@ impl Versions {
                 generation.0
             ),
         }
+        // Once per version: what its sandbox is, loud when something is missing.
+        match version.meta.sandbox.split_once("; missing: ") {
+            Some((applied, missing)) => warn!(
+                "/{name}: its sandbox lacks {missing} (in force: {applied}); --sandbox strict \
+                 would refuse it"
+            ),
+            None => info!("/{name}: sandbox: {}", version.meta.sandbox),
+        }
         let (kind, what) = match version.replaces {
             Some(old) => (
                 EventKind::Swapped,

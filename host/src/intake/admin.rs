@@ -132,7 +132,7 @@ pub fn answer(rest: &str, view: &AdminView<'_>) -> Response {
 /// `{"executors_alive":N,"plugins":[{"route":..,"kind":..,"crate":..,"version":..,
 /// "description":..,"generation":..,"loaded_at":..,"calls":..,"errors":..,"restarts":..,
 /// "service_ms":..,"max_lanes":..,"max_batch":..,"deadline_ms":..,"max_body":..,"batches":..,
-/// "pace_ms":..,"executors":[{"pid":..,"state":..,"uptime_s":..}]}]}` with the top-level
+/// "pace_ms":..,"sandbox":"..","executors":[{"pid":..,"state":..,"uptime_s":..}]}]}` with the top-level
 /// `"predicted_wait_ms"` after `executors_alive`
 fn plugins_json(view: &AdminView<'_>) -> String {
     let mut json = format!(
@@ -150,7 +150,7 @@ fn plugins_json(view: &AdminView<'_>) -> String {
             .as_secs();
         let _ = write!(
             json,
-            "{}{{\"route\":{},\"kind\":\"{}\",\"crate\":{},\"version\":{},\"description\":{},\"generation\":{},\"loaded_at\":{loaded_at},\"calls\":{},\"errors\":{},\"restarts\":{},\"service_ms\":{:.3},\"max_lanes\":{},\"max_batch\":{},\"deadline_ms\":{},\"max_body\":{},\"batches\":{},\"pace_ms\":{},\"executors\":[",
+            "{}{{\"route\":{},\"kind\":\"{}\",\"crate\":{},\"version\":{},\"description\":{},\"generation\":{},\"loaded_at\":{loaded_at},\"calls\":{},\"errors\":{},\"restarts\":{},\"service_ms\":{:.3},\"max_lanes\":{},\"max_batch\":{},\"deadline_ms\":{},\"max_body\":{},\"batches\":{},\"pace_ms\":{},\"sandbox\":{},\"executors\":[",
             if i == 0 { "" } else { "," },
             json_string(route.name.as_str()),
             route.kind.as_str(),
@@ -168,6 +168,7 @@ fn plugins_json(view: &AdminView<'_>) -> String {
             optional(route.meta.max_body),
             route.stats.batches.load(Ordering::Relaxed),
             route.pace.as_millis(),
+            json_string(&route.meta.sandbox),
         );
         for (k, (pid, state, uptime)) in route.executors.iter().enumerate() {
             let _ = write!(

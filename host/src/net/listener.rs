@@ -76,7 +76,12 @@ pub fn inherited() -> Option<io::Result<Vec<(TcpListener, Scheme)>>> {
     }
     let names = std::env::var("LISTEN_FDNAMES").unwrap_or_default();
     let mut names = names.split(':');
-    for variable in ["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"] {
+    for variable in [
+        "LISTEN_FDS",
+        "LISTEN_PID",
+        "LISTEN_FDNAMES",
+        "FIDDLER_SUPERVISOR_PID",
+    ] {
         std::env::remove_var(variable);
     }
     let mut listeners = Vec::new();

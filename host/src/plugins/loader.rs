@@ -216,6 +216,7 @@ pub fn load(path: &Path) -> Result<LoadedPlugin, LoadError> {
         max_body: info.max_body.into_option(),
         max_lanes: extended.map(|m| u64::from(m.plugin_capacity().max_lanes)),
         max_batch: extended.map_or(1, |m| u64::from(m.plugin_capacity().max_batch)),
+        sandbox: String::new(),
     };
     let state = module
         .new_state()

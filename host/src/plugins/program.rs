@@ -1,10 +1,11 @@
 //! Handler folders, as the plugins folder holds them: a folder `plugins/<name>/` with an
 //! executable `serve` (a program that stays up) or one `*.so` at its top level (a native plugin
 //! with files), beside whatever it needs (code, model files, a virtualenv), its optional
-//! `settings` (`key=value`: `deadline`, `max_body`, `start_timeout`, `max_lanes`, `pace`, and
-//! for programs `port_owner`) and `env` (`KEY=value` lines added to its environment). This file
-//! reads that format and says when the folder changed; running the program is
-//! `exec::program`'s, loading the library `plugins::loader`'s.
+//! `settings` (`key=value`: `deadline`, `max_body`, `start_timeout`, `max_lanes`, `pace`, for
+//! programs `port_owner`, and what its sandbox opens, read by `exec::sandbox::settings`) and
+//! `env` (`KEY=value` lines added to its environment). This file reads that format and says
+//! when the folder changed; running the program is `exec::program`'s, loading the library
+//! `plugins::loader`'s.
 
 use std::collections::hash_map::DefaultHasher;
 use std::fs;
@@ -178,10 +179,13 @@ pub fn read_settings(dir: &Path) -> Result<ProgramSettings, String> {
                     format!("{SETTINGS} line {line}: max_body takes {why}, not {value:?}")
                 })?)
             }
+            // What the sandbox opens: read by the executor (`exec::sandbox::settings`).
+            k if crate::exec::sandbox::settings::KEYS.contains(&k) => {}
             _ => {
                 return Err(format!(
                     "{SETTINGS} line {line}: unknown key {key:?} (known: deadline, max_body, \
-                     start_timeout, max_lanes, pace, port_owner)"
+                     start_timeout, max_lanes, pace, port_owner, {})",
+                    crate::exec::sandbox::settings::KEYS.join(", ")
                 ))
             }
         }
@@ -206,7 +210,7 @@ pub fn read_env(dir: &Path) -> Result<Vec<(String, String)>, String> {
 
 /// The `key=value` lines of a small file (blank lines and `#` comments skipped), with their
 /// line numbers; an absent file has none.
-fn pairs(dir: &Path, file: &str) -> Result<Vec<(usize, String, String)>, String> {
+pub(crate) fn pairs(dir: &Path, file: &str) -> Result<Vec<(usize, String, String)>, String> {
     let path = dir.join(file);
     let text = match fs::metadata(&path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),

@@ -62,4 +62,6 @@ pub struct HandlerMeta {
     pub max_lanes: Option<u64>,
     /// Requests it takes in one batch call (1: no batches).
     pub max_batch: u64,
+    /// Its executor's sandbox, in one line: what is in force, what is missing.
+    pub sandbox: String,
 }

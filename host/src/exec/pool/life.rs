@@ -375,6 +375,8 @@ impl Pool {
                 .init_timeout
                 .unwrap_or(self.settings.init_timeout),
             runtime_dir: &self.runtime_dir,
+            sandbox: self.settings.sandbox,
+            protected: &self.settings.protected,
         };
         let started = Executor::start(generation, &launch, FIRST_TOKEN + 2 * slot, registry);
         let executor = match started {

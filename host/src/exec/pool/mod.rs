@@ -88,7 +88,7 @@ pub enum PoolEvent {
 }
 
 /// The limits the pool works within.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct PoolSettings {
     /// Executors with calls in flight at once (the jellyfish's light changes it).
     pub lanes: usize,
@@ -107,6 +107,10 @@ pub struct PoolSettings {
     pub memory_limit: Option<u64>,
     /// The pause after each call before its lane takes the next, for handlers that set none.
     pub pace: Duration,
+    /// How much sandbox executors get.
+    pub sandbox: crate::exec::sandbox::Mode,
+    /// What no executor may reach, whatever its settings open.
+    pub protected: Vec<std::path::PathBuf>,
 }
 
 /// What `/-/plugins` and `/-/metrics` show of one route.

@@ -1,0 +1,260 @@
+//! The executor's system-call filter (seccomp BPF): what Landlock cannot say. No new session
+//! (`setsid`: a kill past the deadline must take every process), no joining another process
+//! group (`setpgid` only as `setpgid(0, 0)`, which plugin-api's program runner needs to kill
+//! what it started as a whole),
+//! no tracing or reading other processes' memory, no kernel keyrings, eBPF, perf events,
+//! userfaultfd or io_uring (which makes sockets without the `socket` call), and sockets only of
+//! the kinds Landlock's TCP rules govern (TCP), with Unix sockets, UDP and netlink route only
+//! where the plugin's kind or settings open them. Refused calls fail with an errno (`EPERM`, or `EACCES` for a
+//! socket) and the process goes on. Built for the architecture this binary is; a call made
+//! through another ABI (32-bit `int 0x80`, x32) is refused whole.
+
+use std::io;
+
+/// The instructions of a classic BPF program, as the kernel's `sock_filter`.
+type Insn = libc::sock_filter;
+
+const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+const JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+const JGE_K: u16 = (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16;
+const AND_K: u16 = (libc::BPF_ALU | libc::BPF_AND | libc::BPF_K) as u16;
+const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+
+/// Offsets in `seccomp_data`: the call's number, its architecture, its arguments (low half).
+const OFFSET_NR: u32 = 0;
+const OFFSET_ARCH: u32 = 4;
+const fn offset_arg(n: u32) -> u32 {
+    16 + 8 * n
+}
+
+#[cfg(target_arch = "x86_64")]
+const ARCH: u32 = 0xC000_003E;
+#[cfg(target_arch = "aarch64")]
+const ARCH: u32 = 0xC000_00B7;
+/// x32 calls on x86_64 carry this bit in their number.
+#[cfg(target_arch = "x86_64")]
+const X32_BIT: u32 = 0x4000_0000;
+
+/// The calls refused outright, with `EPERM`.
+const REFUSED: &[libc::c_long] = &[
+    libc::SYS_setsid,
+    libc::SYS_ptrace,
+    libc::SYS_process_vm_readv,
+    libc::SYS_process_vm_writev,
+    libc::SYS_keyctl,
+    libc::SYS_add_key,
+    libc::SYS_request_key,
+    libc::SYS_bpf,
+    libc::SYS_perf_event_open,
+    libc::SYS_userfaultfd,
+    libc::SYS_io_uring_setup,
+];
+
+/// What the filter lets through besides the always-safe.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Openings {
+    /// UDP sockets (name lookups need them) and netlink route sockets (`getaddrinfo` asks it
+    /// which addresses the machine has).
+    pub udp: bool,
+    /// New Unix sockets (Landlock does not govern connecting to a socket file, so a plugin
+    /// with them can reach any it finds: another program's, the system's). Programs that stay
+    /// up have them (their `FIDDLER_SOCKET`); `socketpair` is always allowed (no path).
+    pub unix: bool,
+}
+
+/// A jump target while the program is written: an index of an instruction to come.
+#[derive(Clone, Copy)]
+enum Target {
+    Next,
+    Allow,
+    Refuse,
+    RefuseSocket,
+    Inet,
+    OwnGroup,
+    Tcp,
+    Udp,
+    Netlink,
+}
+
+/// One instruction before its jumps are resolved.
+struct Step {
+    code: u16,
+    k: u32,
+    on_true: Target,
+    on_false: Target,
+}
+
+fn step(code: u16, k: u32) -> Step {
+    Step {
+        code,
+        k,
+        on_true: Target::Next,
+        on_false: Target::Next,
+    }
+}
+
+fn jump_if(k: u32, on_true: Target, on_false: Target) -> Step {
+    Step {
+        code: JEQ_K,
+        k,
+        on_true,
+        on_false,
+    }
+}
+
+/// The filter's program.
+pub fn program(openings: Openings) -> Vec<Insn> {
+    let errno = |e: i32| libc::SECCOMP_RET_ERRNO | (e as u32 & libc::SECCOMP_RET_DATA);
+    let mut steps = vec![
+        step(LD_W_ABS, OFFSET_ARCH),
+        jump_if(ARCH, Target::Next, Target::Refuse),
+        step(LD_W_ABS, OFFSET_NR),
+    ];
+    #[cfg(target_arch = "x86_64")]
+    steps.push(Step {
+        code: JGE_K,
+        k: X32_BIT,
+        on_true: Target::Refuse,
+        on_false: Target::Next,
+    });
+    for &nr in REFUSED {
+        steps.push(jump_if(nr as u32, Target::Refuse, Target::Next));
+    }
+    steps.push(jump_if(
+        libc::SYS_setpgid as u32,
+        Target::OwnGroup,
+        Target::Next,
+    ));
+    steps.push(jump_if(
+        libc::SYS_socket as u32,
+        Target::Next,
+        Target::Allow,
+    ));
+    // socket(domain, type, protocol)
+    steps.push(step(LD_W_ABS, offset_arg(0)));
+    if openings.unix {
+        steps.push(jump_if(libc::AF_UNIX as u32, Target::Allow, Target::Next));
+    }
+    steps.push(jump_if(libc::AF_INET as u32, Target::Inet, Target::Next));
+    steps.push(jump_if(libc::AF_INET6 as u32, Target::Inet, Target::Next));
+    if openings.udp {
+        steps.push(jump_if(
+            libc::AF_NETLINK as u32,
+            Target::Netlink,
+            Target::Next,
+        ));
+    }
+    steps.push(step(RET_K, errno(libc::EACCES)));
+    let mut labels = vec![(Target::Inet, steps.len())];
+    steps.push(step(LD_W_ABS, offset_arg(1)));
+    steps.push(step(AND_K, 0xf)); // the type without SOCK_NONBLOCK, SOCK_CLOEXEC
+    steps.push(jump_if(libc::SOCK_STREAM as u32, Target::Tcp, Target::Next));
+    if openings.udp {
+        steps.push(jump_if(libc::SOCK_DGRAM as u32, Target::Udp, Target::Next));
+    }
+    steps.push(step(RET_K, errno(libc::EACCES)));
+    // setpgid(pid, pgid): only (0, 0), a group of its own.
+    labels.push((Target::OwnGroup, steps.len()));
+    steps.push(step(LD_W_ABS, offset_arg(0)));
+    steps.push(jump_if(0, Target::Next, Target::Refuse));
+    steps.push(step(LD_W_ABS, offset_arg(1)));
+    steps.push(jump_if(0, Target::Allow, Target::Refuse));
+    labels.push((Target::Tcp, steps.len()));
+    steps.push(step(LD_W_ABS, offset_arg(2)));
+    steps.push(jump_if(0, Target::Allow, Target::Next));
+    steps.push(jump_if(
+        libc::IPPROTO_TCP as u32,
+        Target::Allow,
+        Target::RefuseSocket,
+    ));
+    labels.push((Target::Udp, steps.len()));
+    steps.push(step(LD_W_ABS, offset_arg(2)));
+    steps.push(jump_if(0, Target::Allow, Target::Next));
+    steps.push(jump_if(
+        libc::IPPROTO_UDP as u32,
+        Target::Allow,
+        Target::RefuseSocket,
+    ));
+    labels.push((Target::Netlink, steps.len()));
+    steps.push(step(LD_W_ABS, offset_arg(2)));
+    steps.push(jump_if(
+        libc::NETLINK_ROUTE as u32,
+        Target::Allow,
+        Target::RefuseSocket,
+    ));
+    labels.push((Target::RefuseSocket, steps.len()));
+    steps.push(step(RET_K, errno(libc::EACCES)));
+    labels.push((Target::Refuse, steps.len()));
+    steps.push(step(RET_K, errno(libc::EPERM)));
+    labels.push((Target::Allow, steps.len()));
+    steps.push(step(RET_K, libc::SECCOMP_RET_ALLOW));
+
+    let find = |target: Target| {
+        labels
+            .iter()
+            .find(|(t, _)| std::mem::discriminant(t) == std::mem::discriminant(&target))
+            .map(|(_, at)| *at)
+    };
+    steps
+        .iter()
+        .enumerate()
+        .map(|(at, s)| {
+            let offset = |target: Target| match target {
+                Target::Next => 0,
+                other => {
+                    let to = find(other).expect("every jump target is placed in the program");
+                    u8::try_from(to - at - 1).expect("the filter is shorter than 256 steps")
+                }
+            };
+            Insn {
+                code: s.code,
+                jt: offset(s.on_true),
+                jf: offset(s.on_false),
+                k: s.k,
+            }
+        })
+        .collect()
+}
+
+/// Installs the filter on this thread (and so on everything it starts). Needs
+/// `PR_SET_NO_NEW_PRIVS` first.
+pub fn install(openings: Openings) -> io::Result<()> {
+    let program = program(openings);
+    let prog = libc::sock_fprog {
+        len: program.len() as u16,
+        filter: program.as_ptr() as *mut Insn,
+    };
+    // SAFETY: the program outlives the call; the kernel copies it.
+    let done = unsafe {
+        libc::prctl(
+            libc::PR_SET_SECCOMP,
+            libc::SECCOMP_MODE_FILTER,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    match done {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_jump_lands_inside_the_program_and_it_ends_in_returns() {
+        for (udp, unix) in [(false, false), (true, false), (false, true), (true, true)] {
+            let program = program(Openings { udp, unix });
+            let len = program.len();
+            for (at, insn) in program.iter().enumerate() {
+                if insn.code == JEQ_K || insn.code == JGE_K {
+                    assert!(at + 1 + (insn.jt as usize) < len);
+                    assert!(at + 1 + (insn.jf as usize) < len);
+                }
+            }
+            assert_eq!(program[len - 1].code, RET_K);
+            assert_eq!(program[len - 1].k, libc::SECCOMP_RET_ALLOW);
+        }
+    }
+}
