@@ -27,6 +27,7 @@
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod access;
 pub mod authoring;
 pub mod config;
 pub mod exec;
@@ -155,11 +156,17 @@ pub fn run(config: Config) -> Result<(), RunError> {
     }
     let private = files::PrivateDir::create(state_dir.as_deref()).map_err(RunError::PrivateDir)?;
     let runtime_dir = private.path().to_owned();
+    // Absolute, so the log lines name the very file read.
+    let server_keys = config
+        .keys
+        .as_ref()
+        .map(|k| std::path::absolute(k).unwrap_or_else(|_| k.clone()));
     let mut watcher = Watcher::new(
         &config.plugins,
         private,
         config.watch_interval,
         config.insecure_plugins_dir,
+        plugins::keyfiles::KeyFiles::new(server_keys, config.insecure_plugins_dir),
     );
     if config.insecure_plugins_dir {
         warn!(
@@ -169,6 +176,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         );
     }
     let versions = watcher.scan_now();
+    let access = watcher.take_access();
     let found = versions.len();
 
     let poll = mio::Poll::new().map_err(RunError::EventLoop)?;
@@ -228,6 +236,10 @@ pub fn run(config: Config) -> Result<(), RunError> {
         jellyfish,
     )
     .map_err(RunError::EventLoop)?;
+    // The rules before the versions: no route is served a moment without its keys.
+    for update in access {
+        intake.apply_access(update);
+    }
     intake.install(versions);
     let addrs = intake.local_addrs().map_err(RunError::EventLoop)?;
     info!(
