@@ -401,7 +401,8 @@ impl Watcher {
             };
             if ready {
                 if let Some(change) = self.consider(&path) {
-                    // Its rule first: it never serves a moment under the previous one's.
+                    // Its rule first: the new version never serves a moment under the old
+                    // rule (the new rule holds for the old version too, while it still serves).
                     changes.extend(self.access.drain(..).map(Change::Access));
                     changes.push(change);
                 }
