@@ -40,26 +40,20 @@ impl Intake {
             Verdict::Pass { .. } => return true,
             Verdict::NoKey => text(
                 401,
-                &format!("401 Unauthorized: /{realm} needs a key (Authorization: Bearer KEY)\n"),
+                "401 Unauthorized: this route needs a key (Authorization: Bearer KEY)\n",
             )
             .with_header("WWW-Authenticate", &format!("Bearer realm=\"{realm}\"")),
-            Verdict::WrongKey => text(
-                401,
-                &format!("401 Unauthorized: that key does not open /{realm}\n"),
-            )
-            .with_header(
-                "WWW-Authenticate",
-                &format!("Bearer realm=\"{realm}\", error=\"invalid_token\""),
-            ),
+            Verdict::WrongKey => text(401, "401 Unauthorized: that key does not open this route\n")
+                .with_header(
+                    "WWW-Authenticate",
+                    &format!("Bearer realm=\"{realm}\", error=\"invalid_token\""),
+                ),
             Verdict::Ambiguous => text(400, "400 Bad Request: more than one Authorization field\n")
                 .with_header(
                     "WWW-Authenticate",
                     &format!("Bearer realm=\"{realm}\", error=\"invalid_request\""),
                 ),
-            Verdict::Closed => text(
-                503,
-                &format!("503 Service Unavailable: /{realm} is closed\n"),
-            ),
+            Verdict::Closed => text(503, "503 Service Unavailable: this route is closed\n"),
         };
         let status = response.status;
         self.counters.refuse(status);
