@@ -20,10 +20,11 @@
 //! | prints | | its lines go to the log with the route, 20 a second at most |
 //!
 //! The stages, in the order a request meets them: `net` (listeners, TLS), `http` (sans-IO
-//! parsing), `intake` (the loop, admission, connections, queue, dispatch), `exec` (frames,
-//! executors, the pool), `plugins` (the watcher, handler files, the loader, CGI). `process` is
-//! the supervisor around the worker, `observe` the counters and the log, `ids` the identities
-//! they share.
+//! parsing), `access` (a route's keys, checked as soon as its head is parsed; which admin
+//! routes are private), `intake` (the loop, admission, connections, queue, dispatch), `exec`
+//! (frames, executors, the pool), `plugins` (the watcher, handler files, key files, the
+//! loader, CGI). `process` is the supervisor around the worker, `observe` the counters and the
+//! log, `ids` the identities they share.
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
