@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io::Read;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::access::gate::{Gate, Rule, Update};
@@ -193,7 +193,13 @@ fn read(path: &Path, what: &str, insecure: bool) -> Gate {
 
 /// The keys in `path` (its refused lines logged by number, never their text).
 fn read_keys(path: &Path, insecure: bool) -> Result<KeySet, String> {
-    let file = fs::File::open(path).map_err(|e| format!("cannot read it ({e})"))?;
+    // Not blocking: a FIFO put in its place must not hang the watcher on open (it is then
+    // refused below as not a file; O_NONBLOCK means nothing to a regular file).
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| format!("cannot read it ({e})"))?;
     let meta = file
         .metadata()
         .map_err(|e| format!("cannot read it ({e})"))?;
@@ -309,6 +315,17 @@ mod tests {
             lenient.route(&route, Some(&setting), &dir),
             Update::Route(_, Rule::Own(Gate::Keys(_)))
         ));
+        let fifo = dir.join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+        let setting = KeysSetting::File(fifo);
+        assert!(
+            matches!(
+                files.route(&route, Some(&setting), &dir),
+                Update::Route(_, Rule::Own(Gate::Closed))
+            ),
+            "a FIFO is refused, without hanging on it"
+        );
         let short = dir.join("short");
         fs::write(&short, "# only a short one\nabc\n").expect("write");
         let setting = KeysSetting::File(short);
