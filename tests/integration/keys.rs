@@ -1,7 +1,8 @@
 //! Who may call what: a route's keys (`keys=` in its folder's settings, `--keys` for every
 //! route without one, `keys=none` to opt out), the 401 before the body, a key file that cannot
 //! be read closing its route, a rotated key, keys kept out of the log and crash files, and the
-//! internals of `/-/` hidden from clients that are not on this machine.
+//! internals of `/-/` hidden from clients that are not on this machine. Native plugin folders,
+//! a dropped-in `.so` and a program folder are covered (one rule for every kind).
 
 use std::fs;
 use std::io::Write;
@@ -384,4 +385,25 @@ fn the_internals_are_hidden_from_clients_not_on_this_machine() {
     }
     let echoed = server.post("/echo", b"crab");
     assert_eq!(echoed.status, 200, "plugins are served to everyone");
+}
+
+#[test]
+fn a_program_folder_takes_keys_from_its_settings_too() {
+    let server = Server::start_with(Scheme::Http, &[], &[], |plugins| {
+        let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/programs/stdlib");
+        let to = plugins.join("std");
+        fs::create_dir_all(&to).expect("make the program folder");
+        for entry in fs::read_dir(&from).expect("read the fixture").flatten() {
+            fs::copy(entry.path(), to.join(entry.file_name())).expect("copy a fixture file");
+        }
+        fs::write(to.join("settings"), "keys=keys.txt\n").expect("write settings");
+        fs::write(to.join("keys.txt"), format!("{FIRST}\n")).expect("write the keys");
+    });
+    assert_eq!(call(&server, "GET", "/std/pid", None).status, 401);
+    let echoed = call(&server, "POST", "/std/echo", Some(FIRST));
+    assert_eq!(echoed.status, 200, "{}", echoed.text());
+    assert!(server
+        .get("/-/plugins")
+        .text()
+        .contains("\"keys\":\"required\""));
 }
