@@ -33,6 +33,9 @@ pub struct Config {
     pub key: PathBuf,
     /// The folder read for `*.so` plugins.
     pub plugins: PathBuf,
+    /// The API keys every route needs unless its folder's settings say otherwise (`keys=`);
+    /// `None`: routes without `keys=` are open.
+    pub keys: Option<PathBuf>,
     /// The most requests waiting in the queue (not counting the ones running).
     pub queue: usize,
     /// The most request-body bytes held at once, queued or being read.
@@ -103,6 +106,7 @@ impl Default for Config {
             cert: PathBuf::from("certs/cert.pem"),
             key: PathBuf::from("certs/key.pem"),
             plugins: PathBuf::from("plugins"),
+            keys: None,
             queue: 256,
             queue_bytes: 64 << 20,
             max_body: 16 << 20,
@@ -309,6 +313,26 @@ const SETTINGS: &[Setting] = &[
             Ok(())
         },
         show_default: |c| c.plugins.display().to_string(),
+    },
+    Setting {
+        flag: "--keys",
+        env: "FIDDLER_KEYS",
+        value_name: "FILE",
+        help: "API keys (one a line) every route needs as Authorization: Bearer KEY, unless \
+               its folder's settings say keys=FILE or keys=none; re-read when it changes; or off",
+        set: |c, v| {
+            c.keys = match v {
+                "" => return Err("a file, or off"),
+                "off" => None,
+                path => Some(PathBuf::from(path)),
+            };
+            Ok(())
+        },
+        show_default: |c| {
+            c.keys
+                .as_ref()
+                .map_or("off".to_owned(), |k| k.display().to_string())
+        },
     },
     Setting {
         flag: "--queue",
@@ -939,6 +963,15 @@ mod tests {
             serve(&[], &[("FIDDLER_PACE", "9")]).pace,
             Duration::from_millis(9)
         );
+        assert_eq!(serve(&[], &[]).keys, None);
+        assert_eq!(
+            serve(&[], &[("FIDDLER_KEYS", "/etc/keys")]).keys,
+            Some(PathBuf::from("/etc/keys"))
+        );
+        assert_eq!(
+            serve(&["--keys=off"], &[("FIDDLER_KEYS", "/etc/keys")]).keys,
+            None
+        );
         assert!(serve(&["--no-supervisor"], &[]).no_supervisor);
         assert!(!serve(&["--no-supervisor=no"], &[("FIDDLER_NO_SUPERVISOR", "yes")]).no_supervisor);
         let config = serve(&["--https", "off"], &[("FIDDLER_HTTP", "127.0.0.1:0")]);
@@ -957,6 +990,7 @@ mod tests {
             (&["--http", "off", "--https=off"], &[], "--http and --https"),
             (&[], &[("FIDDLER_MAX_BODY", "-1")], "FIDDLER_MAX_BODY"),
             (&["--executor-memory", "lots"], &[], "--executor-memory"),
+            (&["--keys="], &[], "--keys"),
         ];
         for (args, env, source) in table {
             match parse_with(args, env) {

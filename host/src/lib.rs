@@ -20,13 +20,15 @@
 //! | prints | | its lines go to the log with the route, 20 a second at most |
 //!
 //! The stages, in the order a request meets them: `net` (listeners, TLS), `http` (sans-IO
-//! parsing), `intake` (the loop, admission, connections, queue, dispatch), `exec` (frames,
-//! executors, the pool), `plugins` (the watcher, handler files, the loader, CGI). `process` is
-//! the supervisor around the worker, `observe` the counters and the log, `ids` the identities
-//! they share.
+//! parsing), `access` (a route's keys, checked as soon as its head is parsed; which admin
+//! routes are private), `intake` (the loop, admission, connections, queue, dispatch), `exec`
+//! (frames, executors, the pool), `plugins` (the watcher, handler files, key files, the
+//! loader, CGI). `process` is the supervisor around the worker, `observe` the counters and the
+//! log, `ids` the identities they share.
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod access;
 pub mod authoring;
 pub mod config;
 pub mod exec;
@@ -99,8 +101,9 @@ impl std::error::Error for RunError {
 }
 
 /// What no executor's sandbox may open, whatever a plugin's settings say: the TLS key, the
-/// plugins folder (a plugin must not drop code into it), the server's working folder, its
-/// private and state folders (every plugin's private copy) and the crash folder (requests).
+/// server-wide API keys, the plugins folder (a plugin must not drop code into it), the server's
+/// working folder, its private and state folders (every plugin's private copy) and the crash
+/// folder (requests).
 fn protected_paths(
     config: &Config,
     runtime_dir: &std::path::Path,
@@ -114,6 +117,7 @@ fn protected_paths(
     paths.extend(std::env::current_dir().ok());
     paths.extend(state_dir.map(std::path::Path::to_owned));
     paths.extend(config.crash_dir.clone());
+    paths.extend(config.keys.clone());
     paths
         .into_iter()
         .map(|p| std::path::absolute(&p).unwrap_or(p))
@@ -177,11 +181,17 @@ pub fn run(config: Config) -> Result<(), RunError> {
     }
     let private = files::PrivateDir::create(state_dir.as_deref()).map_err(RunError::PrivateDir)?;
     let runtime_dir = private.path().to_owned();
+    // Absolute, so the log lines name the very file read.
+    let server_keys = config
+        .keys
+        .as_ref()
+        .map(|k| std::path::absolute(k).unwrap_or_else(|_| k.clone()));
     let mut watcher = Watcher::new(
         &config.plugins,
         private,
         config.watch_interval,
         config.insecure_plugins_dir,
+        plugins::keyfiles::KeyFiles::new(server_keys, config.insecure_plugins_dir),
     );
     if config.insecure_plugins_dir {
         warn!(
@@ -191,6 +201,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         );
     }
     let versions = watcher.scan_now();
+    let access = watcher.take_access();
     let found = versions.len();
 
     let poll = mio::Poll::new().map_err(RunError::EventLoop)?;
@@ -252,6 +263,10 @@ pub fn run(config: Config) -> Result<(), RunError> {
         jellyfish,
     )
     .map_err(RunError::EventLoop)?;
+    // The rules before the versions: no route is served a moment without its keys.
+    for update in access {
+        intake.apply_access(update);
+    }
     intake.install(versions);
     let addrs = intake.local_addrs().map_err(RunError::EventLoop)?;
     info!(

@@ -165,9 +165,11 @@
 //! settings) starts a new version, swapped like a bare `.so`.
 //!
 //! - `settings`: `key=value` lines for the server: `deadline` (ms), `max_body` (bytes, with
-//!   K, M or G), `start_timeout` (ms for `init`), `max_lanes`. They win over the plugin's own
-//!   constants, so an operator tunes a route without rebuilding it. An unknown key refuses the
-//!   version with a line naming it.
+//!   K, M or G), `start_timeout` (ms for `init`), `max_lanes`, `keys` (a file of API keys a
+//!   caller must send as `Authorization: Bearer KEY`, or `none`; the server checks them and
+//!   takes the field off the request, so the plugin never sees a key). They win over the
+//!   plugin's own constants, so an operator tunes a route without rebuilding it. An unknown
+//!   key refuses the version with a line naming it.
 //! - `env`: `KEY=value` lines added to the executor's environment before the library is
 //!   loaded: the plugin's own configuration (`MODEL=model/weights.onnx`), read in `init` with
 //!   `std::env::var`.

@@ -26,6 +26,9 @@
 //! - `conformance`: RFC 9110/9112 rules as a table of raw inputs, statuses and closes.
 //! - `crashes`: segfault, abort, stack overflow, exit and hang cost one request; crash at load;
 //!   SIGTERM drains; SIGHUP restarts without losing a request.
+//! - `keys`: routes that need a key (`keys=` in a folder's settings, `--keys`, `keys=none`):
+//!   401 before the body, a key file that cannot be read closing its route, a rotated key,
+//!   keys kept out of the log and crash files; the internals of `/-/` hidden off loopback.
 //! - `statuspage`: the status page `/-/` in headless Chromium.
 //! - `hotswap`: plugins dropped in, replaced, removed and refused while the server runs.
 //! - `sandbox`: a hostile plugin's attempts on the server, refused under the sandbox and
@@ -39,6 +42,7 @@ mod conformance;
 mod crashes;
 mod hotswap;
 mod jellyfish;
+mod keys;
 mod limits;
 mod loading;
 mod minilm;

@@ -16,16 +16,18 @@ const LOG_WAIT: Duration = Duration::from_secs(20);
 /// A variable of the server's that a plugin must not see.
 const SECRET: (&str, &str) = ("FIDDLER_TEST_SECRET", "s3cret-token-for-the-sandbox-test");
 
+/// The hostile plugin as a folder (so its `env` can arm its `init`), beside `echo`.
+fn lay_out_hostile(plugins: &Path, init_signal: i32) {
+    let dir = plugins.join("hostile");
+    fs::create_dir(&dir).expect("mkdir");
+    fs::copy(plugin_library("hostile"), dir.join("libhostile.so")).expect("copy");
+    let env = format!("HOSTILE_INIT_SIGNAL={init_signal}\n");
+    fs::write(dir.join("env"), env).expect("env");
+}
+
 fn hostile_server(args: &[&str], init_signal: i32) -> Server {
     Server::start_with_env(&["echo"], args, &[SECRET], |plugins: &Path| {
-        let dir = plugins.join("hostile");
-        fs::create_dir(&dir).expect("mkdir");
-        fs::copy(plugin_library("hostile"), dir.join("libhostile.so")).expect("copy");
-        fs::write(
-            dir.join("env"),
-            format!("HOSTILE_INIT_SIGNAL={init_signal}\n"),
-        )
-        .expect("env");
+        lay_out_hostile(plugins, init_signal)
     })
 }
 
@@ -75,7 +77,27 @@ fn is_root() -> bool {
 
 #[test]
 fn every_attempt_of_a_hostile_plugin_is_refused_and_the_server_keeps_serving() {
-    let mut server = hostile_server(&[], libc::SIGKILL);
+    every_attempt_is_refused(hostile_server(&[], libc::SIGKILL));
+}
+
+/// Run by root, the same attempts with the server run as an unprivileged user (`nobody`), the
+/// way a container runs it. Run by another user, the test above is that case already.
+#[test]
+fn as_an_unprivileged_user_every_attempt_is_refused_too() {
+    if !is_root() {
+        eprintln!("not run by root: the test above covers an unprivileged server");
+        return;
+    }
+    let server = Server::start_as_user(NOBODY, &["echo"], &[], &[SECRET], |plugins: &Path| {
+        lay_out_hostile(plugins, libc::SIGKILL)
+    });
+    every_attempt_is_refused(server);
+}
+
+/// The uid an unprivileged server runs as here.
+const NOBODY: u32 = 65534;
+
+fn every_attempt_is_refused(mut server: Server) {
     let worker = worker_pid(&mut server);
     let sandbox = server.wait_for_log("/hostile: sandbox:", LOG_WAIT);
     assert!(sandbox.contains("landlock"), "{sandbox}");

@@ -188,6 +188,14 @@ impl Write for Client {
     }
 }
 
+/// What a few tests add to a server's start: variables, another user.
+#[derive(Default)]
+struct Extras {
+    env: Vec<(String, String)>,
+    /// Run as this uid and gid (the test runs as root).
+    user: Option<u32>,
+}
+
 /// A running server process (HTTP and HTTPS on ports the kernel picks); killed on drop.
 pub struct Server {
     /// The listener `connect` uses.
@@ -223,7 +231,15 @@ impl Server {
         args: &[&str],
         prepare: impl FnOnce(&Path),
     ) -> Server {
-        Server::launch(scheme, plugins, args, prepare, None, true, &[])
+        Server::launch(
+            scheme,
+            plugins,
+            args,
+            prepare,
+            None,
+            true,
+            &Extras::default(),
+        )
     }
 
     /// Like `start_with`, with these variables in the server's environment.
@@ -233,7 +249,33 @@ impl Server {
         env: &[(&str, &str)],
         prepare: impl FnOnce(&Path),
     ) -> Server {
-        Server::launch(Scheme::Http, plugins, args, prepare, None, true, env)
+        let extras = Extras {
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            user: None,
+        };
+        Server::launch(Scheme::Http, plugins, args, prepare, None, true, &extras)
+    }
+
+    /// Like `start_with_env`, with the server run as user and group `uid` (by `setpriv`, from
+    /// root), its temporary root handed to that user.
+    pub fn start_as_user(
+        uid: u32,
+        plugins: &[&str],
+        args: &[&str],
+        env: &[(&str, &str)],
+        prepare: impl FnOnce(&Path),
+    ) -> Server {
+        let extras = Extras {
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            user: Some(uid),
+        };
+        Server::launch(Scheme::Http, plugins, args, prepare, None, true, &extras)
     }
 
     /// Like `start_with`, but returns as soon as the server listens, without waiting for its
@@ -244,7 +286,15 @@ impl Server {
         args: &[&str],
         prepare: impl FnOnce(&Path),
     ) -> Server {
-        Server::launch(scheme, plugins, args, prepare, None, false, &[])
+        Server::launch(
+            scheme,
+            plugins,
+            args,
+            prepare,
+            None,
+            false,
+            &Extras::default(),
+        )
     }
 
     /// Like `start_with`, but the server runs in the temporary root and is given the plugins
@@ -257,7 +307,7 @@ impl Server {
             prepare,
             None,
             true,
-            &[],
+            &Extras::default(),
         )
     }
 
@@ -268,7 +318,15 @@ impl Server {
         args: &[&str],
         fds: u32,
     ) -> Server {
-        Server::launch(scheme, plugins, args, |_| {}, Some(fds), true, &[])
+        Server::launch(
+            scheme,
+            plugins,
+            args,
+            |_| {},
+            Some(fds),
+            true,
+            &Extras::default(),
+        )
     }
 
     fn launch(
@@ -278,7 +336,7 @@ impl Server {
         prepare: impl FnOnce(&Path),
         fd_limit: Option<u32>,
         settled: bool,
-        env: &[(&str, &str)],
+        extras: &Extras,
     ) -> Server {
         let root = TempDir::new("server");
         let plugins_dir = root.0.join("plugins");
@@ -294,9 +352,27 @@ impl Server {
         }
         prepare(&plugins_dir);
         let binary = env!("CARGO_BIN_EXE_fiddler-crab");
-        let mut command = match fd_limit {
-            None => Command::new(binary),
-            Some(fds) => {
+        let mut command = match (fd_limit, extras.user) {
+            (None, Some(uid)) => {
+                let owner = format!("{uid}:{uid}");
+                let handed = Command::new("chown")
+                    .args(["-R", &owner])
+                    .arg(&root.0)
+                    .status()
+                    .expect("run chown");
+                assert!(handed.success(), "chown the server's root to {owner}");
+                let mut setpriv = Command::new("setpriv");
+                setpriv.args([
+                    format!("--reuid={uid}"),
+                    format!("--regid={uid}"),
+                    "--clear-groups".to_owned(),
+                    "--".to_owned(),
+                ]);
+                setpriv.arg(binary);
+                setpriv
+            }
+            (None, None) => Command::new(binary),
+            (Some(fds), _) => {
                 let mut shell = Command::new("sh");
                 shell
                     .arg("-c")
@@ -320,7 +396,7 @@ impl Server {
             .arg("--key")
             .arg(certs_dir.join("key.pem"))
             .args(args)
-            .envs(env.iter().copied())
+            .envs(extras.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

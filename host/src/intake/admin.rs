@@ -8,6 +8,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use plugin_api::Response;
 
+use crate::access::gate::Gates;
 use crate::exec::pool::RouteInfo;
 use crate::exec::stats::ExecutorCounters;
 use crate::http::response::text;
@@ -43,6 +44,8 @@ pub struct AdminView<'a> {
     /// Routes whose first versions are still starting while the worker starts (empty once
     /// every version found at start is ready or refused).
     pub starting: &'a [String],
+    /// Who may call each route (shown as whether it needs a key, never the keys).
+    pub gates: &'a Gates,
 }
 
 /// Answers `GET /-/<rest>`.
@@ -132,7 +135,8 @@ pub fn answer(rest: &str, view: &AdminView<'_>) -> Response {
 /// `{"executors_alive":N,"plugins":[{"route":..,"kind":..,"crate":..,"version":..,
 /// "description":..,"generation":..,"loaded_at":..,"calls":..,"errors":..,"restarts":..,
 /// "service_ms":..,"max_lanes":..,"max_batch":..,"deadline_ms":..,"max_body":..,"batches":..,
-/// "pace_ms":..,"sandbox":"..","executors":[{"pid":..,"state":..,"uptime_s":..}]}]}` with the top-level
+/// "pace_ms":..,"keys":"none"|"required"|"refused","sandbox":"..","executors":[{"pid":..,
+/// "state":..,"uptime_s":..}]}]}` with the top-level
 /// `"predicted_wait_ms"` after `executors_alive`
 fn plugins_json(view: &AdminView<'_>) -> String {
     let mut json = format!(
@@ -150,7 +154,7 @@ fn plugins_json(view: &AdminView<'_>) -> String {
             .as_secs();
         let _ = write!(
             json,
-            "{}{{\"route\":{},\"kind\":\"{}\",\"crate\":{},\"version\":{},\"description\":{},\"generation\":{},\"loaded_at\":{loaded_at},\"calls\":{},\"errors\":{},\"restarts\":{},\"service_ms\":{:.3},\"max_lanes\":{},\"max_batch\":{},\"deadline_ms\":{},\"max_body\":{},\"batches\":{},\"pace_ms\":{},\"sandbox\":{},\"executors\":[",
+            "{}{{\"route\":{},\"kind\":\"{}\",\"crate\":{},\"version\":{},\"description\":{},\"generation\":{},\"loaded_at\":{loaded_at},\"calls\":{},\"errors\":{},\"restarts\":{},\"service_ms\":{:.3},\"max_lanes\":{},\"max_batch\":{},\"deadline_ms\":{},\"max_body\":{},\"batches\":{},\"pace_ms\":{},\"keys\":\"{}\",\"sandbox\":{},\"executors\":[",
             if i == 0 { "" } else { "," },
             json_string(route.name.as_str()),
             route.kind.as_str(),
@@ -168,6 +172,7 @@ fn plugins_json(view: &AdminView<'_>) -> String {
             optional(route.meta.max_body),
             route.stats.batches.load(Ordering::Relaxed),
             route.pace.as_millis(),
+            view.gates.requirement(route.name.as_str()).as_str(),
             json_string(&route.meta.sandbox),
         );
         for (k, (pid, state, uptime)) in route.executors.iter().enumerate() {
@@ -243,6 +248,7 @@ mod tests {
             counters: &Counters::default(),
             light: None,
             starting: &[],
+            gates: &Gates::default(),
         };
         assert_eq!(answer("/ready", &view).status, 503);
         let view = AdminView { queued: 3, ..view };

@@ -247,6 +247,8 @@ impl Dispatch {
             Change::Install(version) => self.pool.install(version, registry),
             // The watcher said so in its log line.
             Change::Remove(name) => self.pool.remove(&name, registry),
+            // Intake keeps the gates; nothing here depends on them.
+            Change::Access(_) => {}
         }
     }
 

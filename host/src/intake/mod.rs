@@ -10,8 +10,10 @@
 //!
 //! This file owns the loop, the listeners and the connection table; `requests` turns complete
 //! heads and requests into queued jobs or answers, `dispatch` is the stage from the queue to the
-//! executors (its own struct), `deadlines` closes what is late and drains on shutdown.
+//! executors (its own struct), `deadlines` closes what is late and drains on shutdown,
+//! `access` turns away a request without its route's key as soon as its head is read.
 
+mod access;
 pub mod admin;
 pub mod admission;
 pub mod conn;
@@ -32,6 +34,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use plugin_api::{RVec, Response};
 
+use crate::access::gate::Gates;
 use crate::exec::job::{Job, Reply};
 use crate::exec::pool::Pool;
 use crate::http::error::HttpError;
@@ -159,6 +162,8 @@ pub struct Intake {
     started: std::time::SystemTime,
     /// The light, in jellyfish mode.
     jellyfish: Option<Jellyfish>,
+    /// Who may call each route (the watcher keeps it current).
+    gates: Gates,
 }
 
 impl Intake {
@@ -223,6 +228,7 @@ impl Intake {
             queue_history: VecDeque::with_capacity(status::HISTORY),
             started: std::time::SystemTime::now(),
             jellyfish,
+            gates: Gates::default(),
         })
     }
 
@@ -324,7 +330,10 @@ impl Intake {
                 }
             }
             while let Ok(change) = self.changes.try_recv() {
-                self.dispatch.apply(change, self.poll.registry());
+                match change {
+                    Change::Access(update) => self.gates.apply(update),
+                    change => self.dispatch.apply(change, self.poll.registry()),
+                }
             }
             let conns = &self.conns;
             more_to_read = self

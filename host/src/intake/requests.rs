@@ -1,7 +1,9 @@
-//! Complete heads and requests: the body limit, admin routes, queueing a job, and writing an
-//! answer (or a refusal) on the connection.
+//! Complete heads and requests: the keys (through `access`), the body limit, admin routes
+//! (whose internals only the `--admin` listener or a loopback client sees), queueing a job,
+//! and writing an answer (or a refusal) on the connection.
 
 use super::*;
+use crate::access::internals::{may_see_internals, reveals_internals};
 use crate::http::convert::plugin_request;
 use crate::http::response::BodyLength;
 use crate::intake::status::{Limits, StatusView};
@@ -25,6 +27,10 @@ impl Intake {
     /// is never cut off halfway for want of room: without room now, the connection waits,
     /// unread, oldest first (or, with `--busy 503`, is answered 503 at once).
     pub(super) fn on_head(&mut self, slot: usize, head: Head) {
+        // No key, no reading: a body sent without one is never reserved nor read.
+        if !self.passes_gate(slot, &head, true) {
+            return;
+        }
         let (limit, need) = match self.body_reservation(&head) {
             Ok(reservation) => reservation,
             Err(e) => return self.refuse(slot, e),
@@ -158,10 +164,20 @@ impl Intake {
         self.respond(slot, response, shape);
     }
 
-    pub(super) fn on_request(&mut self, slot: usize, head: Head, body: Vec<u8>) {
+    pub(super) fn on_request(&mut self, slot: usize, mut head: Head, body: Vec<u8>) {
+        // A request with a body passed its gate at its head (`on_head`); one without, here.
+        if head.framing == Framing::Empty && !self.passes_gate(slot, &head, false) {
+            self.budget.release(body.len());
+            return;
+        }
+        self.strip_checked_key(&mut head);
         let shape = ReplyShape::of(&head);
         let (route, rest) = split_route(&head.path);
-        let on_admin_listener = self.conns[slot].as_ref().map(|c| c.kind) == Some(Scheme::Admin);
+        let Some((kind, peer)) = self.conns[slot].as_ref().map(|c| (c.kind, c.peer)) else {
+            self.budget.release(body.len());
+            return;
+        };
+        let on_admin_listener = kind == Scheme::Admin;
         let misplaced = match (on_admin_listener, route == "-") {
             (true, false) => Some("this address serves only the admin routes under /-/\n"),
             (false, true) if self.listeners_have_admin => {
@@ -172,6 +188,16 @@ impl Intake {
         if let Some(why) = misplaced {
             self.budget.release(body.len());
             return self.respond(slot, text(404, why), shape);
+        }
+        // The internals are the operator's: off the --admin listener, a client that is not on
+        // this machine gets what a route that does not exist gets (a 403 would say it is here).
+        if route == "-"
+            && !on_admin_listener
+            && reveals_internals(rest)
+            && !may_see_internals(peer.ip())
+        {
+            self.budget.release(body.len());
+            return self.respond(slot, text(404, "no plugin serves /-\n"), shape);
         }
         if route == "-" {
             self.budget.release(body.len());
@@ -217,6 +243,7 @@ impl Intake {
                 counters: &self.counters,
                 light: self.jellyfish.as_ref().map(Jellyfish::view),
                 starting: &starting,
+                gates: &self.gates,
             };
             let response = admin::answer(rest, &view);
             return self.respond(slot, response, shape);
@@ -363,7 +390,7 @@ impl Intake {
 }
 
 /// `/echo/a/b` -> (`echo`, `/a/b`); `/echo` -> (`echo`, `/`).
-fn split_route(path: &str) -> (&str, &str) {
+pub(super) fn split_route(path: &str) -> (&str, &str) {
     let rest = path.strip_prefix('/').unwrap_or(path);
     match rest.find('/') {
         Some(at) => (&rest[..at], &rest[at..]),

@@ -171,7 +171,8 @@ pub fn snapshot(view: &AdminView<'_>, status: &StatusView<'_>) -> String {
             json,
             "{}{{\"route\":{},\"kind\":\"{}\",\"version\":{},\"generation\":{},\"state\":\"{state}\",\
              \"pid\":{pid},\"uptime_s\":{uptime},\"executors\":{},\"calls\":{},\"errors\":{},\
-             \"restarts\":{},\"p50_ms\":{},\"p99_ms\":{},\"pace_ms\":{},\"sandbox\":{}}}",
+             \"restarts\":{},\"p50_ms\":{},\"p99_ms\":{},\"pace_ms\":{},\"keys\":\"{}\",\
+             \"sandbox\":{}}}",
             if i == 0 { "" } else { "," },
             json_string(route.name.as_str()),
             route.kind.as_str(),
@@ -184,6 +185,7 @@ pub fn snapshot(view: &AdminView<'_>, status: &StatusView<'_>) -> String {
             millis_or_null(histogram.and_then(|h| h.quantile(0.5))),
             millis_or_null(histogram.and_then(|h| h.quantile(0.99))),
             route.pace.as_millis(),
+            view.gates.requirement(route.name.as_str()).as_str(),
             json_string(&route.meta.sandbox),
         );
     }

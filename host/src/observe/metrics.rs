@@ -161,6 +161,9 @@ pub struct Counters {
     dropped: [u64; 9],
     /// Request duration per served route (at most [`MAX_ROUTE_HISTOGRAMS`]), by name.
     pub by_route: Vec<(String, Histogram)>,
+    /// Requests answered 401 (no key, or a wrong one) per route with a rule (at most
+    /// [`MAX_ROUTE_HISTOGRAMS`] routes), by name.
+    pub unauthorized: Vec<(String, u64)>,
 }
 
 impl Counters {
@@ -197,6 +200,15 @@ impl Counters {
             let mut histogram = Histogram::default();
             histogram.observe(seconds);
             self.by_route.push((route.to_owned(), histogram));
+        }
+    }
+
+    /// Counts a 401 for `route` (a route intake knows: names clients made up never get one).
+    pub fn unauthorized_for(&mut self, route: &str) {
+        if let Some((_, n)) = self.unauthorized.iter_mut().find(|(name, _)| name == route) {
+            *n += 1;
+        } else if self.unauthorized.len() < MAX_ROUTE_HISTOGRAMS {
+            self.unauthorized.push((route.to_owned(), 1));
         }
     }
 
@@ -402,6 +414,17 @@ pub fn render(counters: &Counters, gauges: &Gauges<'_>) -> String {
     );
     family(
         o,
+        "fiddler_unauthorized_total",
+        "counter",
+        "Requests answered 401 (no key, or a wrong one), per route that needs a key.",
+        |o| {
+            for (route, n) in &counters.unauthorized {
+                let _ = writeln!(o, "fiddler_unauthorized_total{{plugin=\"{route}\"}} {n}");
+            }
+        },
+    );
+    family(
+        o,
         "fiddler_responses_total",
         "counter",
         "Responses written, by status class.",
@@ -589,6 +612,8 @@ mod tests {
         counters.latency.observe(0.003);
         counters.latency.observe(99.0);
         counters.observe_route("echo", 0.002);
+        counters.unauthorized_for("echo");
+        counters.unauthorized_for("echo");
         let gauges = Gauges {
             open: 3,
             queued: 1,
@@ -601,6 +626,7 @@ mod tests {
         let text = render(&counters, &gauges);
         assert!(text.contains("fiddler_dropped_total{reason=\"client_gone\"} 1\n"));
         assert!(text.contains("fiddler_refused_total{status=\"413\"} 1\n"));
+        assert!(text.contains("fiddler_unauthorized_total{plugin=\"echo\"} 2\n"));
         assert!(text.contains("fiddler_predicted_wait_seconds 1.500000\n"));
         assert!(text.contains("fiddler_responses_total{class=\"2xx\"} 1\n"));
         assert!(text.contains("fiddler_request_duration_seconds_bucket{le=\"0.005\"} 1\n"));

@@ -5,6 +5,7 @@
 pub mod cgi;
 pub mod files;
 pub mod inotify;
+pub mod keyfiles;
 pub mod loader;
 pub mod program;
 pub mod trust;

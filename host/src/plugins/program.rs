@@ -1,11 +1,11 @@
 //! Handler folders, as the plugins folder holds them: a folder `plugins/<name>/` with an
 //! executable `serve` (a program that stays up) or one `*.so` at its top level (a native plugin
 //! with files), beside whatever it needs (code, model files, a virtualenv), its optional
-//! `settings` (`key=value`: `deadline`, `max_body`, `start_timeout`, `max_lanes`, `pace`, for
-//! programs `port_owner`, and what its sandbox opens, read by `exec::sandbox::settings`) and
-//! `env` (`KEY=value` lines added to its environment). This file reads that format and says
-//! when the folder changed; running the program is `exec::program`'s, loading the library
-//! `plugins::loader`'s.
+//! `settings` (`key=value`: `deadline`, `max_body`, `start_timeout`, `max_lanes`, `pace`,
+//! `keys`, for programs `port_owner`, and what its sandbox opens, read by
+//! `exec::sandbox::settings`) and `env` (`KEY=value` lines added to its environment). This file
+//! reads that format and says when the folder changed; running the program is
+//! `exec::program`'s, loading the library `plugins::loader`'s.
 
 use std::collections::hash_map::DefaultHasher;
 use std::fs;
@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::ids::ContentHash;
+use crate::plugins::keyfiles::KeysSetting;
 
 /// The executable a program folder must hold.
 pub const SERVE: &str = "serve";
@@ -34,7 +35,7 @@ const MAX_DEPTH: usize = 12;
 const MAX_SMALL_FILE: u64 = 64 * 1024;
 
 /// A program's own settings; `None` takes the server's flag.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProgramSettings {
     /// Call deadline, in milliseconds (`deadline=`).
     pub deadline_ms: Option<u64>,
@@ -52,6 +53,9 @@ pub struct ProgramSettings {
     /// (`port_owner=any`: `docker run -p`, where the container runtime holds the port).
     /// Default `program`: only its own processes' listeners count.
     pub any_port_owner: bool,
+    /// Which keys a caller needs (`keys=FILE`, relative to the folder or absolute, or
+    /// `keys=none`). Unset: the server's `--keys`, if any.
+    pub keys: Option<KeysSetting>,
 }
 
 /// The library of a native plugin folder: the one `*.so` at its top level (`None` when it has
@@ -174,6 +178,11 @@ pub fn read_settings(dir: &Path) -> Result<ProgramSettings, String> {
                     }
                 }
             }
+            "keys" => {
+                settings.keys = Some(KeysSetting::parse(&value).map_err(|why| {
+                    format!("{SETTINGS} line {line}: keys takes {why}, not {value:?}")
+                })?)
+            }
             "max_body" => {
                 settings.max_body = Some(crate::config::size(&value).map_err(|why| {
                     format!("{SETTINGS} line {line}: max_body takes {why}, not {value:?}")
@@ -184,7 +193,7 @@ pub fn read_settings(dir: &Path) -> Result<ProgramSettings, String> {
             _ => {
                 return Err(format!(
                     "{SETTINGS} line {line}: unknown key {key:?} (known: deadline, max_body, \
-                     start_timeout, max_lanes, pace, port_owner, {})",
+                     start_timeout, max_lanes, pace, port_owner, keys, {})",
                     crate::exec::sandbox::settings::KEYS.join(", ")
                 ))
             }
@@ -252,6 +261,11 @@ mod tests {
         dir
     }
 
+    fn settings_of(dir: &Path, text: &str) -> ProgramSettings {
+        fs::write(dir.join(SETTINGS), text).expect("write");
+        read_settings(dir).expect("settings")
+    }
+
     #[test]
     fn settings_and_env_are_read_and_typos_refused() {
         let dir = folder(&[
@@ -283,6 +297,18 @@ mod tests {
         assert!(read_settings(&dir).expect("settings").any_port_owner);
         fs::write(dir.join(SETTINGS), "port_owner=anyone\n").expect("write");
         assert!(read_settings(&dir).unwrap_err().contains("program or any"));
+        assert_eq!(
+            settings_of(&dir, "keys=none\n").keys,
+            Some(KeysSetting::None)
+        );
+        assert_eq!(
+            settings_of(&dir, "keys = ../secret/keys\n").keys,
+            Some(KeysSetting::File(PathBuf::from("../secret/keys")))
+        );
+        fs::write(dir.join(SETTINGS), "keys=\n").expect("write");
+        assert!(read_settings(&dir)
+            .unwrap_err()
+            .contains("keys takes a file, or none"));
         fs::write(dir.join(ENV), "1X=2\n").expect("write");
         assert!(read_env(&dir).is_err());
         let _ = fs::remove_dir_all(&dir);

@@ -12,6 +12,10 @@
 //! as a new version (a library through a private copy). The pool starts its executor; loading
 //! and `init` happen there, in another process, never on this thread or the loop. A removed
 //! file unregisters its route.
+//!
+//! Key files are this thread's too (`keyfiles`): a version's rule is sent just before the
+//! version itself, and each poll looks at every key file's stamp, so a rotated key takes
+//! effect within one interval without a new version.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
@@ -23,10 +27,12 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::access::gate::Update;
 use crate::ids::HandlerKind;
 use crate::ids::{ContentHash, Generation, PluginName};
 use crate::plugins::files::{HandlerFile, PrivateDir};
 use crate::plugins::inotify::{Event, FolderEvents};
+use crate::plugins::keyfiles::KeyFiles;
 use crate::plugins::program::{self, ProgramSettings};
 use crate::plugins::version::NewVersion;
 use crate::{info, warn};
@@ -66,6 +72,8 @@ pub enum Change {
     Install(NewVersion),
     /// A route whose file was removed.
     Remove(PluginName),
+    /// Who may call a route (or every route that follows `--keys`): for intake's gates.
+    Access(Update),
 }
 
 /// How the watcher reaches the loop: the channel and the waker of its poll.
@@ -95,15 +103,29 @@ pub struct Watcher {
     /// thousands of entries), and the polls since.
     folder_stamps: HashMap<PathBuf, Stamp>,
     polls: u32,
+    /// The key files (`--keys` and the routes' `keys=`).
+    keys: KeyFiles,
+    /// Rules read and not yet sent (each goes just before its version).
+    access: Vec<Update>,
 }
 
 /// A program folder is walked on one poll in this many (about once a second by default).
 const FOLDER_EVERY: u32 = 4;
 
 impl Watcher {
-    /// A watcher of `dir` that polls every `interval`, copying libraries into `private`.
-    pub fn new(dir: &Path, private: PrivateDir, interval: Duration, insecure: bool) -> Watcher {
+    /// A watcher of `dir` that polls every `interval`, copying libraries into `private`, and
+    /// reads `keys`' files.
+    pub fn new(
+        dir: &Path,
+        private: PrivateDir,
+        interval: Duration,
+        insecure: bool,
+        mut keys: KeyFiles,
+    ) -> Watcher {
+        let access = vec![keys.server_now()];
         Watcher {
+            keys,
+            access,
             dir: dir.to_owned(),
             private,
             interval,
@@ -135,6 +157,12 @@ impl Watcher {
             }
         }
         versions
+    }
+
+    /// The rules read so far and not yet sent (the server-wide one and each route's found by
+    /// [`scan_now`](Watcher::scan_now)), for intake before it serves anything.
+    pub fn take_access(&mut self) -> Vec<Update> {
+        std::mem::take(&mut self.access)
     }
 
     /// Polls on a thread of its own, every interval and at once on the kernel's events,
@@ -336,6 +364,7 @@ impl Watcher {
                 path.display()
             );
             changes.push(Change::Remove(name.clone()));
+            changes.push(Change::Access(self.keys.forget(&name)));
             // Another file for the same route (echo.so beside libecho.so) gets its turn.
             for (other, seen) in self.files.iter_mut() {
                 if route_of(other).as_ref() == Some(&name) {
@@ -371,9 +400,15 @@ impl Watcher {
                 Some(_) => false,
             };
             if ready {
-                changes.extend(self.consider(&path));
+                if let Some(change) = self.consider(&path) {
+                    // Its rule first: the new version never serves a moment under the old
+                    // rule (the new rule holds for the old version too, while it still serves).
+                    changes.extend(self.access.drain(..).map(Change::Access));
+                    changes.push(change);
+                }
             }
         }
+        changes.extend(self.keys.poll().into_iter().map(Change::Access));
         changes
     }
 
@@ -447,7 +482,7 @@ impl Watcher {
             true => Some(self.read_folder(path, &main)?),
             false => None,
         };
-        let hash = settings.map_or(main.hash, |(hash, _)| hash);
+        let hash = settings.as_ref().map_or(main.hash, |(hash, _)| *hash);
         if current_hash == Some(hash) {
             return None;
         }
@@ -479,6 +514,9 @@ impl Watcher {
                 hash,
             },
         );
+        let keys = settings.as_ref().and_then(|(_, s)| s.keys.as_ref());
+        let update = self.keys.route(&name, keys, path);
+        self.access.push(update);
         Some(Change::Install(NewVersion {
             name,
             generation,
@@ -488,8 +526,8 @@ impl Watcher {
             folder: plugin_folder,
             source: path.to_owned(),
             hash,
-            init_timeout: settings.and_then(|(_, settings)| settings.start_timeout),
-            pace: settings.and_then(|(_, settings)| settings.pace),
+            init_timeout: settings.as_ref().and_then(|(_, s)| s.start_timeout),
+            pace: settings.as_ref().and_then(|(_, s)| s.pace),
         }))
     }
 }

@@ -57,7 +57,7 @@ function drawRoutes(routes) {
   if (routes.length === 0) {
     const row = el("tr");
     const cell = el("td", "no routes served: drop a plugin or a program into the plugins folder");
-    cell.colSpan = 11;
+    cell.colSpan = 12;
     row.appendChild(cell);
     body.appendChild(row);
     return;
@@ -75,6 +75,8 @@ function drawRoutes(routes) {
     row.appendChild(el("td", ms(route.p50_ms)));
     row.appendChild(el("td", ms(route.p99_ms)));
     row.appendChild(el("td", String(route.restarts)));
+    // Whether a caller needs a key ("refused": its key file cannot be read, nobody passes).
+    row.appendChild(el("td", route.keys === "none" ? "-" : route.keys, route.keys === "refused" ? "errors" : ""));
     body.appendChild(row);
   }
 }
