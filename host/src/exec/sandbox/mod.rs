@@ -164,6 +164,7 @@ pub fn enter(mode: Mode, plan: &Plan<'_>) -> Report {
     if nnp {
         landlock_layer(plan, &mut report);
         let openings = seccomp::Openings {
+            guarded: guarded_pids(),
             udp: s.udp,
             unix: s.unix || plan.kind == HandlerKind::Program,
         };
@@ -173,6 +174,21 @@ pub fn enter(mode: Mode, plan: &Plan<'_>) -> Report {
         }
     }
     report
+}
+
+/// The worker (this executor's parent) and the supervisor (the worker's parent, unless the
+/// worker runs alone).
+fn guarded_pids() -> [u32; 2] {
+    // SAFETY: getppid cannot fail.
+    let worker = unsafe { libc::getppid() } as u32;
+    let supervisor = std::fs::read_to_string(format!("/proc/{worker}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let after = stat.rsplit_once(')')?.1.to_owned();
+            after.split_whitespace().nth(1)?.parse::<u32>().ok()
+        })
+        .unwrap_or(0);
+    [worker, supervisor]
 }
 
 /// The executor's Landlock layer: files always, TCP for everything but programs (theirs comes

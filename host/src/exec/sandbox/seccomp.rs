@@ -1,4 +1,6 @@
-//! The executor's system-call filter (seccomp BPF): what Landlock cannot say. No new session
+//! The executor's system-call filter (seccomp BPF): what Landlock cannot say, and what it says
+//! only from ABI 6 on. No signal to the worker or the supervisor (or their groups, or every
+//! process at once), whatever the kernel's Landlock. No new session
 //! (`setsid`: a kill past the deadline must take every process), no joining another process
 //! group (`setpgid` only as `setpgid(0, 0)`, which plugin-api's program runner needs to kill
 //! what it started as a whole),
@@ -50,9 +52,12 @@ const REFUSED: &[libc::c_long] = &[
     libc::SYS_io_uring_setup,
 ];
 
-/// What the filter lets through besides the always-safe.
+/// What the filter lets through besides the always-safe, and whom it keeps signals from.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Openings {
+    /// Processes no signal may reach, by pid or as a group (the worker and the supervisor):
+    /// Landlock's signal scope says the same from ABI 6; this holds on older kernels too.
+    pub guarded: [u32; 2],
     /// UDP sockets (name lookups need them) and netlink route sockets (`getaddrinfo` asks it
     /// which addresses the machine has).
     pub udp: bool,
@@ -71,6 +76,7 @@ enum Target {
     RefuseSocket,
     Inet,
     OwnGroup,
+    Signal,
     Tcp,
     Udp,
     Netlink,
@@ -125,6 +131,17 @@ pub fn program(openings: Openings) -> Vec<Insn> {
         Target::OwnGroup,
         Target::Next,
     ));
+    // Calls whose first argument names a process (or group) to signal.
+    for nr in [
+        libc::SYS_kill,
+        libc::SYS_tkill,
+        libc::SYS_tgkill,
+        libc::SYS_rt_sigqueueinfo,
+        libc::SYS_rt_tgsigqueueinfo,
+        libc::SYS_pidfd_open,
+    ] {
+        steps.push(jump_if(nr as u32, Target::Signal, Target::Next));
+    }
     steps.push(jump_if(
         libc::SYS_socket as u32,
         Target::Next,
@@ -153,6 +170,15 @@ pub fn program(openings: Openings) -> Vec<Insn> {
         steps.push(jump_if(libc::SOCK_DGRAM as u32, Target::Udp, Target::Next));
     }
     steps.push(step(RET_K, errno(libc::EACCES)));
+    // kill(pid, ...) and the like: never a guarded process, its group, or every process (-1).
+    labels.push((Target::Signal, steps.len()));
+    steps.push(step(LD_W_ABS, offset_arg(0)));
+    steps.push(jump_if(u32::MAX, Target::Refuse, Target::Next));
+    for pid in openings.guarded.into_iter().filter(|&pid| pid > 0) {
+        steps.push(jump_if(pid, Target::Refuse, Target::Next));
+        steps.push(jump_if(pid.wrapping_neg(), Target::Refuse, Target::Next));
+    }
+    steps.push(step(RET_K, libc::SECCOMP_RET_ALLOW));
     // setpgid(pid, pgid): only (0, 0), a group of its own.
     labels.push((Target::OwnGroup, steps.len()));
     steps.push(step(LD_W_ABS, offset_arg(0)));
@@ -245,7 +271,11 @@ mod tests {
     #[test]
     fn every_jump_lands_inside_the_program_and_it_ends_in_returns() {
         for (udp, unix) in [(false, false), (true, false), (false, true), (true, true)] {
-            let program = program(Openings { udp, unix });
+            let program = program(Openings {
+                guarded: [1000, 999],
+                udp,
+                unix,
+            });
             let len = program.len();
             for (at, insn) in program.iter().enumerate() {
                 if insn.code == JEQ_K || insn.code == JGE_K {
@@ -255,6 +285,150 @@ mod tests {
             }
             assert_eq!(program[len - 1].code, RET_K);
             assert_eq!(program[len - 1].k, libc::SECCOMP_RET_ALLOW);
+        }
+    }
+
+    /// Runs the filter on one call, as the kernel would (the few instructions it uses).
+    fn verdict(program: &[Insn], nr: libc::c_long, args: [u64; 3]) -> u32 {
+        let field = |offset: u32| match offset {
+            OFFSET_NR => nr as u32,
+            OFFSET_ARCH => ARCH,
+            o => args[((o - 16) / 8) as usize] as u32,
+        };
+        let (mut at, mut a) = (0usize, 0u32);
+        loop {
+            let insn = &program[at];
+            at += 1;
+            match insn.code {
+                LD_W_ABS => a = field(insn.k),
+                AND_K => a &= insn.k,
+                JEQ_K | JGE_K => {
+                    let taken = match insn.code {
+                        JEQ_K => a == insn.k,
+                        _ => a >= insn.k,
+                    };
+                    at += usize::from(if taken { insn.jt } else { insn.jf });
+                }
+                RET_K => return insn.k,
+                other => panic!("an instruction the test does not know: {other:#x}"),
+            }
+        }
+    }
+
+    #[test]
+    fn each_call_gets_the_verdict_the_sandbox_promises() {
+        let eperm = libc::SECCOMP_RET_ERRNO | libc::EPERM as u32;
+        let eacces = libc::SECCOMP_RET_ERRNO | libc::EACCES as u32;
+        let allow = libc::SECCOMP_RET_ALLOW;
+        let closed = program(Openings {
+            guarded: [1000, 999],
+            udp: false,
+            unix: false,
+        });
+        let open = program(Openings {
+            guarded: [1000, 999],
+            udp: true,
+            unix: true,
+        });
+        let neg = |pid: i64| pid as u64;
+        let table: &[(&[Insn], libc::c_long, [u64; 3], u32)] = &[
+            (&closed, libc::SYS_read, [0, 0, 0], allow),
+            (&closed, libc::SYS_setsid, [0, 0, 0], eperm),
+            (&closed, libc::SYS_setpgid, [0, 0, 0], allow),
+            (&closed, libc::SYS_setpgid, [0, 1000, 0], eperm),
+            (&closed, libc::SYS_kill, [1000, 9, 0], eperm),
+            (&closed, libc::SYS_kill, [999, 9, 0], eperm),
+            (&closed, libc::SYS_kill, [neg(-1000), 9, 0], eperm),
+            (&closed, libc::SYS_kill, [neg(-1), 9, 0], eperm),
+            (&closed, libc::SYS_kill, [0, 9, 0], allow),
+            (&closed, libc::SYS_kill, [4242, 15, 0], allow),
+            (&closed, libc::SYS_tgkill, [1000, 1000, 9], eperm),
+            (&closed, libc::SYS_pidfd_open, [999, 0, 0], eperm),
+            (&closed, libc::SYS_ptrace, [16, 1000, 0], eperm),
+            (&closed, libc::SYS_io_uring_setup, [8, 0, 0], eperm),
+            (
+                &closed,
+                libc::SYS_socket,
+                [libc::AF_INET as u64, libc::SOCK_STREAM as u64, 0],
+                allow,
+            ),
+            (
+                &closed,
+                libc::SYS_socket,
+                [
+                    libc::AF_INET6 as u64,
+                    (libc::SOCK_STREAM | libc::SOCK_CLOEXEC) as u64,
+                    6,
+                ],
+                allow,
+            ),
+            (
+                &closed,
+                libc::SYS_socket,
+                [libc::AF_INET as u64, libc::SOCK_STREAM as u64, 132],
+                eacces,
+            ),
+            (
+                &closed,
+                libc::SYS_socket,
+                [libc::AF_INET as u64, libc::SOCK_DGRAM as u64, 0],
+                eacces,
+            ),
+            (
+                &closed,
+                libc::SYS_socket,
+                [libc::AF_INET as u64, libc::SOCK_RAW as u64, 1],
+                eacces,
+            ),
+            (
+                &closed,
+                libc::SYS_socket,
+                [libc::AF_UNIX as u64, libc::SOCK_STREAM as u64, 0],
+                eacces,
+            ),
+            (
+                &closed,
+                libc::SYS_socket,
+                [libc::AF_NETLINK as u64, libc::SOCK_RAW as u64, 0],
+                eacces,
+            ),
+            (
+                &closed,
+                libc::SYS_socket,
+                [libc::AF_PACKET as u64, libc::SOCK_RAW as u64, 0],
+                eacces,
+            ),
+            (
+                &open,
+                libc::SYS_socket,
+                [libc::AF_INET as u64, libc::SOCK_DGRAM as u64, 17],
+                allow,
+            ),
+            (
+                &open,
+                libc::SYS_socket,
+                [libc::AF_UNIX as u64, libc::SOCK_STREAM as u64, 0],
+                allow,
+            ),
+            (
+                &open,
+                libc::SYS_socket,
+                [libc::AF_NETLINK as u64, libc::SOCK_RAW as u64, 0],
+                allow,
+            ),
+            (
+                &open,
+                libc::SYS_socket,
+                [libc::AF_NETLINK as u64, libc::SOCK_RAW as u64, 9],
+                eacces,
+            ),
+        ];
+        for (i, (program, nr, args, expected)) in table.iter().enumerate() {
+            assert_eq!(
+                verdict(program, *nr, *args),
+                *expected,
+                "case {i}: call {nr} {args:?}"
+            );
         }
     }
 }
