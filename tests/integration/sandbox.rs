@@ -26,7 +26,7 @@ fn lay_out_hostile(plugins: &Path, init_signal: i32) {
 }
 
 fn hostile_server(args: &[&str], init_signal: i32) -> Server {
-    Server::start_with_env(&["echo"], args, &[SECRET], |plugins: &Path| {
+    Server::start_with_env(&["echo"], args, &[SECRET], None, |plugins: &Path| {
         lay_out_hostile(plugins, init_signal)
     })
 }
@@ -88,9 +88,10 @@ fn as_an_unprivileged_user_every_attempt_is_refused_too() {
         eprintln!("not run by root: the test above covers an unprivileged server");
         return;
     }
-    let server = Server::start_as_user(NOBODY, &["echo"], &[], &[SECRET], |plugins: &Path| {
-        lay_out_hostile(plugins, libc::SIGKILL)
-    });
+    let server =
+        Server::start_with_env(&["echo"], &[], &[SECRET], Some(NOBODY), |plugins: &Path| {
+            lay_out_hostile(plugins, libc::SIGKILL)
+        });
     every_attempt_is_refused(server);
 }
 
@@ -206,7 +207,7 @@ fn with_the_sandbox_off_the_same_attempts_work() {
 
 #[test]
 fn a_folder_setting_opens_what_it_names_and_nothing_else() {
-    let mut server = Server::start_with_env(&[], &[], &[], |plugins: &Path| {
+    let mut server = Server::start_with_env(&[], &[], &[], None, |plugins: &Path| {
         let dir = plugins.join("hostile");
         fs::create_dir(&dir).expect("mkdir");
         fs::copy(plugin_library("hostile"), dir.join("libhostile.so")).expect("copy");

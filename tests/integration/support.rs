@@ -242,11 +242,14 @@ impl Server {
         )
     }
 
-    /// Like `start_with`, with these variables in the server's environment.
+    /// Like `start_with` over HTTP, with these variables in the server's environment, run by
+    /// this process's user or, given `user` (the test runs as root), by `setpriv` as that uid
+    /// and gid, its temporary root handed to it.
     pub fn start_with_env(
         plugins: &[&str],
         args: &[&str],
         env: &[(&str, &str)],
+        user: Option<u32>,
         prepare: impl FnOnce(&Path),
     ) -> Server {
         let extras = Extras {
@@ -254,26 +257,7 @@ impl Server {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-            user: None,
-        };
-        Server::launch(Scheme::Http, plugins, args, prepare, None, true, &extras)
-    }
-
-    /// Like `start_with_env`, with the server run as user and group `uid` (by `setpriv`, from
-    /// root), its temporary root handed to that user.
-    pub fn start_as_user(
-        uid: u32,
-        plugins: &[&str],
-        args: &[&str],
-        env: &[(&str, &str)],
-        prepare: impl FnOnce(&Path),
-    ) -> Server {
-        let extras = Extras {
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            user: Some(uid),
+            user,
         };
         Server::launch(Scheme::Http, plugins, args, prepare, None, true, &extras)
     }
