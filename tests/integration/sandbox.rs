@@ -100,7 +100,8 @@ const NOBODY: u32 = 65534;
 
 fn every_attempt_is_refused(mut server: Server) {
     let worker = worker_pid(&mut server);
-    let sandbox = server.wait_for_log("/hostile: sandbox:", LOG_WAIT);
+    // "/hostile: sandbox: ..." or, where something is missing, "/hostile: sandbox lacks ...".
+    let sandbox = server.wait_for_log("/hostile: sandbox", LOG_WAIT);
     assert!(sandbox.contains("landlock"), "{sandbox}");
     // A client of another route, connected before the attempts, kept alive through them.
     let mut bystander = server.connect();
@@ -138,7 +139,13 @@ fn every_attempt_is_refused(mut server: Server) {
         &format!("unix&path={}", socket.display()),
         "EACCES",
     );
-    assert_refused(&server, "processes&n=200", "EAGAIN");
+    if sandbox.contains("sandbox lacks") && sandbox.contains("process limit (") {
+        // Root where no pids cgroup can be made: the kernel has no limit to set, and the
+        // server said so instead (once, with the reason).
+        eprintln!("the process limit is missing here: {sandbox}");
+    } else {
+        assert_refused(&server, "processes&n=200", "EAGAIN");
+    }
     assert_refused(
         &server,
         &format!("big_file&path={}&mib=1", shared_tmp.display()),
@@ -217,7 +224,7 @@ fn a_folder_setting_opens_what_it_names_and_nothing_else() {
         )
         .expect("settings");
     });
-    server.wait_for_log("/hostile: sandbox:", LOG_WAIT);
+    server.wait_for_log("/hostile: sandbox", LOG_WAIT);
     assert_works(&server, "udp");
     assert_works(&server, "processes&n=200");
     assert_works(&server, "big_file&mib=100");

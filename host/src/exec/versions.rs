@@ -218,8 +218,8 @@ impl Versions {
         // Once per version: what its sandbox is, loud when something is missing.
         match version.meta.sandbox.split_once("; missing: ") {
             Some((applied, missing)) => warn!(
-                "/{name}: its sandbox lacks {missing} (in force: {applied}); --sandbox strict \
-                 would refuse it"
+                "/{name}: sandbox lacks {missing} (in force: {applied}); --sandbox strict would \
+                 refuse it"
             ),
             None => info!("/{name}: sandbox: {}", version.meta.sandbox),
         }
