@@ -351,7 +351,7 @@ const SETTINGS: &[Setting] = &[
         value_name: "BYTES",
         help: "most request-body bytes held at once (queued or being read)",
         set: |c, v| {
-            c.queue_bytes = count(v, 1, 1 << 40)?;
+            c.queue_bytes = bytes_in(v, 1, 1 << 40)?;
             Ok(())
         },
         show_default: |c| c.queue_bytes.to_string(),
@@ -362,7 +362,7 @@ const SETTINGS: &[Setting] = &[
         value_name: "BYTES",
         help: "largest request body (413 beyond it)",
         set: |c, v| {
-            c.max_body = count(v, 0, 1 << 40)?;
+            c.max_body = bytes_in(v, 0, 1 << 40)?;
             Ok(())
         },
         show_default: |c| c.max_body.to_string(),
@@ -824,6 +824,14 @@ fn show_addr(addr: Option<SocketAddr>) -> String {
     addr.map_or_else(|| "off".to_owned(), |a| a.to_string())
 }
 
+/// A byte count (with K, M or G, as `size` reads it) within `min..=max`.
+fn bytes_in(value: &str, min: usize, max: usize) -> Result<usize, &'static str> {
+    match size(value).map(usize::try_from) {
+        Ok(Ok(n)) if (min..=max).contains(&n) => Ok(n),
+        _ => Err("a byte count in range, optionally with K, M or G"),
+    }
+}
+
 fn count(value: &str, min: usize, max: usize) -> Result<usize, &'static str> {
     match value.parse::<usize>() {
         Ok(n) if (min..=max).contains(&n) => Ok(n),
@@ -949,6 +957,8 @@ mod tests {
         assert_eq!(config.queue, 7);
         assert_eq!(config.lanes, 2);
         assert_eq!(config.executor_memory, Some(256 << 20));
+        let sized = serve(&["--max-body", "300M"], &[("FIDDLER_QUEUE_BYTES", "1G")]);
+        assert_eq!((sized.max_body, sized.queue_bytes), (300 << 20, 1 << 30));
         assert_eq!(
             serve(&["--executor-memory", "0"], &[]).executor_memory,
             None
