@@ -88,6 +88,22 @@ fn as_an_unprivileged_user_every_attempt_is_refused_too() {
         eprintln!("not run by root: the test above covers an unprivileged server");
         return;
     }
+    // The binary must be reachable by that user (a checkout under a 0700 folder is not).
+    let reachable = std::process::Command::new("setpriv")
+        .args([format!("--reuid={NOBODY}"), format!("--regid={NOBODY}")])
+        .args([
+            "--clear-groups",
+            env!("CARGO_BIN_EXE_fiddler-crab"),
+            "--help",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !reachable {
+        eprintln!("uid {NOBODY} cannot run the binary from this checkout: not run here");
+        return;
+    }
     let server =
         Server::start_with_env(&["echo"], &[], &[SECRET], Some(NOBODY), |plugins: &Path| {
             lay_out_hostile(plugins, libc::SIGKILL)
