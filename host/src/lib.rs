@@ -100,28 +100,39 @@ impl std::error::Error for RunError {
     }
 }
 
-/// What no executor's sandbox may open, whatever a plugin's settings say: the TLS key, the
-/// server-wide API keys, the plugins folder (a plugin must not drop code into it), the server's
-/// working folder, its private and state folders (every plugin's private copy) and the crash
-/// folder (requests).
+/// What no executor's sandbox may open, whatever a plugin's settings say. Sealed: the TLS key
+/// and the folder it is in (a renewal's older keys sit beside it; unless that folder is `/`,
+/// a system folder or the home folder: then the key alone), the server-wide API keys, the
+/// plugins folder (a plugin must not drop code into it), the server's private and state folders
+/// (every plugin's private copy) and the crash folder (requests). Never opened whole: the
+/// server's working folder.
 fn protected_paths(
     config: &Config,
     runtime_dir: &std::path::Path,
     state_dir: Option<&std::path::Path>,
-) -> Vec<std::path::PathBuf> {
-    let mut paths = vec![
-        config.key.clone(),
-        config.plugins.clone(),
-        runtime_dir.to_owned(),
-    ];
-    paths.extend(std::env::current_dir().ok());
-    paths.extend(state_dir.map(std::path::Path::to_owned));
-    paths.extend(config.crash_dir.clone());
-    paths.extend(config.keys.clone());
-    paths
-        .into_iter()
-        .map(|p| std::path::absolute(&p).unwrap_or(p))
-        .collect()
+) -> exec::sandbox::paths::Protected {
+    use std::path::{Path, PathBuf};
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
+    let mut sealed: Vec<PathBuf> = Vec::new();
+    let key = absolute(&config.key);
+    let real_key = std::fs::canonicalize(&key).unwrap_or_else(|_| key.clone());
+    for key in [key, real_key] {
+        if let Some(folder) = key.parent() {
+            if !exec::sandbox::paths::too_wide_to_seal(folder) {
+                sealed.push(folder.to_owned());
+            }
+        }
+        sealed.push(key);
+    }
+    sealed.push(absolute(&config.plugins));
+    sealed.push(runtime_dir.to_owned());
+    sealed.extend(state_dir.map(absolute));
+    sealed.extend(config.crash_dir.as_deref().map(absolute));
+    sealed.extend(config.keys.as_deref().map(absolute));
+    exec::sandbox::paths::Protected {
+        sealed,
+        never_whole: std::env::current_dir().into_iter().collect(),
+    }
 }
 
 /// The crash writer for `--crash-dir`, if one is asked for and can be started (else a log line

@@ -10,7 +10,7 @@ use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::support::{plugin_library, read_response, Server, TempDir};
+use crate::support::{is_gone, plugin_library, read_response, wait_until, Server, TempDir};
 
 const LOG_WAIT: Duration = Duration::from_secs(20);
 /// A variable of the server's that a plugin must not see.
@@ -226,6 +226,32 @@ fn with_the_sandbox_off_the_same_attempts_work() {
         &format!("big_file&path={}&mib=1", shared_tmp.display()),
     );
     assert_works(&server, "setsid");
+}
+
+/// A child that made itself a group of its own outlives a kill of its executor's group; it
+/// does not outlive its executor's pids cgroup, which the deadline's kill empties too.
+#[test]
+fn a_child_in_a_group_of_its_own_dies_with_its_executor_past_the_deadline() {
+    let mut server = Server::start_with_env(&[], &[], &[], None, |plugins: &Path| {
+        lay_out_hostile(plugins, 0);
+        fs::write(plugins.join("hostile/settings"), "deadline=500\n").expect("settings");
+    });
+    let sandbox = server.wait_for_log("/hostile: sandbox", LOG_WAIT);
+    if !sandbox.contains("pids cgroup") {
+        eprintln!("no pids cgroup here ({sandbox}): a group of its own escapes the kill");
+        return;
+    }
+    let line = attempt(&server, "escape");
+    let pid: u32 = line
+        .split_whitespace()
+        .nth(3)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {line:?}"));
+    assert!(!is_gone(pid), "the child runs");
+    assert_eq!(server.get("/hostile?try=hang").status, 504);
+    wait_until("the escaped child is killed", LOG_WAIT, || {
+        is_gone(pid).then_some(())
+    });
 }
 
 #[test]

@@ -65,7 +65,7 @@ pub struct Launch<'a> {
     pub sandbox: Mode,
     /// Paths its sandbox must keep out of its reach whatever its settings open (the key, the
     /// plugins folder, the server's working and private folders).
-    pub protected: &'a [std::path::PathBuf],
+    pub protected: &'a sandbox::paths::Protected,
 }
 
 /// The server's environment variables an executor keeps when it is sandboxed (the rest may be
@@ -122,15 +122,11 @@ pub fn spawn(launch: &Launch<'_>) -> io::Result<Spawned> {
             }
         }
     }
-    let protected: Vec<String> = protected
-        .iter()
-        .map(|p| p.to_string_lossy().into_owned())
-        .collect();
     command
         .env(INIT_TIMEOUT_ENV, init_timeout.as_millis().to_string())
         .env(RUNTIME_DIR_ENV, runtime_dir)
         .env(sandbox::MODE_ENV, mode.as_str())
-        .env(sandbox::PROTECT_ENV, protected.join("\n"));
+        .env(sandbox::PROTECT_ENV, sandbox::protected_to_env(protected));
     let no_new_privs = mode != Mode::Off;
     let socket_fd = theirs.as_raw_fd();
     let limit = memory_limit.map(|bytes| libc::rlimit {
@@ -205,7 +201,7 @@ pub fn spawn_native(
         init_timeout,
         runtime_dir: &std::env::temp_dir(),
         sandbox,
-        protected: &[],
+        protected: &sandbox::paths::Protected::default(),
     })
 }
 
@@ -220,13 +216,23 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-/// Kills an executor's whole process group at once (past a deadline, or when it is retired).
+/// Kills an executor's whole process group at once (past a deadline, or when it is retired),
+/// and whatever is left in its pids cgroup (a child that made itself a group of its own).
 pub fn kill_group(pid: u32) {
     if let Ok(pid) = libc::pid_t::try_from(pid) {
         // SAFETY: kill on the process group we created for our own child (its pid is the
         // group id); the child is not reaped yet, so the id cannot have been reused.
         unsafe {
             libc::kill(-pid, libc::SIGKILL);
+        }
+    }
+    for member in sandbox::limits::cgroup_members(pid) {
+        if let Ok(member) = libc::pid_t::try_from(member) {
+            // SAFETY: kill on a process the executor's cgroup holds now; only its processes
+            // (and what they started) are ever in it.
+            unsafe {
+                libc::kill(member, libc::SIGKILL);
+            }
         }
     }
 }

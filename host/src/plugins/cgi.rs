@@ -2,8 +2,9 @@
 //! that is not a `.so` serves `/<file stem>`.
 //!
 //! Each request runs the file directly (no shell) through `plugin_api::Program`: the RFC's
-//! meta-variables and nothing else in its environment (no server secrets), the body on stdin,
-//! a CGI response on stdout, its working directory the plugins folder. Past the deadline its
+//! meta-variables and `TMPDIR` and nothing else in its environment (no server secrets), the
+//! body on stdin, a CGI response on stdout, its working directory its executor's private
+//! folder (the plugins folder with the sandbox off). Past the deadline its
 //! whole process group is terminated (504); output over the cap or malformed output is 502;
 //! stderr is logged, capped.
 
@@ -43,9 +44,17 @@ pub struct CgiProgram {
 /// where useful, a line on the executor's stderr, which the worker logs with the route.
 pub fn call(program: &CgiProgram, request: Request, deadline: Duration) -> Response {
     let route = program.name.as_str();
-    let dir = program.path.parent().map(PathBuf::from).unwrap_or_default();
+    // Sandboxed, its folder (the plugins folder) is shut to it: it runs in its executor's
+    // private folder, which is also its TMPDIR. Without the sandbox, in its own folder.
+    let dir = match crate::exec::sandbox::Mode::from_env() {
+        crate::exec::sandbox::Mode::Off => {
+            program.path.parent().map(PathBuf::from).unwrap_or_default()
+        }
+        _ => std::env::temp_dir(),
+    };
     let mut runner = Program::new(&program.path)
         .env_clear()
+        .env("TMPDIR", std::env::temp_dir())
         .current_dir(dir)
         .deadline(deadline)
         .grace(GRACE)

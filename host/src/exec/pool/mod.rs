@@ -110,7 +110,7 @@ pub struct PoolSettings {
     /// How much sandbox executors get.
     pub sandbox: crate::exec::sandbox::Mode,
     /// What no executor may reach, whatever its settings open.
-    pub protected: Vec<std::path::PathBuf>,
+    pub protected: crate::exec::sandbox::paths::Protected,
 }
 
 /// What `/-/plugins` and `/-/metrics` show of one route.

@@ -74,29 +74,7 @@ fn lower(resource: libc::__rlimit_resource_t, value: u64) -> std::io::Result<()>
 /// cgroup v1's `pids` hierarchy where it is mounted and writable. Stale ones of executors that
 /// are gone are removed first.
 fn pids_cgroup(processes: u64) -> Result<PathBuf, String> {
-    let own =
-        fs::read_to_string("/proc/self/cgroup").map_err(|e| format!("/proc/self/cgroup: {e}"))?;
-    let mut candidates = Vec::new();
-    for line in own.lines() {
-        let mut parts = line.splitn(3, ':');
-        let (Some(id), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
-        else {
-            continue;
-        };
-        let path = path.trim_start_matches('/');
-        if id == "0" && controllers.is_empty() {
-            if let Some(mount) = cgroup2_mount() {
-                let dir = mount.join(path);
-                let delegated = fs::read_to_string(dir.join("cgroup.subtree_control"))
-                    .is_ok_and(|c| c.split_whitespace().any(|c| c == "pids"));
-                if delegated {
-                    candidates.push(dir);
-                }
-            }
-        } else if controllers.split(',').any(|c| c == "pids") {
-            candidates.push(Path::new(PIDS_V1).join(path));
-        }
-    }
+    let candidates = cgroup_parents()?;
     if candidates.is_empty() {
         return Err("no pids controller is delegated to this server's cgroup".to_owned());
     }
@@ -120,6 +98,53 @@ fn pids_cgroup(processes: u64) -> Result<PathBuf, String> {
         }
     }
     Err(why)
+}
+
+/// The cgroups an executor's own `pids` cgroup can be made in: this process's cgroup in
+/// cgroup v2 where `pids` is delegated to it, and in cgroup v1's `pids` hierarchy. The worker
+/// asks the same to find its executors' cgroups (they are made beneath the worker's).
+fn cgroup_parents() -> Result<Vec<PathBuf>, String> {
+    let own =
+        fs::read_to_string("/proc/self/cgroup").map_err(|e| format!("/proc/self/cgroup: {e}"))?;
+    let mut candidates = Vec::new();
+    for line in own.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(id), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let path = path.trim_start_matches('/');
+        if id == "0" && controllers.is_empty() {
+            if let Some(mount) = cgroup2_mount() {
+                let dir = mount.join(path);
+                let delegated = fs::read_to_string(dir.join("cgroup.subtree_control"))
+                    .is_ok_and(|c| c.split_whitespace().any(|c| c == "pids"));
+                if delegated {
+                    candidates.push(dir);
+                }
+            }
+        } else if controllers.split(',').any(|c| c == "pids") {
+            candidates.push(Path::new(PIDS_V1).join(path));
+        }
+    }
+    Ok(candidates)
+}
+
+/// The processes left in the cgroup of executor `pid` (when it has one): a child that made
+/// itself a group of its own is still there, and goes when its executor is killed.
+pub fn cgroup_members(pid: u32) -> Vec<u32> {
+    let name = format!("{CGROUP_PREFIX}{pid}");
+    cgroup_parents()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|parent| fs::read_to_string(parent.join(&name).join("cgroup.procs")).ok())
+        .flat_map(|procs| {
+            procs
+                .lines()
+                .filter_map(|l| l.trim().parse::<u32>().ok())
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 /// Where cgroup v2 is mounted, from `/proc/self/mountinfo`.

@@ -111,17 +111,29 @@ impl Report {
     }
 }
 
+/// How `protected` travels to the executor: a line a path, `sealed ` or `whole ` in front.
+pub fn protected_to_env(protected: &paths::Protected) -> String {
+    let sealed = protected.sealed.iter().map(|p| ("sealed", p));
+    let whole = protected.never_whole.iter().map(|p| ("whole", p));
+    sealed
+        .chain(whole)
+        .map(|(kind, path)| format!("{kind} {}", path.display()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// The protected paths the worker named.
-pub fn protected_from_env() -> Vec<PathBuf> {
-    std::env::var_os(PROTECT_ENV)
-        .map(|v| {
-            v.to_string_lossy()
-                .lines()
-                .filter(|l| !l.is_empty())
-                .map(PathBuf::from)
-                .collect()
-        })
-        .unwrap_or_default()
+pub fn protected_from_env() -> paths::Protected {
+    let mut protected = paths::Protected::default();
+    let text = std::env::var_os(PROTECT_ENV).unwrap_or_default();
+    for line in text.to_string_lossy().lines() {
+        match line.split_once(' ') {
+            Some(("sealed", path)) => protected.sealed.push(PathBuf::from(path)),
+            Some(("whole", path)) => protected.never_whole.push(PathBuf::from(path)),
+            _ => {}
+        }
+    }
+    protected
 }
 
 /// Sets this executor's sandbox up as `plan` says (nothing under `Mode::Off`). Call it before
@@ -146,7 +158,9 @@ pub fn enter(mode: Mode, plan: &Plan<'_>) -> Report {
     report.missing.extend(missing);
     match limit {
         limits::ProcessLimit::Cgroup(_) => report.applied.push(format!("pids cgroup {processes}")),
-        limits::ProcessLimit::Rlimit => report.applied.push(format!("RLIMIT_NPROC +{processes}")),
+        limits::ProcessLimit::Rlimit => report
+            .applied
+            .push(format!("RLIMIT_NPROC +{processes} (shared by the user)")),
         limits::ProcessLimit::Unlimited(why) => {
             report.missing.push(format!("process limit ({why})"))
         }
@@ -168,7 +182,7 @@ pub fn enter(mode: Mode, plan: &Plan<'_>) -> Report {
             udp: s.udp,
             unix: s.unix || plan.kind == HandlerKind::Program,
         };
-        match seccomp::install(openings) {
+        match seccomp::install(&openings) {
             Ok(()) => report.applied.push("seccomp".to_owned()),
             Err(e) => report.missing.push(format!("seccomp ({e})")),
         }
@@ -177,18 +191,44 @@ pub fn enter(mode: Mode, plan: &Plan<'_>) -> Report {
 }
 
 /// The worker (this executor's parent) and the supervisor (the worker's parent, unless the
-/// worker runs alone).
-fn guarded_pids() -> [u32; 2] {
+/// worker runs alone): their pids, their threads and their process groups.
+fn guarded_pids() -> Vec<u32> {
     // SAFETY: getppid cannot fail.
     let worker = unsafe { libc::getppid() } as u32;
-    let supervisor = std::fs::read_to_string(format!("/proc/{worker}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let after = stat.rsplit_once(')')?.1.to_owned();
-            after.split_whitespace().nth(1)?.parse::<u32>().ok()
-        })
-        .unwrap_or(0);
-    [worker, supervisor]
+    let mut guarded = Vec::new();
+    let supervisor = stat_fields(worker).map(|(parent, group)| {
+        guarded.push(group);
+        parent
+    });
+    for pid in [Some(worker), supervisor].into_iter().flatten() {
+        guarded.push(pid);
+        if let Some((_, group)) = stat_fields(pid) {
+            guarded.push(group);
+        }
+        // Its threads (a signal to any one reaches the whole process); the few a server has.
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+            let tids = tasks
+                .flatten()
+                .filter_map(|t| t.file_name().to_str()?.parse::<u32>().ok());
+            guarded.extend(tids.take(MAX_GUARDED_THREADS));
+        }
+    }
+    guarded.sort_unstable();
+    guarded.dedup();
+    guarded
+}
+
+/// The most threads of one guarded process named in the filter.
+const MAX_GUARDED_THREADS: usize = 32;
+
+/// A process's parent and process group, from `/proc/PID/stat`.
+fn stat_fields(pid: u32) -> Option<(u32, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1.to_owned();
+    let mut fields = after.split_whitespace().skip(1);
+    let parent = fields.next()?.parse().ok()?;
+    let group = fields.next()?.parse().ok()?;
+    Some((parent, group))
 }
 
 /// The executor's Landlock layer: files always, TCP for everything but programs (theirs comes
@@ -211,6 +251,7 @@ fn landlock_layer(plan: &Plan<'_>, report: &mut Report) {
             connect: false,
         },
     };
+    let mut closed = 0;
     let built = Ruleset::new(abi, true, tcp).and_then(|mut ruleset| {
         let protected = protected_from_env();
         let mut read = paths::system();
@@ -219,12 +260,15 @@ fn landlock_layer(plan: &Plan<'_>, report: &mut Report) {
         let mut write: Vec<PathBuf> = paths::DEVICES.iter().map(PathBuf::from).collect();
         write.extend(plan.settings.write.iter().cloned());
         // A path that vanished since it was listed is only not opened.
-        for path in paths::around_protected(&read, &protected) {
+        let (read, closed_read) = paths::around_protected(&read, &protected);
+        for path in read {
             let _ = ruleset.allow_path(&path, Access::ReadOnly);
         }
-        for path in paths::around_protected(&write, &protected) {
+        let (write, closed_write) = paths::around_protected(&write, &protected);
+        for path in write {
             let _ = ruleset.allow_path(&path, Access::ReadWrite);
         }
+        closed = closed_read + closed_write;
         // Its own: inside protected folders (the plugins folder, the worker's private one),
         // and opened all the same.
         for own in [Some(plan.file), plan.folder].into_iter().flatten() {
@@ -237,6 +281,11 @@ fn landlock_layer(plan: &Plan<'_>, report: &mut Report) {
         }
         ruleset.restrict()
     });
+    if closed > 0 {
+        report.missing.push(format!(
+            "{closed} path(s) left shut: too many entries to open around a protected folder"
+        ));
+    }
     match built {
         Err(e) => report.missing.push(format!("Landlock ({e})")),
         Ok(()) => {

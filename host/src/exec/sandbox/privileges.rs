@@ -49,10 +49,14 @@ pub fn drop_all() -> io::Result<()> {
         // SAFETY: prctl with integers; EINVAL past the last capability ends the loop.
         if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) } != 0 {
             let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EINVAL) {
-                break;
+            match e.raw_os_error() {
+                Some(libc::EINVAL) => break,
+                // Without CAP_SETPCAP (a binary with file capabilities, run by a user) the
+                // bounding set stays; no_new_privs keeps exec from using it, and capset below
+                // still clears what the process holds.
+                Some(libc::EPERM) => break,
+                _ => return Err(e),
             }
-            return Err(e);
         }
     }
     // SAFETY: prctl with integers.

@@ -1,15 +1,17 @@
-//! The executor's system-call filter (seccomp BPF): what Landlock cannot say, and what it says
-//! only from ABI 6 on. No signal to the worker or the supervisor (or their groups, or every
-//! process at once), whatever the kernel's Landlock. No new session
+//! The executor's system-call filter (seccomp BPF): what Landlock cannot say. No new session
 //! (`setsid`: a kill past the deadline must take every process), no joining another process
 //! group (`setpgid` only as `setpgid(0, 0)`, which plugin-api's program runner needs to kill
-//! what it started as a whole),
+//! what it started as a whole), no new namespaces (`unshare`, `setns`, `clone` with a
+//! `CLONE_NEW*` flag; `clone3` says it does not exist, so the C library falls back to `clone`),
 //! no tracing or reading other processes' memory, no kernel keyrings, eBPF, perf events,
-//! userfaultfd or io_uring (which makes sockets without the `socket` call), and sockets only of
-//! the kinds Landlock's TCP rules govern (TCP), with Unix sockets, UDP and netlink route only
-//! where the plugin's kind or settings open them. Refused calls fail with an errno (`EPERM`, or `EACCES` for a
-//! socket) and the process goes on. Built for the architecture this binary is; a call made
-//! through another ABI (32-bit `int 0x80`, x32) is refused whole.
+//! userfaultfd, io_uring (which makes sockets without the `socket` call) or `pidfd_send_signal`,
+//! and sockets only of the kinds Landlock's TCP rules govern (TCP), with Unix sockets, UDP and
+//! netlink route only where the plugin's kind or settings open them. As a fallback for kernels
+//! without Landlock's signal scope (ABI 6), no signal to the worker's or the supervisor's pid,
+//! threads (those alive at the start) or groups, or to every process at once. Refused calls
+//! fail with an errno (`EPERM`, or `EACCES` for a socket) and the process goes on. Built for the
+//! architecture this binary is; a call made through another ABI (32-bit `int 0x80`, x32) is
+//! refused whole.
 
 use std::io;
 
@@ -20,6 +22,7 @@ const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
 const JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
 const JGE_K: u16 = (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16;
 const AND_K: u16 = (libc::BPF_ALU | libc::BPF_AND | libc::BPF_K) as u16;
+const JSET_K: u16 = (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16;
 const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
 
 /// Offsets in `seccomp_data`: the call's number, its architecture, its arguments (low half).
@@ -50,14 +53,27 @@ const REFUSED: &[libc::c_long] = &[
     libc::SYS_perf_event_open,
     libc::SYS_userfaultfd,
     libc::SYS_io_uring_setup,
+    libc::SYS_pidfd_send_signal,
+    libc::SYS_setns,
 ];
+/// Namespace flags: no new namespace (a user namespace's capabilities reach kernel code, the
+/// traffic-control and netfilter paths, that an unprivileged process never could).
+const CLONE_NEW: u32 = (libc::CLONE_NEWNS
+    | libc::CLONE_NEWCGROUP
+    | libc::CLONE_NEWUTS
+    | libc::CLONE_NEWIPC
+    | libc::CLONE_NEWUSER
+    | libc::CLONE_NEWPID
+    | libc::CLONE_NEWNET) as u32
+    | 0x80; // CLONE_NEWTIME
 
 /// What the filter lets through besides the always-safe, and whom it keeps signals from.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Openings {
-    /// Processes no signal may reach, by pid or as a group (the worker and the supervisor):
-    /// Landlock's signal scope says the same from ABI 6; this holds on older kernels too.
-    pub guarded: [u32; 2],
+    /// Processes no signal may reach, by pid (or thread id) or as a group: the worker's and
+    /// the supervisor's pids, threads and groups. A fallback for kernels without Landlock's
+    /// signal scope (ABI 6), which covers every way there is (a pidfd from `/proc` too).
+    pub guarded: Vec<u32>,
     /// UDP sockets (name lookups need them) and netlink route sockets (`getaddrinfo` asks it
     /// which addresses the machine has).
     pub udp: bool,
@@ -77,6 +93,8 @@ enum Target {
     Inet,
     OwnGroup,
     Signal,
+    Namespaces,
+    NoSuchCall,
     Tcp,
     Udp,
     Netlink,
@@ -109,7 +127,7 @@ fn jump_if(k: u32, on_true: Target, on_false: Target) -> Step {
 }
 
 /// The filter's program.
-pub fn program(openings: Openings) -> Vec<Insn> {
+pub fn program(openings: &Openings) -> Vec<Insn> {
     let errno = |e: i32| libc::SECCOMP_RET_ERRNO | (e as u32 & libc::SECCOMP_RET_DATA);
     let mut steps = vec![
         step(LD_W_ABS, OFFSET_ARCH),
@@ -129,6 +147,23 @@ pub fn program(openings: Openings) -> Vec<Insn> {
     steps.push(jump_if(
         libc::SYS_setpgid as u32,
         Target::OwnGroup,
+        Target::Next,
+    ));
+    // clone3 hides its flags behind a pointer: "no such call", and the C library falls back to
+    // clone, whose flags can be read; unshare and clone must not make namespaces.
+    steps.push(jump_if(
+        libc::SYS_clone3 as u32,
+        Target::NoSuchCall,
+        Target::Next,
+    ));
+    steps.push(jump_if(
+        libc::SYS_clone as u32,
+        Target::Namespaces,
+        Target::Next,
+    ));
+    steps.push(jump_if(
+        libc::SYS_unshare as u32,
+        Target::Namespaces,
         Target::Next,
     ));
     // Calls whose first argument names a process (or group) to signal.
@@ -174,11 +209,21 @@ pub fn program(openings: Openings) -> Vec<Insn> {
     labels.push((Target::Signal, steps.len()));
     steps.push(step(LD_W_ABS, offset_arg(0)));
     steps.push(jump_if(u32::MAX, Target::Refuse, Target::Next));
-    for pid in openings.guarded.into_iter().filter(|&pid| pid > 0) {
+    for &pid in openings.guarded.iter().filter(|&&pid| pid > 0) {
         steps.push(jump_if(pid, Target::Refuse, Target::Next));
         steps.push(jump_if(pid.wrapping_neg(), Target::Refuse, Target::Next));
     }
     steps.push(step(RET_K, libc::SECCOMP_RET_ALLOW));
+    labels.push((Target::Namespaces, steps.len()));
+    steps.push(step(LD_W_ABS, offset_arg(0)));
+    steps.push(Step {
+        code: JSET_K,
+        k: CLONE_NEW,
+        on_true: Target::Refuse,
+        on_false: Target::Allow,
+    });
+    labels.push((Target::NoSuchCall, steps.len()));
+    steps.push(step(RET_K, errno(libc::ENOSYS)));
     // setpgid(pid, pgid): only (0, 0), a group of its own.
     labels.push((Target::OwnGroup, steps.len()));
     steps.push(step(LD_W_ABS, offset_arg(0)));
@@ -244,7 +289,7 @@ pub fn program(openings: Openings) -> Vec<Insn> {
 
 /// Installs the filter on this thread (and so on everything it starts). Needs
 /// `PR_SET_NO_NEW_PRIVS` first.
-pub fn install(openings: Openings) -> io::Result<()> {
+pub fn install(openings: &Openings) -> io::Result<()> {
     let program = program(openings);
     let prog = libc::sock_fprog {
         len: program.len() as u16,
@@ -271,14 +316,14 @@ mod tests {
     #[test]
     fn every_jump_lands_inside_the_program_and_it_ends_in_returns() {
         for (udp, unix) in [(false, false), (true, false), (false, true), (true, true)] {
-            let program = program(Openings {
-                guarded: [1000, 999],
+            let program = program(&Openings {
+                guarded: vec![1000, 999],
                 udp,
                 unix,
             });
             let len = program.len();
             for (at, insn) in program.iter().enumerate() {
-                if insn.code == JEQ_K || insn.code == JGE_K {
+                if insn.code == JEQ_K || insn.code == JGE_K || insn.code == JSET_K {
                     assert!(at + 1 + (insn.jt as usize) < len);
                     assert!(at + 1 + (insn.jf as usize) < len);
                 }
@@ -302,10 +347,11 @@ mod tests {
             match insn.code {
                 LD_W_ABS => a = field(insn.k),
                 AND_K => a &= insn.k,
-                JEQ_K | JGE_K => {
+                JEQ_K | JGE_K | JSET_K => {
                     let taken = match insn.code {
                         JEQ_K => a == insn.k,
-                        _ => a >= insn.k,
+                        JGE_K => a >= insn.k,
+                        _ => a & insn.k != 0,
                     };
                     at += usize::from(if taken { insn.jt } else { insn.jf });
                 }
@@ -320,13 +366,13 @@ mod tests {
         let eperm = libc::SECCOMP_RET_ERRNO | libc::EPERM as u32;
         let eacces = libc::SECCOMP_RET_ERRNO | libc::EACCES as u32;
         let allow = libc::SECCOMP_RET_ALLOW;
-        let closed = program(Openings {
-            guarded: [1000, 999],
+        let closed = program(&Openings {
+            guarded: vec![1000, 999, 1001],
             udp: false,
             unix: false,
         });
-        let open = program(Openings {
-            guarded: [1000, 999],
+        let open = program(&Openings {
+            guarded: vec![1000, 999, 1001],
             udp: true,
             unix: true,
         });
@@ -344,6 +390,39 @@ mod tests {
             (&closed, libc::SYS_kill, [4242, 15, 0], allow),
             (&closed, libc::SYS_tgkill, [1000, 1000, 9], eperm),
             (&closed, libc::SYS_pidfd_open, [999, 0, 0], eperm),
+            (&closed, libc::SYS_tkill, [1001, 9, 0], eperm),
+            (&closed, libc::SYS_pidfd_send_signal, [5, 9, 0], eperm),
+            (
+                &closed,
+                libc::SYS_clone,
+                [libc::SIGCHLD as u64, 0, 0],
+                allow,
+            ),
+            (&closed, libc::SYS_clone, [0x003d_0f00, 0, 0], allow),
+            (
+                &closed,
+                libc::SYS_clone,
+                [libc::CLONE_NEWUSER as u64, 0, 0],
+                eperm,
+            ),
+            (
+                &closed,
+                libc::SYS_unshare,
+                [libc::CLONE_NEWNET as u64, 0, 0],
+                eperm,
+            ),
+            (
+                &closed,
+                libc::SYS_unshare,
+                [libc::CLONE_FILES as u64, 0, 0],
+                allow,
+            ),
+            (
+                &closed,
+                libc::SYS_clone3,
+                [0, 88, 0],
+                libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32,
+            ),
             (&closed, libc::SYS_ptrace, [16, 1000, 0], eperm),
             (&closed, libc::SYS_io_uring_setup, [8, 0, 0], eperm),
             (
