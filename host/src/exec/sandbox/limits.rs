@@ -1,8 +1,10 @@
 //! An executor's resource limits, set on itself before plugin code runs (lowering a limit needs
 //! no privilege): how many processes it may have (a `pids` cgroup of its own where one can be
-//! made, else `RLIMIT_NPROC`, which the kernel does not apply to root), the largest file it may
-//! write (`RLIMIT_FSIZE`, with `SIGXFSZ` ignored so a write past it fails with `EFBIG` instead of
-//! killing the process) and core dumps (`RLIMIT_CORE`, 0 unless settings raise it).
+//! made, else `RLIMIT_NPROC`, which the kernel does not apply to root and which counts the
+//! user's processes machine-wide, so it is set only where all of them can be seen), the largest
+//! file it may write (`RLIMIT_FSIZE`, with `SIGXFSZ` ignored so a write past it fails with
+//! `EFBIG` instead of killing the process) and core dumps (`RLIMIT_CORE`, 0 unless settings
+//! raise it).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -45,6 +47,11 @@ pub fn apply(processes: u64, file_size: u64, core: u64) -> (ProcessLimit, Vec<St
         Err(why) if unsafe { libc::getuid() } == 0 => ProcessLimit::Unlimited(format!(
             "uid 0 is not held by RLIMIT_NPROC, and no pids cgroup: {why}"
         )),
+        Err(_) if !sees_every_process() => ProcessLimit::Unlimited(
+            "no pids cgroup, and in a container RLIMIT_NPROC would count this user's processes \
+             in every container, which this one cannot see"
+                .to_owned(),
+        ),
         Err(_) => {
             let now = user_tasks();
             match lower(libc::RLIMIT_NPROC, now.saturating_add(processes)) {
@@ -178,6 +185,17 @@ fn sweep(parent: &Path) {
             let _ = fs::remove_dir(entry.path());
         }
     }
+}
+
+/// Whether this process sees every process of the machine: it is in the first pid namespace
+/// (`NSpid` in `/proc/self/status` names one pid, not one per nested namespace).
+fn sees_every_process() -> bool {
+    fs::read_to_string("/proc/self/status").is_ok_and(|status| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("NSpid:"))
+            .is_some_and(|pids| pids.split_whitespace().count() == 1)
+    })
 }
 
 /// The tasks (processes and threads) of this process's real user now: what `RLIMIT_NPROC`
