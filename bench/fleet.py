@@ -7,8 +7,9 @@ Usage:
                                              32 at once; SIGTERM stops it early); one
                                              line per request in OUT:
                                              "sent done status" (status 0: no answer)
-  fleet.py summary OUT [FROM [TO]]           "sent failed p50_ms p99_ms max_ms" of requests sent
-                                             in [FROM, TO)
+  fleet.py summary OUT [FROM [TO]]           "sent failed p50_ms p99_ms max_ms statuses" of
+                                             requests sent in [FROM, TO) (statuses of the
+                                             failed: "1x502,2xnone", or "-")
   fleet.py failures OUT                      "first last" send times of failed requests, or "- -"
   fleet.py poll-ready HOST:PORT OUT          GET /-/ready every 20 ms; "time status" on change
   fleet.py poll-lb HOST:PORT OUT             HAProxy's stats CSV every 50 ms; "time server
@@ -118,17 +119,22 @@ def records(path):
 def summary(path, since=0.0, until=float("inf")):
     rows = [r for r in records(path) if since <= r[0] < until]
     if not rows:
-        print("0 0 0 0 0")
+        print("0 0 0 0 0 -")
         return
     latencies = sorted((done - sent) * 1000 for sent, done, status in rows if status == 200)
     failed = sum(1 for r in rows if r[2] != 200)
+    kinds = {}
+    for r in rows:
+        if r[2] != 200:
+            kinds[r[2]] = kinds.get(r[2], 0) + 1
+    what = ",".join(f"{n}x{status or 'none'}" for status, n in sorted(kinds.items())) or "-"
     if latencies:
         p50 = statistics.median(latencies)
         p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
         top = latencies[-1]
     else:
         p50 = p99 = top = 0
-    print(f"{len(rows)} {failed} {p50:.0f} {p99:.0f} {top:.0f}")
+    print(f"{len(rows)} {failed} {p50:.0f} {p99:.0f} {top:.0f} {what}")
 
 
 def failures(path):
