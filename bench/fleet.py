@@ -5,11 +5,11 @@ wall-clock seconds, so the shell script can line them up with what it did and wh
 Usage:
   fleet.py load HOST:PORT RATE SECONDS OUT   POST /work at RATE requests/s (keep-alive, at most
                                              32 at once; SIGTERM stops it early); one
-                                             line per request in OUT:
-                                             "sent done status" (status 0: no answer)
+                                             line per request in OUT: "sent done status
+                                             why" (status 0: no answer, why names the error)
   fleet.py summary OUT [FROM [TO]]           "sent failed p50_ms p99_ms max_ms statuses" of
                                              requests sent in [FROM, TO) (statuses of the
-                                             failed: "1x502,2xnone", or "-")
+                                             failed: "1x502,2xIncompleteReadError", or "-")
   fleet.py failures OUT                      "first last" send times of failed requests, or "- -"
   fleet.py poll-ready HOST:PORT OUT          GET /-/ready every 20 ms; "time status" on change
   fleet.py poll-lb HOST:PORT OUT             HAProxy's stats CSV every 50 ms; "time server
@@ -83,7 +83,7 @@ async def load(addr, rate, seconds, out):
                 continue
             next_at = max(next_at + interval, now - 1.0)
             sent = time.time()
-            status = 0
+            status, why = 0, "-"
             try:
                 if writer is None:
                     reader, writer = await asyncio.wait_for(
@@ -95,25 +95,26 @@ async def load(addr, rate, seconds, out):
                     writer.close()
                     writer = None
             except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError,
-                    IndexError, asyncio.LimitOverrunError):
+                    IndexError, asyncio.LimitOverrunError) as e:
+                why = type(e).__name__
                 if writer is not None:
                     writer.close()
                 writer = None
-            records.append((sent, time.time(), status))
+            records.append((sent, time.time(), status, why))
         if writer is not None:
             writer.close()
 
     await asyncio.gather(*(worker(i) for i in range(CONNECTIONS)))
     with open(out, "w") as f:
-        for sent, done, status in sorted(records):
-            f.write(f"{sent:.4f} {done:.4f} {status}\n")
+        for sent, done, status, why in sorted(records):
+            f.write(f"{sent:.4f} {done:.4f} {status} {why}\n")
 
 
 def records(path):
     with open(path) as f:
         for line in f:
-            sent, done, status = line.split()
-            yield float(sent), float(done), int(status)
+            sent, done, status, why = line.split()
+            yield float(sent), float(done), int(status), why
 
 
 def summary(path, since=0.0, until=float("inf")):
@@ -121,13 +122,14 @@ def summary(path, since=0.0, until=float("inf")):
     if not rows:
         print("0 0 0 0 0 -")
         return
-    latencies = sorted((done - sent) * 1000 for sent, done, status in rows if status == 200)
+    latencies = sorted((done - sent) * 1000 for sent, done, status, _ in rows if status == 200)
     failed = sum(1 for r in rows if r[2] != 200)
     kinds = {}
     for r in rows:
         if r[2] != 200:
-            kinds[r[2]] = kinds.get(r[2], 0) + 1
-    what = ",".join(f"{n}x{status or 'none'}" for status, n in sorted(kinds.items())) or "-"
+            kind = str(r[2]) if r[2] else r[3]
+            kinds[kind] = kinds.get(kind, 0) + 1
+    what = ",".join(f"{n}x{kind}" for kind, n in sorted(kinds.items())) or "-"
     if latencies:
         p50 = statistics.median(latencies)
         p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]

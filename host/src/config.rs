@@ -234,8 +234,8 @@ const SETTINGS: &[Setting] = &[
         flag: "--agent",
         env: "FIDDLER_AGENT",
         value_name: "ADDR",
-        help: "answer HAProxy's agent-check here (plain TCP, one line: \"ready up 60%\" as the \
-               predicted wait grows, \"drain\" where /-/ready is 503); or off",
+        help: "answer HAProxy's agent-check here (plain TCP, one line: \"up 60%\" as the \
+               predicted wait grows, \"up 0%\" where /-/ready is 503); or off",
         set: |c, v| {
             c.agent = listen_addr(v)?;
             Ok(())

@@ -32,14 +32,14 @@ fn queue_echo(server: &Server) -> TcpStream {
 }
 
 #[test]
-fn the_agent_lowers_the_weight_as_the_queue_fills_drains_at_the_mark_and_recovers() {
+fn the_agent_lowers_the_weight_as_the_queue_fills_to_0_at_the_mark_and_recovers() {
     let mut server = Server::start_over(
         Scheme::Http,
         &["crash", "echo"],
         &["--agent", "127.0.0.1:0", "--queue", "4"],
     );
     let agent = agent_addr(&mut server);
-    assert_eq!(agent_line(agent), "ready up 100%\n");
+    assert_eq!(agent_line(agent), "up 100%\n");
     // A call of each first: the predicted wait then counts their real (tiny) times, not the
     // deadline a route with no history is charged.
     assert_eq!(server.get("/crash/fine").status, 200);
@@ -49,11 +49,11 @@ fn the_agent_lowers_the_weight_as_the_queue_fills_drains_at_the_mark_and_recover
     let mut queued = vec![queue_echo(&server)];
     server.wait_queued(1);
     // One of the three that make the high-water mark of a queue of 4.
-    assert_eq!(agent_line(agent), "ready up 67%\n");
+    assert_eq!(agent_line(agent), "up 67%\n");
     queued.extend((0..2).map(|_| queue_echo(&server)));
-    // At the mark (3 of 4) it drains, where /-/ready turns 503.
-    wait_until("the agent to say drain", IO_DEADLINE, || {
-        (agent_line(agent) == "drain\n").then_some(())
+    // At the mark (3 of 4) its weight is 0, where /-/ready turns 503.
+    wait_until("the agent to say 0%", IO_DEADLINE, || {
+        (agent_line(agent) == "up 0%\n").then_some(())
     });
     assert_eq!(server.get("/-/ready").status, 503);
 
@@ -62,7 +62,7 @@ fn the_agent_lowers_the_weight_as_the_queue_fills_drains_at_the_mark_and_recover
     for stream in &mut queued {
         assert_eq!(read_response(stream).map(|r| r.status), Some(200));
     }
-    wait_until("the agent to say ready again", IO_DEADLINE, || {
-        (agent_line(agent) == "ready up 100%\n").then_some(())
+    wait_until("the agent to say 100% again", IO_DEADLINE, || {
+        (agent_line(agent) == "up 100%\n").then_some(())
     });
 }

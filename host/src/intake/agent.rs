@@ -1,9 +1,14 @@
 //! The load-balancer agent (`--agent ADDR`): a plain-TCP listener that answers every connection
 //! with one line in HAProxy's `agent-check` language and closes it. The line says more than
-//! `/-/ready`'s up or down: `ready up 60%` lowers this instance's weight as its queue and
-//! predicted wait grow, so the balancer sends it less before it is full; `drain` (where
-//! `/-/ready` would answer 503: the queue past its high-water mark, the jellyfish's light red,
-//! the first versions still starting) stops new requests without marking it down.
+//! `/-/ready`'s up or down: `up 60%` lowers this instance's weight as its queue and predicted
+//! wait grow, so the balancer sends it less before it is full; `up 0%` (where `/-/ready` would
+//! answer 503: the queue past its high-water mark, the jellyfish's light red, the first
+//! versions still starting) stops new requests without marking it down (HAProxy shows DRAIN).
+//!
+//! Never the words `drain` or `ready`: they set the server's administrative state, the one an
+//! operator sets with `set server ... state drain` before stopping an instance, and the agent's
+//! next `ready` would cancel that drain within one agent interval. A weight is a separate
+//! setting, so the two never fight.
 //!
 //! This file owns the line (sans-IO, from what intake already knows) and the one write that
 //! answers a connection; intake owns the listener and calls [`answer`] from its accept loop.
@@ -39,7 +44,7 @@ pub struct Load {
 pub enum Answer {
     /// Send it new requests, at this share of its configured weight (1..=100).
     Weight(u8),
-    /// Send it no new requests (what `/-/ready` would answer 503 for).
+    /// Send it no new requests (what `/-/ready` would answer 503 for): weight 0.
     Drain,
 }
 
@@ -60,14 +65,13 @@ impl Answer {
         Answer::Weight((100.0 * (1.0 - fraction)).round().clamp(1.0, 100.0) as u8)
     }
 
-    /// Writes the line (with its newline) into `out`; returns its length. `ready` first, so a
-    /// weight also ends a drain the agent itself asked for earlier (only the agent may undo its
-    /// own drain).
+    /// Writes the line (with its newline) into `out`; returns its length. `up` only restores
+    /// what health checks agree with (the agent never says `down`).
     pub fn write(self, out: &mut [u8; 32]) -> usize {
         let mut free = &mut out[..];
         let written = match self {
-            Answer::Weight(percent) => writeln!(free, "ready up {percent}%"),
-            Answer::Drain => writeln!(free, "drain"),
+            Answer::Weight(percent) => writeln!(free, "up {percent}%"),
+            Answer::Drain => writeln!(free, "up 0%"),
         };
         let left = free.len();
         match written {
@@ -146,10 +150,10 @@ mod tests {
     fn the_lines_are_haproxy_agent_words() {
         let mut out = [0u8; 32];
         let len = Answer::Weight(100).write(&mut out);
-        assert_eq!(&out[..len], b"ready up 100%\n");
+        assert_eq!(&out[..len], b"up 100%\n");
         let len = Answer::Weight(7).write(&mut out);
-        assert_eq!(&out[..len], b"ready up 7%\n");
+        assert_eq!(&out[..len], b"up 7%\n");
         let len = Answer::Drain.write(&mut out);
-        assert_eq!(&out[..len], b"drain\n");
+        assert_eq!(&out[..len], b"up 0%\n");
     }
 }
