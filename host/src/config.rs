@@ -21,6 +21,8 @@ pub struct Config {
     /// Where the admin routes (`/-/...`) are served instead of on the HTTP listener; `None`
     /// keeps them on the HTTP listener.
     pub admin: Option<SocketAddr>,
+    /// Where the load-balancer agent answers (HAProxy's `agent-check`); `None` is off.
+    pub agent: Option<SocketAddr>,
     /// How log lines are written.
     pub log_format: crate::observe::log::Format,
     /// The most verbose level logged.
@@ -100,6 +102,7 @@ impl Default for Config {
             // A build without TLS serves plain HTTP only unless asked (then it says why not).
             https: cfg!(feature = "tls").then(|| SocketAddr::from(([127, 0, 0, 1], 8443))),
             admin: None,
+            agent: None,
             log_format: crate::observe::log::Format::Human,
             log_level: crate::observe::log::Level::Info,
             access_log: false,
@@ -233,6 +236,18 @@ const SETTINGS: &[Setting] = &[
             Ok(())
         },
         show_default: |c| show_addr(c.admin),
+    },
+    Setting {
+        flag: "--agent",
+        env: "FIDDLER_AGENT",
+        value_name: "ADDR",
+        help: "answer HAProxy's agent-check here (plain TCP, one line: \"up 60%\" as the \
+               predicted wait grows, \"up 0%\" where /-/ready is 503); or off",
+        set: |c, v| {
+            c.agent = listen_addr(v)?;
+            Ok(())
+        },
+        show_default: |c| show_addr(c.agent),
     },
     Setting {
         flag: "--log-format",

@@ -158,6 +158,7 @@ pub fn bind_listeners(config: &Config) -> Result<Vec<(std::net::TcpListener, Sch
         (config.http, Scheme::Http),
         (config.https, Scheme::Https),
         (config.admin, Scheme::Admin),
+        (config.agent, Scheme::Agent),
     ] {
         if let Some(addr) = addr {
             let socket =

@@ -11,6 +11,7 @@
 //!   with a log line while the rest serve.
 //! - `operability`: metrics, readiness, the admin address, JSON and access logs, systemd socket
 //!   activation.
+//! - `agent`: the load-balancer agent's line (`--agent`) as the queue fills and empties.
 //! - `overload`: the connection budget, the per-IP cap, `--busy 503`, dropped queued requests,
 //!   minimum rates, slow readers, running out of descriptors.
 //! - `authoring`: `fiddler-crab check` on good and bad files; `new` -> build -> serve.
@@ -36,6 +37,7 @@
 //! - `tls`: bad input on the TLS port, certificate renewal without a restart (only in a build
 //!   with the `tls` feature, like every `https::` variant).
 
+mod agent;
 mod authoring;
 mod cgi;
 mod conformance;

@@ -16,6 +16,7 @@
 mod access;
 pub mod admin;
 pub mod admission;
+pub mod agent;
 pub mod conn;
 mod deadlines;
 pub mod dispatch;
@@ -441,6 +442,8 @@ impl Intake {
     fn may_accept_on(&self, i: usize) -> bool {
         match self.listeners[i].scheme {
             Scheme::Admin => self.accepting && self.admin_open < ADMIN_CONNS,
+            // Answered and closed at once: no slot, no budget.
+            Scheme::Agent => self.accepting,
             _ => self.may_accept(),
         }
     }
@@ -448,17 +451,23 @@ impl Intake {
     /// Accepts while there is room and connections wait, taking the listeners in turn.
     fn accept(&mut self) {
         let mut start = 0;
+        let mut agent_answers = 0;
         loop {
             let count = self.listeners.len();
-            let Some(i) = (0..count)
-                .map(|k| (start + k) % count)
-                .find(|&i| self.listeners[i].pending && self.may_accept_on(i))
-            else {
+            let Some(i) = (0..count).map(|k| (start + k) % count).find(|&i| {
+                self.listeners[i].pending
+                    && self.may_accept_on(i)
+                    && (self.listeners[i].scheme != Scheme::Agent || agent_answers < agent::BURST)
+            }) else {
                 return;
             };
             start = i + 1;
             let scheme = self.listeners[i].scheme;
             match self.listeners[i].socket.accept() {
+                Ok((stream, _)) if scheme == Scheme::Agent => {
+                    agent_answers += 1;
+                    agent::answer(stream, self.agent_answer());
+                }
                 Ok((stream, peer)) => {
                     if self.exhausted {
                         self.exhausted = false;
@@ -516,6 +525,8 @@ impl Intake {
                 }
             },
             (Scheme::Https, None) => return self.release_slot(scheme, peer),
+            // Answered in `accept`, never admitted as a connection.
+            (Scheme::Agent, _) => return self.release_slot(scheme, peer),
         };
         let slot = self.free.pop().unwrap_or(self.conns.len());
         let serial = self.next_serial + 1;
@@ -555,6 +566,17 @@ impl Intake {
         self.free.push(slot);
         self.release_slot(kind, peer);
         self.accept();
+    }
+
+    /// What the load-balancer agent says now: from the figures `/-/ready` reads.
+    fn agent_answer(&self) -> agent::Answer {
+        agent::Answer::for_load(&agent::Load {
+            queued: self.dispatch.waiting(),
+            capacity: self.dispatch.capacity(),
+            predicted_wait: self.dispatch.predicted_wait(),
+            queue_wait: self.settings.queue_wait,
+            unready: !self.settled || self.jellyfish.as_ref().is_some_and(Jellyfish::is_red),
+        })
     }
 
     /// Gives back the slot a connection from a `scheme` listener took.

@@ -114,6 +114,7 @@ pub fn snapshot(view: &AdminView<'_>, status: &StatusView<'_>) -> String {
             Scheme::Http => "http",
             Scheme::Https => "https",
             Scheme::Admin => "admin",
+            Scheme::Agent => "agent",
         };
         let _ = write!(
             json,

@@ -21,15 +21,18 @@ pub enum Scheme {
     Https,
     /// Plain HTTP for the admin routes only (`--admin`).
     Admin,
+    /// The load-balancer agent (`--agent`): one line, then closed (see `intake::agent`).
+    Agent,
 }
 
 impl Scheme {
-    /// `http` or `https` (also the `LISTEN_FDNAMES` name).
+    /// `http`, `https`, `admin` or `agent` (also the `LISTEN_FDNAMES` name).
     pub fn as_str(self) -> &'static str {
         match self {
             Scheme::Http => "http",
             Scheme::Https => "https",
             Scheme::Admin => "admin",
+            Scheme::Agent => "agent",
         }
     }
 
@@ -39,6 +42,7 @@ impl Scheme {
             Scheme::Http => format!("listening on http://{addr}"),
             Scheme::Https => format!("listening on https://{addr}"),
             Scheme::Admin => format!("admin routes on http://{addr}/-/"),
+            Scheme::Agent => format!("load-balancer agent on tcp://{addr}"),
         }
     }
 }
@@ -89,6 +93,7 @@ pub fn inherited() -> Option<io::Result<Vec<(TcpListener, Scheme)>>> {
         let scheme = match names.next() {
             Some("https") => Scheme::Https,
             Some("admin") => Scheme::Admin,
+            Some("agent") => Scheme::Agent,
             _ => Scheme::Http,
         };
         // SAFETY: `LISTEN_FDS` hands these descriptors to this process, open, one owner each.
