@@ -28,7 +28,6 @@ use crate::ids::HandlerKind;
 use crate::ids::PluginName;
 use crate::plugins::cgi::{self, CgiProgram};
 use crate::plugins::loader::{self, LoadError, LoadedPlugin, PieceSink};
-use crate::plugins::program as folder;
 use crate::plugins::version::HandlerMeta;
 
 /// What an executor process raises its OOM score by: the kernel's OOM killer picks the
@@ -115,19 +114,15 @@ fn start(
     std::env::set_current_dir(home)
         .map_err(|e| plain(format!("cannot enter {}: {e}", home.display())))?;
     let settings_dir = folder.or((kind == HandlerKind::Program).then_some(file));
-    let (settings, env, opened) = match settings_dir {
-        Some(dir) => (
-            folder::read_settings(dir).map_err(plain)?,
-            folder::read_env(dir).map_err(plain)?,
-            sandbox::settings::read(dir).map_err(plain)?,
-        ),
-        None => Default::default(),
+    let declared = match settings_dir {
+        Some(dir) => program::Declared::read(dir).map_err(plain)?,
+        None => program::Declared::default(),
     };
     if kind == HandlerKind::Native {
         if let Some(dir) = folder {
             // So `init` finds its model: the folder, and its `env` in the environment.
             std::env::set_var(plugin_api::PLUGIN_DIR_ENV, dir);
-            for (key, value) in &env {
+            for (key, value) in &declared.env {
                 std::env::set_var(key, value);
             }
         }
@@ -138,8 +133,8 @@ fn start(
             kind,
             file,
             folder,
-            env: &env,
-            settings: &opened,
+            env: &declared.env,
+            settings: &declared.opened,
             private: &private,
         },
     );
@@ -163,6 +158,7 @@ fn start(
             let mut meta = plugin.meta.clone();
             if folder.is_some() {
                 // The folder's settings are the operator's word: they win over the plugin's.
+                let settings = &declared.settings;
                 meta.deadline_ms = settings.deadline_ms.or(meta.deadline_ms);
                 meta.max_body = settings.max_body.or(meta.max_body);
                 meta.max_lanes = settings.max_lanes.or(meta.max_lanes);
@@ -170,8 +166,8 @@ fn start(
             (Handler::Native(plugin), meta)
         }
         HandlerKind::Program => {
-            let (running, meta) =
-                program::start(&route, file, &private, mode).map_err(|e| (e.reason, e.detail))?;
+            let (running, meta) = program::start(&route, file, &declared, &private, mode)
+                .map_err(|e| (e.reason, e.detail))?;
             let proxy = Proxy::new(running.upstream.clone(), route.as_str());
             (Handler::Program(running, proxy), meta)
         }
@@ -185,6 +181,11 @@ fn start(
             let program = CgiProgram {
                 name: route,
                 path: PathBuf::from(file),
+                workdir: match (mode, file.parent()) {
+                    (sandbox::Mode::Off, Some(own)) => own.to_owned(),
+                    _ => private.clone(),
+                },
+                tmpdir: private.clone(),
             };
             (Handler::Cgi(program), meta)
         }

@@ -161,11 +161,15 @@ fn processes() -> Vec<(u32, u32, u32)> {
         .flatten()
         .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
         .filter_map(|pid| {
-            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            let (parent, pgrp) = parent_and_group(&stat)?;
+            let (parent, pgrp) = parent_and_group_of(pid)?;
             Some((pid, parent, pgrp))
         })
         .collect()
+}
+
+/// The parent and process group of `pid`, from `/proc/PID/stat` (`None` when it is gone).
+pub fn parent_and_group_of(pid: u32) -> Option<(u32, u32)> {
+    parent_and_group(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
 /// The parent and process group in a `/proc/PID/stat` line (after the command's last `)`,

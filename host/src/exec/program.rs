@@ -96,23 +96,49 @@ pub struct RunningProgram {
     life: Arc<Life>,
 }
 
+/// What a handler's folder declares, read once by its executor: its settings, its `env`
+/// lines, and what its sandbox opens.
+#[derive(Debug, Default)]
+pub struct Declared {
+    /// `settings`: deadline, limits, lanes, pace, port owner.
+    pub settings: ProgramSettings,
+    /// `env`: `KEY=value` lines.
+    pub env: Vec<(String, String)>,
+    /// The sandbox keys of `settings`.
+    pub opened: SandboxSettings,
+}
+
+impl Declared {
+    /// Reads `dir`'s `settings` and `env`.
+    pub fn read(dir: &Path) -> Result<Declared, String> {
+        Ok(Declared {
+            settings: program::read_settings(dir)?,
+            env: program::read_env(dir)?,
+            opened: sandbox::settings::read(dir)?,
+        })
+    }
+}
+
 /// Starts `dir/serve` for `route` and waits until it listens (within the start timeout its
 /// executor was given); returns it and what it reports about itself. A program that exits
 /// because another process took its port first is started again on another port.
 pub fn start(
     route: &PluginName,
     dir: &Path,
+    declared: &Declared,
     private: &Path,
     mode: Mode,
 ) -> Result<(RunningProgram, HandlerMeta), StartError> {
-    let settings = program::read_settings(dir).map_err(StartError::plain)?;
-    let extra_env = program::read_env(dir).map_err(StartError::plain)?;
-    let opened = sandbox::settings::read(dir).map_err(StartError::plain)?;
-    let until = start_deadline(&settings);
+    let Declared {
+        settings,
+        env: extra_env,
+        opened,
+    } = declared;
+    let until = start_deadline(settings);
     let mut tries = 0;
     let (mut running, upstream) = loop {
         tries += 1;
-        let (running, tail) = launch(route, dir, &extra_env, private, mode, &opened)?;
+        let (running, tail) = launch(route, dir, extra_env, private, mode, opened)?;
         let failure = match wait_until_listening(&running, until, !settings.any_port_owner) {
             Ok(upstream) => break (running, upstream),
             Err(failure) => failure,

@@ -216,12 +216,12 @@ impl Versions {
             ),
         }
         // Once per version: what its sandbox is, loud when something is missing.
-        match version.meta.sandbox.split_once("; missing: ") {
-            Some((applied, missing)) => warn!(
+        match crate::exec::sandbox::split_line(&version.meta.sandbox) {
+            (applied, Some(missing)) => warn!(
                 "/{name}: sandbox lacks {missing} (in force: {applied}); --sandbox strict would \
                  refuse it"
             ),
-            None => info!("/{name}: sandbox: {}", version.meta.sandbox),
+            (_, None) => info!("/{name}: sandbox: {}", version.meta.sandbox),
         }
         let (kind, what) = match version.replaces {
             Some(old) => (

@@ -35,26 +35,24 @@ impl Intake {
         }
         let fields = head.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice()));
         let verdict = self.gates.check(route, fields);
-        if let Verdict::Pass { .. } = verdict {
-            return true;
-        }
-        let realm = PluginName::parse(route).map_or(ANY_REALM.to_owned(), |r| r.to_string());
+        // Only for a refusal: a request let through allocates nothing here.
+        let realm = || PluginName::parse(route).map_or(ANY_REALM.to_owned(), |r| r.to_string());
         let response = match verdict {
             Verdict::Pass { .. } => return true,
             Verdict::NoKey => text(
                 401,
                 "401 Unauthorized: this route needs a key (Authorization: Bearer KEY)\n",
             )
-            .with_header("WWW-Authenticate", &format!("Bearer realm=\"{realm}\"")),
+            .with_header("WWW-Authenticate", &format!("Bearer realm=\"{}\"", realm())),
             Verdict::WrongKey => text(401, "401 Unauthorized: that key does not open this route\n")
                 .with_header(
                     "WWW-Authenticate",
-                    &format!("Bearer realm=\"{realm}\", error=\"invalid_token\""),
+                    &format!("Bearer realm=\"{}\", error=\"invalid_token\"", realm()),
                 ),
             Verdict::Ambiguous => text(400, "400 Bad Request: more than one Authorization field\n")
                 .with_header(
                     "WWW-Authenticate",
-                    &format!("Bearer realm=\"{realm}\", error=\"invalid_request\""),
+                    &format!("Bearer realm=\"{}\", error=\"invalid_request\"", realm()),
                 ),
             Verdict::Closed => text(503, "503 Service Unavailable: this route is closed\n"),
         };

@@ -38,24 +38,21 @@ pub struct CgiProgram {
     pub name: PluginName,
     /// The file in the plugins folder, run as is (an absolute path).
     pub path: PathBuf,
+    /// Where it runs: its executor's private folder when sandboxed (the plugins folder is shut
+    /// to it then), its own folder otherwise.
+    pub workdir: PathBuf,
+    /// Its `TMPDIR`: its executor's private folder.
+    pub tmpdir: PathBuf,
 }
 
 /// Runs `program` for `request` (inside its executor); every failure is an HTTP answer and,
 /// where useful, a line on the executor's stderr, which the worker logs with the route.
 pub fn call(program: &CgiProgram, request: Request, deadline: Duration) -> Response {
     let route = program.name.as_str();
-    // Sandboxed, its folder (the plugins folder) is shut to it: it runs in its executor's
-    // private folder, which is also its TMPDIR. Without the sandbox, in its own folder.
-    let dir = match crate::exec::sandbox::Mode::from_env() {
-        crate::exec::sandbox::Mode::Off => {
-            program.path.parent().map(PathBuf::from).unwrap_or_default()
-        }
-        _ => std::env::temp_dir(),
-    };
     let mut runner = Program::new(&program.path)
         .env_clear()
-        .env("TMPDIR", std::env::temp_dir())
-        .current_dir(dir)
+        .env("TMPDIR", &program.tmpdir)
+        .current_dir(&program.workdir)
         .deadline(deadline)
         .grace(GRACE)
         .max_stdout(MAX_OUTPUT)

@@ -17,8 +17,8 @@ const PIDS_V1: &str = "/sys/fs/cgroup/pids";
 /// How the process count was limited.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ProcessLimit {
-    /// A cgroup of its own (`pids.max`), with its path.
-    Cgroup(PathBuf),
+    /// A cgroup of its own (`pids.max`).
+    Cgroup,
     /// `RLIMIT_NPROC`, counted over the user's processes (set to theirs now plus the limit).
     Rlimit,
     /// Not limited, and why.
@@ -42,7 +42,7 @@ pub fn apply(processes: u64, file_size: u64, core: u64) -> (ProcessLimit, Vec<St
         }
     }
     let limit = match pids_cgroup(processes) {
-        Ok(path) => ProcessLimit::Cgroup(path),
+        Ok(()) => ProcessLimit::Cgroup,
         // SAFETY: getuid cannot fail.
         Err(why) if unsafe { libc::getuid() } == 0 => ProcessLimit::Unlimited(format!(
             "uid 0 is not held by RLIMIT_NPROC, and no pids cgroup: {why}"
@@ -80,7 +80,7 @@ fn lower(resource: libc::__rlimit_resource_t, value: u64) -> std::io::Result<()>
 /// into it: cgroup v2 where the `pids` controller is delegated to the server's cgroup, else
 /// cgroup v1's `pids` hierarchy where it is mounted and writable. Stale ones of executors that
 /// are gone are removed first.
-fn pids_cgroup(processes: u64) -> Result<PathBuf, String> {
+fn pids_cgroup(processes: u64) -> Result<(), String> {
     let candidates = cgroup_parents()?;
     if candidates.is_empty() {
         return Err("no pids controller is delegated to this server's cgroup".to_owned());
@@ -97,7 +97,7 @@ fn pids_cgroup(processes: u64) -> Result<PathBuf, String> {
             .and_then(|()| fs::write(dir.join("pids.max"), processes.to_string()))
             .and_then(|()| fs::write(dir.join("cgroup.procs"), std::process::id().to_string()));
         match made {
-            Ok(()) => return Ok(dir),
+            Ok(()) => return Ok(()),
             Err(e) => {
                 let _ = fs::remove_dir(&dir);
                 why = format!("{}: {e}", parent.display());
@@ -140,10 +140,12 @@ fn cgroup_parents() -> Result<Vec<PathBuf>, String> {
 /// The processes left in the cgroup of executor `pid` (when it has one): a child that made
 /// itself a group of its own is still there, and goes when its executor is killed.
 pub fn cgroup_members(pid: u32) -> Vec<u32> {
+    // The worker's own cgroups do not move: looked up once, not at every kill.
+    static PARENTS: std::sync::OnceLock<Vec<PathBuf>> = std::sync::OnceLock::new();
     let name = format!("{CGROUP_PREFIX}{pid}");
-    cgroup_parents()
-        .unwrap_or_default()
-        .into_iter()
+    PARENTS
+        .get_or_init(|| cgroup_parents().unwrap_or_default())
+        .iter()
         .filter_map(|parent| fs::read_to_string(parent.join(&name).join("cgroup.procs")).ok())
         .flat_map(|procs| {
             procs

@@ -22,6 +22,7 @@ pub mod settings;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use crate::exec::port_owner::parent_and_group_of;
 use crate::ids::HandlerKind;
 use landlock::{Access, Ruleset, Tcp};
 use settings::{Ports, SandboxSettings};
@@ -97,17 +98,28 @@ pub struct Report {
     pub missing: Vec<String>,
 }
 
+/// Between what is in force and what is missing, in a report's line.
+const MISSING: &str = "; missing: ";
+
 impl Report {
-    /// One line: what is in force, then what is missing.
+    /// One line: what is in force, then what is missing (`split_line` takes it apart).
     pub fn line(&self) -> String {
         let mut line = match self.applied.is_empty() {
             true => "off".to_owned(),
             false => self.applied.join(", "),
         };
         if !self.missing.is_empty() {
-            let _ = write!(line, "; missing: {}", self.missing.join("; "));
+            let _ = write!(line, "{MISSING}{}", self.missing.join("; "));
         }
         line
+    }
+}
+
+/// A report's line as the worker gets it: what is in force, and what is missing if anything.
+pub fn split_line(line: &str) -> (&str, Option<&str>) {
+    match line.split_once(MISSING) {
+        Some((applied, missing)) => (applied, Some(missing)),
+        None => (line, None),
     }
 }
 
@@ -157,7 +169,7 @@ pub fn enter(mode: Mode, plan: &Plan<'_>) -> Report {
     let (limit, missing) = limits::apply(processes, file_size, s.core.unwrap_or(0));
     report.missing.extend(missing);
     match limit {
-        limits::ProcessLimit::Cgroup(_) => report.applied.push(format!("pids cgroup {processes}")),
+        limits::ProcessLimit::Cgroup => report.applied.push(format!("pids cgroup {processes}")),
         limits::ProcessLimit::Rlimit => report
             .applied
             .push(format!("RLIMIT_NPROC +{processes} (shared by the user)")),
@@ -196,13 +208,10 @@ fn guarded_pids() -> Vec<u32> {
     // SAFETY: getppid cannot fail.
     let worker = unsafe { libc::getppid() } as u32;
     let mut guarded = Vec::new();
-    let supervisor = stat_fields(worker).map(|(parent, group)| {
-        guarded.push(group);
-        parent
-    });
+    let supervisor = parent_and_group_of(worker).map(|(parent, _)| parent);
     for pid in [Some(worker), supervisor].into_iter().flatten() {
         guarded.push(pid);
-        if let Some((_, group)) = stat_fields(pid) {
+        if let Some((_, group)) = parent_and_group_of(pid) {
             guarded.push(group);
         }
         // Its threads (a signal to any one reaches the whole process); the few a server has.
@@ -220,16 +229,6 @@ fn guarded_pids() -> Vec<u32> {
 
 /// The most threads of one guarded process named in the filter.
 const MAX_GUARDED_THREADS: usize = 32;
-
-/// A process's parent and process group, from `/proc/PID/stat`.
-fn stat_fields(pid: u32) -> Option<(u32, u32)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = stat.rsplit_once(')')?.1.to_owned();
-    let mut fields = after.split_whitespace().skip(1);
-    let parent = fields.next()?.parse().ok()?;
-    let group = fields.next()?.parse().ok()?;
-    Some((parent, group))
-}
 
 /// The executor's Landlock layer: files always, TCP for everything but programs (theirs comes
 /// with `for_program`), scopes where the kernel has them.

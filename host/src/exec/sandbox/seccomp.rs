@@ -230,22 +230,20 @@ pub fn program(openings: &Openings) -> Vec<Insn> {
     steps.push(jump_if(0, Target::Next, Target::Refuse));
     steps.push(step(LD_W_ABS, offset_arg(1)));
     steps.push(jump_if(0, Target::Allow, Target::Refuse));
-    labels.push((Target::Tcp, steps.len()));
-    steps.push(step(LD_W_ABS, offset_arg(2)));
-    steps.push(jump_if(0, Target::Allow, Target::Next));
-    steps.push(jump_if(
-        libc::IPPROTO_TCP as u32,
-        Target::Allow,
-        Target::RefuseSocket,
-    ));
-    labels.push((Target::Udp, steps.len()));
-    steps.push(step(LD_W_ABS, offset_arg(2)));
-    steps.push(jump_if(0, Target::Allow, Target::Next));
-    steps.push(jump_if(
-        libc::IPPROTO_UDP as u32,
-        Target::Allow,
-        Target::RefuseSocket,
-    ));
+    // The protocol: the type's default (0) or its own, nothing else (SCTP is a stream too).
+    for (label, protocol) in [
+        (Target::Tcp, libc::IPPROTO_TCP),
+        (Target::Udp, libc::IPPROTO_UDP),
+    ] {
+        labels.push((label, steps.len()));
+        steps.push(step(LD_W_ABS, offset_arg(2)));
+        steps.push(jump_if(0, Target::Allow, Target::Next));
+        steps.push(jump_if(
+            protocol as u32,
+            Target::Allow,
+            Target::RefuseSocket,
+        ));
+    }
     labels.push((Target::Netlink, steps.len()));
     steps.push(step(LD_W_ABS, offset_arg(2)));
     steps.push(jump_if(

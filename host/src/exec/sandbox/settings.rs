@@ -42,21 +42,6 @@ pub enum Ports {
     Any,
 }
 
-impl Ports {
-    /// A list for `/-/status`.
-    pub fn describe(&self) -> String {
-        match self {
-            Ports::None => "none".to_owned(),
-            Ports::Any => "any".to_owned(),
-            Ports::Some(ports) => ports
-                .iter()
-                .map(u16::to_string)
-                .collect::<Vec<_>>()
-                .join(","),
-        }
-    }
-}
-
 /// What a folder's settings open.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SandboxSettings {
