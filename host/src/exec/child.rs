@@ -346,11 +346,11 @@ fn send_whole(link: &mut WorkerLink, result: Result<Response, String>) -> io::Re
             let head = frame::response(&response);
             if head.len() > frame::MAX_META {
                 let why = format!("its answer's headers exceed {} bytes", frame::MAX_META);
-                return frame::send(link, &frame::panicked(&why), &[]);
+                return link.send_whole(&frame::panicked(&why), &[]);
             }
-            frame::send(link, &head, &response.body)
+            link.send_whole(&head, &response.body)
         }
-        Err(why) => frame::send(link, &frame::panicked(&why), &[]),
+        Err(why) => link.send_whole(&frame::panicked(&why), &[]),
     }
 }
 

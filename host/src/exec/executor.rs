@@ -120,6 +120,8 @@ pub struct Executor {
     /// one turn's share, or held back while the client's connection was full). Edge-triggered
     /// polling will not say so again: the pool reads it on a later turn.
     pub unread: bool,
+    /// It has calls to write at the end of the loop's turn (the pool's `unwritten` names it).
+    pub write_due: bool,
     /// The request it died running, with its deadline, kept for a crash file until its exit
     /// status is known.
     pub crash: Option<(plugin_api::Request, Duration)>,
@@ -144,6 +146,8 @@ pub enum Received {
     Paused,
 }
 
+/// The most parts (a head and a body per call) of one write of calls to an executor.
+const WRITE_SLICES: usize = 16;
 /// The most bytes of streamed pieces read from one executor in one turn: a fast stream cannot
 /// hold the loop, and a slow client holds at most about this much beyond its own buffer.
 pub const PIECES_PER_TURN: usize = 256 * 1024;
@@ -218,6 +222,7 @@ impl Executor {
             sent_calls: 0,
             cancel: None,
             unread: false,
+            write_due: false,
             crash: None,
         })
     }
@@ -242,22 +247,40 @@ impl Executor {
                 return Ok(());
             }
         }
-        for call in self.calls.iter_mut() {
-            while call.sent < call.len() {
+        // Every call not yet written whole goes in one `writev` (up to `WRITE_SLICES` parts):
+        // several small requests cost one system call, and one wakeup of the executor.
+        loop {
+            let mut slices: [IoSlice<'_>; WRITE_SLICES] = [IoSlice::new(&[]); WRITE_SLICES];
+            let mut used = 0;
+            for call in self.calls.iter().filter(|c| c.sent < c.len()) {
+                if used + 2 > WRITE_SLICES {
+                    break;
+                }
                 let body = &call.job.request.body[..];
                 let (head, body) = match call.sent < call.head.len() {
                     true => (&call.head[call.sent..], body),
                     false => (&[][..], &body[call.sent - call.head.len()..]),
                 };
-                match self
-                    .socket
-                    .write_vectored(&[IoSlice::new(head), IoSlice::new(body)])
-                {
-                    Ok(0) => return Err(Broken),
-                    Ok(n) => call.sent += n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                    Err(_) => return Err(Broken),
+                slices[used] = IoSlice::new(head);
+                slices[used + 1] = IoSlice::new(body);
+                used += 2;
+            }
+            if used == 0 {
+                break;
+            }
+            let mut written = match self.socket.write_vectored(&slices[..used]) {
+                Ok(0) => return Err(Broken),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(_) => return Err(Broken),
+            };
+            for call in self.calls.iter_mut().filter(|c| c.sent < c.len()) {
+                let taken = written.min(call.len() - call.sent);
+                call.sent += taken;
+                written -= taken;
+                if written == 0 {
+                    break;
                 }
             }
         }

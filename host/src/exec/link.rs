@@ -1,14 +1,16 @@
 //! The executor's end of its socket to the worker: frames in (blocking, with a backlog of the
-//! ones read while a call ran), frames out, and, while a call streams, a look without blocking
-//! for the worker's `Cancel` of that call (its client left), so a plugin or a program stops
-//! producing for nobody.
+//! ones read while a call ran), frames out (small whole answers held while more requests are
+//! already read, so several go in one write), and, while a call streams, a look without
+//! blocking for the worker's `Cancel` of that call (its client left), so a plugin or a program
+//! stops producing for nobody.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
 
-use crate::exec::frame::{FrameError, FrameReader, Message};
+use crate::exec::frame::{self, FrameError, FrameReader, Message};
 
 /// A streamed answer's downstream: the worker, and whether it wants the rest.
 pub trait Downstream: Write {
@@ -38,7 +40,18 @@ pub struct WorkerLink {
     current: u64,
     /// A `Cancel` for the current call came (or the worker went away).
     cancelled: bool,
+    /// Whole answers held back while more requests wait in the backlog, written together
+    /// before this end blocks or writes anything else (at most [`HELD_MAX`] bytes).
+    held: Vec<u8>,
+    /// When the current call was taken from the backlog.
+    taken_at: Instant,
 }
+
+/// The most bytes of whole answers held back for one write.
+const HELD_MAX: usize = 64 * 1024;
+/// An answer is held only after a call this quick: the next call, expected as quick, is all
+/// it waits for. A slower call's answer goes at once (it would wait a whole call otherwise).
+const QUICK_CALL: Duration = Duration::from_micros(100);
 
 impl WorkerLink {
     /// The link over `socket`.
@@ -51,7 +64,40 @@ impl WorkerLink {
             requests: 0,
             current: 0,
             cancelled: false,
+            held: Vec::new(),
+            taken_at: Instant::now(),
         }
+    }
+
+    /// Sends a whole answer's frame: after a quick call, held back with the ones before it
+    /// while more requests are already read (they will be answered soon), written with them
+    /// otherwise.
+    pub fn send_whole(&mut self, head: &[u8], body: &[u8]) -> io::Result<()> {
+        let fits = self.held.len() + head.len() + body.len() <= HELD_MAX;
+        if !fits || self.taken_at.elapsed() >= QUICK_CALL {
+            self.flush_held()?;
+            return frame::send(&mut self.socket, head, body);
+        }
+        self.held.extend_from_slice(head);
+        self.held.extend_from_slice(body);
+        let more = self
+            .backlog
+            .iter()
+            .any(|m| matches!(m, Message::Request(..) | Message::Batch(_)));
+        match more {
+            true => Ok(()),
+            false => self.flush_held(),
+        }
+    }
+
+    /// Writes the answers held back, if any.
+    fn flush_held(&mut self) -> io::Result<()> {
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        let result = frame::send(&mut self.socket, &self.held, &[]);
+        self.held.clear();
+        result
     }
 
     /// The next frame from the worker (blocking). A `Request` becomes the current call (a
@@ -65,11 +111,14 @@ impl WorkerLink {
                         self.requests += 1;
                         self.current = self.requests;
                         self.cancelled = false;
+                        self.taken_at = Instant::now();
                         return Ok(message);
                     }
                     other => return Ok(other),
                 }
             }
+            // Nothing more to answer now: what was held goes before this end waits.
+            self.flush_held().map_err(|_| LinkEnd::Closed)?;
             self.fill(true)?;
         }
     }
@@ -139,16 +188,21 @@ impl Downstream for WorkerLink {
     }
 }
 
+/// Frames written through `Write` (a streamed answer's, a program's) go after the answers
+/// held before them.
 impl Write for WorkerLink {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.flush_held()?;
         self.socket.write(bytes)
     }
 
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        self.flush_held()?;
         self.socket.write_vectored(bufs)
     }
 
     fn flush(&mut self) -> io::Result<()> {
+        self.flush_held()?;
         self.socket.flush()
     }
 }

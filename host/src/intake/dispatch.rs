@@ -222,6 +222,11 @@ impl Dispatch {
             .pump(registry, scratch, &mut self.events, takes_more)
     }
 
+    /// Writes the calls given to executors in this turn (before the loop polls).
+    pub fn write_due(&mut self) {
+        self.pool.write_due();
+    }
+
     /// The pool's deadlines, reaps and restarts, when one is due.
     pub fn sweep(&mut self, now: Instant, registry: &Registry) {
         if self.pool.next_deadline().is_some_and(|at| at <= now) {

@@ -272,6 +272,8 @@ impl Intake {
                     self.accept();
                 }
             }
+            // Calls given to executors this turn go now, several in one write each.
+            self.dispatch.write_due();
             let wake_at = match self.dispatch.next_deadline() {
                 Some(at) => at.min(next_sweep),
                 None => next_sweep,

@@ -155,6 +155,9 @@ pub struct Pool {
     runtime_dir: PathBuf,
     /// Where the requests that killed executors go (`--crash-dir`).
     crashes: Option<CrashSink>,
+    /// Slots whose executors have calls to write at the end of the loop's turn (an entry
+    /// counts only while its executor's `write_due` is set; at most one per executor).
+    unwritten: Vec<usize>,
 }
 
 impl Pool {
@@ -170,6 +173,7 @@ impl Pool {
             free: Vec::new(),
             busy: 0,
             counters: ExecutorCounters::default(),
+            unwritten: Vec::new(),
         }
     }
 
@@ -535,14 +539,29 @@ impl Pool {
         executor.drain_output(&label, registry, scratch);
     }
 
-    /// Writes what is pending to the executor in `slot`.
+    /// Marks the executor in `slot` as having calls to write: they go at the end of the
+    /// loop's turn ([`Pool::write_due`]), together with the others queued in the same turn.
+    fn write(&mut self, slot: usize) {
+        if let Some(executor) = self.executors.get_mut(slot).and_then(Option::as_mut) {
+            if !std::mem::replace(&mut executor.write_due, true) {
+                self.unwritten.push(slot);
+            }
+        }
+    }
+
+    /// Writes what is pending to every executor given calls in this turn: one `writev` for
+    /// several calls, one wakeup of the executor. The loop calls it before it polls.
     ///
     /// A broken socket is not handled here: the answers the executor wrote before it went may
     /// still wait to be read, and its end of file arrives as a poll event, which reads them
     /// first and then counts the death.
-    fn write(&mut self, slot: usize) {
-        if let Some(executor) = self.executors.get_mut(slot).and_then(Option::as_mut) {
-            let _ = executor.write_pending();
+    pub fn write_due(&mut self) {
+        for slot in std::mem::take(&mut self.unwritten) {
+            if let Some(executor) = self.executors.get_mut(slot).and_then(Option::as_mut) {
+                if std::mem::replace(&mut executor.write_due, false) {
+                    let _ = executor.write_pending();
+                }
+            }
         }
     }
 
