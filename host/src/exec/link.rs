@@ -206,3 +206,103 @@ impl Write for WorkerLink {
         self.socket.flush()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use plugin_api::{Request, Response};
+
+    /// What the worker's end can read now, without waiting.
+    fn readable(socket: &mut UnixStream) -> Vec<u8> {
+        let mut all = Vec::new();
+        let mut buffer = [0u8; 4096];
+        loop {
+            match peek_read(socket, &mut buffer) {
+                Ok(0) | Err(_) => return all,
+                Ok(n) => all.extend_from_slice(&buffer[..n]),
+            }
+        }
+    }
+
+    fn frames(bytes: &[u8]) -> Vec<Message> {
+        let mut out = Vec::new();
+        FrameReader::default()
+            .feed_all(bytes, &mut out)
+            .expect("whole frames");
+        out
+    }
+
+    #[test]
+    fn a_quick_answer_waits_for_the_requests_already_read_then_all_go_together() {
+        let (executor_end, mut worker_end) = UnixStream::pair().expect("a socketpair");
+        let mut link = WorkerLink::new(executor_end);
+        for path in ["/echo/1", "/echo/2"] {
+            let request = Request::new("POST", path).with_body("x");
+            frame::send(
+                &mut worker_end,
+                &frame::request(&request, 1000),
+                &request.body,
+            )
+            .expect("written");
+        }
+        let answer = Response::text("x");
+        let head = frame::response(&answer);
+
+        let since = Instant::now();
+        assert!(matches!(link.receive(), Ok(Message::Request(..))));
+        // Both requests came in one read: the second waits in the backlog.
+        link.send_whole(&head, &answer.body).expect("sent");
+        let quick = since.elapsed() < QUICK_CALL;
+        let first = readable(&mut worker_end);
+        match quick {
+            // Held: nothing reaches the worker while the next request is already here.
+            true => assert!(first.is_empty(), "a quick answer went alone"),
+            // The call was not quick (a busy machine): its answer went at once.
+            false => assert_eq!(frames(&first).len(), 1),
+        }
+
+        assert!(matches!(link.receive(), Ok(Message::Request(..))));
+        link.send_whole(&head, &answer.body).expect("sent");
+        let rest = readable(&mut worker_end);
+        let expected = if quick { 2 } else { 1 };
+        let answers = frames(&rest);
+        assert_eq!(
+            answers.len(),
+            expected,
+            "the backlog is empty: all held go now"
+        );
+        assert!(answers.iter().all(|m| matches!(m, Message::Response(_))));
+    }
+
+    #[test]
+    fn a_streamed_frame_goes_after_the_held_answers_never_before() {
+        let (executor_end, mut worker_end) = UnixStream::pair().expect("a socketpair");
+        let mut link = WorkerLink::new(executor_end);
+        for path in ["/echo/1", "/echo/2"] {
+            let request = Request::new("POST", path).with_body("x");
+            frame::send(
+                &mut worker_end,
+                &frame::request(&request, 1000),
+                &request.body,
+            )
+            .expect("written");
+        }
+        let answer = Response::text("x");
+        assert!(matches!(link.receive(), Ok(Message::Request(..))));
+        link.send_whole(&frame::response(&answer), &answer.body)
+            .expect("sent");
+        assert!(matches!(link.receive(), Ok(Message::Request(..))));
+        frame::send(
+            &mut link,
+            &frame::stream_head(&Response::status(200), None),
+            &[],
+        )
+        .expect("sent");
+        let order: Vec<&'static str> = frames(&readable(&mut worker_end))
+            .iter()
+            .map(Message::name)
+            .collect();
+        // Held or not (a busy machine), the answer written first is read first.
+        assert_eq!(order, ["Response", "Head"]);
+    }
+}
