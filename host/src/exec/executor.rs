@@ -120,7 +120,7 @@ pub struct Executor {
     /// one turn's share, or held back while the client's connection was full). Edge-triggered
     /// polling will not say so again: the pool reads it on a later turn.
     pub unread: bool,
-    /// It has calls to write at the end of the loop's turn (the pool's `unwritten` names it).
+    /// It has calls to write at the end of the loop's turn (the pool's `write_due`).
     pub write_due: bool,
     /// The request it died running, with its deadline, kept for a crash file until its exit
     /// status is known.

@@ -71,23 +71,27 @@ impl WorkerLink {
 
     /// Sends a whole answer's frame: after a quick call, held back with the ones before it
     /// while more requests are already read (they will be answered soon), written with them
-    /// otherwise.
+    /// otherwise (copied only when there are answers held to join).
     pub fn send_whole(&mut self, head: &[u8], body: &[u8]) -> io::Result<()> {
         let fits = self.held.len() + head.len() + body.len() <= HELD_MAX;
-        if !fits || self.taken_at.elapsed() >= QUICK_CALL {
-            self.flush_held()?;
-            return frame::send(&mut self.socket, head, body);
+        let hold = fits && self.taken_at.elapsed() < QUICK_CALL && self.more_requests_read();
+        if hold || (fits && !self.held.is_empty()) {
+            self.held.extend_from_slice(head);
+            self.held.extend_from_slice(body);
+            return match hold {
+                true => Ok(()),
+                false => self.flush_held(),
+            };
         }
-        self.held.extend_from_slice(head);
-        self.held.extend_from_slice(body);
-        let more = self
-            .backlog
+        self.flush_held()?;
+        frame::send(&mut self.socket, head, body)
+    }
+
+    /// Whether a request (or a batch) already read waits to be taken.
+    fn more_requests_read(&self) -> bool {
+        self.backlog
             .iter()
-            .any(|m| matches!(m, Message::Request(..) | Message::Batch(_)));
-        match more {
-            true => Ok(()),
-            false => self.flush_held(),
-        }
+            .any(|m| matches!(m, Message::Request(..) | Message::Batch(_)))
     }
 
     /// Writes the answers held back, if any.
@@ -232,10 +236,9 @@ mod tests {
         out
     }
 
-    #[test]
-    fn a_quick_answer_waits_for_the_requests_already_read_then_all_go_together() {
+    /// A link whose worker end has written two requests, and that worker end.
+    fn link_with_two_requests() -> (WorkerLink, UnixStream) {
         let (executor_end, mut worker_end) = UnixStream::pair().expect("a socketpair");
-        let mut link = WorkerLink::new(executor_end);
         for path in ["/echo/1", "/echo/2"] {
             let request = Request::new("POST", path).with_body("x");
             frame::send(
@@ -245,6 +248,12 @@ mod tests {
             )
             .expect("written");
         }
+        (WorkerLink::new(executor_end), worker_end)
+    }
+
+    #[test]
+    fn a_quick_answer_waits_for_the_requests_already_read_then_all_go_together() {
+        let (mut link, mut worker_end) = link_with_two_requests();
         let answer = Response::text("x");
         let head = frame::response(&answer);
 
@@ -276,17 +285,7 @@ mod tests {
 
     #[test]
     fn a_streamed_frame_goes_after_the_held_answers_never_before() {
-        let (executor_end, mut worker_end) = UnixStream::pair().expect("a socketpair");
-        let mut link = WorkerLink::new(executor_end);
-        for path in ["/echo/1", "/echo/2"] {
-            let request = Request::new("POST", path).with_body("x");
-            frame::send(
-                &mut worker_end,
-                &frame::request(&request, 1000),
-                &request.body,
-            )
-            .expect("written");
-        }
+        let (mut link, mut worker_end) = link_with_two_requests();
         let answer = Response::text("x");
         assert!(matches!(link.receive(), Ok(Message::Request(..))));
         link.send_whole(&frame::response(&answer), &answer.body)

@@ -155,9 +155,6 @@ pub struct Pool {
     runtime_dir: PathBuf,
     /// Where the requests that killed executors go (`--crash-dir`).
     crashes: Option<CrashSink>,
-    /// Slots whose executors have calls to write at the end of the loop's turn (an entry
-    /// counts only while its executor's `write_due` is set; at most one per executor).
-    unwritten: Vec<usize>,
 }
 
 impl Pool {
@@ -173,7 +170,6 @@ impl Pool {
             free: Vec::new(),
             busy: 0,
             counters: ExecutorCounters::default(),
-            unwritten: Vec::new(),
         }
     }
 
@@ -543,9 +539,7 @@ impl Pool {
     /// loop's turn ([`Pool::write_due`]), together with the others queued in the same turn.
     fn write(&mut self, slot: usize) {
         if let Some(executor) = self.executors.get_mut(slot).and_then(Option::as_mut) {
-            if !std::mem::replace(&mut executor.write_due, true) {
-                self.unwritten.push(slot);
-            }
+            executor.write_due = true;
         }
     }
 
@@ -556,11 +550,9 @@ impl Pool {
     /// still wait to be read, and its end of file arrives as a poll event, which reads them
     /// first and then counts the death.
     pub fn write_due(&mut self) {
-        for slot in std::mem::take(&mut self.unwritten) {
-            if let Some(executor) = self.executors.get_mut(slot).and_then(Option::as_mut) {
-                if std::mem::replace(&mut executor.write_due, false) {
-                    let _ = executor.write_pending();
-                }
+        for executor in self.executors.iter_mut().flatten() {
+            if std::mem::replace(&mut executor.write_due, false) {
+                let _ = executor.write_pending();
             }
         }
     }
