@@ -30,6 +30,7 @@
 
 pub mod access;
 pub mod authoring;
+pub mod bodies;
 pub mod config;
 pub mod exec;
 pub mod http;
@@ -46,6 +47,10 @@ use std::fmt;
 use std::io;
 use std::sync::mpsc;
 use std::sync::Arc;
+
+/// Big bodies are mapped files handed out as `Vec`s; this allocator frees and grows them.
+#[global_allocator]
+static ALLOCATOR: bodies::MappingAware = bodies::MappingAware;
 
 use config::Config;
 use exec::pool::{Pool, PoolSettings};

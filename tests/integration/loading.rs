@@ -111,6 +111,12 @@ fn a_plugin_built_against_plugin_api_0_1_0_loads_and_answers() {
     assert_eq!(reply.status, 200, "{}", server.log.join("\n"));
     assert_eq!(reply.text(), "legacy still here");
     assert_eq!(reply.header("x-built-with"), Some("plugin-api 0.1.0"));
+    // A big body comes to it as a mapped file, which its 0.1.0 code reads and frees as it
+    // always did.
+    let big: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 253) as u8).collect();
+    let reply = server.post("/legacy", &big);
+    assert_eq!(reply.status, 200);
+    assert!(reply.body.strip_prefix(b"legacy ") == Some(&big[..]));
     let plugins = server.get("/-/plugins").text();
     assert!(plugins.contains("plugin-api 0.1.0"), "{plugins}");
 }

@@ -348,7 +348,7 @@ fn send_whole(link: &mut WorkerLink, result: Result<Response, String>) -> io::Re
                 let why = format!("its answer's headers exceed {} bytes", frame::MAX_META);
                 return link.send_whole(&frame::panicked(&why), &[]);
             }
-            link.send_whole(&head, &response.body)
+            link.send_answer(head, &response.body)
         }
         Err(why) => link.send_whole(&frame::panicked(&why), &[]),
     }

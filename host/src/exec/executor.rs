@@ -3,7 +3,8 @@
 //! What the frames mean for versions and clients is the pool's business.
 
 use std::collections::VecDeque;
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, IoSlice, Write};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
@@ -12,6 +13,7 @@ use mio::net::UnixStream;
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 
+use crate::exec::fds::{self, MAX_FDS};
 use crate::exec::frame::{self, FrameError, FrameReader, Message};
 use crate::exec::job::Job;
 use crate::exec::output::Output;
@@ -61,8 +63,14 @@ pub enum DeathContext {
 pub struct Call {
     /// The job, kept until answered (it goes back to the queue if never started).
     pub job: Job,
-    /// The frame's head and metadata; the body follows from `job.request.body`.
+    /// The frame's head and metadata; the body follows from `job.request.body`, unless it
+    /// goes as its file.
     pub head: Vec<u8>,
+    /// Its body goes as the body's file (sent with the write that starts the call), not as
+    /// bytes after the head.
+    pub by_file: bool,
+    /// The body's file went out (with a write that began before the call's bytes, perhaps).
+    pub file_sent: bool,
     /// Bytes of head + body written so far.
     pub sent: usize,
     /// When it became the call the executor runs (the front of `calls`).
@@ -81,8 +89,25 @@ pub struct Call {
 }
 
 impl Call {
+    /// Its bytes in the stream: the head, and the body unless it goes as a file.
     fn len(&self) -> usize {
-        self.head.len() + self.job.request.body.len()
+        self.head.len() + self.inline_body().len()
+    }
+
+    /// The body bytes written after the head.
+    fn inline_body(&self) -> &[u8] {
+        match self.by_file {
+            true => &[],
+            false => &self.job.request.body,
+        }
+    }
+
+    /// The body's file, while it is still to be sent.
+    fn file_to_send(&self) -> Option<BorrowedFd<'_>> {
+        match self.by_file && !self.file_sent {
+            true => crate::bodies::file_of(&self.job.request.body).map(|(fd, _)| fd),
+            false => None,
+        }
     }
 }
 
@@ -247,16 +272,20 @@ impl Executor {
                 return Ok(());
             }
         }
-        // Every call not yet written whole goes in one `writev` (up to `WRITE_SLICES` parts):
-        // several small requests cost one system call, and one wakeup of the executor.
+        // Every call not yet written whole goes in one `sendmsg` (up to `WRITE_SLICES` parts,
+        // with the files of the bodies that go as files): several small requests cost one
+        // system call, and one wakeup of the executor.
         loop {
             let mut slices: [IoSlice<'_>; WRITE_SLICES] = [IoSlice::new(&[]); WRITE_SLICES];
-            let mut used = 0;
+            let socket = self.socket.as_fd();
+            // Only the first `with_files` count; the rest is filler.
+            let mut files: [BorrowedFd<'_>; MAX_FDS] = [socket; MAX_FDS];
+            let (mut used, mut with_files) = (0, 0);
             for call in self.calls.iter().filter(|c| c.sent < c.len()) {
                 if used + 2 > WRITE_SLICES {
                     break;
                 }
-                let body = &call.job.request.body[..];
+                let body = call.inline_body();
                 let (head, body) = match call.sent < call.head.len() {
                     true => (&call.head[call.sent..], body),
                     false => (&[][..], &body[call.sent - call.head.len()..]),
@@ -264,17 +293,31 @@ impl Executor {
                 slices[used] = IoSlice::new(head);
                 slices[used + 1] = IoSlice::new(body);
                 used += 2;
+                if let Some(fd) = call.file_to_send() {
+                    files[with_files] = fd;
+                    with_files += 1;
+                }
             }
             if used == 0 {
                 break;
             }
-            let mut written = match self.socket.write_vectored(&slices[..used]) {
+            let sent = fds::send(socket, &slices[..used], &files[..with_files], 0);
+            let mut written = match sent {
                 Ok(0) => return Err(Broken),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(_) => return Err(Broken),
             };
+            // The files went with this write's first byte, whatever of their calls it took.
+            for call in self
+                .calls
+                .iter_mut()
+                .filter(|c| c.sent < c.len())
+                .take(used / 2)
+            {
+                call.file_sent |= call.by_file;
+            }
             for call in self.calls.iter_mut().filter(|c| c.sent < c.len()) {
                 let taken = written.min(call.len() - call.sent);
                 call.sent += taken;
@@ -358,11 +401,16 @@ impl Executor {
                 self.unread = true;
                 return Received::Paused;
             }
+            let mut files = Vec::new();
+            let socket = self.socket.as_fd();
             let read = match self.reader.direct() {
-                Ok(Some(body)) => self.socket.read(body).map(|n| (n, true)),
-                Ok(None) => self.socket.read(scratch).map(|n| (n, false)),
+                Ok(Some(body)) => fds::recv(socket, body, 0, &mut files).map(|n| (n, true)),
+                Ok(None) => fds::recv(socket, scratch, 0, &mut files).map(|n| (n, false)),
                 Err(e) => return Received::Bad(e),
             };
+            if let Err(e) = self.reader.take_files(&mut files) {
+                return Received::Bad(e);
+            }
             let parsed = match read {
                 Ok((0, _)) => return Received::Gone,
                 Ok((n, true)) => self.reader.filled(n).map(|m| out.extend(m)),

@@ -35,9 +35,18 @@
 //! the same binary, so a mismatch means a stale executor binary and is refused.
 //! Bounds: metadata at most [`MAX_META`], a body at most [`MAX_BODY`]; more is a
 //! [`FrameError::TooLarge`].
+//!
+//! A `Request` or `Response` whose body is in a sealed memory file (`crate::bodies`) has the
+//! [`BY_FILE`] bit set in its kind byte: its `body_len` is the file's length, no body bytes
+//! follow, and the file travels beside the frame (`exec::fds`), sent with the write that
+//! starts the frame. The reader takes the files that came, in order, one per such frame
+//! ([`FrameReader::take_files`]), checks each ([`crate::bodies::map_received`]) and gives the
+//! body as a `Vec` over its mapping.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, IoSlice, Write};
+use std::os::fd::OwnedFd;
 
 use plugin_api::{Header, RString, RVec, Request, Response};
 
@@ -53,6 +62,11 @@ pub const MAX_BODY: usize = 1 << 30;
 pub const MAX_PIECE: usize = 1 << 20;
 /// Bytes in a frame head.
 const HEAD: usize = 9;
+/// The kind byte's bit saying the body is in a file sent beside the frame.
+pub const BY_FILE: u8 = 0x80;
+/// Files received and not yet taken by their frames: at most one per frame in flight, so a
+/// peer sending more is broken.
+const MAX_FILES_WAITING: usize = 64;
 /// The most body room a reader prepares ahead of the bytes that arrived: a frame that declares
 /// a large body commits memory only as the body really comes, and running out of memory for
 /// it is an error value, not an abort.
@@ -115,6 +129,8 @@ pub enum FrameError {
     Protocol(u16),
     /// A frame arrived that this end does not expect now.
     Unexpected(Kind),
+    /// A body's file is missing, refused (not sealed, too short), or comes without a frame.
+    BadFile(&'static str),
 }
 
 impl fmt::Display for FrameError {
@@ -127,6 +143,7 @@ impl fmt::Display for FrameError {
                 write!(f, "executor speaks protocol {v}, this worker {PROTOCOL}")
             }
             FrameError::Unexpected(kind) => write!(f, "unexpected {kind:?} frame"),
+            FrameError::BadFile(why) => write!(f, "bad body file: {why}"),
         }
     }
 }
@@ -226,6 +243,14 @@ fn put_headers(out: &mut Vec<u8>, headers: &[Header]) {
     for header in headers {
         put_bytes(out, header.name.as_bytes());
         put_bytes(out, &header.value);
+    }
+}
+
+/// Marks an encoded `Request` or `Response` head as carrying its body in a file (sent beside
+/// it); no body bytes follow it then.
+pub fn mark_by_file(head: &mut [u8]) {
+    if let Some(kind) = head.first_mut() {
+        *kind |= BY_FILE;
     }
 }
 
@@ -481,7 +506,10 @@ enum Stage {
     ExpectRest {
         kind: Kind,
         meta_len: usize,
+        /// Body bytes in the stream (0 when the body is a file).
         body_len: usize,
+        /// The length of the body's file, when it comes as one.
+        file_len: Option<usize>,
     },
 }
 
@@ -500,6 +528,9 @@ pub struct FrameReader {
     body: Vec<u8>,
     /// Bytes of `body` filled so far (the body buffer is sized up front for direct reads).
     body_got: usize,
+    /// Body files received, for the frames that say they have one (at most
+    /// [`MAX_FILES_WAITING`]).
+    files: VecDeque<OwnedFd>,
 }
 
 impl Default for FrameReader {
@@ -510,6 +541,7 @@ impl Default for FrameReader {
             meta: Vec::new(),
             body: Vec::new(),
             body_got: 0,
+            files: VecDeque::new(),
         }
     }
 }
@@ -518,6 +550,17 @@ impl FrameReader {
     /// Whether no frame is partly read (a clean place for the stream to end).
     pub fn is_between_frames(&self) -> bool {
         matches!(self.stage, Stage::ExpectHead { got: 0 })
+    }
+
+    /// Keeps the files that came with the bytes about to be fed, for the frames that say they
+    /// have one. More than can be waiting is an error: the peer is broken.
+    pub fn take_files(&mut self, files: &mut Vec<OwnedFd>) -> Result<(), FrameError> {
+        if self.files.len() + files.len() > MAX_FILES_WAITING {
+            files.clear();
+            return Err(FrameError::BadFile("more files than frames"));
+        }
+        self.files.extend(files.drain(..));
+        Ok(())
     }
 
     /// Takes bytes from `input`; returns how many it used and the frame they completed, if
@@ -540,6 +583,7 @@ impl FrameReader {
                     kind,
                     meta_len,
                     body_len,
+                    ..
                 } => {
                     let want_meta = meta_len - self.meta.len();
                     let n = want_meta.min(input.len() - used);
@@ -615,7 +659,12 @@ impl FrameReader {
     }
 
     fn start_rest(&mut self) -> Result<(), FrameError> {
-        let kind = Kind::from_byte(self.head[0]).ok_or(FrameError::UnknownKind(self.head[0]))?;
+        let by_file = self.head[0] & BY_FILE != 0;
+        let byte = self.head[0] & !BY_FILE;
+        let kind = Kind::from_byte(byte).ok_or(FrameError::UnknownKind(self.head[0]))?;
+        if by_file && !matches!(kind, Kind::Request | Kind::Response) {
+            return Err(FrameError::BadFile("only a request or an answer has one"));
+        }
         let word = |at: usize| {
             u32::from_le_bytes([
                 self.head[at],
@@ -624,9 +673,13 @@ impl FrameReader {
                 self.head[at + 3],
             ]) as usize
         };
-        let (meta_len, body_len) = (word(1), word(5));
+        let (meta_len, declared) = (word(1), word(5));
+        let (body_len, file_len) = match by_file {
+            true => (0, Some(declared)),
+            false => (declared, None),
+        };
         if meta_len > MAX_META
-            || body_len > MAX_BODY
+            || declared > MAX_BODY
             || (kind == Kind::Piece && body_len > MAX_PIECE)
         {
             return Err(FrameError::TooLarge);
@@ -644,15 +697,28 @@ impl FrameReader {
             kind,
             meta_len,
             body_len,
+            file_len,
         };
         Ok(())
     }
 
     fn finish(&mut self, kind: Kind) -> Result<Message, FrameError> {
+        let file_len = match self.stage {
+            Stage::ExpectRest { file_len, .. } => file_len,
+            Stage::ExpectHead { .. } => None,
+        };
         self.stage = Stage::ExpectHead { got: 0 };
         let meta = std::mem::take(&mut self.meta);
         let mut body = std::mem::take(&mut self.body);
         body.truncate(self.body_got);
+        if let Some(len) = file_len {
+            let file = self
+                .files
+                .pop_front()
+                .ok_or(FrameError::BadFile("a frame's file did not come with it"))?;
+            body = crate::bodies::map_received(file, len)
+                .map_err(|_| FrameError::BadFile("not a sealed memory file of its length"))?;
+        }
         decode(kind, &meta, body)
     }
 }

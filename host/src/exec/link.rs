@@ -2,14 +2,17 @@
 //! ones read while a call ran), frames out (small whole answers held while more requests are
 //! already read, so several go in one write), and, while a call streams, a look without
 //! blocking for the worker's `Cancel` of that call (its client left), so a plugin or a program
-//! stops producing for nobody.
+//! stops producing for nobody. A request's body file comes with its frame (read with
+//! `exec::fds`); a big answer goes as a file, the request's own when the plugin gave back the
+//! body it was given, untouched.
 
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
+use std::io::{self, IoSlice, Write};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
+use crate::exec::fds;
 use crate::exec::frame::{self, FrameError, FrameReader, Message};
 
 /// A streamed answer's downstream: the worker, and whether it wants the rest.
@@ -87,6 +90,17 @@ impl WorkerLink {
         frame::send(&mut self.socket, head, body)
     }
 
+    /// Sends a whole answer's frame (`head` made by `frame::response`): a body big enough goes
+    /// as a file, the others as [`send_whole`](WorkerLink::send_whole) sends them.
+    pub fn send_answer(&mut self, mut head: Vec<u8>, body: &[u8]) -> io::Result<()> {
+        let Some(file) = crate::bodies::answer_file(body) else {
+            return self.send_whole(&head, body);
+        };
+        frame::mark_by_file(&mut head);
+        self.flush_held()?;
+        send_with_file(self.socket.as_fd(), &head, file.fd())
+    }
+
     /// Whether a request (or a batch) already read waits to be taken.
     fn more_requests_read(&self) -> bool {
         self.backlog
@@ -130,12 +144,20 @@ impl WorkerLink {
     /// Reads what the socket has (waiting for it when `block`) into the backlog.
     fn fill(&mut self, block: bool) -> Result<(), LinkEnd> {
         let mut messages = Vec::new();
+        let mut files = Vec::new();
+        let socket = self.socket.as_fd();
         let read = match (block, self.reader.direct()) {
             (_, Err(e)) => return Err(LinkEnd::Broken(e)),
-            (true, Ok(Some(body))) => self.socket.read(body).map(|n| (n, true)),
-            (true, Ok(None)) => self.socket.read(&mut self.buffer).map(|n| (n, false)),
-            (false, Ok(_)) => peek_read(&self.socket, &mut self.buffer).map(|n| (n, false)),
+            (true, Ok(Some(body))) => fds::recv(socket, body, 0, &mut files).map(|n| (n, true)),
+            (true, Ok(None)) => {
+                fds::recv(socket, &mut self.buffer, 0, &mut files).map(|n| (n, false))
+            }
+            (false, Ok(_)) => fds::recv(socket, &mut self.buffer, libc::MSG_DONTWAIT, &mut files)
+                .map(|n| (n, false)),
         };
+        self.reader
+            .take_files(&mut files)
+            .map_err(LinkEnd::Broken)?;
         let (n, direct) = match read {
             Ok((0, _)) => return Err(LinkEnd::Closed),
             Ok(read) => read,
@@ -154,19 +176,26 @@ impl WorkerLink {
     }
 }
 
-/// One read that does not wait (`MSG_DONTWAIT`): `WouldBlock` when nothing is there.
-fn peek_read(socket: &UnixStream, buffer: &mut [u8]) -> io::Result<usize> {
-    // SAFETY: `buffer` is valid for `buffer.len()` bytes of writes, and the descriptor is the
-    // socket's own, open for the call.
-    let n = unsafe {
-        libc::recv(
-            socket.as_raw_fd(),
-            buffer.as_mut_ptr().cast(),
-            buffer.len(),
-            libc::MSG_DONTWAIT,
-        )
-    };
-    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+/// Writes a frame head whose body goes as `file`, the file with its first byte (blocking).
+fn send_with_file(socket: BorrowedFd<'_>, head: &[u8], file: BorrowedFd<'_>) -> io::Result<()> {
+    let mut rest = head;
+    let mut files = Some(file);
+    while !rest.is_empty() {
+        let with: &[BorrowedFd<'_>] = match &files {
+            Some(file) => std::slice::from_ref(file),
+            None => &[],
+        };
+        match fds::send(socket, &[IoSlice::new(rest)], with, 0) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                rest = &rest[n..];
+                files = None;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 impl Downstream for WorkerLink {
@@ -220,8 +249,9 @@ mod tests {
     fn readable(socket: &mut UnixStream) -> Vec<u8> {
         let mut all = Vec::new();
         let mut buffer = [0u8; 4096];
+        let mut files = Vec::new();
         loop {
-            match peek_read(socket, &mut buffer) {
+            match fds::recv(socket.as_fd(), &mut buffer, libc::MSG_DONTWAIT, &mut files) {
                 Ok(0) | Err(_) => return all,
                 Ok(n) => all.extend_from_slice(&buffer[..n]),
             }

@@ -13,6 +13,7 @@
 pub mod child;
 pub mod crashes;
 pub mod executor;
+pub mod fds;
 pub mod frame;
 pub mod job;
 pub mod link;

@@ -24,6 +24,9 @@ pub enum HttpError {
     ExpectationFailed,
     /// The client stopped before the request head was complete, past its deadline (408).
     Timeout,
+    /// The server could not hold the body it was reading (its memory file could not grow):
+    /// 503, the client may try again.
+    NoRoom,
 }
 
 impl HttpError {
@@ -38,6 +41,7 @@ impl HttpError {
             HttpError::VersionNotSupported => 505,
             HttpError::ExpectationFailed => 417,
             HttpError::Timeout => 408,
+            HttpError::NoRoom => 503,
         }
     }
 }
@@ -55,6 +59,7 @@ impl fmt::Display for HttpError {
             HttpError::VersionNotSupported => f.write_str("HTTP version not supported"),
             HttpError::ExpectationFailed => f.write_str("only Expect: 100-continue is supported"),
             HttpError::Timeout => f.write_str("request not complete before its deadline"),
+            HttpError::NoRoom => f.write_str("no room to hold the request body now"),
         }
     }
 }

@@ -31,7 +31,10 @@ pub enum Event {
 struct PendingBody {
     head: Head,
     decoder: BodyReader,
+    /// The decoded bytes not yet moved out (all of them, unless the caller moves them).
     body: Vec<u8>,
+    /// Decoded bytes the caller moved out ([`RequestReader::move_decoded`]).
+    moved: usize,
 }
 
 /// Reads requests from one connection's bytes.
@@ -116,13 +119,28 @@ impl RequestReader {
             head,
             decoder,
             body: Vec::new(),
+            moved: 0,
         });
         Ok(())
     }
 
     /// Body bytes read so far of the body being read (its progress, for the minimum rate).
     pub fn body_read(&self) -> Option<usize> {
-        self.body.as_ref().map(|pending| pending.body.len())
+        self.body
+            .as_ref()
+            .map(|pending| pending.moved + pending.body.len())
+    }
+
+    /// Hands the body bytes decoded so far to `to` (a big body's file) and forgets them; the
+    /// complete request then carries only the bytes decoded after the last move.
+    pub fn move_decoded<E>(&mut self, to: &mut dyn FnMut(&[u8]) -> Result<(), E>) -> Result<(), E> {
+        let Some(pending) = self.body.as_mut() else {
+            return Ok(());
+        };
+        to(&pending.body)?;
+        pending.moved += pending.body.len();
+        pending.body.clear();
+        Ok(())
     }
 
     /// Whether part of a request has arrived (a deadline then earns a 408, not a silent close).

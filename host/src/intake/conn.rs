@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use plugin_api::RVec;
 
+use crate::bodies::BodyFile;
 use crate::http::error::HttpError;
 use crate::http::parse::{Head, HeadLimits};
 use crate::http::reader::{Event, RequestReader};
@@ -147,6 +148,9 @@ pub struct Conn {
     pub deadline: Instant,
     /// What has been received and not yet handed on: the request reader.
     reader: RequestReader,
+    /// The file a big body is moved into as it is decoded (from `BY_FILE_FROM` bytes on), so
+    /// it goes to its executor as a file, never copied through the socket.
+    body_file: Option<BodyFile>,
     /// Budget bytes reserved for the body being read (its length, or its limit if chunked),
     /// and how many of them have arrived (and are held).
     reserved: usize,
@@ -186,6 +190,7 @@ impl Conn {
             since: now,
             deadline: now + timeout,
             reader: RequestReader::default(),
+            body_file: None,
             reserved: 0,
             arrived: 0,
             fin_at: None,
@@ -237,6 +242,7 @@ impl Conn {
         reserved: usize,
     ) -> Result<(), HttpError> {
         self.reader.start_body(head, limit)?;
+        self.body_file = None;
         self.reserved = reserved;
         self.arrived = 0;
         self.phase = Phase::ExpectBody;
@@ -270,6 +276,7 @@ impl Conn {
     pub fn start_lingering(&mut self) {
         self.transport.close_write();
         self.reader.clear();
+        self.body_file = None;
         self.phase = Phase::Lingering { discarded: 0 };
     }
 
@@ -306,6 +313,7 @@ impl Conn {
     ) -> Step {
         loop {
             let event = self.reader.next(limits);
+            let event = self.keep_big_body(event);
             // Body bytes decoded since the last look were reserved and are held now.
             let decoded = match &event {
                 Event::Request(_, body) if self.reserved > 0 => body.len(),
@@ -333,6 +341,46 @@ impl Conn {
             let room = self.reader.room(limits, scratch.len());
             if let Some(step) = self.fill(&mut scratch[..room]) {
                 return step;
+            }
+        }
+    }
+
+    /// Moves a big body's decoded bytes into its file as they come; the complete request's
+    /// body is then that file, sealed and mapped. No file to be had (descriptors or the
+    /// registry of mappings spent) keeps the body on the heap; a file that cannot take the
+    /// bytes refuses the request (503).
+    fn keep_big_body(&mut self, event: Event) -> Event {
+        let big = |n: usize| n >= crate::bodies::BY_FILE_FROM;
+        match event {
+            Event::Partial => {
+                if self.body_file.is_none() && self.reader.body_read().is_some_and(big) {
+                    self.body_file = BodyFile::create().ok();
+                }
+                let Some(file) = self.body_file.as_mut() else {
+                    return Event::Partial;
+                };
+                match self.reader.move_decoded(&mut |bytes| file.append(bytes)) {
+                    Ok(()) => Event::Partial,
+                    Err(_) => Event::Error(HttpError::NoRoom),
+                }
+            }
+            Event::Request(head, body) => {
+                let file = match self.body_file.take() {
+                    Some(file) => Some(file),
+                    None if big(body.len()) => BodyFile::create().ok(),
+                    None => None,
+                };
+                let Some(mut file) = file else {
+                    return Event::Request(head, body);
+                };
+                match file.append(&body).and_then(|()| file.seal()) {
+                    Ok(mapped) => Event::Request(head, mapped),
+                    Err(_) => Event::Error(HttpError::NoRoom),
+                }
+            }
+            other => {
+                self.body_file = None;
+                other
             }
         }
     }

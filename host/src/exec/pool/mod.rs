@@ -417,7 +417,12 @@ impl Pool {
                 (true, 0) => frame::batch(count),
                 _ => Vec::new(),
             };
-            head.extend(frame::request(&job.request, deadline.as_millis() as u64));
+            let mut request = frame::request(&job.request, deadline.as_millis() as u64);
+            let by_file = crate::bodies::file_of(&job.request.body).is_some();
+            if by_file {
+                frame::mark_by_file(&mut request);
+            }
+            head.extend(request);
             if executor.calls.is_empty() {
                 self.busy += 1;
             }
@@ -429,6 +434,8 @@ impl Pool {
                 cancelled: false,
                 job,
                 head,
+                by_file,
+                file_sent: false,
                 sent: 0,
                 started,
                 deadline: call_deadline,
