@@ -40,7 +40,9 @@ impl Slot {
         Slot {
             start: AtomicUsize::new(FREE),
             len: AtomicUsize::new(0),
-            fd: AtomicI32::new(-1),
+            // Read only once `start` names a mapping, so any value does; zero keeps the table
+            // in zeroed memory (not 96 KiB of the binary's data).
+            fd: AtomicI32::new(0),
         }
     }
 }
@@ -71,7 +73,10 @@ pub(super) fn register(start: *mut u8, len: usize, fd: RawFd) -> bool {
     false
 }
 
-/// The slot holding the mapping that starts at `start`.
+/// The slot holding the mapping that starts at `start`. Never inlined: with whole-program
+/// optimisation the allocator's paths are copied into every call site, and only the size test
+/// in front of this belongs there.
+#[inline(never)]
 fn find(start: *const u8) -> Option<&'static Slot> {
     if LIVE.load(Ordering::Acquire) == 0 {
         return None;
@@ -83,6 +88,7 @@ fn find(start: *const u8) -> Option<&'static Slot> {
 }
 
 /// Unmaps the mapping at `start` and closes its file; `false` when `start` is no mapping.
+#[inline(never)]
 fn release(start: *mut u8) -> bool {
     let Some(slot) = find(start) else {
         return false;
@@ -143,22 +149,34 @@ unsafe impl GlobalAlloc for MappingAware {
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         if layout.size() >= BY_FILE_FROM && find(ptr).is_some() {
-            // SAFETY: `new_size` is non-zero and fits the layout's alignment by the caller's
-            // contract.
-            let to = unsafe {
-                System.alloc(Layout::from_size_align_unchecked(new_size, layout.align()))
-            };
-            if !to.is_null() {
-                // SAFETY: the mapping holds `layout.size()` bytes, `to` at least `new_size`,
-                // and they are different blocks.
-                unsafe { std::ptr::copy_nonoverlapping(ptr, to, layout.size().min(new_size)) };
-                release(ptr);
-            }
-            return to;
+            // SAFETY: `ptr` is a registered mapping of `layout.size()` bytes; the caller's
+            // contract is `realloc`'s.
+            return unsafe { move_to_heap(ptr, layout, new_size) };
         }
         // SAFETY: not a mapping, so a block `System` gave out with this layout.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
+}
+
+/// A mapped body being grown or shrunk: its bytes move to a heap block of `new_size`, and the
+/// mapping goes. Null (the mapping kept) when the heap has no such block.
+///
+/// # Safety
+///
+/// `ptr` is a registered mapping of `layout.size()` bytes, owned by the caller; `new_size` is
+/// non-zero and, rounded up to `layout.align()`, fits an `isize`.
+#[cold]
+#[inline(never)]
+unsafe fn move_to_heap(ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+    // SAFETY: the caller's contract makes this a valid layout.
+    let to = unsafe { System.alloc(Layout::from_size_align_unchecked(new_size, layout.align())) };
+    if !to.is_null() {
+        // SAFETY: the mapping holds `layout.size()` bytes, `to` at least `new_size`, and
+        // they are different blocks.
+        unsafe { std::ptr::copy_nonoverlapping(ptr, to, layout.size().min(new_size)) };
+        release(ptr);
+    }
+    to
 }
 
 #[cfg(test)]

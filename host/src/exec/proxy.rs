@@ -122,6 +122,13 @@ impl Write for Wire {
         }
     }
 
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Wire::Unix(s) => s.write_vectored(bufs),
+            Wire::Tcp(s) => s.write_vectored(bufs),
+        }
+    }
+
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
@@ -451,13 +458,15 @@ impl Proxy {
                 text(502, &format!("program {route} failed: {why}\n")),
             )
         };
-        let mut bytes = encode_request(request);
-        bytes.extend_from_slice(&request.body);
+        // The head and the body go apart: a big body is the request's own mapping, never
+        // copied here.
+        let head_bytes = encode_request(request);
         let idempotent = matches!(
             request.method.as_str(),
             "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE"
         );
-        let (mut wire, mut buf, head) = match self.exchange(&bytes, idempotent) {
+        let (mut wire, mut buf, head) = match self.exchange(&head_bytes, &request.body, idempotent)
+        {
             Ok(exchanged) => exchanged,
             Err(why) => return failed(worker, &why),
         };
@@ -548,7 +557,8 @@ impl Proxy {
     /// the program may have acted on a `POST` before it closed.
     fn exchange(
         &mut self,
-        bytes: &[u8],
+        head: &[u8],
+        body: &[u8],
         idempotent: bool,
     ) -> Result<(Wire, Vec<u8>, ResponseHead), String> {
         loop {
@@ -560,7 +570,8 @@ impl Proxy {
                     Err(e) => return Err(format!("cannot connect to {}: {e}", self.upstream)),
                 },
             };
-            if let Err(e) = wire.write_all(bytes) {
+            // One `writev` for both where the socket takes them (`frame::send`'s loop).
+            if let Err(e) = frame::send(&mut wire, head, body) {
                 if reused {
                     continue;
                 }
