@@ -45,6 +45,8 @@ pub struct RequestReader {
     body: Option<PendingBody>,
     /// A head was returned and its body not started yet.
     awaiting_body: bool,
+    /// The body's bytes broke its framing as they were pushed (returned by the next `next`).
+    failed: Option<HttpError>,
 }
 
 impl RequestReader {
@@ -59,15 +61,33 @@ impl RequestReader {
         }
     }
 
-    /// Adds received bytes.
+    /// Adds received bytes. Bytes of a body being read, with nothing buffered before them, go
+    /// straight to its decoder (a big upload is not copied into the buffer first); only what
+    /// follows its end is buffered.
     pub fn push(&mut self, bytes: &[u8]) {
-        self.inbuf.extend_from_slice(bytes);
+        let mut rest = bytes;
+        if let Some(pending) = self.body.as_mut() {
+            if self.inbuf.is_empty() && self.failed.is_none() && !pending.decoder.is_done() {
+                match pending.decoder.feed(bytes, &mut pending.body) {
+                    Ok(used) => rest = &bytes[used..],
+                    Err(e) => {
+                        self.failed = Some(e);
+                        rest = &[];
+                    }
+                }
+            }
+        }
+        self.inbuf.extend_from_slice(rest);
     }
 
     /// The next event from what was pushed.
     pub fn next(&mut self, limits: &HeadLimits) -> Event {
         if self.awaiting_body {
             return Event::Partial;
+        }
+        if let Some(e) = self.failed.take() {
+            self.body = None;
+            return Event::Error(e);
         }
         if let Some(pending) = self.body.as_mut() {
             return match pending.decoder.feed(&self.inbuf, &mut pending.body) {

@@ -405,8 +405,23 @@ impl Conn {
             } else {
                 (&[][..], &out.body[out.sent - out.head.len()..])
             };
-            let slices = [IoSlice::new(head_rest), IoSlice::new(body_rest)];
-            match self.transport.write_vectored(&slices) {
+            // A body in a file goes by `sendfile` where the transport can (plain TCP), after
+            // the head: its pages are never touched here.
+            let file = match self.transport.is_tls() {
+                true => None,
+                false => crate::bodies::file_of(&out.body).map(|(fd, _)| fd),
+            };
+            let written = match (file, head_rest.is_empty()) {
+                (Some(fd), true) => {
+                    let at = out.sent - out.head.len();
+                    self.transport.send_file(fd, at, body_rest.len())
+                }
+                (Some(_), false) => self.transport.write_vectored(&[IoSlice::new(head_rest)]),
+                (None, _) => self
+                    .transport
+                    .write_vectored(&[IoSlice::new(head_rest), IoSlice::new(body_rest)]),
+            };
+            match written {
                 Ok(0) => return Step::Gone,
                 Ok(n) => out.sent += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Blocked,

@@ -4,9 +4,12 @@
 //! socket into rustls (which also answers the handshake), and writing hands plaintext to rustls,
 //! then pushes the records it made to the socket. Whatever the socket did not take yet is
 //! pushed by the next `flush` (intake calls it on every writable event). Without the `tls`
-//! feature there is only the plain pipe.
+//! feature there is only the plain pipe. A body in a file (`crate::bodies`) goes over plain TCP
+//! with `sendfile` ([`Transport::send_file`]): the kernel takes the file's pages, nothing is
+//! copied or mapped here.
 
 use std::io::{self, IoSlice, Read, Write};
+use std::os::fd::{AsRawFd, BorrowedFd};
 
 use mio::net::TcpStream;
 #[cfg(feature = "tls")]
@@ -77,6 +80,22 @@ impl Transport {
             Transport::Plain(socket) => socket.write_vectored(bufs),
             #[cfg(feature = "tls")]
             Transport::Tls(t) => t.write_vectored(bufs),
+        }
+    }
+
+    /// Sends `len` bytes of `file` from `offset` (`sendfile`) on plain TCP; returns how many
+    /// went. `Unsupported` over TLS (the bytes must pass through rustls: the caller writes
+    /// them instead).
+    pub fn send_file(
+        &mut self,
+        file: BorrowedFd<'_>,
+        offset: usize,
+        len: usize,
+    ) -> io::Result<usize> {
+        match self {
+            Transport::Plain(socket) => send_file(socket, file, offset, len),
+            #[cfg(feature = "tls")]
+            Transport::Tls(_) => Err(io::ErrorKind::Unsupported.into()),
         }
     }
 
@@ -153,4 +172,18 @@ impl TlsTransport {
         }
         Ok(())
     }
+}
+
+/// `sendfile` of `len` bytes of `file` from `offset` to `socket`.
+fn send_file(
+    socket: &TcpStream,
+    file: BorrowedFd<'_>,
+    offset: usize,
+    len: usize,
+) -> io::Result<usize> {
+    let mut at = libc::off_t::try_from(offset).map_err(|_| io::ErrorKind::InvalidInput)?;
+    // SAFETY: `sendfile` between two descriptors held open for the call, with a live offset;
+    // it never blocks on a non-blocking socket.
+    let n = unsafe { libc::sendfile(socket.as_raw_fd(), file.as_raw_fd(), &mut at, len) };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
