@@ -202,6 +202,13 @@
 //! - Do not rely on global state shared with other plugins (each runs in its own process), on
 //!   other calls' state (with `MAX_LANES` above 1, replicas each have their own), or on the
 //!   current directory.
+//! - A big body (256 KiB or more) is not copied to you: it
+//!   comes as a private, copy-on-write mapping of a sealed memory file the server filled as it
+//!   arrived, behind the same `request.body` (nothing to change in a plugin, built or not).
+//!   Reading it costs no copy; writing into it copies only the pages written (the file never
+//!   changes); growing or shrinking it moves it to the heap first. An answer with that body,
+//!   untouched (an echo, a filter that lets it through), goes back as the same file; another
+//!   big answer goes in a new one.
 //!
 //! # Versioning: which servers load which plugins
 //!

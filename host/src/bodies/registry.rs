@@ -88,14 +88,25 @@ fn find(start: *const u8) -> Option<&'static Slot> {
 }
 
 /// Unmaps the mapping at `start` and closes its file; `false` when `start` is no mapping.
+///
+/// The slot stops naming `start` (it is claimed) before the mapping goes: once unmapped, the
+/// address may be handed out again at once, to a body another thread registers, and a lookup
+/// must never find this slot for it.
 #[inline(never)]
 fn release(start: *mut u8) -> bool {
     let Some(slot) = find(start) else {
         return false;
     };
+    if slot
+        .start
+        .compare_exchange(start as usize, CLAIMED, Ordering::AcqRel, Ordering::Relaxed)
+        .is_err()
+    {
+        return false;
+    }
     let len = slot.len.load(Ordering::Relaxed);
-    let fd = slot.fd.swap(-1, Ordering::Relaxed);
-    // SAFETY: the slot says a mapping of `len` bytes starts at `start`, and its only owner
+    let fd = slot.fd.load(Ordering::Relaxed);
+    // SAFETY: the slot said a mapping of `len` bytes starts at `start`, and its only owner
     // (the `Vec` being freed) gives it up here; `fd` is the slot's own descriptor.
     unsafe {
         libc::munmap(start.cast(), len);

@@ -102,11 +102,14 @@ impl Call {
         }
     }
 
-    /// The body's file, while it is still to be sent.
-    fn file_to_send(&self) -> Option<BorrowedFd<'_>> {
+    /// The body's file, while it is still to be sent (`Err` if a body said to go as a file
+    /// has none: the frame would take the next call's file).
+    fn file_to_send(&self) -> Result<Option<BorrowedFd<'_>>, Broken> {
         match self.by_file && !self.file_sent {
-            true => crate::bodies::file_of(&self.job.request.body).map(|(fd, _)| fd),
-            false => None,
+            true => crate::bodies::file_of(&self.job.request.body)
+                .map(|(fd, _)| Some(fd))
+                .ok_or(Broken),
+            false => Ok(None),
         }
     }
 }
@@ -238,7 +241,7 @@ impl Executor {
             socket,
             output: Some(output),
             phase: Phase::ExpectReady { until: init_until },
-            reader: FrameReader::default(),
+            reader: FrameReader::with_files_cap(frame::MAX_ANSWER_FILES_WAITING),
             calls: VecDeque::new(),
             started_at: Instant::now(),
             answered: 0,
@@ -293,7 +296,7 @@ impl Executor {
                 slices[used] = IoSlice::new(head);
                 slices[used + 1] = IoSlice::new(body);
                 used += 2;
-                if let Some(fd) = call.file_to_send() {
+                if let Some(fd) = call.file_to_send()? {
                     files[with_files] = fd;
                     with_files += 1;
                 }

@@ -64,9 +64,13 @@ pub const MAX_PIECE: usize = 1 << 20;
 const HEAD: usize = 9;
 /// The kind byte's bit saying the body is in a file sent beside the frame.
 pub const BY_FILE: u8 = 0x80;
-/// Files received and not yet taken by their frames: at most one per frame in flight, so a
-/// peer sending more is broken.
+/// Files received and not yet taken by their frames, from the worker (one per request frame
+/// written ahead; a write carries the files of up to 8 calls). A peer sending more is broken.
 const MAX_FILES_WAITING: usize = 64;
+/// The same from an executor, which sends each big answer's file with that answer's own
+/// write: one read takes at most one write's file, and the frame it belongs to is complete by
+/// the time the next one's file can come, so two is the most that can wait.
+pub const MAX_ANSWER_FILES_WAITING: usize = 2;
 /// The most body room a reader prepares ahead of the bytes that arrived: a frame that declares
 /// a large body commits memory only as the body really comes, and running out of memory for
 /// it is an error value, not an abort.
@@ -528,9 +532,11 @@ pub struct FrameReader {
     body: Vec<u8>,
     /// Bytes of `body` filled so far (the body buffer is sized up front for direct reads).
     body_got: usize,
-    /// Body files received, for the frames that say they have one (at most
-    /// [`MAX_FILES_WAITING`]).
+    /// Body files received, for the frames that say they have one (at most `files_cap`).
     files: VecDeque<OwnedFd>,
+    /// How many files may wait ([`MAX_FILES_WAITING`], or less for a peer that never needs
+    /// as many: each one a hostile executor parks holds a descriptor of the worker's).
+    files_cap: usize,
 }
 
 impl Default for FrameReader {
@@ -542,11 +548,20 @@ impl Default for FrameReader {
             body: Vec::new(),
             body_got: 0,
             files: VecDeque::new(),
+            files_cap: MAX_FILES_WAITING,
         }
     }
 }
 
 impl FrameReader {
+    /// A reader that lets at most `cap` received files wait for their frames.
+    pub fn with_files_cap(cap: usize) -> FrameReader {
+        FrameReader {
+            files_cap: cap,
+            ..FrameReader::default()
+        }
+    }
+
     /// Whether no frame is partly read (a clean place for the stream to end).
     pub fn is_between_frames(&self) -> bool {
         matches!(self.stage, Stage::ExpectHead { got: 0 })
@@ -555,7 +570,7 @@ impl FrameReader {
     /// Keeps the files that came with the bytes about to be fed, for the frames that say they
     /// have one. More than can be waiting is an error: the peer is broken.
     pub fn take_files(&mut self, files: &mut Vec<OwnedFd>) -> Result<(), FrameError> {
-        if self.files.len() + files.len() > MAX_FILES_WAITING {
+        if self.files.len() + files.len() > self.files_cap {
             files.clear();
             return Err(FrameError::BadFile("more files than frames"));
         }

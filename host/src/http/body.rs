@@ -46,6 +46,9 @@ pub struct BodyReader {
     state: Framing,
     /// The largest decoded body allowed.
     limit: usize,
+    /// Body bytes decoded so far: the limit counts these, not what the caller's buffer still
+    /// holds (a big body's bytes are moved out to a file as they come).
+    decoded: usize,
     /// Bytes of the current chunk line or trailer section, to bound them.
     line_bytes: usize,
     /// The trailer line being read, to check once its LF arrives (at most the trailer
@@ -65,6 +68,7 @@ impl BodyReader {
         BodyReader {
             state: Framing::Length { remaining: length },
             limit,
+            decoded: 0,
             line_bytes: 0,
             trailer_line: Vec::new(),
         }
@@ -75,6 +79,7 @@ impl BodyReader {
         BodyReader {
             state: Framing::Chunked(Chunked::Size { size: 0, digits: 0 }),
             limit,
+            decoded: 0,
             line_bytes: 0,
             trailer_line: Vec::new(),
         }
@@ -119,6 +124,7 @@ impl BodyReader {
                         (input.len() - at).min(usize::try_from(remaining).unwrap_or(usize::MAX));
                     body.extend_from_slice(&input[at..at + take]);
                     at += take;
+                    self.decoded += take;
                     let remaining = remaining - take as u64;
                     *state = if remaining == 0 {
                         Chunked::DataCr
@@ -147,7 +153,7 @@ impl BodyReader {
                     self.line_bytes = 0;
                     if size == 0 {
                         Chunked::TrailerStart
-                    } else if size > (self.limit - body.len()) as u64 {
+                    } else if size > self.limit.saturating_sub(self.decoded) as u64 {
                         return Err(HttpError::BodyTooLarge { limit: self.limit });
                     } else {
                         Chunked::Data { remaining: size }
@@ -239,6 +245,23 @@ mod tests {
                     (body.as_bytes(), rest.as_bytes()),
                     "{raw:?} step {step}"
                 );
+            }
+        }
+    }
+
+    /// Regression: the limit once counted what the caller's buffer held, so a chunked body
+    /// whose bytes were moved out to a file as they came (a big body) could grow past it.
+    #[test]
+    fn the_limit_counts_bytes_moved_out_of_the_buffer() {
+        let mut reader = BodyReader::chunked(1000);
+        let mut body = Vec::new();
+        let chunk = format!("190\r\n{}\r\n", "x".repeat(400));
+        for round in 0..3 {
+            let fed = reader.feed(chunk.as_bytes(), &mut body);
+            body.clear();
+            match round {
+                0 | 1 => assert_eq!(fed, Ok(chunk.len()), "800 bytes fit"),
+                _ => assert_eq!(fed, Err(HttpError::BodyTooLarge { limit: 1000 })),
             }
         }
     }

@@ -151,6 +151,9 @@ pub struct Conn {
     /// The file a big body is moved into as it is decoded (from `BY_FILE_FROM` bytes on), so
     /// it goes to its executor as a file, never copied through the socket.
     body_file: Option<BodyFile>,
+    /// No file could be had for the body being read (descriptors spent, say): it stays on
+    /// the heap, and making one is not tried again for it.
+    body_file_refused: bool,
     /// Budget bytes reserved for the body being read (its length, or its limit if chunked),
     /// and how many of them have arrived (and are held).
     reserved: usize,
@@ -191,6 +194,7 @@ impl Conn {
             deadline: now + timeout,
             reader: RequestReader::default(),
             body_file: None,
+            body_file_refused: false,
             reserved: 0,
             arrived: 0,
             fin_at: None,
@@ -243,6 +247,7 @@ impl Conn {
     ) -> Result<(), HttpError> {
         self.reader.start_body(head, limit)?;
         self.body_file = None;
+        self.body_file_refused = false;
         self.reserved = reserved;
         self.arrived = 0;
         self.phase = Phase::ExpectBody;
@@ -353,8 +358,12 @@ impl Conn {
         let big = |n: usize| n >= crate::bodies::BY_FILE_FROM;
         match event {
             Event::Partial => {
-                if self.body_file.is_none() && self.reader.body_read().is_some_and(big) {
+                if self.body_file.is_none()
+                    && !self.body_file_refused
+                    && self.reader.body_read().is_some_and(big)
+                {
                     self.body_file = BodyFile::create().ok();
+                    self.body_file_refused = self.body_file.is_none();
                 }
                 let Some(file) = self.body_file.as_mut() else {
                     return Event::Partial;
@@ -367,7 +376,7 @@ impl Conn {
             Event::Request(head, body) => {
                 let file = match self.body_file.take() {
                     Some(file) => Some(file),
-                    None if big(body.len()) => BodyFile::create().ok(),
+                    None if big(body.len()) && !self.body_file_refused => BodyFile::create().ok(),
                     None => None,
                 };
                 let Some(mut file) = file else {
