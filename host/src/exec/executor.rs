@@ -174,6 +174,18 @@ pub enum Received {
     Paused,
 }
 
+/// How far [`Executor::receive`] reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Drain {
+    /// After a readiness event that did not say the executor's end closed: a read shorter
+    /// than asked (and without files, which end a read early) left the socket empty, so no
+    /// read is made only to hear it would block. Bytes that come later raise a new event.
+    UntilShort,
+    /// Until the socket says it would block: there was no event to go by (frames left unread
+    /// earlier), or the end of the stream may be waiting behind the bytes.
+    UntilBlocked,
+}
+
 /// The most parts (a head and a body per call) of one write of calls to an executor.
 const WRITE_SLICES: usize = 16;
 /// The most bytes of streamed pieces read from one executor in one turn: a fast stream cannot
@@ -374,9 +386,15 @@ impl Executor {
     /// executor can owe (a streamed answer's `Head` and `Piece`s owe nothing), and with
     /// `Paused` after [`PIECES_PER_TURN`] bytes of pieces, so a plugin writing frames in a loop
     /// cannot hold the worker's loop or grow `out` without bound.
-    pub fn receive(&mut self, scratch: &mut [u8], out: &mut Vec<Message>) -> Received {
+    pub fn receive(
+        &mut self,
+        scratch: &mut [u8],
+        out: &mut Vec<Message>,
+        drain: Drain,
+    ) -> Received {
         let owed = self.calls.len() + usize::from(matches!(self.phase, Phase::ExpectReady { .. }));
         let (mut scanned, mut settled, mut pieces) = (out.len(), 0, 0);
+        let mut emptied = false;
         loop {
             let mut over = None;
             for (at, message) in out.iter().enumerate().skip(scanned) {
@@ -404,16 +422,31 @@ impl Executor {
                 self.unread = true;
                 return Received::Paused;
             }
+            if emptied {
+                self.unread = false;
+                return Received::WouldBlock;
+            }
             let mut files = Vec::new();
             let socket = self.socket.as_fd();
-            let read = match self.reader.direct() {
-                Ok(Some(body)) => fds::recv(socket, body, 0, &mut files).map(|n| (n, true)),
-                Ok(None) => fds::recv(socket, scratch, 0, &mut files).map(|n| (n, false)),
+            let (read, asked) = match self.reader.direct() {
+                Ok(Some(body)) => {
+                    let asked = body.len();
+                    let read = fds::recv(socket, body, 0, &mut files).map(|n| (n, true));
+                    (read, asked)
+                }
+                Ok(None) => {
+                    let read = fds::recv(socket, scratch, 0, &mut files).map(|n| (n, false));
+                    (read, scratch.len())
+                }
                 Err(e) => return Received::Bad(e),
             };
+            let with_files = !files.is_empty();
             if let Err(e) = self.reader.take_files(&mut files) {
                 return Received::Bad(e);
             }
+            emptied = drain == Drain::UntilShort
+                && !with_files
+                && matches!(read, Ok((n, _)) if n > 0 && n < asked);
             let parsed = match read {
                 Ok((0, _)) => return Received::Gone,
                 Ok((n, true)) => self.reader.filled(n).map(|m| out.extend(m)),

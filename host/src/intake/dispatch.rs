@@ -197,17 +197,25 @@ impl Dispatch {
         !self.events.is_empty()
     }
 
-    /// Hands an executor's poll event to the pool; `takes_more` says whether a connection
-    /// takes more of a streamed answer now.
+    /// Hands an executor's poll event to the pool (`closed`: it said the executor's end
+    /// closed, or failed); `takes_more` says whether a connection takes more of a streamed
+    /// answer now.
     pub fn on_executor_event(
         &mut self,
         token: Token,
+        closed: bool,
         registry: &Registry,
         scratch: &mut [u8],
         takes_more: impl Fn(ConnId) -> bool,
     ) {
-        self.pool
-            .on_event(token, registry, scratch, &mut self.events, takes_more);
+        self.pool.on_event(
+            token,
+            closed,
+            registry,
+            scratch,
+            &mut self.events,
+            takes_more,
+        );
     }
 
     /// Reads what executors left unread (streamed answers whose clients take more now);

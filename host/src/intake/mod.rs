@@ -314,6 +314,7 @@ impl Intake {
                     let conns = &self.conns;
                     self.dispatch.on_executor_event(
                         token,
+                        event.is_read_closed() || event.is_error(),
                         self.poll.registry(),
                         &mut self.scratch,
                         |id| takes_more(conns, id),

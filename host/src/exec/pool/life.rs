@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use mio::Registry;
 
 use super::{Pool, PoolEvent, FIRST_TOKEN, REAP_AGAIN, REPLICA_IDLE, RETIRE_GRACE};
-use crate::exec::executor::{DeathContext, Executor, Phase};
+use crate::exec::executor::{DeathContext, Drain, Executor, Phase};
 use crate::exec::spawn::Launch;
 use crate::exec::stats::Death;
 use crate::exec::versions::Stage;
@@ -65,7 +65,7 @@ impl Pool {
                     // or a call that answered in time would get 504 (and the next one, already
                     // started, would run twice).
                     let mut scratch = [0u8; 16 * 1024];
-                    self.read(slot, registry, &mut scratch, out);
+                    self.read(slot, registry, &mut scratch, out, Drain::UntilBlocked);
                     if self.is_late(slot, now) {
                         self.deadline_passed(slot, registry, out);
                     }

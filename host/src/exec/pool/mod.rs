@@ -29,7 +29,7 @@ use std::time::{Duration, Instant, SystemTime};
 use mio::{Registry, Token};
 
 use crate::exec::crashes::CrashSink;
-use crate::exec::executor::{Call, Executor, Phase, Received};
+use crate::exec::executor::{Call, Drain, Executor, Phase, Received};
 use crate::exec::frame;
 use crate::exec::job::{Job, Reply};
 use crate::exec::stats::{ExecutorCounters, PluginStats};
@@ -155,6 +155,8 @@ pub struct Pool {
     runtime_dir: PathBuf,
     /// Where the requests that killed executors go (`--crash-dir`).
     crashes: Option<CrashSink>,
+    /// The frames of one read, kept between reads (no allocation per answer).
+    inbox: Vec<frame::Message>,
 }
 
 impl Pool {
@@ -170,6 +172,7 @@ impl Pool {
             free: Vec::new(),
             busy: 0,
             counters: ExecutorCounters::default(),
+            inbox: Vec::new(),
         }
     }
 
@@ -474,6 +477,7 @@ impl Pool {
     pub fn on_event(
         &mut self,
         token: Token,
+        closed: bool,
         registry: &Registry,
         scratch: &mut [u8],
         out: &mut Vec<PoolEvent>,
@@ -485,7 +489,11 @@ impl Pool {
         }
         // Answers first: an executor that died after answering is read to its end before
         // its death is handled.
-        self.read_if_taken(slot, registry, scratch, out, &takes_more);
+        let drain = match closed {
+            true => Drain::UntilBlocked,
+            false => Drain::UntilShort,
+        };
+        self.read_if_taken(slot, registry, scratch, out, &takes_more, drain);
         self.write(slot);
     }
 
@@ -503,7 +511,14 @@ impl Pool {
         let mut more = false;
         for slot in 0..self.executors.len() {
             if self.executors[slot].as_ref().is_some_and(|e| e.unread) {
-                self.read_if_taken(slot, registry, scratch, out, &takes_more);
+                self.read_if_taken(
+                    slot,
+                    registry,
+                    scratch,
+                    out,
+                    &takes_more,
+                    Drain::UntilBlocked,
+                );
                 more |= self.executors[slot]
                     .as_ref()
                     .is_some_and(|e| e.unread && e.streaming_to().is_none_or(&takes_more));
@@ -520,6 +535,7 @@ impl Pool {
         scratch: &mut [u8],
         out: &mut Vec<PoolEvent>,
         takes_more: &impl Fn(ConnId) -> bool,
+        drain: Drain,
     ) {
         let Some(executor) = self.executors.get_mut(slot).and_then(Option::as_mut) else {
             return;
@@ -531,7 +547,7 @@ impl Pool {
             executor.unread = true;
             return;
         }
-        self.read(slot, registry, scratch, out);
+        self.read(slot, registry, scratch, out, drain);
     }
 
     fn drain_output(&mut self, slot: usize, registry: &Registry, scratch: &mut [u8]) {
@@ -564,22 +580,25 @@ impl Pool {
         }
     }
 
-    /// Reads and handles frames from the executor in `slot` until it would block.
+    /// Reads and handles frames from the executor in `slot` until it would block (or, after
+    /// an event, until a short read).
     fn read(
         &mut self,
         slot: usize,
         registry: &Registry,
         scratch: &mut [u8],
         out: &mut Vec<PoolEvent>,
+        drain: Drain,
     ) {
         let Some(executor) = self.executors.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
-        let mut messages = Vec::new();
-        let ended = executor.receive(scratch, &mut messages);
-        for message in messages {
+        let mut messages = std::mem::take(&mut self.inbox);
+        let ended = executor.receive(scratch, &mut messages, drain);
+        for message in messages.drain(..) {
             self.on_message(slot, message, registry, out);
         }
+        self.inbox = messages;
         match ended {
             Received::WouldBlock | Received::Paused => {}
             Received::Bad(e) => {
