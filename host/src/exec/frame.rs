@@ -53,7 +53,7 @@ use plugin_api::{Header, RString, RVec, Request, Response};
 use crate::plugins::version::HandlerMeta;
 
 /// The version of this layout, sent in `Ready`.
-pub const PROTOCOL: u16 = 3;
+pub const PROTOCOL: u16 = 4;
 /// The largest metadata block (headers and names).
 pub const MAX_META: usize = 1 << 20;
 /// The largest body a frame carries.
