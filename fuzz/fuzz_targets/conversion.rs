@@ -14,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(Some((head, _))) = parse_head(data, &HeadLimits::default()) {
         // The serving conversion itself (intake calls the same function).
         let path = head.path.clone();
-        let request = plugin_request(head, &path, data.to_vec(), "127.0.0.1:1".into(), false);
+        let request = plugin_request(head, path, data.to_vec(), "127.0.0.1:1".into(), false);
         let _ = request.query_pairs().count();
         let _ = request.header("host");
         let _ = request.query_param("a");

@@ -218,11 +218,25 @@ impl Message {
 /// Encodes a frame's head and metadata; the body (if any) is written after it as it is, so a
 /// large body is never copied into the frame.
 fn encode(kind: Kind, meta: &[u8], body_len: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEAD + meta.len());
-    out.push(kind as u8);
-    out.extend_from_slice(&len32(meta.len()).to_le_bytes());
-    out.extend_from_slice(&len32(body_len).to_le_bytes());
+    let mut out = start(meta.len());
     out.extend_from_slice(meta);
+    finish(out, kind, body_len)
+}
+
+/// A frame built in one buffer (one allocation): room for the head, then the metadata is
+/// appended, then [`finish`] writes the head.
+fn start(meta_hint: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEAD + meta_hint);
+    out.resize(HEAD, 0);
+    out
+}
+
+/// Writes the head of a frame [`start`] began, now that its metadata is in.
+fn finish(mut out: Vec<u8>, kind: Kind, body_len: usize) -> Vec<u8> {
+    let meta_len = out.len() - HEAD;
+    out[0] = kind as u8;
+    out[1..5].copy_from_slice(&len32(meta_len).to_le_bytes());
+    out[5..9].copy_from_slice(&len32(body_len).to_le_bytes());
     out
 }
 
@@ -303,7 +317,7 @@ pub fn panicked(message: &str) -> Vec<u8> {
 
 /// The head and metadata of a `Request` frame; `request.body` follows it.
 pub fn request(request: &Request, deadline_ms: u64) -> Vec<u8> {
-    let mut m = Vec::with_capacity(256);
+    let mut m = start(256);
     put_bytes(&mut m, request.method.as_bytes());
     put_bytes(&mut m, request.path.as_bytes());
     put_bytes(&mut m, request.query.as_bytes());
@@ -311,15 +325,15 @@ pub fn request(request: &Request, deadline_ms: u64) -> Vec<u8> {
     m.push(u8::from(request.tls));
     m.extend_from_slice(&deadline_ms.to_le_bytes());
     put_headers(&mut m, &request.headers);
-    encode(Kind::Request, &m, request.body.len())
+    finish(m, Kind::Request, request.body.len())
 }
 
 /// The head and metadata of a `Response` frame; `response.body` follows it.
 pub fn response(response: &Response) -> Vec<u8> {
-    let mut m = Vec::with_capacity(128);
+    let mut m = start(128);
     m.extend_from_slice(&response.status.to_le_bytes());
     put_headers(&mut m, &response.headers);
-    encode(Kind::Response, &m, response.body.len())
+    finish(m, Kind::Response, response.body.len())
 }
 
 /// The head and metadata of a `Head` frame (a streamed answer's status and headers; its body

@@ -7,12 +7,18 @@ use plugin_api::{Header, Request};
 use super::parse::Head;
 
 /// The plugin's view of `head` and `body`, where `path` is the part of the target after the
-/// route (`/echo/a/b` gives `/a/b`).
-pub fn plugin_request(head: Head, path: &str, body: Vec<u8>, client: String, tls: bool) -> Request {
+/// route (`/echo/a/b` gives `/a/b`). The head's strings are moved, not copied.
+pub fn plugin_request(
+    head: Head,
+    path: String,
+    body: Vec<u8>,
+    client: String,
+    tls: bool,
+) -> Request {
     Request {
-        method: head.method.as_str().into(),
+        method: head.method.into(),
         path: path.into(),
-        query: head.query.as_str().into(),
+        query: head.query.into(),
         headers: head
             .headers
             .into_iter()
@@ -38,7 +44,13 @@ mod tests {
         let (head, _) = parse_head(raw, &HeadLimits::default())
             .expect("valid")
             .expect("complete");
-        let request = plugin_request(head, "/a", b"hi".to_vec(), "127.0.0.1:9".into(), true);
+        let request = plugin_request(
+            head,
+            "/a".into(),
+            b"hi".to_vec(),
+            "127.0.0.1:9".into(),
+            true,
+        );
         assert_eq!(
             (request.method.as_str(), request.path.as_str()),
             ("POST", "/a")

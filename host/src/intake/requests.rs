@@ -265,19 +265,20 @@ impl Intake {
         };
         conn.queued_behind = behind;
         let (route, rest) = (route.to_owned(), rest.to_owned());
+        let expected = self.dispatch.pool().expected_call(&route);
         let request = plugin_request(
             head,
-            &rest,
+            rest,
             body,
             conn.peer.to_string(),
             conn.transport.is_tls(),
         );
         let job = Job {
             conn: conn.id,
-            route: route.clone(),
+            route,
             request,
             enqueued_at: Instant::now(),
-            expected: self.dispatch.pool().expected_call(&route),
+            expected,
         };
         let body_bytes = job.body_bytes();
         if self.dispatch.enqueue(job).is_err() {

@@ -416,16 +416,16 @@ impl Pool {
         }
         for (i, job) in jobs.into_iter().enumerate() {
             version.stats.calls.fetch_add(1, Ordering::Relaxed);
-            let mut head = match (batched, i) {
-                (true, 0) => frame::batch(count),
-                _ => Vec::new(),
-            };
             let mut request = frame::request(&job.request, deadline.as_millis() as u64);
             let by_file = crate::bodies::file_of(&job.request.body).is_some();
             if by_file {
                 frame::mark_by_file(&mut request);
             }
-            head.extend(request);
+            // A batch's first call carries the `Batch` frame before its own.
+            let head = match (batched, i) {
+                (true, 0) => [frame::batch(count), request].concat(),
+                _ => request,
+            };
             if executor.calls.is_empty() {
                 self.busy += 1;
             }
