@@ -62,6 +62,8 @@ pub const MAX_BODY: usize = 1 << 30;
 pub const MAX_PIECE: usize = 1 << 20;
 /// Bytes in a frame head.
 const HEAD: usize = 9;
+/// The most metadata room a reader keeps between frames.
+const KEPT_META: usize = 4096;
 /// The kind byte's bit saying the body is in a file sent beside the frame.
 pub const BY_FILE: u8 = 0x80;
 /// Files received and not yet taken by their frames, from the worker (one per request frame
@@ -713,7 +715,9 @@ impl FrameReader {
         {
             return Err(FrameError::TooLarge);
         }
-        self.meta = Vec::with_capacity(meta_len);
+        // The buffer of the frame before is reused (cleared; see `finish`).
+        self.meta.clear();
+        self.meta.reserve(meta_len);
         // Address space for the whole body at once (no reallocation while it arrives; a length
         // that cannot be had is an error, not an abort), but memory is only touched as the
         // body comes: a declared length is only a claim.
@@ -737,7 +741,7 @@ impl FrameReader {
             Stage::ExpectHead { .. } => None,
         };
         self.stage = Stage::ExpectHead { got: 0 };
-        let meta = std::mem::take(&mut self.meta);
+        let mut meta = std::mem::take(&mut self.meta);
         let mut body = std::mem::take(&mut self.body);
         body.truncate(self.body_got);
         if let Some(len) = file_len {
@@ -748,7 +752,14 @@ impl FrameReader {
             body = crate::bodies::map_received(file, len)
                 .map_err(|_| FrameError::BadFile("not a sealed memory file of its length"))?;
         }
-        decode(kind, &meta, body)
+        let message = decode(kind, &meta, body);
+        // Kept for the next frame's metadata (no allocation per frame), unless a big one
+        // grew it.
+        if meta.capacity() <= KEPT_META {
+            meta.clear();
+            self.meta = meta;
+        }
+        message
     }
 }
 
