@@ -86,3 +86,57 @@ per_request_us() {
 median() {
     sort -g | awk '{v[NR] = $1} END {if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'
 }
+
+# start_server_in_cgroup PLUGINS_DIR [ARGS...]: start_server inside a memory cgroup of its
+# own when this shell may make one (root; cgroup v1 or v2), so that the server's whole memory
+# (its processes, and the memory files big bodies live in, counted once however many
+# processes map them) can be read with cgroup_mark and cgroup_peak_bytes. This shell joins
+# the cgroup only to start the server (which inherits it) and goes back, so clients are never
+# counted. Sets SERVER_CGROUP ("" when none could be made). The caller's EXIT trap should call
+# cgroup_remove after stop_server.
+start_server_in_cgroup() {
+    local home=""
+    SERVER_CGROUP=""
+    if [ -d /sys/fs/cgroup/memory ]; then
+        home=/sys/fs/cgroup/memory$(awk -F: '$2 == "memory" {print $3}' /proc/self/cgroup)
+        SERVER_CGROUP=/sys/fs/cgroup/memory/fiddler-bench-$$
+    elif [ -f /sys/fs/cgroup/cgroup.controllers ]; then
+        home=/sys/fs/cgroup$(awk -F: '$1 == "0" {print $3}' /proc/self/cgroup)
+        SERVER_CGROUP=/sys/fs/cgroup/fiddler-bench-$$
+    fi
+    if [ -n "$SERVER_CGROUP" ] && mkdir "$SERVER_CGROUP" 2>/dev/null \
+        && echo $BASHPID >"$SERVER_CGROUP/cgroup.procs" 2>/dev/null; then
+        start_server "$@"
+        echo $BASHPID >"$home/cgroup.procs"
+    else
+        [ -n "$SERVER_CGROUP" ] && rmdir "$SERVER_CGROUP" 2>/dev/null
+        SERVER_CGROUP=""
+        start_server "$@"
+    fi
+}
+
+# cgroup_mark: remembers the server cgroup's usage now (CGROUP_BEFORE, bytes) and starts its
+# high-water mark from here (v1 resets it; v2's memory.peak counts from the cgroup's start).
+cgroup_mark() {
+    if [ -f "$SERVER_CGROUP/memory.max_usage_in_bytes" ]; then
+        CGROUP_BEFORE=$(cat "$SERVER_CGROUP/memory.usage_in_bytes")
+        echo 0 >"$SERVER_CGROUP/memory.max_usage_in_bytes"
+    else
+        CGROUP_BEFORE=$(cat "$SERVER_CGROUP/memory.current")
+    fi
+}
+
+# cgroup_peak_bytes: the server cgroup's high-water mark, in bytes.
+cgroup_peak_bytes() {
+    if [ -f "$SERVER_CGROUP/memory.max_usage_in_bytes" ]; then
+        cat "$SERVER_CGROUP/memory.max_usage_in_bytes"
+    else
+        cat "$SERVER_CGROUP/memory.peak"
+    fi
+}
+
+# cgroup_remove: removes the server's cgroup (after stop_server). Never fails.
+cgroup_remove() {
+    [ -n "${SERVER_CGROUP:-}" ] && rmdir "$SERVER_CGROUP" 2>/dev/null
+    return 0
+}
