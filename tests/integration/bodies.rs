@@ -2,7 +2,8 @@
 //! mapping of a file the worker filled (never copied through the executor's socket), comes
 //! back byte for byte when the plugin answers with it (the same file) or with bytes it wrote
 //! into it (a copy: the file is never changed), cannot be written or cut short by the plugin
-//! (the seals, sandbox or not), and is freed when its client leaves mid-upload.
+//! (the seals, sandbox or not), and is freed when its client leaves mid-upload; an executor
+//! that forges body files of its own is ended, at the cost of its request only.
 
 use std::fs;
 use std::io::Write;
@@ -136,6 +137,30 @@ fn a_big_chunked_body_past_the_limit_is_refused() {
     }
     let answer = read_response(&mut client).expect("an answer");
     assert_eq!(answer.status, 413, "{}", answer.text());
+}
+
+/// An executor that forges body files (one it can still change and cut, which the worker
+/// would fault on if it mapped it; files with no frame to take them, which would pile up in
+/// the worker) is ended: its request gets 502, the worker and everyone else go on.
+#[test]
+fn forged_body_files_cost_only_the_forging_executor_its_request() {
+    let mut server = Server::start_with(Scheme::Http, &["echo"], &[], with_hostile);
+    let worker = worker_pid(&server);
+    let ways = [
+        (
+            "unsealed",
+            "bad body file: not a sealed memory file of its length",
+        ),
+        ("flood", "bad body file: more files than frames"),
+    ];
+    for (how, logged) in ways {
+        let answer = server.get(&format!("/hostile?try=forge_file&how={how}"));
+        assert_eq!(answer.status, 502, "{how}: {}", answer.text());
+        server.wait_for_log(logged, IO_DEADLINE);
+        let echoed = server.post("/echo", b"still here");
+        assert_eq!(echoed.text(), "still here");
+        assert_eq!(worker_pid(&server), worker, "the same worker");
+    }
 }
 
 /// A client that sends half a big body and leaves takes its file with it.

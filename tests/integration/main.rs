@@ -7,7 +7,8 @@
 //! - `support`: starting a server, its log, a small HTTP client.
 //! - `serving`: every example plugin, body round trips, panics, deadlines, FIFO order, keep-alive.
 //! - `bodies`: big bodies as sealed memory files: mapped in the plugin, echoed as the same
-//!   file, written into as a copy, never changed by the plugin, freed when the client leaves.
+//!   file, written into as a copy, never changed by the plugin, freed when the client leaves;
+//!   forged files refused.
 //! - `limits`: each limit and deadline of DESIGN.md's table answers with its status or closes.
 //! - `loading`: files that are not plugins, or are built against another interface, are refused
 //!   with a log line while the rest serve.
