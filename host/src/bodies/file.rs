@@ -50,16 +50,6 @@ impl BodyFile {
         Ok(())
     }
 
-    /// Bytes in it so far.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether nothing was appended yet.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// Seals it and gives its bytes as a `Vec` over a mapping of it.
     pub fn seal(self) -> io::Result<Vec<u8>> {
         let len = self.len;
@@ -181,7 +171,7 @@ pub fn answer_file(body: &[u8]) -> Option<AnswerFile<'_>> {
     if body.len() < BY_FILE_FROM {
         return None;
     }
-    if let Some((fd, _)) = file_of(body) {
+    if let Some(fd) = file_of(body) {
         if pagemap_tells_writes() && untouched(body) {
             return Some(AnswerFile::Same(fd));
         }
@@ -324,7 +314,7 @@ mod tests {
     #[test]
     fn a_sealed_file_refuses_writes_and_truncation() {
         let body = filled(BY_FILE_FROM);
-        let (fd, _) = file_of(&body).expect("mapped");
+        let fd = file_of(&body).expect("mapped");
         let mut file = File::from(fd.try_clone_to_owned().expect("dup"));
         assert!(file.write_all(b"x").is_err());
         assert!(file.set_len(1).is_err());

@@ -117,9 +117,9 @@ fn release(start: *mut u8) -> bool {
     true
 }
 
-/// A body's file, when its bytes are a whole mapping's start: the file and the mapping's
-/// length (at least the body's). Bodies under [`BY_FILE_FROM`] never are.
-pub fn file_of(body: &[u8]) -> Option<(BorrowedFd<'_>, usize)> {
+/// A body's file, when its bytes are a whole mapping's start (bodies under [`BY_FILE_FROM`]
+/// never are).
+pub fn file_of(body: &[u8]) -> Option<BorrowedFd<'_>> {
     if body.len() < BY_FILE_FROM {
         return None;
     }
@@ -127,10 +127,7 @@ pub fn file_of(body: &[u8]) -> Option<(BorrowedFd<'_>, usize)> {
     let fd = slot.fd.load(Ordering::Relaxed);
     // SAFETY: the slot's descriptor stays open while its mapping is held, and `body` borrows
     // the buffer that holds it: it cannot be freed (and the file closed) during that borrow.
-    Some((
-        unsafe { BorrowedFd::borrow_raw(fd) },
-        slot.len.load(Ordering::Relaxed),
-    ))
+    Some(unsafe { BorrowedFd::borrow_raw(fd) })
 }
 
 /// This binary's allocator: `System`, aware of mapped bodies (see the module's text).

@@ -107,7 +107,7 @@ impl Call {
     fn file_to_send(&self) -> Result<Option<BorrowedFd<'_>>, Broken> {
         match self.by_file && !self.file_sent {
             true => crate::bodies::file_of(&self.job.request.body)
-                .map(|(fd, _)| Some(fd))
+                .map(Some)
                 .ok_or(Broken),
             false => Ok(None),
         }
@@ -316,7 +316,7 @@ impl Executor {
             if used == 0 {
                 break;
             }
-            let sent = fds::send(socket, &slices[..used], &files[..with_files], 0);
+            let sent = fds::send(socket, &slices[..used], &files[..with_files]);
             let mut written = match sent {
                 Ok(0) => return Err(Broken),
                 Ok(n) => n,
@@ -324,7 +324,8 @@ impl Executor {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(_) => return Err(Broken),
             };
-            // The files went with this write's first byte, whatever of their calls it took.
+            // The calls of this write, in order: their files went with its first byte,
+            // whatever of their bytes it took.
             for call in self
                 .calls
                 .iter_mut()
@@ -332,14 +333,9 @@ impl Executor {
                 .take(used / 2)
             {
                 call.file_sent |= call.by_file;
-            }
-            for call in self.calls.iter_mut().filter(|c| c.sent < c.len()) {
                 let taken = written.min(call.len() - call.sent);
                 call.sent += taken;
                 written -= taken;
-                if written == 0 {
-                    break;
-                }
             }
         }
         // Every call is written whole: a frame boundary, where a `Cancel` may go.

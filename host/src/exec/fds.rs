@@ -22,16 +22,15 @@ const _: () = assert!(
     "room for the header and every descriptor"
 );
 
-/// `sendmsg` of `slices` with `fds` attached (at most [`MAX_FDS`]); `flags` as for `send`.
-/// The bytes written, as `write_vectored` gives them. Without descriptors and flags it is a
-/// plain `writev` (the small requests' path: no message header to copy in).
+/// `sendmsg` of `slices` with `fds` attached (at most [`MAX_FDS`]), never raising `SIGPIPE`.
+/// The bytes written, as `write_vectored` gives them. Without descriptors it is a plain
+/// `writev` (the small requests' path: no message header to copy in).
 pub fn send(
     socket: BorrowedFd<'_>,
     slices: &[IoSlice<'_>],
     fds: &[BorrowedFd<'_>],
-    flags: libc::c_int,
 ) -> io::Result<usize> {
-    if fds.is_empty() && flags == 0 {
+    if fds.is_empty() {
         // SAFETY: `IoSlice` is ABI-compatible with `iovec`; the slices live for the call.
         let n = unsafe {
             libc::writev(
@@ -73,7 +72,7 @@ pub fn send(
         libc::sendmsg(
             std::os::fd::AsRawFd::as_raw_fd(&socket),
             &message,
-            flags | libc::MSG_NOSIGNAL,
+            libc::MSG_NOSIGNAL,
         )
     };
     usize::try_from(n).map_err(|_| io::Error::last_os_error())
@@ -146,7 +145,7 @@ mod tests {
     fn a_descriptor_comes_with_the_bytes_it_was_sent_with() {
         let (a, b) = UnixStream::pair().expect("a socketpair");
         let (mut r, mut w) = UnixStream::pair().expect("a second pair, to send an end of");
-        let sent = send(a.as_fd(), &[IoSlice::new(b"frame")], &[w.as_fd()], 0).expect("sent");
+        let sent = send(a.as_fd(), &[IoSlice::new(b"frame")], &[w.as_fd()]).expect("sent");
         assert_eq!(sent, 5);
         let mut fds = Vec::new();
         let mut buffer = [0u8; 16];

@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
@@ -98,7 +98,16 @@ impl WorkerLink {
         };
         frame::mark_by_file(&mut head);
         self.flush_held()?;
-        send_with_file(self.socket.as_fd(), &head, file.fd())
+        // The file goes with the head's first write; whatever of the head is left, after it.
+        let sent = loop {
+            match fds::send(self.socket.as_fd(), &[IoSlice::new(&head)], &[file.fd()]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        };
+        frame::send(&mut self.socket, &head[sent..], &[])
     }
 
     /// Whether a request (or a batch) already read waits to be taken.
@@ -174,28 +183,6 @@ impl WorkerLink {
         self.backlog.extend(messages);
         Ok(())
     }
-}
-
-/// Writes a frame head whose body goes as `file`, the file with its first byte (blocking).
-fn send_with_file(socket: BorrowedFd<'_>, head: &[u8], file: BorrowedFd<'_>) -> io::Result<()> {
-    let mut rest = head;
-    let mut files = Some(file);
-    while !rest.is_empty() {
-        let with: &[BorrowedFd<'_>] = match &files {
-            Some(file) => std::slice::from_ref(file),
-            None => &[],
-        };
-        match fds::send(socket, &[IoSlice::new(rest)], with, 0) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                rest = &rest[n..];
-                files = None;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 impl Downstream for WorkerLink {

@@ -418,7 +418,7 @@ impl Conn {
             // the head: its pages are never touched here.
             let file = match self.transport.is_tls() {
                 true => None,
-                false => crate::bodies::file_of(&out.body).map(|(fd, _)| fd),
+                false => crate::bodies::file_of(&out.body),
             };
             let written = match (file, head_rest.is_empty()) {
                 (Some(fd), true) => {
