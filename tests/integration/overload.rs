@@ -599,6 +599,49 @@ fn pace_pauses_each_lane_between_calls() {
     assert_eq!(pace_of("breather").as_deref(), Some("700"), "{plugins}");
 }
 
+/// Calls are written ahead to a busy executor only while it is expected to finish them within
+/// a couple of milliseconds. A route whose calls take longer gets none written ahead: its
+/// requests wait in the queue, where a client that leaves costs no call. (Written ahead, they
+/// would run for nobody: a call given to an executor is never taken back.)
+#[test]
+fn a_slow_route_is_not_written_ahead_so_clients_that_leave_cost_it_no_call() {
+    const LEAVERS: usize = 3;
+    let server = Server::start_over(Scheme::Http, &["crash"], &[]);
+    assert_eq!(server.get("/crash/warm").status, 200);
+    // Then three calls of 5 ms or more each (the plugin looks at its gate every 5 ms; each gate
+    // opens once its call runs): the median of the route's calls is well past the bound.
+    for _ in 0..3 {
+        let (gate, mut held) = server.hold_lane("/crash/slow");
+        gate.open();
+        assert_eq!(read_response(&mut held).map(|r| r.status), Some(200));
+        gate.close();
+    }
+    let (gate, mut blocker) = server.hold_lane("/crash/x");
+    let mut waiting = server.start_get("/crash/fine");
+    server.wait_queued(1);
+    let leavers: Vec<_> = (0..LEAVERS)
+        .map(|_| server.start_get("/crash/gone"))
+        .collect();
+    server.wait_queued(1 + LEAVERS);
+    drop(leavers);
+    // Queued after the leavers' ends of file, so the worker has seen those once it counts it.
+    let mut last = server.start_get("/crash/fine");
+    server.wait_queued(2 + LEAVERS);
+    gate.open();
+    for client in [&mut blocker, &mut waiting, &mut last] {
+        assert_eq!(read_response(client).map(|r| r.status), Some(200));
+    }
+    assert_eq!(
+        server.metric("fiddler_dropped_total{reason=\"client_gone\"}"),
+        LEAVERS as u64
+    );
+    assert_eq!(
+        server.metric("fiddler_plugin_calls_total{plugin=\"crash\"}"),
+        7,
+        "the warm-ups, the held call and the two requests whose clients waited ran; no other"
+    );
+}
+
 /// Issue 26, item 2: after a flood (`wrk -c1000 -d10s` on a 5 ms plugin) a fresh request
 /// waited 1.8 s: the connections taken from the backlog after the flood's clients had gone
 /// carried a whole request and an end of file at once, the half-close rule answered them, and

@@ -826,4 +826,9 @@ impl Gate {
     pub fn open(&self) {
         fs::write(&self.0, b"open").expect("open the gate");
     }
+
+    /// Closes it again: later calls on it are held until it opens.
+    pub fn close(&self) {
+        fs::remove_file(&self.0).expect("close the gate");
+    }
 }

@@ -21,6 +21,7 @@ use crate::exec::spawn;
 use crate::exec::stats::Death;
 use crate::ids::{ConnId, Generation, HandlerKind};
 use crate::observe::log::Level;
+use crate::warn;
 
 /// Where an executor is in its life. Named for what it waits for.
 #[derive(Debug)]
@@ -150,6 +151,11 @@ pub struct Executor {
     pub unread: bool,
     /// It has calls to write at the end of the loop's turn (the pool's `write_due`).
     pub write_due: bool,
+    /// Its socket's poll token.
+    token: Token,
+    /// Its socket is watched for room to write: only while a write is left unfinished. (Were
+    /// it always, every read the executor makes would wake the loop to say there is room.)
+    watching_writes: bool,
     /// The request it died running, with its deadline, kept for a crash file until its exit
     /// status is known.
     pub crash: Option<(plugin_api::Request, Duration)>,
@@ -222,11 +228,7 @@ impl Executor {
             })
             .and_then(|output| {
                 let mut socket = UnixStream::from_std(socket);
-                registry.register(
-                    &mut socket,
-                    Token(token),
-                    Interest::READABLE | Interest::WRITABLE,
-                )?;
+                registry.register(&mut socket, Token(token), Interest::READABLE)?;
                 let watched = registry.register(
                     &mut SourceFd(&output.raw_fd()),
                     Token(token + 1),
@@ -263,6 +265,8 @@ impl Executor {
             cancel: None,
             unread: false,
             write_due: false,
+            token: Token(token),
+            watching_writes: false,
             crash: None,
         })
     }
@@ -279,7 +283,25 @@ impl Executor {
 
     /// Writes what is pending of its calls until the socket would block. `Err` when the
     /// socket is broken (the process is gone).
-    pub fn write_pending(&mut self) -> Result<(), Broken> {
+    /// Writes what is pending ([`Executor::write_pending`]), then watches the socket for room
+    /// to write while some of it is left, and only then.
+    pub fn write_and_watch(&mut self, registry: &Registry) {
+        let _ = self.write_pending();
+        let left = self.cancel.is_some() || self.calls.iter().any(|c| c.sent < c.len());
+        if left == self.watching_writes {
+            return;
+        }
+        let interest = match left {
+            true => Interest::READABLE | Interest::WRITABLE,
+            false => Interest::READABLE,
+        };
+        match registry.reregister(&mut self.socket, self.token, interest) {
+            Ok(()) => self.watching_writes = left,
+            Err(e) => warn!("cannot watch executor [{}]'s socket: {e}", self.pid),
+        }
+    }
+
+    fn write_pending(&mut self) -> Result<(), Broken> {
         // A `Cancel` begun is finished before anything else goes (frames never interleave).
         if self.cancel.as_ref().is_some_and(|(_, sent)| *sent > 0) {
             self.write_cancel()?;
@@ -373,7 +395,7 @@ impl Executor {
         if !std::mem::replace(&mut call.cancelled, true) {
             self.cancel = Some((frame::cancel(call.number), 0));
         }
-        let _ = self.write_pending();
+        self.write_due = true;
         true
     }
 

@@ -78,6 +78,22 @@ pub fn send(
     usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
+/// Waits until `socket` has bytes to read (or its end closed). A reader that blocks in `recv`
+/// is also woken each time its peer reads (the kernel wakes every sleeper on a Unix socket to
+/// say there is room to write); `poll` for input alone sleeps through those.
+pub fn wait_readable(socket: BorrowedFd<'_>) -> io::Result<()> {
+    let mut watched = libc::pollfd {
+        fd: std::os::fd::AsRawFd::as_raw_fd(&socket),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid `pollfd`, live for the call.
+    match unsafe { libc::poll(&mut watched, 1, -1) } {
+        -1 => Err(io::Error::last_os_error()),
+        _ => Ok(()),
+    }
+}
+
 /// `recvmsg` into `buffer`, appending the descriptors that came with the bytes to `fds`
 /// (closed on exec); `flags` as for `recv`. A read whose descriptors did not all fit is an
 /// error (`InvalidData`): the ones that did are closed, and the stream is broken.

@@ -155,13 +155,13 @@ impl WorkerLink {
         let mut messages = Vec::new();
         let mut files = Vec::new();
         let socket = self.socket.as_fd();
+        // Never a blocking `recv`: a waiting end is woken by `wait_readable` only for bytes.
         let read = match (block, self.reader.direct()) {
             (_, Err(e)) => return Err(LinkEnd::Broken(e)),
-            (true, Ok(Some(body))) => fds::recv(socket, body, 0, &mut files).map(|n| (n, true)),
-            (true, Ok(None)) => {
-                fds::recv(socket, &mut self.buffer, 0, &mut files).map(|n| (n, false))
+            (true, Ok(Some(body))) => {
+                fds::recv(socket, body, libc::MSG_DONTWAIT, &mut files).map(|n| (n, true))
             }
-            (false, Ok(_)) => fds::recv(socket, &mut self.buffer, libc::MSG_DONTWAIT, &mut files)
+            (_, Ok(_)) => fds::recv(socket, &mut self.buffer, libc::MSG_DONTWAIT, &mut files)
                 .map(|n| (n, false)),
         };
         self.reader
@@ -171,6 +171,12 @@ impl WorkerLink {
             Ok((0, _)) => return Err(LinkEnd::Closed),
             Ok(read) => read,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && block => {
+                return match fds::wait_readable(socket) {
+                    Err(e) if e.kind() != io::ErrorKind::Interrupted => Err(LinkEnd::Closed),
+                    _ => Ok(()),
+                };
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
             Err(_) => return Err(LinkEnd::Closed),
         };

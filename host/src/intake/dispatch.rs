@@ -231,8 +231,8 @@ impl Dispatch {
     }
 
     /// Writes the calls given to executors in this turn (before the loop polls).
-    pub fn write_due(&mut self) {
-        self.pool.write_due();
+    pub fn write_due(&mut self, registry: &Registry) {
+        self.pool.write_due(registry);
     }
 
     /// The pool's deadlines, reaps and restarts, when one is due.

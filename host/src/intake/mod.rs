@@ -273,7 +273,7 @@ impl Intake {
                 }
             }
             // Calls given to executors this turn go now, several in one write each.
-            self.dispatch.write_due();
+            self.dispatch.write_due(self.poll.registry());
             let wake_at = match self.dispatch.next_deadline() {
                 Some(at) => at.min(next_sweep),
                 None => next_sweep,

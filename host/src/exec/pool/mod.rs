@@ -4,10 +4,12 @@
 //! and deadlines are checked in the same sweep as the connections'.
 //!
 //! "Serial" keeps its meaning: at most `lanes` executors have calls in flight (default 1), and
-//! jobs are placed in queue order. To keep an executor from sleeping between small calls, up
-//! to [`PIPELINE_DEPTH`] small requests may be written ahead to an executor that is already
-//! busy with the same route; it still runs them one at a time, and if it dies, the ones it had
-//! not started go back to the front of the queue instead of being lost.
+//! jobs are placed in queue order. To keep an executor from sleeping between small calls,
+//! small requests may be written ahead to an executor that is already busy with the same
+//! route, as many as it is expected to finish within [`WRITE_AHEAD_WORK`] (at most
+//! [`PIPELINE_DEPTH`]); it still runs them one at a time, and if it dies, the ones it had not
+//! started go back to the front of the queue instead of being lost. A slow route is not
+//! written ahead at all: a client that leaves costs it no call, and it gains nothing by it.
 //!
 //! Versions are blue/green: a new version gets its own executor; once that says `Ready`, the
 //! route points to it and the old version's executors finish what they hold and exit (their
@@ -40,8 +42,12 @@ use crate::jellyfish::Mode;
 use crate::plugins::version::{HandlerMeta, NewVersion};
 use crate::warn;
 
-/// Small requests written ahead to a busy executor of the same route.
-pub const PIPELINE_DEPTH: usize = 4;
+/// The most calls an executor holds (the one it runs and those written ahead).
+pub const PIPELINE_DEPTH: usize = 16;
+/// Calls are written ahead to an executor while the ones it holds are expected to take at most
+/// this long (by its version's recent calls): a few quick calls per wakeup, never seconds of
+/// work for clients that may have left.
+pub const WRITE_AHEAD_WORK: Duration = Duration::from_millis(2);
 /// Only bodies up to this size are written ahead (so calls held outside the queue's byte
 /// budget stay small: at most lanes x depth x this).
 pub const PIPELINE_MAX_BODY: usize = 64 * 1024;
@@ -315,6 +321,7 @@ impl Pool {
         // Nor is a paced route: each of its calls is followed by its pause.
         let within = held <= self.settings.lanes && busy_here <= cap;
         let paced = !self.pace_of(generation).is_zero();
+        let depth = self.write_ahead_depth(generation);
         if within && !paced && body_len <= PIPELINE_MAX_BODY && !self.batches_for(generation) {
             let ahead = self
                 .executors
@@ -323,7 +330,7 @@ impl Pool {
                 .filter_map(|(slot, e)| Some((slot, e.as_ref()?)))
                 .filter(|(_, e)| {
                     e.is_ready_for(generation)
-                        && (1..PIPELINE_DEPTH).contains(&e.calls.len())
+                        && (1..depth).contains(&e.calls.len())
                         && e.calls
                             .iter()
                             .all(|c| c.job.request.body.len() <= PIPELINE_MAX_BODY)
@@ -338,6 +345,23 @@ impl Pool {
             Place::Wait
         } else {
             Place::Full
+        }
+    }
+
+    /// How many calls an executor of `generation` may hold: as many as its recent calls say
+    /// it finishes within [`WRITE_AHEAD_WORK`], within [`PIPELINE_DEPTH`]; 1 (none written
+    /// ahead) before a call of it was measured.
+    fn write_ahead_depth(&self, generation: Generation) -> usize {
+        let expected = self
+            .versions
+            .get(generation)
+            .and_then(|v| v.service.estimate());
+        match expected {
+            None => 1,
+            Some(call) => {
+                let fit = WRITE_AHEAD_WORK.as_nanos() / call.as_nanos().max(1);
+                usize::try_from(fit).map_or(PIPELINE_DEPTH, |n| n.clamp(1, PIPELINE_DEPTH))
+            }
         }
     }
 
@@ -572,10 +596,10 @@ impl Pool {
     /// A broken socket is not handled here: the answers the executor wrote before it went may
     /// still wait to be read, and its end of file arrives as a poll event, which reads them
     /// first and then counts the death.
-    pub fn write_due(&mut self) {
+    pub fn write_due(&mut self, registry: &Registry) {
         for executor in self.executors.iter_mut().flatten() {
             if std::mem::replace(&mut executor.write_due, false) {
-                let _ = executor.write_pending();
+                executor.write_and_watch(registry);
             }
         }
     }
