@@ -192,8 +192,9 @@ pub enum Drain {
     UntilBlocked,
 }
 
-/// The most parts (a head and a body per call) of one write of calls to an executor.
-const WRITE_SLICES: usize = 16;
+/// The most parts (a head and a body per call) of one write of calls to an executor: every
+/// call it may hold.
+const WRITE_SLICES: usize = 2 * crate::exec::pool::PIPELINE_DEPTH;
 /// The most bytes of streamed pieces read from one executor in one turn: a fast stream cannot
 /// hold the loop, and a slow client holds at most about this much beyond its own buffer.
 pub const PIECES_PER_TURN: usize = 256 * 1024;

@@ -158,6 +158,11 @@ pub struct Conn {
     /// and how many of them have arrived (and are held).
     reserved: usize,
     arrived: usize,
+    /// Bytes (or its end) may wait in the socket that no read has taken: a readiness event
+    /// came since the last read that left it empty. Polling is edge-triggered, so bytes that
+    /// come later raise a new event; without one, a read would only hear it would block (as
+    /// after every answer on a keep-alive connection, before its client sends the next).
+    may_have_bytes: bool,
     /// When its peer's end of file (or a reset) was seen in a poll event, if it was.
     fin_at: Option<Instant>,
     /// When its last request was complete.
@@ -197,6 +202,7 @@ impl Conn {
             body_file_refused: false,
             reserved: 0,
             arrived: 0,
+            may_have_bytes: true,
             fin_at: None,
             request_done: now,
             half_closed: false,
@@ -342,6 +348,9 @@ impl Conn {
                     return Step::Request(head, body);
                 }
                 Event::Error(e) => return Step::Refused(e),
+            }
+            if !self.may_have_bytes {
+                return Step::Blocked;
             }
             let room = self.reader.room(limits, scratch.len());
             if let Some(step) = self.fill(&mut scratch[..room]) {
@@ -502,17 +511,30 @@ impl Conn {
             match self.transport.read(scratch) {
                 Ok(0) => return Some(Step::Gone),
                 Ok(n) => {
+                    // A plain socket that gave less than asked is empty now. (TLS may hold
+                    // more plaintext than it gave: only its would-block says so.)
+                    if n < scratch.len() && !self.transport.is_tls() {
+                        self.may_have_bytes = false;
+                    }
                     self.reader.push(&scratch[..n]);
                     return None;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Some(Step::Blocked),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.may_have_bytes = false;
+                    return Some(Step::Blocked);
+                }
                 Err(e) if e.kind() == io::ErrorKind::InvalidData && self.transport.is_tls() => {
                     return Some(Step::TlsFailed)
                 }
                 Err(_) => return Some(Step::Gone),
             }
         }
+    }
+
+    /// A poll event said the socket has bytes to read, or its end.
+    pub fn saw_readable(&mut self) {
+        self.may_have_bytes = true;
     }
 
     /// A poll event said the peer shut its end (or reset it), at `now`: within

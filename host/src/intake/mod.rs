@@ -607,6 +607,9 @@ impl Intake {
         let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
+        if readable || closed {
+            conn.saw_readable();
+        }
         if closed {
             conn.saw_end_of_file(Instant::now());
         }
