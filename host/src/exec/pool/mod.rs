@@ -8,8 +8,10 @@
 //! small requests may be written ahead to an executor that is already busy with the same
 //! route, as many as it is expected to finish within [`WRITE_AHEAD_WORK`] (at most
 //! [`PIPELINE_DEPTH`]); it still runs them one at a time, and if it dies, the ones it had not
-//! started go back to the front of the queue instead of being lost. A slow route is not
-//! written ahead at all: a client that leaves costs it no call, and it gains nothing by it.
+//! started go back to the front of the queue instead of being lost. A slow route gets one
+//! call written ahead, no more: its executor never waits for the worker between calls (under
+//! a flood that gap is a few percent of its capacity), and a client that leaves while its
+//! request waits behind that one costs it no call.
 //!
 //! Versions are blue/green: a new version gets its own executor; once that says `Ready`, the
 //! route points to it and the old version's executors finish what they hold and exit (their
@@ -45,8 +47,8 @@ use crate::warn;
 /// The most calls an executor holds (the one it runs and those written ahead).
 pub const PIPELINE_DEPTH: usize = 16;
 /// Calls are written ahead to an executor while the ones it holds are expected to take at most
-/// this long (by its version's recent calls): a few quick calls per wakeup, never seconds of
-/// work for clients that may have left.
+/// this long (by its version's recent calls): many quick calls per wakeup; for a slow route,
+/// one call ahead, never seconds of work for clients that may have left.
 pub const WRITE_AHEAD_WORK: Duration = Duration::from_millis(2);
 /// Only bodies up to this size are written ahead (so calls held outside the queue's byte
 /// budget stay small: at most lanes x depth x this).
@@ -349,18 +351,18 @@ impl Pool {
     }
 
     /// How many calls an executor of `generation` may hold: as many as its recent calls say
-    /// it finishes within [`WRITE_AHEAD_WORK`], within [`PIPELINE_DEPTH`]; 1 (none written
-    /// ahead) before a call of it was measured.
+    /// it finishes within [`WRITE_AHEAD_WORK`], within [`PIPELINE_DEPTH`]; at least 2 (the
+    /// one it runs and the next), as before a call of it was measured.
     fn write_ahead_depth(&self, generation: Generation) -> usize {
         let expected = self
             .versions
             .get(generation)
             .and_then(|v| v.service.estimate());
         match expected {
-            None => 1,
+            None => 2,
             Some(call) => {
                 let fit = WRITE_AHEAD_WORK.as_nanos() / call.as_nanos().max(1);
-                usize::try_from(fit).map_or(PIPELINE_DEPTH, |n| n.clamp(1, PIPELINE_DEPTH))
+                usize::try_from(fit).map_or(PIPELINE_DEPTH, |n| n.clamp(2, PIPELINE_DEPTH))
             }
         }
     }
