@@ -37,6 +37,7 @@ pub mod http;
 pub mod ids;
 pub mod intake;
 pub mod jellyfish;
+pub mod lookup;
 pub mod net;
 pub mod observe;
 pub mod plugins;

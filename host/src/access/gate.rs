@@ -3,9 +3,8 @@
 //! `Authorization`. Sans IO: the table is filled from the watcher's updates, and intake asks it
 //! as soon as a head is parsed, before the body is read or anything is queued.
 
-use std::collections::HashMap;
-
 use crate::access::keys::KeySet;
+use crate::lookup::LookupMap;
 
 /// What a route (or the server-wide default) lets through.
 #[derive(Debug, Default)]
@@ -86,7 +85,7 @@ impl Requirement {
 #[derive(Debug, Default)]
 pub struct Gates {
     server: Gate,
-    routes: HashMap<String, Rule>,
+    routes: LookupMap<String, Rule>,
 }
 
 impl Gates {

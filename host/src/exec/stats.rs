@@ -13,27 +13,32 @@ const RECENT_CALLS: usize = 16;
 pub struct ServiceTime {
     /// Invariant: the first `len` entries (in ring order from `next`) are measured calls.
     recent: [Duration; RECENT_CALLS],
+    /// The same `len` calls, in order (kept by `record`: the median is read on every request).
+    sorted: [Duration; RECENT_CALLS],
     len: usize,
     next: usize,
-    /// The median of `recent`, kept by `record` (read on every request, so not recomputed).
-    median: Option<Duration>,
 }
 
 impl ServiceTime {
-    /// Remembers one call's duration.
+    /// Remembers one call's duration, forgetting the oldest once [`RECENT_CALLS`] are kept.
     pub fn record(&mut self, took: Duration) {
+        if self.len == RECENT_CALLS {
+            let oldest = self.recent[self.next];
+            let at = self.sorted[..self.len].partition_point(|d| *d < oldest);
+            self.sorted.copy_within(at + 1..self.len, at);
+            self.len -= 1;
+        }
         self.recent[self.next] = took;
         self.next = (self.next + 1) % RECENT_CALLS;
-        self.len = (self.len + 1).min(RECENT_CALLS);
-        let mut sorted = self.recent;
-        let measured = &mut sorted[..self.len];
-        measured.sort_unstable();
-        self.median = Some(measured[self.len / 2]);
+        let at = self.sorted[..self.len].partition_point(|d| *d < took);
+        self.sorted.copy_within(at..self.len, at + 1);
+        self.sorted[at] = took;
+        self.len += 1;
     }
 
     /// The median of the calls remembered; `None` before the first.
     pub fn estimate(&self) -> Option<Duration> {
-        self.median
+        (self.len > 0).then(|| self.sorted[self.len / 2])
     }
 
     /// Whether no call was measured yet.
@@ -150,5 +155,22 @@ mod tests {
             service.record(ms(5));
         }
         assert_eq!(service.estimate(), Some(ms(5)), "old calls are forgotten");
+    }
+
+    #[test]
+    fn the_kept_order_matches_sorting_the_last_calls_afresh() {
+        let mut service = ServiceTime::default();
+        let mut all = Vec::new();
+        let mut x: u64 = 12_345;
+        for _ in 0..500 {
+            // A small range, so equal durations (the case removal must get right) are common.
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            let took = Duration::from_micros((x >> 33) % 40);
+            service.record(took);
+            all.push(took);
+            let mut last: Vec<_> = all.iter().rev().take(RECENT_CALLS).copied().collect();
+            last.sort_unstable();
+            assert_eq!(service.estimate(), Some(last[last.len() / 2]));
+        }
     }
 }

@@ -4,12 +4,12 @@
 //! version's executors mean for its route, and writes the log lines (and the status page's
 //! events) about versions.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::exec::stats::{PluginStats, ServiceTime};
 use crate::ids::{ContentHash, Generation, HandlerKind, PluginName};
+use crate::lookup::LookupMap;
 use crate::observe::events::{EventKind, Events};
 use crate::plugins::version::{HandlerMeta, NewVersion};
 use crate::process::backoff::crash_backoff;
@@ -106,14 +106,14 @@ pub enum Offer {
 /// [`Versions::forget`] only for a retired version with none left).
 #[derive(Default)]
 pub struct Versions {
-    versions: HashMap<Generation, Version>,
+    versions: LookupMap<Generation, Version>,
     /// The live version of each route.
-    live: HashMap<PluginName, Generation>,
+    live: LookupMap<PluginName, Generation>,
     /// A version starting to replace (or become) a route's live one.
-    candidates: HashMap<PluginName, Generation>,
+    candidates: LookupMap<PluginName, Generation>,
     /// Contents refused, with their route: not tried again until that route's file is removed
     /// (a deliberate drop-in again retries).
-    refused: HashMap<ContentHash, PluginName>,
+    refused: LookupMap<ContentHash, PluginName>,
     /// The last events of versions and executors, for the status page.
     pub events: Events,
 }

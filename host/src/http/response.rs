@@ -110,7 +110,11 @@ pub fn write_head(
     persistence: Persistence,
 ) -> (Vec<u8>, usize) {
     let mut head = Vec::with_capacity(128 + headers.len() * 48);
-    head.extend_from_slice(format!("HTTP/1.1 {status} {}\r\n", reason(status)).as_bytes());
+    head.extend_from_slice(b"HTTP/1.1 ");
+    push_decimal(&mut head, u64::from(status));
+    head.push(b' ');
+    head.extend_from_slice(reason(status).as_bytes());
+    head.extend_from_slice(b"\r\n");
     let mut dropped = 0;
     for header in headers {
         if is_framing(&header.name) {
@@ -128,7 +132,9 @@ pub fn write_head(
     match length {
         _ if is_bodiless(status) => {}
         BodyLength::Known(n) => {
-            head.extend_from_slice(format!("Content-Length: {n}\r\n").as_bytes())
+            head.extend_from_slice(b"Content-Length: ");
+            push_decimal(&mut head, n);
+            head.extend_from_slice(b"\r\n");
         }
         BodyLength::Chunked => head.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
         BodyLength::UntilClose => {}
@@ -148,9 +154,33 @@ pub fn write_head(
     (head, dropped)
 }
 
+/// Appends `n` in decimal (every answer's status and length: no formatter on this path).
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimals_are_written_like_the_formatter_writes_them() {
+        for n in [0, 7, 10, 99, 100, 200, 65_535, 1 << 40, u64::MAX] {
+            let mut out = b"x".to_vec();
+            push_decimal(&mut out, n);
+            assert_eq!(out, format!("x{n}").into_bytes());
+        }
+    }
 
     #[test]
     fn framing_and_malformed_headers_are_dropped() {

@@ -138,6 +138,9 @@ pub struct Conn {
     pub transport: Transport,
     /// The client's address.
     pub peer: SocketAddr,
+    /// `peer` as text, made at its first request and kept for the rest (every request hands
+    /// it to its plugin).
+    peer_text: Option<String>,
     /// The listener it came from (admin connections are counted apart).
     pub kind: Scheme,
     /// What it waits for.
@@ -193,6 +196,7 @@ impl Conn {
             id,
             transport,
             peer,
+            peer_text: None,
             kind,
             phase: Phase::ExpectHead,
             since: now,
@@ -209,6 +213,14 @@ impl Conn {
             queued_behind: false,
             unread_body: 0,
         }
+    }
+
+    /// The client's address as text, for its plugin.
+    pub fn peer_text(&mut self) -> String {
+        let peer = self.peer;
+        self.peer_text
+            .get_or_insert_with(|| peer.to_string())
+            .clone()
     }
 
     /// Starts the current phase's clock: its deadline is `timeout` from now.

@@ -266,13 +266,7 @@ impl Intake {
         conn.queued_behind = behind;
         let (route, rest) = (route.to_owned(), rest.to_owned());
         let expected = self.dispatch.pool().expected_call(&route);
-        let request = plugin_request(
-            head,
-            rest,
-            body,
-            conn.peer.to_string(),
-            conn.transport.is_tls(),
-        );
+        let request = plugin_request(head, rest, body, conn.peer_text(), conn.transport.is_tls());
         let job = Job {
             conn: conn.id,
             route,
