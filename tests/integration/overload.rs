@@ -6,6 +6,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::Duration;
 
+use fiddler_crab::exec::pool::WRITE_AHEAD_WORK;
+
 use crate::support::{read_response, read_until_closed, wait_until, Scheme, Server, IO_DEADLINE};
 
 /// Expects no answer on `stream` within `window` (the request is held, not refused).
@@ -438,10 +440,10 @@ fn regression_the_admin_address_answers_while_the_queue_is_full() {
         &["--queue", "2", "--admin", "127.0.0.1:0"],
     );
     let admin = server.admin_addr();
-    // Three calls of 5 ms or more first (a gated call looks at its gate every 5 ms, and each
-    // gate opens once its call runs): the route is slow, so its busy executor is written one
-    // call ahead, however loaded the machine is. (A route measured fast is written up to 16
-    // ahead; how fast a first call measures depends on the machine's load.)
+    // Three calls held for the write-ahead bound first (each gate opens that long after its
+    // call runs): the route is slow, so its busy executor is written one call ahead, however
+    // loaded the machine is. (A route measured fast is written up to 16 ahead; how fast a
+    // first call measures depends on the machine's load.)
     for _ in 0..3 {
         let gate = server.gate();
         let mut slow = server.start_get(&format!("/crash/slow?{}", gate.query()));
@@ -450,6 +452,7 @@ fn regression_the_admin_address_answers_while_the_queue_is_full() {
                 .contains("\"state\":\"busy\"")
                 .then_some(())
         });
+        thread::sleep(WRITE_AHEAD_WORK);
         gate.open();
         assert_eq!(read_response(&mut slow).map(|r| r.status), Some(200));
         gate.close();
@@ -619,19 +622,19 @@ fn pace_pauses_each_lane_between_calls() {
     assert_eq!(pace_of("breather").as_deref(), Some("700"), "{plugins}");
 }
 
-/// Calls are written ahead to a busy executor while it is expected to finish them within a
-/// couple of milliseconds. A route whose calls take longer gets one call written ahead, no
-/// more: the requests behind it wait in the queue, where a client that leaves costs no call.
+/// Calls are written ahead to a busy executor while it is expected to finish them within
+/// `WRITE_AHEAD_WORK`. A route whose calls take longer gets one call written ahead, no more: the requests behind it wait in the queue, where a client that leaves costs no call.
 /// (Written ahead, they would run for nobody: a call given to an executor is never taken back.)
 #[test]
 fn a_slow_route_gets_one_call_written_ahead_and_clients_that_leave_behind_it_cost_no_call() {
     const LEAVERS: usize = 3;
     let server = Server::start_over(Scheme::Http, &["crash"], &[]);
     assert_eq!(server.get("/crash/warm").status, 200);
-    // Then three calls of 5 ms or more each (the plugin looks at its gate every 5 ms; each gate
-    // opens once its call runs): the median of the route's calls is well past the bound.
+    // Then three calls held running for the bound each (a lower bound on what they measure,
+    // not a race): the median of the route's calls is past it.
     for _ in 0..3 {
         let (gate, mut held) = server.hold_lane("/crash/slow");
+        thread::sleep(WRITE_AHEAD_WORK);
         gate.open();
         assert_eq!(read_response(&mut held).map(|r| r.status), Some(200));
         gate.close();

@@ -47,9 +47,11 @@ use crate::warn;
 /// The most calls an executor holds (the one it runs and those written ahead).
 pub const PIPELINE_DEPTH: usize = 16;
 /// Calls are written ahead to an executor while the ones it holds are expected to take at most
-/// this long (by its version's recent calls): many quick calls per wakeup; for a slow route,
-/// one call ahead, never seconds of work for clients that may have left.
-pub const WRITE_AHEAD_WORK: Duration = Duration::from_millis(2);
+/// this long (by its version's recent calls): many quick calls per wakeup; for a 5 ms route,
+/// three ahead, so the worker may be kept from running (a busy machine) for 15 ms before its
+/// executor waits (with one ahead, S2 lost 1.5% on a busy machine); for a slow route, one
+/// ahead, never seconds of work for clients that may have left.
+pub const WRITE_AHEAD_WORK: Duration = Duration::from_millis(20);
 /// Only bodies up to this size are written ahead (so calls held outside the queue's byte
 /// budget stay small: at most lanes x depth x this).
 pub const PIPELINE_MAX_BODY: usize = 64 * 1024;
