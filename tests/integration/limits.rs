@@ -1,6 +1,7 @@
 //! Each limit and deadline of DESIGN.md's table: the right status, then a closed connection.
 
 use std::io::Write;
+use std::net::Shutdown;
 
 use crate::support::{read_response, read_until_closed, Scheme, Server};
 
@@ -105,6 +106,37 @@ fn an_idle_keep_alive_connection_is_closed_after_its_deadline(scheme: Scheme) {
         Some("ok".to_owned())
     );
     assert!(read_until_closed(&mut stream).is_empty());
+}
+
+/// Finding: a client that sent part of a head, or of a body, and its end of file at once was
+/// held open until a deadline. Bytes and end came in one readiness event; the read that took
+/// the bytes came back short, so no read was made to see the end, and edge-triggered polling
+/// does not report it again. Now an end seen in an event is always read: the connection closes
+/// at once, long before its 60 s deadlines (the client gives up after 20 s).
+#[test]
+fn a_client_that_sends_part_of_a_request_and_leaves_is_closed_at_once() {
+    let server = Server::start_over(
+        Scheme::Http,
+        &["echo"],
+        &[
+            "--header-timeout",
+            "60000",
+            "--idle-timeout",
+            "60000",
+            "--min-rate",
+            "0",
+        ],
+    );
+    let partial_head = &b"POST /echo HTTP/1.1\r\nHo"[..];
+    let partial_body = &b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc"[..];
+    // A few times each: the end must come in the same event as the bytes to show the finding,
+    // which back-to-back calls nearly always give.
+    for partial in [partial_head, partial_body].repeat(4) {
+        let mut stream = server.connect_tcp();
+        stream.write_all(partial).expect("send");
+        stream.shutdown(Shutdown::Write).expect("half-close");
+        read_until_closed(&mut stream);
+    }
 }
 
 crate::over_both_schemes!(

@@ -282,12 +282,14 @@ impl Executor {
         matches!(self.phase, Phase::Serving) && self.resting_until.is_some_and(|until| now < until)
     }
 
-    /// Writes what is pending of its calls until the socket would block. `Err` when the
-    /// socket is broken (the process is gone).
     /// Writes what is pending ([`Executor::write_pending`]), then watches the socket for room
-    /// to write while some of it is left, and only then.
+    /// to write while some of it is left, and only then. A broken socket (the process is gone)
+    /// or one already taken off the poll (an executor waited out to its exit) is not watched:
+    /// its end is handled where it is read.
     pub fn write_and_watch(&mut self, registry: &Registry) {
-        let _ = self.write_pending();
+        if self.write_pending().is_err() || matches!(self.phase, Phase::ExpectExit { .. }) {
+            return;
+        }
         let left = self.cancel.is_some() || self.calls.iter().any(|c| c.sent < c.len());
         if left == self.watching_writes {
             return;
@@ -302,6 +304,8 @@ impl Executor {
         }
     }
 
+    /// Writes what is pending of its calls (a `Cancel` first) until the socket would block.
+    /// `Err` when the socket is broken (the process is gone).
     fn write_pending(&mut self) -> Result<(), Broken> {
         // A `Cancel` begun is finished before anything else goes (frames never interleave).
         if self.cancel.as_ref().is_some_and(|(_, sent)| *sent > 0) {

@@ -66,8 +66,9 @@ const HEAD: usize = 9;
 const KEPT_META: usize = 4096;
 /// The kind byte's bit saying the body is in a file sent beside the frame.
 pub const BY_FILE: u8 = 0x80;
-/// Files received and not yet taken by their frames, from the worker (one per request frame
-/// written ahead; a write carries the files of up to 8 calls). A peer sending more is broken.
+/// Files received and not yet taken by their frames, from the worker (one per request frame;
+/// a body that goes as a file is never written ahead, so one write carries at most one). A
+/// peer sending more is broken.
 const MAX_FILES_WAITING: usize = 64;
 /// The same from an executor, which sends each big answer's file with that answer's own
 /// write: one read takes at most one write's file, and the frame it belongs to is complete by

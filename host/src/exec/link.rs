@@ -196,8 +196,8 @@ impl Downstream for WorkerLink {
         if self.cancelled {
             return true;
         }
-        // The worker's bytes between frames are few (requests written ahead, a `Cancel`);
-        // read what is there, keep the rest for later.
+        // The worker's bytes between frames are bounded (up to 15 requests written ahead, of
+        // 64 KiB at most each, and a `Cancel`); read what is there, keep the rest for later.
         if let Err(end) = self.fill(false) {
             if let LinkEnd::Broken(e) = end {
                 eprintln!("executor: {e}");

@@ -524,8 +524,9 @@ impl Conn {
                 Ok(0) => return Some(Step::Gone),
                 Ok(n) => {
                     // A plain socket that gave less than asked is empty now. (TLS may hold
-                    // more plaintext than it gave: only its would-block says so.)
-                    if n < scratch.len() && !self.transport.is_tls() {
+                    // more plaintext than it gave: only its would-block says so. An end of
+                    // file seen in an event is still to be read: no event will say it again.)
+                    if n < scratch.len() && !self.transport.is_tls() && self.fin_at.is_none() {
                         self.may_have_bytes = false;
                     }
                     self.reader.push(&scratch[..n]);

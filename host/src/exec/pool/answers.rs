@@ -195,10 +195,12 @@ impl Pool {
             return;
         };
         version.crashes_in_row = 0;
-        // A batch's time is its first call's (its others are answered right after): each of
-        // its requests cost a share of it.
+        // Timed with the others this read answered (`Burst`): from the first one's start, a
+        // share per request (a batch's first call counts its `batch_lead` requests; the batch's
+        // others are answered right after it and count none).
         if let (Some(started), lead @ 1..) = (call.started, call.batch_lead) {
-            version.service.record(now.duration_since(started) / lead);
+            self.burst.first.get_or_insert((generation, started));
+            self.burst.requests = self.burst.requests.saturating_add(lead);
         }
         let route = version.new.name.as_str();
         let stats = &version.stats;

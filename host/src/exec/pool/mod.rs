@@ -167,6 +167,22 @@ pub struct Pool {
     crashes: Option<CrashSink>,
     /// The frames of one read, kept between reads (no allocation per answer).
     inbox: Vec<frame::Message>,
+    /// The calls answered in the read being handled, measured together (see [`Burst`]).
+    burst: Burst,
+}
+
+/// The calls one read of an executor's socket answered. Only the first of them has a known
+/// start (the answer before it came in an earlier read, or it was the one written to an idle
+/// executor); the others became the front during this read, after running at unknown moments
+/// (a worker kept off the CPU, or an executor holding quick answers, sends several at once).
+/// Each is timed as a share of the whole: recorded one by one, all but the first would measure
+/// near zero, and write-ahead would commit more work on every hiccup.
+#[derive(Debug, Default)]
+struct Burst {
+    /// The version and the start of the first call answered in this read.
+    first: Option<(Generation, Instant)>,
+    /// Requests answered in this read (a batch counts its requests).
+    requests: u32,
 }
 
 impl Pool {
@@ -183,6 +199,7 @@ impl Pool {
             busy: 0,
             counters: ExecutorCounters::default(),
             inbox: Vec::new(),
+            burst: Burst::default(),
         }
     }
 
@@ -627,6 +644,14 @@ impl Pool {
             self.on_message(slot, message, registry, out);
         }
         self.inbox = messages;
+        if let (Some((generation, started)), requests @ 1..) = (
+            self.burst.first.take(),
+            std::mem::take(&mut self.burst.requests),
+        ) {
+            if let Some(version) = self.versions.get_mut(generation) {
+                version.service.record(started.elapsed() / requests);
+            }
+        }
         match ended {
             Received::WouldBlock | Received::Paused => {}
             Received::Bad(e) => {
