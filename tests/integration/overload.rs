@@ -6,8 +6,6 @@ use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::Duration;
 
-use fiddler_crab::exec::pool::WRITE_AHEAD_WORK;
-
 use crate::support::{read_response, read_until_closed, wait_until, Scheme, Server, IO_DEADLINE};
 
 /// Expects no answer on `stream` within `window` (the request is held, not refused).
@@ -342,19 +340,14 @@ fn running_out_of_descriptors_pauses_accepting_and_recovers() {
     server.wait_for_log("accepting again", IO_DEADLINE);
 }
 
-/// The text of `GET path` on the admin address.
-fn admin_text(admin: SocketAddr, path: &str) -> String {
+/// One sample of `/-/metrics` on the admin address.
+fn admin_metric(admin: SocketAddr, sample: &str) -> u64 {
     let mut stream = TcpStream::connect(admin).expect("connect to the admin address");
     stream.set_read_timeout(Some(IO_DEADLINE)).expect("timeout");
     stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+        .write_all(b"GET /-/metrics HTTP/1.1\r\nHost: t\r\n\r\n")
         .expect("send");
-    read_response(&mut stream).expect("an answer").text()
-}
-
-/// One sample of `/-/metrics` on the admin address.
-fn admin_metric(admin: SocketAddr, sample: &str) -> u64 {
-    let text = admin_text(admin, "/-/metrics");
+    let text = read_response(&mut stream).expect("metrics").text();
     text.lines()
         .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or_else(|| panic!("no sample {sample} in:\n{text}"))
@@ -440,23 +433,7 @@ fn regression_the_admin_address_answers_while_the_queue_is_full() {
         &["--queue", "2", "--admin", "127.0.0.1:0"],
     );
     let admin = server.admin_addr();
-    // Three calls held for the write-ahead bound first (each gate opens that long after its
-    // call runs): the route is slow, so its busy executor is written one call ahead, however
-    // loaded the machine is. (A route measured fast is written up to 16 ahead; how fast a
-    // first call measures depends on the machine's load.)
-    for _ in 0..3 {
-        let gate = server.gate();
-        let mut slow = server.start_get(&format!("/crash/slow?{}", gate.query()));
-        wait_until("the slow call to run", IO_DEADLINE, || {
-            admin_text(admin, "/-/plugins")
-                .contains("\"state\":\"busy\"")
-                .then_some(())
-        });
-        thread::sleep(WRITE_AHEAD_WORK);
-        gate.open();
-        assert_eq!(read_response(&mut slow).map(|r| r.status), Some(200));
-        gate.close();
-    }
+    server.make_crash_route_slow();
     let gate = server.gate();
     let queued_before = admin_metric(admin, "fiddler_requests_queued_total");
     let mut held = Vec::new();
@@ -623,22 +600,15 @@ fn pace_pauses_each_lane_between_calls() {
 }
 
 /// Calls are written ahead to a busy executor while it is expected to finish them within
-/// `WRITE_AHEAD_WORK`. A route whose calls take longer gets one call written ahead, no more: the requests behind it wait in the queue, where a client that leaves costs no call.
+/// `WRITE_AHEAD_WORK`. A route whose calls take longer gets one call written ahead, no more:
+/// the requests behind it wait in the queue, where a client that leaves costs no call.
 /// (Written ahead, they would run for nobody: a call given to an executor is never taken back.)
 #[test]
 fn a_slow_route_gets_one_call_written_ahead_and_clients_that_leave_behind_it_cost_no_call() {
     const LEAVERS: usize = 3;
     let server = Server::start_over(Scheme::Http, &["crash"], &[]);
     assert_eq!(server.get("/crash/warm").status, 200);
-    // Then three calls held running for the bound each (a lower bound on what they measure,
-    // not a race): the median of the route's calls is past it.
-    for _ in 0..3 {
-        let (gate, mut held) = server.hold_lane("/crash/slow");
-        thread::sleep(WRITE_AHEAD_WORK);
-        gate.open();
-        assert_eq!(read_response(&mut held).map(|r| r.status), Some(200));
-        gate.close();
-    }
+    server.make_crash_route_slow();
     let (gate, mut blocker) = server.hold_lane("/crash/x");
     // Written ahead to the busy executor (the one call a slow route gets).
     let mut waiting = server.start_get("/crash/fine");

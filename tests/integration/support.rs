@@ -575,6 +575,17 @@ impl Server {
         (gate, held)
     }
 
+    /// Makes the crash fixture's route measure slow: three calls of `WRITE_AHEAD_WORK` each,
+    /// so its busy executor is written one call ahead, whatever the machine's load (a route
+    /// measured fast is written up to 16 ahead, and how fast a first call measures depends on
+    /// the load).
+    pub fn make_crash_route_slow(&self) {
+        let ms = fiddler_crab::exec::pool::WRITE_AHEAD_WORK.as_millis();
+        for _ in 0..3 {
+            assert_eq!(self.get(&format!("/crash/slow?ms={ms}")).status, 200);
+        }
+    }
+
     /// Waits until `/-/ready` counts `queued` requests waiting.
     pub fn wait_queued(&self, queued: usize) {
         let expected = format!("ready: {queued} of ");
@@ -825,10 +836,5 @@ impl Gate {
     /// Releases every call held on it.
     pub fn open(&self) {
         fs::write(&self.0, b"open").expect("open the gate");
-    }
-
-    /// Closes it again: later calls on it are held until it opens.
-    pub fn close(&self) {
-        fs::remove_file(&self.0).expect("close the gate");
     }
 }
