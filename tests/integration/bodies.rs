@@ -2,7 +2,8 @@
 //! mapping of a file the worker filled (never copied through the executor's socket), comes
 //! back byte for byte when the plugin answers with it (the same file) or with bytes it wrote
 //! into it (a copy: the file is never changed), cannot be written or cut short by the plugin
-//! (the seals, sandbox or not), and is freed when its client leaves mid-upload; an executor
+//! (the seals, sandbox or not), ends where its length says (a pipelined request behind it is
+//! read as one), and is freed when its client leaves mid-upload; an executor
 //! that forges body files of its own is ended, at the cost of its request only.
 
 use std::fs;
@@ -82,6 +83,23 @@ fn a_big_body_reaches_the_plugin_as_a_mapped_file_and_comes_back_byte_for_byte(s
         chunked.body == body,
         "the echo of a big chunked body differs"
     );
+
+    // A big body with the next request right behind it, in one write: the body's bytes go
+    // to its file (spliced over plain TCP), and not one byte past its end.
+    let mut client = server.connect();
+    let mut pipelined = format!(
+        "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    pipelined.extend_from_slice(&body);
+    pipelined
+        .extend_from_slice(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nnext!");
+    client.write_all(&pipelined).expect("both requests");
+    let first = read_response(&mut client).expect("the big echo");
+    assert!(first.body == body, "the pipelined big echo differs");
+    let second = read_response(&mut client).expect("the next request's answer");
+    assert_eq!(second.text(), "next!");
 }
 
 fn an_answer_the_plugin_wrote_into_its_body_is_sent_as_written(scheme: Scheme) {

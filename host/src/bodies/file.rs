@@ -1,15 +1,16 @@
 //! One body's sealed memory file: made and filled by the side that has the bytes
-//! ([`BodyFile`]), sealed so that nobody can change, grow or shrink it any more, mapped as a
+//! ([`BodyFile`]: appended to, or spliced into from a socket), sealed so that nobody can change, grow or shrink it any more, mapped as a
 //! `Vec<u8>` ([`BodyFile::seal`], [`map_received`], which first checks a file that came from
 //! the other side), and, for an answer, either the request's own file given back untouched or
 //! a new one ([`answer_file`]).
 
 use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 
 use super::registry::{self, file_of};
+use super::splice::{SpliceError, SplicePipe};
 use super::BY_FILE_FROM;
 
 /// The seals a body file carries: no writes, no growing, no shrinking (a mapping of it can
@@ -23,6 +24,9 @@ const NEEDED: libc::c_int = libc::F_SEAL_WRITE | libc::F_SEAL_GROW | libc::F_SEA
 pub struct BodyFile {
     file: File,
     len: usize,
+    /// The pipe bytes from a socket pass through ([`BodyFile::splice_from`]), made at its
+    /// first use.
+    pipe: Option<SplicePipe>,
 }
 
 impl BodyFile {
@@ -40,14 +44,36 @@ impl BodyFile {
         }
         // SAFETY: `fd` was just made and is owned by nothing else.
         let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-        Ok(BodyFile { file, len: 0 })
+        Ok(BodyFile {
+            file,
+            len: 0,
+            pipe: None,
+        })
     }
 
     /// Appends bytes.
     pub fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.file.write_all(bytes)?;
+        self.file.write_all_at(bytes, self.len as u64)?;
         self.len += bytes.len();
         Ok(())
+    }
+
+    /// Appends up to `max` bytes from a socket without copying them through this process
+    /// (see [`SplicePipe`]): how many came (`0`: the socket's end of file).
+    pub fn splice_from(
+        &mut self,
+        socket: BorrowedFd<'_>,
+        max: usize,
+    ) -> Result<usize, SpliceError> {
+        let pipe = match self.pipe.take() {
+            Some(pipe) => pipe,
+            None => SplicePipe::new().map_err(SpliceError::File)?,
+        };
+        let moved = pipe.move_into(socket, self.file.as_fd(), self.len as u64, max)?;
+        // Only a pipe left empty is used again.
+        self.pipe = Some(pipe);
+        self.len += moved;
+        Ok(moved)
     }
 
     /// Seals it and gives its bytes as a `Vec` over a mapping of it.
@@ -264,6 +290,8 @@ fn untouched(body: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
 
     fn filled(len: usize) -> Vec<u8> {
         let mut file = BodyFile::create().expect("a memory file");
@@ -309,6 +337,48 @@ mod tests {
         small.append(b"abc").expect("written");
         let fd = small.into_sealed().expect("sealed");
         assert_eq!(map_received(fd, 3).expect("read"), b"abc");
+    }
+
+    #[test]
+    fn bytes_spliced_from_a_socket_and_appended_land_in_order() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a listener");
+        let mut client =
+            TcpStream::connect(listener.local_addr().expect("its address")).expect("connected");
+        let (server, _) = listener.accept().expect("accepted");
+        server.set_nonblocking(true).expect("non-blocking");
+        let sent: Vec<u8> = (0..3 * BY_FILE_FROM).map(|i| (i % 253) as u8).collect();
+        let mut file = BodyFile::create().expect("a memory file");
+        file.append(&sent[..10]).expect("appended");
+        assert!(
+            matches!(file.splice_from(server.as_fd(), 1 << 30), Err(SpliceError::Socket(e)) if e.kind() == io::ErrorKind::WouldBlock),
+            "nothing sent yet"
+        );
+        client.write_all(&sent[10..]).expect("sent");
+        // At most what is asked for: bytes beyond it (a next request) stay in the socket.
+        let mut left = sent.len() - 10 - 7;
+        while left > 0 {
+            match file.splice_from(server.as_fd(), left) {
+                Ok(n) => left -= n,
+                Err(SpliceError::Socket(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        file.append(b"end").expect("appended");
+        let mut rest = [0u8; 7];
+        let mut server = server;
+        server.set_nonblocking(false).expect("blocking");
+        server
+            .read_exact(&mut rest)
+            .expect("the last bytes, left in the socket");
+        assert_eq!(rest, sent[sent.len() - 7..]);
+        drop(client);
+        assert!(
+            matches!(file.splice_from(server.as_fd(), 1), Ok(0)),
+            "end of file"
+        );
+        let mapped = file.seal().expect("sealed and mapped");
+        assert!(mapped[..sent.len() - 7] == sent[..sent.len() - 7]);
+        assert_eq!(&mapped[sent.len() - 7..], b"end");
     }
 
     #[test]

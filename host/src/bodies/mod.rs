@@ -11,7 +11,8 @@
 //! the process's allocator knows the mappings, and unmaps (and closes the file) when the `Vec`
 //! is dropped, or moves the bytes to the heap when it grows.
 //!
-//! Who does what: intake fills a [`BodyFile`] as a big body arrives and seals it; the pool
+//! Who does what: intake fills a [`BodyFile`] as a big body arrives (over plain TCP by
+//! `splice`, so its bytes never pass through the worker: [`splice`]) and seals it; the pool
 //! sends the file with the request; the executor maps it for the plugin and, when the answer
 //! is that same body untouched (an echo, a filter that passes it through), sends the same file
 //! back; a big answer of the plugin's own making goes into a new file. The frames say which
@@ -19,9 +20,11 @@
 
 pub mod file;
 pub mod registry;
+pub mod splice;
 
 pub use file::{answer_file, map_received, AnswerFile, BodyFile};
 pub use registry::{file_of, MappingAware};
+pub use splice::SpliceError;
 
 /// The smallest body that goes as a file. Below it, copying through the socket costs less than
 /// making, sealing, mapping and unmapping a file (about ten system calls on the two sides).

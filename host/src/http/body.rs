@@ -93,6 +93,24 @@ impl BodyReader {
         )
     }
 
+    /// The bytes still to come of a `Content-Length` body (`None` for a chunked one, whose
+    /// bytes must be decoded).
+    pub fn length_left(&self) -> Option<u64> {
+        match self.state {
+            Framing::Length { remaining } => Some(remaining),
+            Framing::Chunked(_) => None,
+        }
+    }
+
+    /// Counts `n` bytes of a `Content-Length` body as read without passing through
+    /// [`feed`](BodyReader::feed) (the caller read them into the body's place itself); at most
+    /// [`length_left`](BodyReader::length_left) count.
+    pub fn received_elsewhere(&mut self, n: usize) {
+        if let Framing::Length { remaining } = &mut self.state {
+            *remaining = remaining.saturating_sub(n as u64);
+        }
+    }
+
     /// Decodes from `input`, appending body bytes to `body`. Returns how many bytes of `input`
     /// were used (all of them unless the body ended inside `input`).
     pub fn feed(&mut self, input: &[u8], body: &mut Vec<u8>) -> Result<usize, HttpError> {

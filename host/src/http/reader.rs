@@ -151,6 +151,29 @@ impl RequestReader {
             .map(|pending| pending.moved + pending.body.len())
     }
 
+    /// How many bytes of a `Content-Length` body the caller may read into the body's place
+    /// itself ([`received_elsewhere`](RequestReader::received_elsewhere)), bypassing the
+    /// reader: all that is still to come, once nothing of it waits here (nothing buffered, no
+    /// decoded bytes left to move). `None` when bytes must go through [`push`](Self::push).
+    pub fn length_left(&self) -> Option<usize> {
+        let pending = self.body.as_ref()?;
+        if !self.inbuf.is_empty() || self.failed.is_some() || !pending.body.is_empty() {
+            return None;
+        }
+        let left = pending.decoder.length_left()?;
+        usize::try_from(left).ok().filter(|&left| left > 0)
+    }
+
+    /// Counts `n` body bytes the caller read into the body's place itself (at most
+    /// [`length_left`](RequestReader::length_left)): they are moved, as if pushed and then
+    /// [`move_decoded`](RequestReader::move_decoded).
+    pub fn received_elsewhere(&mut self, n: usize) {
+        if let Some(pending) = self.body.as_mut() {
+            pending.decoder.received_elsewhere(n);
+            pending.moved += n;
+        }
+    }
+
     /// Hands the body bytes decoded so far to `to` (a big body's file) and forgets them; the
     /// complete request then carries only the bytes decoded after the last move.
     pub fn move_decoded<E>(&mut self, to: &mut dyn FnMut(&[u8]) -> Result<(), E>) -> Result<(), E> {
@@ -251,6 +274,41 @@ mod tests {
             matches!(reader.next(&limits), Event::Request(head, body) if head.method == "GET" && body.is_empty())
         );
         assert!(!reader.is_mid_request());
+    }
+
+    #[test]
+    fn a_length_body_read_elsewhere_counts_and_ends_the_request() {
+        let limits = HeadLimits::default();
+        let mut reader = RequestReader::default();
+        reader.push(b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nab");
+        let Event::Head(head) = reader.next(&limits) else {
+            panic!("a head");
+        };
+        reader.start_body(head, 10).expect("fits");
+        assert_eq!(reader.length_left(), None, "decoded bytes wait to be moved");
+        assert_eq!(reader.next(&limits), Event::Partial);
+        reader
+            .move_decoded(&mut |_| Ok::<(), ()>(()))
+            .expect("moved");
+        assert_eq!(reader.length_left(), Some(8));
+        reader.received_elsewhere(5);
+        assert_eq!(
+            (reader.length_left(), reader.body_read()),
+            (Some(3), Some(7))
+        );
+        reader.received_elsewhere(3);
+        assert_eq!(reader.length_left(), None, "nothing left");
+        assert!(
+            matches!(reader.next(&limits), Event::Request(_, body) if body.is_empty()),
+            "complete, its bytes all elsewhere"
+        );
+        // A chunked body's bytes must be decoded: never read elsewhere.
+        reader.push(b"POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n");
+        let Event::Head(head) = reader.next(&limits) else {
+            panic!("a head");
+        };
+        reader.start_body(head, 10).expect("fits");
+        assert_eq!(reader.length_left(), None);
     }
 
     #[test]

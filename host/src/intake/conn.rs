@@ -6,13 +6,14 @@
 
 use std::io::{self, IoSlice, Read};
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 use plugin_api::RVec;
 
-use crate::bodies::BodyFile;
+use crate::bodies::{BodyFile, SpliceError};
 use crate::http::error::HttpError;
-use crate::http::parse::{Head, HeadLimits};
+use crate::http::parse::{Framing, Head, HeadLimits};
 use crate::http::reader::{Event, RequestReader};
 use crate::ids::ConnId;
 use crate::intake::queue::ByteBudget;
@@ -151,8 +152,10 @@ pub struct Conn {
     pub deadline: Instant,
     /// What has been received and not yet handed on: the request reader.
     reader: RequestReader,
-    /// The file a big body is moved into as it is decoded (from `BY_FILE_FROM` bytes on), so
-    /// it goes to its executor as a file, never copied through the socket.
+    /// The file a big body goes into, so that it reaches its executor as a file, never
+    /// copied through the socket: one of a declared length of `BY_FILE_FROM` bytes or more
+    /// from its head on (its bytes go from the socket straight into the file), a chunked one
+    /// from its `BY_FILE_FROM`th decoded byte on (moved from the reader as decoded).
     body_file: Option<BodyFile>,
     /// No file could be had for the body being read (descriptors spent, say): it stays on
     /// the heap, and making one is not tried again for it.
@@ -263,9 +266,18 @@ impl Conn {
         limit: usize,
         reserved: usize,
     ) -> Result<(), HttpError> {
+        // A big body of known length goes straight into its file, made for it now.
+        let known = match head.framing {
+            Framing::Length(n) => usize::try_from(n).ok(),
+            _ => None,
+        };
         self.reader.start_body(head, limit)?;
         self.body_file = None;
         self.body_file_refused = false;
+        if known.is_some_and(|n| n >= crate::bodies::BY_FILE_FROM) {
+            self.body_file = BodyFile::create().ok();
+            self.body_file_refused = self.body_file.is_none();
+        }
         self.reserved = reserved;
         self.arrived = 0;
         self.phase = Phase::ExpectBody;
@@ -364,11 +376,52 @@ impl Conn {
             if !self.may_have_bytes {
                 return Step::Blocked;
             }
-            let room = self.reader.room(limits, scratch.len());
-            if let Some(step) = self.fill(&mut scratch[..room]) {
+            let step = match self.fill_body_file(scratch) {
+                Some(step) => step,
+                None => {
+                    let room = self.reader.room(limits, scratch.len());
+                    self.fill(&mut scratch[..room])
+                }
+            };
+            if let Some(step) = step {
                 return step;
             }
         }
+    }
+
+    /// Moves the rest of a big body of known length from the socket straight into its file:
+    /// by `splice` on plain TCP (the bytes never enter this process), else read into
+    /// `scratch` and written to the file (not through the reader). `None` when this body is
+    /// not read so; otherwise what [`fill`](Conn::fill) would say.
+    fn fill_body_file(&mut self, scratch: &mut [u8]) -> Option<Option<Step>> {
+        let left = self.reader.length_left()?;
+        let file = self.body_file.as_mut()?;
+        let moved = if self.transport.is_tls() {
+            let fin_seen = self.fin_at.is_some();
+            let take = left.min(scratch.len());
+            let into = &mut scratch[..take];
+            receive(
+                &mut self.transport,
+                &mut self.may_have_bytes,
+                fin_seen,
+                into,
+            )
+            .and_then(|n| {
+                file.append(&into[..n])
+                    .map(|()| n)
+                    .map_err(|_| ReadEnd::NoRoom)
+            })
+        } else {
+            let socket = self.transport.socket().as_fd();
+            splice_into(file, socket, left, &mut self.may_have_bytes)
+        };
+        Some(match moved {
+            Ok(n) => {
+                self.reader.received_elsewhere(n);
+                None
+            }
+            Err(end) => Some(end.into()),
+        })
     }
 
     /// Moves a big body's decoded bytes into its file as they come; the complete request's
@@ -519,29 +572,18 @@ impl Conn {
     /// Reads what fits in `scratch` and hands it to the reader. `None` when bytes arrived;
     /// otherwise the step that ends the reading (blocked, end of stream, failure).
     fn fill(&mut self, scratch: &mut [u8]) -> Option<Step> {
-        loop {
-            match self.transport.read(scratch) {
-                Ok(0) => return Some(Step::Gone),
-                Ok(n) => {
-                    // A plain socket that gave less than asked is empty now. (TLS may hold
-                    // more plaintext than it gave: only its would-block says so. An end of
-                    // file seen in an event is still to be read: no event will say it again.)
-                    if n < scratch.len() && !self.transport.is_tls() && self.fin_at.is_none() {
-                        self.may_have_bytes = false;
-                    }
-                    self.reader.push(&scratch[..n]);
-                    return None;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.may_have_bytes = false;
-                    return Some(Step::Blocked);
-                }
-                Err(e) if e.kind() == io::ErrorKind::InvalidData && self.transport.is_tls() => {
-                    return Some(Step::TlsFailed)
-                }
-                Err(_) => return Some(Step::Gone),
+        let fin_seen = self.fin_at.is_some();
+        match receive(
+            &mut self.transport,
+            &mut self.may_have_bytes,
+            fin_seen,
+            scratch,
+        ) {
+            Ok(n) => {
+                self.reader.push(&scratch[..n]);
+                None
             }
+            Err(end) => Some(end.into()),
         }
     }
 
@@ -591,5 +633,89 @@ impl Conn {
     /// Whether bytes of a next request are already buffered.
     pub fn has_buffered_input(&self) -> bool {
         self.reader.has_buffered()
+    }
+}
+
+/// Splices up to `max` bytes from a plain socket into a body's file: how many came, or the
+/// reason the reading ends.
+fn splice_into(
+    file: &mut BodyFile,
+    socket: BorrowedFd<'_>,
+    max: usize,
+    may_have_bytes: &mut bool,
+) -> Result<usize, ReadEnd> {
+    loop {
+        match file.splice_from(socket, max) {
+            Ok(0) => return Err(ReadEnd::Gone),
+            // A short splice does not say the socket is empty (the pipe may have run out of
+            // slots): only a would-block does.
+            Ok(n) => return Ok(n),
+            Err(SpliceError::Socket(e)) => match e.kind() {
+                io::ErrorKind::Interrupted => {}
+                io::ErrorKind::WouldBlock => {
+                    *may_have_bytes = false;
+                    return Err(ReadEnd::Blocked);
+                }
+                _ => return Err(ReadEnd::Gone),
+            },
+            Err(SpliceError::File(_)) => return Err(ReadEnd::NoRoom),
+        }
+    }
+}
+
+/// Why reading a connection's socket stopped without bytes.
+#[derive(Clone, Copy, Debug)]
+enum ReadEnd {
+    /// Nothing more until the next readiness event.
+    Blocked,
+    /// The peer closed, or the socket failed.
+    Gone,
+    /// The TLS layer failed.
+    TlsFailed,
+    /// A big body's file cannot take the bytes.
+    NoRoom,
+}
+
+impl From<ReadEnd> for Step {
+    fn from(end: ReadEnd) -> Step {
+        match end {
+            ReadEnd::Blocked => Step::Blocked,
+            ReadEnd::Gone => Step::Gone,
+            ReadEnd::TlsFailed => Step::TlsFailed,
+            ReadEnd::NoRoom => Step::Refused(HttpError::NoRoom),
+        }
+    }
+}
+
+/// Reads what fits in `into` from a connection's transport: how many bytes came, or why the
+/// reading stops. Clears `may_have_bytes` when the socket is known empty after it.
+fn receive(
+    transport: &mut Transport,
+    may_have_bytes: &mut bool,
+    fin_seen: bool,
+    into: &mut [u8],
+) -> Result<usize, ReadEnd> {
+    loop {
+        match transport.read(into) {
+            Ok(0) => return Err(ReadEnd::Gone),
+            Ok(n) => {
+                // A plain socket that gave less than asked is empty now. (TLS may hold more
+                // plaintext than it gave: only its would-block says so. An end of file seen
+                // in an event is still to be read: no event will say it again.)
+                if n < into.len() && !transport.is_tls() && !fin_seen {
+                    *may_have_bytes = false;
+                }
+                return Ok(n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                *may_have_bytes = false;
+                return Err(ReadEnd::Blocked);
+            }
+            Err(e) if e.kind() == io::ErrorKind::InvalidData && transport.is_tls() => {
+                return Err(ReadEnd::TlsFailed)
+            }
+            Err(_) => return Err(ReadEnd::Gone),
+        }
     }
 }
